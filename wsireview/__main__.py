@@ -1,0 +1,5 @@
+import sys
+
+from wsireview.cli import main
+
+sys.exit(main())

@@ -1,0 +1,27 @@
+"""The slide catalog: typed tables, engine set-up and migrations, read queries."""
+
+from wsireview.catalog.db import Catalog, open_catalog
+from wsireview.catalog.models import (
+    ARTIFACT,
+    FAILED,
+    LESION,
+    MISSING,
+    NOT_LESION,
+    READY,
+    UNSURE,
+    VERDICTS,
+    FeatureSet,
+    ModelVersion,
+    Patch,
+    PatchScore,
+    ReviewQueueItem,
+    Review,
+    Slide,
+    SlidePrediction,
+)
+
+__all__ = [
+    "ARTIFACT", "FAILED", "LESION", "MISSING", "NOT_LESION", "READY", "UNSURE", "VERDICTS",
+    "Catalog", "FeatureSet", "ModelVersion", "Patch", "PatchScore", "Review", "ReviewQueueItem",
+    "Slide", "SlidePrediction", "open_catalog",
+]

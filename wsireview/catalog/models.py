@@ -1,0 +1,185 @@
+"""The catalog's tables (SQLAlchemy 2.0 typed models).
+
+Every table here is created by a migration in ``migrations/versions``; a new table or column
+means a new migration, never an edit of an old one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# Slide status values.
+READY = "ready"
+FAILED = "failed"
+MISSING = "missing"
+
+# Verdicts a reviewer can give a patch.
+LESION = "lesion"
+NOT_LESION = "not_lesion"
+UNSURE = "unsure"
+ARTIFACT = "artifact"
+VERDICTS = (LESION, NOT_LESION, UNSURE, ARTIFACT)
+
+
+class Slide(Base):
+    __tablename__ = "slides"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), index=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    content_hash: Mapped[str | None] = mapped_column(String(128), index=True)
+    vendor: Mapped[str | None] = mapped_column(String(64))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    level_count: Mapped[int | None] = mapped_column(Integer)
+    level_downsamples: Mapped[list[Any] | None] = mapped_column(JSON)
+    mpp_x: Mapped[float | None] = mapped_column(Float)
+    mpp_y: Mapped[float | None] = mapped_column(Float)
+    objective_power: Mapped[float | None] = mapped_column(Float)
+    # How the patch size in level-0 pixels was derived: "mpp", "objective-power" or "level0-pixels".
+    resolution_source: Mapped[str | None] = mapped_column(String(32))
+    target_mpp: Mapped[float | None] = mapped_column(Float)
+    patch_size_px: Mapped[int | None] = mapped_column(Integer)
+    patch_size_level0: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=READY, index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    warning: Mapped[str | None] = mapped_column(Text)
+    label: Mapped[str | None] = mapped_column(String(128))
+    tissue_fraction: Mapped[float | None] = mapped_column(Float)
+    thumbnail_path: Mapped[str | None] = mapped_column(Text)
+    mask_path: Mapped[str | None] = mapped_column(Text)
+    overlay_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    patches: Mapped[list["Patch"]] = relationship(
+        back_populates="slide", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def mpp(self) -> float | None:
+        return self.mpp_x
+
+
+class Patch(Base):
+    __tablename__ = "patches"
+    __table_args__ = (UniqueConstraint("slide_id", "x", "y", "size", name="uq_patch_position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slide_id: Mapped[int] = mapped_column(ForeignKey("slides.id", ondelete="CASCADE"), index=True)
+    x: Mapped[int] = mapped_column(Integer)  # level-0 pixels, top-left
+    y: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)  # level-0 pixels a side
+    tissue_fraction: Mapped[float] = mapped_column(Float)
+
+    slide: Mapped[Slide] = relationship(back_populates="patches")
+
+
+class FeatureSet(Base):
+    """One slide embedded by one encoder; the float16 matrix lives in the workspace file ``path``."""
+
+    __tablename__ = "feature_sets"
+    __table_args__ = (UniqueConstraint("slide_id", "encoder", name="uq_feature_set"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slide_id: Mapped[int] = mapped_column(ForeignKey("slides.id", ondelete="CASCADE"), index=True)
+    encoder: Mapped[str] = mapped_column(String(256))
+    dim: Mapped[int] = mapped_column(Integer)
+    n_patches: Mapped[int] = mapped_column(Integer)
+    patch_size_px: Mapped[int] = mapped_column(Integer)
+    target_mpp: Mapped[float | None] = mapped_column(Float)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    encoder: Mapped[str] = mapped_column(String(256))
+    positive_label: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    label_counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PatchScore(Base):
+    __tablename__ = "patch_scores"
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    patch_id: Mapped[int] = mapped_column(ForeignKey("patches.id", ondelete="CASCADE"), primary_key=True)
+    attention: Mapped[float] = mapped_column(Float)  # normalised within its slide, 0..1 (max = 1)
+    attention_rank: Mapped[int] = mapped_column(Integer)  # 1 = highest attention in its slide
+    probability: Mapped[float] = mapped_column(Float)  # instance head, P(lesion)
+    uncertainty: Mapped[float] = mapped_column(Float)
+
+
+Index("ix_patch_scores_patch", PatchScore.patch_id)
+
+
+class SlidePrediction(Base):
+    __tablename__ = "slide_predictions"
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    slide_id: Mapped[int] = mapped_column(ForeignKey("slides.id", ondelete="CASCADE"), primary_key=True)
+    probability: Mapped[float] = mapped_column(Float)  # P(positive label)
+
+
+class ReviewQueueItem(Base):
+    __tablename__ = "review_queue"
+    __table_args__ = (UniqueConstraint("model_version_id", "patch_id", name="uq_queue_patch"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    patch_id: Mapped[int] = mapped_column(ForeignKey("patches.id", ondelete="CASCADE"))
+    rank: Mapped[int] = mapped_column(Integer)  # order of presentation, 1 first
+    reason: Mapped[str] = mapped_column(String(32))  # top-attention, uncertain, diverse, random
+    score: Mapped[float | None] = mapped_column(Float)
+
+
+class Review(Base):
+    """An append-only verdict. Undo marks the row (``undone_at``); nothing is ever deleted."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patch_id: Mapped[int] = mapped_column(ForeignKey("patches.id", ondelete="CASCADE"), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    reviewer: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seconds_taken: Mapped[float | None] = mapped_column(Float)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"))
+    undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

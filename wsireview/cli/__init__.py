@@ -1,0 +1,87 @@
+"""The `wsireview` command: parse arguments, call domain functions, print. Nothing else lives here.
+
+Each subcommand is a module in this package with ``register(subparsers)``; the parser it adds sets
+``func`` to a ``run(args, ctx) -> int`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass, field
+
+from rich.console import Console
+
+from wsireview import __version__
+from wsireview.workspace import Workspace
+
+SUBCOMMANDS = ["add", "status", "db", "demo", "embed", "retrain", "evaluate", "review", "export"]
+
+
+@dataclass
+class Context:
+    """What every subcommand needs: the workspace, its catalog (opened on first use), a console."""
+
+    workspace: Workspace
+    console: Console = field(default_factory=Console)
+    err: Console = field(default_factory=lambda: Console(stderr=True))
+    _catalog: object | None = None
+
+    def catalog(self):
+        if self._catalog is None:
+            from wsireview.catalog import open_catalog
+
+            self.workspace.ensure()
+            self._catalog = open_catalog(self.workspace.db_url)
+        return self._catalog
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsireview",
+        description=(
+            "Review whole-slide images with a model that learns from your verdicts. "
+            "Without a subcommand, opens the terminal app on the workspace."
+        ),
+        epilog="Workflow: add -> retrain (embeds, trains, queues patches) -> review -> retrain -> export. "
+        "Run `wsireview COMMAND --help` for each step.",
+    )
+    parser.add_argument("--version", action="version", version=f"wsireview {__version__}")
+    parser.add_argument(
+        "--workspace", metavar="DIR",
+        help="folder for the catalog, thumbnails, masks, features, models and exports "
+             "(default: $WSIREVIEW_WORKSPACE or ./data)",
+    )
+    parser.add_argument(
+        "--db", metavar="URL",
+        help="SQLAlchemy URL of the catalog, e.g. postgresql+psycopg://user@host/wsireview "
+             "(default: $WSIREVIEW_DB or sqlite in the workspace)",
+    )
+    parser.add_argument("--graphics", choices=["halfblock", "kitty"], default=None,
+                        help="how the app draws images (default: colour half-blocks; kitty where the terminal has it)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"wsireview.cli.{name}_cmd")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ctx = Context(workspace=Workspace.resolve(args.workspace, args.db))
+    func = getattr(args, "func", None)
+    if func is None:
+        from wsireview.cli.review_cmd import open_app
+
+        return open_app(args, ctx)
+    try:
+        return int(func(args, ctx) or 0)
+    except KeyboardInterrupt:
+        ctx.err.print("[yellow]Interrupted.[/] Work finished before the interruption is kept.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

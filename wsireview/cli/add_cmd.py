@@ -1,0 +1,92 @@
+"""`wsireview add`: ingest slides (thumbnail, tissue mask, patch grid) and slide labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from wsireview.ingest import DEFAULT_MIN_TISSUE, DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, add_paths
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "add",
+        help="add slides to the catalog (thumbnail, tissue mask, patch grid)",
+        description="Add slide files or folders to the catalog. Every format OpenSlide reads (SVS, "
+        "tiled TIFF, NDPI, MRXS, SCN, DICOM, ...) and plain PNG/JPEG/TIFF images. Adding the same "
+        "file again changes nothing; a moved file is recognised by its content; unreadable files are "
+        "recorded as failed with the reason, and the exit code is 1 when any file failed.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="slide files or folders")
+    parser.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders too")
+    parser.add_argument("--labels", type=Path, metavar="CSV",
+                        help="CSV of slide-level labels: slide file name (or path), label; header optional")
+    parser.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, metavar="PX",
+                        help=f"patch side in pixels at the target resolution (default {DEFAULT_PATCH_SIZE})")
+    parser.add_argument("--mpp", type=float, default=DEFAULT_TARGET_MPP, metavar="UM",
+                        help=f"target resolution in µm per pixel (default {DEFAULT_TARGET_MPP}, i.e. 20x)")
+    parser.add_argument("--min-tissue", type=float, default=DEFAULT_MIN_TISSUE, metavar="SHARE",
+                        help=f"keep a patch when at least this share of it is tissue (default {DEFAULT_MIN_TISSUE})")
+    parser.add_argument("--json", action="store_true", help="print one JSON document (the catalog) instead of tables")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    missing_inputs = [p for p in args.paths if not p.exists()]
+    for p in missing_inputs:
+        ctx.err.print(f"[red]not found:[/] {p}")
+    if args.labels is not None and not args.labels.is_file():
+        ctx.err.print(f"[red]labels file not found:[/] {args.labels}")
+        return 2
+    if not 0 < args.min_tissue <= 1 or args.patch_size < 8 or args.mpp <= 0:
+        ctx.err.print("[red]--min-tissue must be in (0, 1], --patch-size >= 8 and --mpp > 0[/]")
+        return 2
+    paths = [p for p in args.paths if p.exists()]
+    report = add_paths(
+        ctx.catalog(), ctx.workspace, paths, recursive=args.recursive, labels_csv=args.labels,
+        patch_size=args.patch_size, target_mpp=args.mpp, min_tissue=args.min_tissue,
+        progress=not args.json, console=ctx.err,
+    )
+    if args.json:
+        from wsireview.status import catalog_status
+
+        doc = catalog_status(ctx.catalog(), ctx.workspace)
+        doc["added"] = {k: report.count(k) for k in ("added", "unchanged", "moved", "duplicate", "failed")}
+        doc["unmatched_labels"] = [{"line": ln, "slide": s, "label": lb} for ln, s, lb in report.unmatched_labels]
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        _print_report(ctx, report)
+    return 1 if report.failed or missing_inputs else 0
+
+
+def _print_report(ctx, report) -> None:
+    table = Table(title="Ingest", show_lines=False)
+    for column in ("slide", "outcome", "tissue", "patches", "time"):
+        table.add_column(column, justify="right" if column in ("tissue", "patches", "time") else "left",
+                         no_wrap=column != "slide")
+    styles = {"added": "green", "unchanged": "dim", "moved": "cyan", "duplicate": "yellow", "failed": "red"}
+    notes = []
+    for r in report.results:
+        note = r.reason or r.warning
+        if note:
+            notes.append((r.path.name, note))
+        table.add_row(
+            r.path.name, f"[{styles[r.outcome]}]{r.outcome}[/]" + ("*" if note else ""),
+            "" if r.tissue_fraction is None else f"{r.tissue_fraction:.1%}",
+            str(r.patches), f"{r.seconds:.1f}s",
+        )
+    ctx.console.print(table)
+    for name, note in notes:
+        ctx.console.print(f"[dim]*[/] [bold]{name}[/]: {note}")
+    summary = ", ".join(f"{report.count(k)} {k}" for k in ("added", "unchanged", "moved", "duplicate", "failed"))
+    zero = [r.path.name for r in report.results if r.outcome in ("added", "unchanged", "moved") and r.patches == 0]
+    ctx.console.print(f"[bold]{summary}[/]" + (f"; {len(zero)} with zero patches: {', '.join(zero)}" if zero else ""))
+    if report.missing:
+        ctx.console.print(f"[yellow]marked missing (file gone):[/] {', '.join(report.missing)}")
+    if report.labels_applied or report.unmatched_labels:
+        ctx.console.print(f"labels applied: {report.labels_applied}")
+    for line, slide, label in report.unmatched_labels:
+        ctx.console.print(f"[yellow]label row {line} matches no slide:[/] {slide!r} -> {label!r}")

@@ -1,0 +1,63 @@
+"""`wsireview status`: the catalog at a glance (or one JSON document for scripts)."""
+
+from __future__ import annotations
+
+import json
+
+from rich.table import Table
+
+from wsireview.ingest import mark_missing
+from wsireview.status import catalog_status
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("status", help="show the catalog: slides by status, patches, labels, model",
+                            description="Show the catalog. With --json, print one JSON document with every "
+                            "slide (name, path, status, reason, size, mpp, tissue fraction, patches, label, "
+                            "thumbnail and mask PNGs), totals, verdict counts and the latest model version.")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(func=run)
+
+
+def run(args, ctx) -> int:
+    catalog = ctx.catalog()
+    mark_missing(catalog)
+    doc = catalog_status(catalog, ctx.workspace)
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    if not doc["slides"]:
+        ctx.console.print(f"The catalog in {doc['workspace']} is empty. Add slides with "
+                          "[bold]wsireview add PATH... --labels labels.csv[/], or make a demo cohort with "
+                          "[bold]wsireview demo[/].")
+        return 0
+    table = Table(title=f"Catalog: {doc['workspace']}")
+    for column in ("slide", "status", "size", "mpp", "tissue", "patches", "label"):
+        table.add_column(column, justify="right" if column in ("mpp", "tissue", "patches") else "left",
+                         no_wrap=column != "slide")
+    colours = {"ready": "green", "failed": "red", "missing": "yellow"}
+    for s in doc["slides"]:
+        size = f"{s['width']} x {s['height']}" if s["width"] else ""
+        table.add_row(
+            s["name"], f"[{colours.get(s['status'], 'white')}]{s['status']}[/]", size,
+            f"{s['mpp']:.3f}" if s["mpp"] else "unknown",
+            f"{s['tissue_fraction']:.1%}" if s["tissue_fraction"] is not None else "",
+            str(s["patches"]) + ("*" if s["reason"] or s["warning"] else ""), s["label"] or "",
+        )
+    ctx.console.print(table)
+    for s in doc["slides"]:
+        if s["reason"] or s["warning"]:
+            ctx.console.print(f"[dim]*[/] [bold]{s['name']}[/]: {s['reason'] or s['warning']}")
+    totals = doc["totals"]
+    statuses = ", ".join(f"{n} {k}" for k, n in sorted(totals["by_status"].items()))
+    labels = ", ".join(f"{n} {k}" for k, n in sorted(totals["labels"].items())) or "none"
+    ctx.console.print(f"{totals['slides']} slides ({statuses}); {totals['patches']} patches; labels: {labels}")
+    if totals["zero_patches"]:
+        ctx.console.print(f"[yellow]ready slides with zero patches:[/] {', '.join(totals['zero_patches'])}")
+    verdicts = doc["verdicts"]
+    if verdicts["total"]:
+        ctx.console.print("verdicts: " + ", ".join(f"{n} {k}" for k, n in sorted(verdicts["by_verdict"].items())))
+    model = doc.get("model")
+    if model and model.get("id"):
+        ctx.console.print(f"latest model: version {model['id']}, {model.get('queued', 0)} patches queued for review")
+    return 0

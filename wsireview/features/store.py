@@ -1,0 +1,86 @@
+"""The feature store: one float16 matrix per slide and encoder, rows aligned with patch ids.
+
+Each slide's features are one ``.npz`` file holding ``patch_ids`` (int64) and ``features``
+(float16). It is written to a temporary name and renamed, and the ``feature_sets`` row is added
+only after the rename, so an interrupted run never leaves a matrix that looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from wsireview.catalog import Catalog, FeatureSet, Slide
+from wsireview.workspace import Workspace
+
+
+def encoder_slug(encoder: str) -> str:
+    """A file-system-safe folder name for an encoder name such as ``torchscript:/x/model.pt``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder).strip("_") or "encoder"
+
+
+def features_path(workspace: Workspace, slide_id: int, encoder: str) -> Path:
+    return workspace.features / encoder_slug(encoder) / f"slide-{slide_id}.npz"
+
+
+def save_features(
+    catalog: Catalog,
+    workspace: Workspace,
+    slide: Slide,
+    encoder: str,
+    patch_ids: np.ndarray,
+    features: np.ndarray,
+    patch_size_px: int,
+) -> FeatureSet:
+    """Write one slide's matrix atomically, then record (or replace) its ``feature_sets`` row."""
+    patch_ids = np.asarray(patch_ids, dtype=np.int64)
+    features = np.asarray(features, dtype=np.float16)
+    if features.ndim != 2 or features.shape[0] != patch_ids.shape[0]:
+        raise ValueError(f"features {features.shape} do not align with {patch_ids.shape[0]} patch ids")
+    path = features_path(workspace, slide.id, encoder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".partial.npz")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, patch_ids=patch_ids, features=features)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    with catalog.session() as session:
+        row = session.scalar(
+            select(FeatureSet).where(FeatureSet.slide_id == slide.id, FeatureSet.encoder == encoder)
+        )
+        if row is None:
+            row = FeatureSet(slide_id=slide.id, encoder=encoder)
+            session.add(row)
+        row.dim = int(features.shape[1])
+        row.n_patches = int(features.shape[0])
+        row.patch_size_px = int(patch_size_px)
+        row.target_mpp = slide.target_mpp
+        row.path = workspace.relative(path)
+    return row
+
+
+def load_features(workspace: Workspace, feature_set: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
+    """``(patch_ids int64, features float16)`` of one recorded feature set."""
+    path = workspace.absolute(feature_set.path)
+    with np.load(path) as data:
+        return data["patch_ids"], data["features"]
+
+
+def feature_sets(catalog: Catalog, encoder: str) -> dict[int, FeatureSet]:
+    """Recorded feature sets of one encoder, by slide id (only slides still ready)."""
+    with catalog.session() as session:
+        rows = session.scalars(
+            select(FeatureSet).join(Slide, Slide.id == FeatureSet.slide_id)
+            .where(FeatureSet.encoder == encoder, Slide.status == "ready")
+        ).all()
+    return {row.slide_id: row for row in rows}

@@ -1,0 +1,155 @@
+"""Open a slide (OpenSlide, or a plain image as a one-level slide) and read it at a target resolution."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openslide
+from PIL import Image, UnidentifiedImageError
+
+# A microscope's level 0 lies between about 0.05 and 20 µm per pixel. Values outside are file
+# defaults (a plain TIFF at 72 dpi reads as 352.8 µm/px) and are not used to size patches.
+PLAUSIBLE_MPP = (0.05, 20.0)
+
+# Plain images are decoded whole; guard against decompression bombs but allow big scans.
+Image.MAX_IMAGE_PIXELS = 2_000_000_000
+
+
+class SlideError(Exception):
+    """A slide that cannot be used, with a reason a person can act on."""
+
+
+def explain_open_error(path: Path, error: BaseException) -> str:
+    """Turn a reader's exception into a specific, human reason."""
+    text = str(error).strip()
+    lowered = text.lower()
+    if "unsupported tiff compression" in lowered or "compression" in lowered:
+        return f"unsupported compression ({text})"
+    if isinstance(error, UnidentifiedImageError) or "unsupported or missing image file" in lowered:
+        return "not a slide: neither OpenSlide nor the plain-image reader recognises this file"
+    if isinstance(error, FileNotFoundError):
+        return "file not found"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    return f"cannot open: {type(error).__name__}: {text}"
+
+
+def explain_read_error(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return f"corrupt tile data: pixels cannot be read ({text})"
+
+
+def file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """How patches are sized on one slide: the level-0 side of a patch and where that came from."""
+
+    level0_size: int
+    source: str  # "mpp", "objective-power" or "level0-pixels"
+    note: str | None = None
+
+
+class Slide:
+    """One whole-slide image: its metadata, a thumbnail, and patches read at a target resolution."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self._osr = openslide.open_slide(str(self.path))
+        except Exception as error:  # OpenSlide, PIL and OS errors all end here with a reason
+            raise SlideError(explain_open_error(self.path, error)) from error
+        props = self._osr.properties
+        self.is_plain_image = isinstance(self._osr, openslide.ImageSlide)
+        self.vendor: str = "image" if self.is_plain_image else props.get(openslide.PROPERTY_NAME_VENDOR, "unknown")
+        self.dimensions: tuple[int, int] = self._osr.dimensions
+        self.level_count: int = self._osr.level_count
+        self.level_dimensions = self._osr.level_dimensions
+        self.level_downsamples: tuple[float, ...] = tuple(float(d) for d in self._osr.level_downsamples)
+        self.mpp_x = _float(props.get(openslide.PROPERTY_NAME_MPP_X))
+        self.mpp_y = _float(props.get(openslide.PROPERTY_NAME_MPP_Y))
+        self.objective_power = _float(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
+        self.quickhash = props.get(openslide.PROPERTY_NAME_QUICKHASH1)
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def content_hash(self) -> str:
+        """OpenSlide's quickhash where there is one (fast on huge files), else a hash of the file."""
+        return f"quickhash1:{self.quickhash}" if self.quickhash else file_hash(self.path)
+
+    # -- resolution -----------------------------------------------------------------------------
+    def resolution(self, patch_size: int, target_mpp: float) -> Resolution:
+        """The level-0 size of a ``patch_size`` px patch at ``target_mpp``, and how it was derived."""
+        if self.mpp_x and PLAUSIBLE_MPP[0] <= self.mpp_x <= PLAUSIBLE_MPP[1]:
+            return Resolution(max(1, round(patch_size * target_mpp / self.mpp_x)), "mpp")
+        note = None
+        if self.mpp_x:
+            note = f"recorded mpp {self.mpp_x:.4g} µm/px is implausible for a microscope"
+        if self.objective_power:
+            # 20x objective ~ 0.5 µm/px, the convention CLAM and TRIDENT use.
+            implied_mpp = 10.0 / self.objective_power
+            return Resolution(max(1, round(patch_size * target_mpp / implied_mpp)), "objective-power", note)
+        return Resolution(patch_size, "level0-pixels", note or "no mpp and no objective power in the file")
+
+    # -- pixels ---------------------------------------------------------------------------------
+    def thumbnail(self, max_side: int = 1024) -> Image.Image:
+        """An RGB thumbnail, long side up to ``max_side``, read from the best pyramid level."""
+        try:
+            return self._osr.get_thumbnail((max_side, max_side)).convert("RGB")
+        except Exception as error:
+            raise SlideError(explain_read_error(error)) from error
+
+    def read_region(self, x: int, y: int, size0: int, out_px: int) -> Image.Image:
+        """The square at level-0 ``(x, y)`` of side ``size0``, as an ``out_px`` RGB image.
+
+        Reads from the coarsest pyramid level that is still at least as fine as needed, then
+        resizes; transparent (out-of-slide) pixels come back white.
+        """
+        downsample = size0 / out_px
+        level = self._osr.get_best_level_for_downsample(downsample) if downsample > 1 else 0
+        level_ds = self.level_downsamples[level]
+        side = max(1, round(size0 / level_ds))
+        try:
+            region = self._osr.read_region((int(x), int(y)), level, (side, side))
+        except Exception as error:
+            raise SlideError(explain_read_error(error)) from error
+        rgb = Image.new("RGB", region.size, (255, 255, 255))
+        rgb.paste(region, mask=region.getchannel("A"))
+        if rgb.size != (out_px, out_px):
+            rgb = rgb.resize((out_px, out_px), Image.Resampling.LANCZOS if side > out_px else Image.Resampling.BICUBIC)
+        return rgb
+
+    def read_array(self, x: int, y: int, size0: int, out_px: int) -> np.ndarray:
+        return np.asarray(self.read_region(x, y, size0, out_px))
+
+    def close(self) -> None:
+        self._osr.close()
+
+    def __enter__(self) -> "Slide":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_slide(path: str | Path) -> Slide:
+    return Slide(path)

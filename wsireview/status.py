@@ -1,0 +1,70 @@
+"""The catalog at a glance, as one JSON-ready document (for `status`, `add --json` and scripts)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from sqlalchemy import func, select
+
+from wsireview.catalog import Catalog, Patch, Slide
+from wsireview.learn.reviews import verdict_counts
+from wsireview.workspace import Workspace
+
+
+def slide_rows(catalog: Catalog, workspace: Workspace) -> list[dict]:
+    with catalog.session() as session:
+        counts = dict(session.execute(select(Patch.slide_id, func.count()).group_by(Patch.slide_id)).all())
+        slides = session.scalars(select(Slide).order_by(Slide.name)).all()
+    rows = []
+    for s in slides:
+        rows.append(
+            {
+                "id": s.id,
+                "name": s.name,
+                "path": s.path,
+                "status": s.status,
+                "reason": s.reason,
+                "warning": s.warning,
+                "vendor": s.vendor,
+                "width": s.width,
+                "height": s.height,
+                "levels": s.level_count,
+                "mpp": s.mpp_x,
+                "objective_power": s.objective_power,
+                "resolution_source": s.resolution_source,
+                "patch_size_level0": s.patch_size_level0,
+                "tissue_fraction": s.tissue_fraction,
+                "patches": counts.get(s.id, 0),
+                "label": s.label,
+                "thumbnail": str(workspace.absolute(s.thumbnail_path)) if s.thumbnail_path else None,
+                "mask": str(workspace.absolute(s.mask_path)) if s.mask_path else None,
+                "overlay": str(workspace.absolute(s.overlay_path)) if s.overlay_path else None,
+            }
+        )
+    return rows
+
+
+def catalog_status(catalog: Catalog, workspace: Workspace) -> dict:
+    """Slides, totals, labels, verdicts and the latest model: the document `status --json` prints."""
+    slides = slide_rows(catalog, workspace)
+    by_status = Counter(s["status"] for s in slides)
+    labels = Counter(s["label"] for s in slides if s["label"])
+    doc = {
+        "workspace": str(workspace.root),
+        "slides": slides,
+        "totals": {
+            "slides": len(slides),
+            "by_status": dict(by_status),
+            "patches": sum(s["patches"] for s in slides),
+            "labels": dict(labels),
+            "zero_patches": [s["name"] for s in slides if s["status"] == "ready" and s["patches"] == 0],
+        },
+        "verdicts": verdict_counts(catalog),
+    }
+    try:
+        from wsireview.learn.status import model_status
+    except ImportError:  # the learning package is optional for a bare catalog
+        model_status = None
+    if model_status is not None:
+        doc["model"] = model_status(catalog)
+    return doc
