@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage import color, filters, morphology
+from PIL import Image
+from skimage import filters, morphology
+from skimage.filters import rank
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,10 @@ def pen_mask(hsv: np.ndarray, params: TissueParams = TissueParams()) -> np.ndarr
 
 def tissue_mask(rgb: np.ndarray, params: TissueParams = TissueParams()) -> np.ndarray:
     """A boolean mask of tissue for an RGB thumbnail (H x W x 3, uint8)."""
-    rgb = np.asarray(rgb)[..., :3]
-    hsv = color.rgb2hsv(rgb)
-    saturation = filters.median(
-        (hsv[..., 1] * 255).astype(np.uint8), footprint=np.ones((params.median_size, params.median_size))
-    ) / 255.0
+    rgb = np.ascontiguousarray(np.asarray(rgb)[..., :3], dtype=np.uint8)
+    hsv = np.asarray(Image.fromarray(rgb).convert("HSV"), dtype=np.float32) / 255.0  # PIL: fast, 0..1 here
+    footprint = np.ones((params.median_size, params.median_size), dtype=bool)
+    saturation = rank.median((hsv[..., 1] * 255).astype(np.uint8), footprint=footprint) / 255.0
     value = hsv[..., 2]
 
     threshold = params.min_saturation

@@ -1,0 +1,58 @@
+"""Ingest time per slide, against the floor of reading the thumbnail alone (same run).
+
+Usage: python benchmarks/ingest_time.py [SLIDE_OR_FOLDER ...]
+Default: the real slides in ../shared/data/slides next to the project.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from wsireview.catalog import open_catalog
+from wsireview.ingest import THUMBNAIL_SIDE, discover, ingest_file
+from wsireview.slides import Slide, SlideError
+from wsireview.workspace import Workspace
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str]) -> None:
+    paths = [Path(a) for a in argv] or [PROJECT.parent / "shared" / "data" / "slides"]
+    files = discover(paths, recursive=True)
+    console = Console()
+    table = Table(title="Ingest time per slide (baseline: OpenSlide thumbnail read alone)")
+    for col in ("slide", "size", "thumbnail (s)", "ingest (s)", "overhead", "patches", "tissue", "outcome"):
+        table.add_column(col, justify="left" if col in ("slide", "outcome") else "right")
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace.resolve(tmp).ensure()
+        catalog = open_catalog(ws.db_url)
+        # Warm imports and the first OpenSlide open so the first row is not penalised.
+        ingest_file(catalog, ws, files[0])
+        catalog.close()
+        ws = Workspace.resolve(Path(tmp) / "run").ensure()
+        catalog = open_catalog(ws.db_url)
+        for path in files:
+            try:
+                t0 = time.perf_counter()
+                with Slide(path) as slide:
+                    slide.thumbnail(THUMBNAIL_SIDE)
+                    size = f"{slide.dimensions[0]} x {slide.dimensions[1]}"
+                thumb_s = time.perf_counter() - t0
+            except SlideError:
+                thumb_s, size = float("nan"), "-"
+            result = ingest_file(catalog, ws, path)
+            overhead = f"{result.seconds / thumb_s:.1f}x" if thumb_s == thumb_s and thumb_s > 0 else "-"
+            table.add_row(path.name, size, f"{thumb_s:.3f}", f"{result.seconds:.3f}", overhead, str(result.patches),
+                          "" if result.tissue_fraction is None else f"{result.tissue_fraction:.2%}", result.outcome)
+        catalog.close()
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
