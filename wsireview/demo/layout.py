@@ -1,0 +1,219 @@
+"""Plan one demo slide from (seed, index, size): where tissue, lesions and artifacts go.
+
+Planning looks at a coarse rendering of the tissue field so lesions sit well inside tissue and
+pen marks and dust stay on bare glass; the numbers it picks are all a slide needs to be drawn.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+from wsireview.demo.noise import pixel_centres
+from wsireview.demo.spec import DUST, FOLD, INKS, LESION, NORMAL, PEN, Ellipse, Fold, PenArc, SlideSpec, Speck
+
+# Which artifacts slide ``index`` carries; any 6 consecutive slides show every kind.
+ARTIFACT_CYCLE: tuple[tuple[str, ...], ...] = ((), (PEN,), (DUST,), (FOLD,), (PEN, DUST), (DUST, FOLD))
+
+# Lesion share of the tissue a lesion slide aims for (the ground truth is measured, not assumed).
+LESION_SHARE = (0.006, 0.018)
+MIN_LESION_DIAMETER = 130.0  # level-0 px: about 65 µm, a little more than half a 224 px patch
+
+
+def slide_label(seed: int, index: int) -> str:
+    """Lesion and normal slides alternate, so any two consecutive slides hold one of each."""
+    return LESION if (index + seed) % 2 == 0 else NORMAL
+
+
+def slide_artifacts(index: int) -> tuple[str, ...]:
+    return ARTIFACT_CYCLE[index % len(ARTIFACT_CYCLE)]
+
+
+def plan_slide(seed: int, index: int, width: int, height: int) -> SlideSpec:
+    """The full description of slide ``index`` of the cohort with ``seed``."""
+    rng = np.random.default_rng([seed, index, 3])
+    keys = tuple(int(k) for k in rng.integers(1, 2**31 - 1, size=8))
+    side = min(width, height)
+    outline_cells = tuple(c for c in (side / 4 * 0.4**k for k in range(8)) if c >= 40.0)
+    spec = SlideSpec(
+        width=width, height=height, seed=seed, index=index, label=slide_label(seed, index), keys=keys,
+        pieces=_pieces(rng, width, height), outline_cells=outline_cells, outline_amp=0.45,
+        artifacts=slide_artifacts(index),
+    )
+    grid = _CoarseGrid(width, height)
+    spec = _fit_coverage(spec, grid, target=float(rng.uniform(0.5, 0.62)))
+    tissue = spec.tissue_field(grid.xs, grid.ys) > 0
+    if spec.label == LESION:
+        spec = _add_lesions(spec, rng, grid, tissue)
+    if FOLD in spec.artifacts:
+        spec = _add_fold(spec, rng, grid, tissue)
+    glass = ~ndimage.binary_dilation(tissue, iterations=3)
+    if PEN in spec.artifacts:
+        spec, glass = _add_pens(spec, rng, grid, glass)
+    if DUST in spec.artifacts:
+        spec = _add_dust(spec, rng, grid, glass)
+    return spec
+
+
+class _CoarseGrid:
+    """Pixel centres of a coarse (<= ~640 px a side) view of the slide, for planning."""
+
+    def __init__(self, width: int, height: int):
+        self.step = max(4, math.ceil(max(width, height) / 640))
+        self.xs = pixel_centres(0, math.ceil(width / self.step), self.step)
+        self.ys = pixel_centres(0, math.ceil(height / self.step), self.step)
+
+    def pick(self, rng: np.random.Generator, allowed: np.ndarray) -> tuple[float, float] | None:
+        rows, cols = np.nonzero(allowed)
+        if rows.size == 0:
+            return None
+        k = int(rng.integers(rows.size))
+        return float(self.xs[cols[k]]), float(self.ys[rows[k]])
+
+
+def _pieces(rng: np.random.Generator, w: int, h: int) -> tuple[Ellipse, ...]:
+    n = int(rng.choice([1, 2, 3], p=[0.3, 0.45, 0.25]))
+    layouts = {
+        1: [((0.5, 0.5), (0.40, 0.40))],
+        2: [((0.29, 0.5), (0.23, 0.38)), ((0.72, 0.5), (0.22, 0.36))],
+        3: [((0.27, 0.32), (0.20, 0.26)), ((0.73, 0.36), (0.20, 0.27)), ((0.47, 0.74), (0.24, 0.22))],
+    }
+    pieces = []
+    for (fx, fy), (frx, fry) in layouts[n]:
+        jitter = rng.uniform(-0.04, 0.04, size=2)
+        scale = rng.uniform(0.9, 1.1, size=2)
+        pieces.append(Ellipse(
+            cx=(fx + jitter[0]) * w, cy=(fy + jitter[1]) * h, rx=frx * w * scale[0], ry=fry * h * scale[1],
+            angle=float(rng.uniform(-0.35, 0.35)),
+        ))
+    return tuple(pieces)
+
+
+def _fit_coverage(spec: SlideSpec, grid: _CoarseGrid, target: float) -> SlideSpec:
+    """Scale the pieces until tissue covers about ``target`` of the slide."""
+    for _ in range(3):
+        coverage = float((spec.tissue_field(grid.xs, grid.ys) > 0).mean())
+        factor = math.sqrt(target / max(coverage, 1e-3))
+        if abs(factor - 1.0) < 0.02:
+            break
+        spec = _replace(spec, pieces=tuple(p.scaled(factor) for p in spec.pieces))
+    return spec
+
+
+def _add_lesions(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, tissue: np.ndarray) -> SlideSpec:
+    tissue_area = float(tissue.sum()) * grid.step**2
+    share = float(rng.uniform(*LESION_SHARE))
+    n = int(rng.integers(1, 4))
+    while n > 1 and share * tissue_area / n < math.pi * (MIN_LESION_DIAMETER / 2) ** 2:
+        n -= 1
+    radius = math.sqrt(share * tissue_area / n / math.pi)
+    depth = ndimage.distance_transform_edt(np.pad(tissue, 1))[1:-1, 1:-1] * grid.step
+    lesions: list[Ellipse] = []
+    taken = np.zeros_like(tissue)
+    for _ in range(n):
+        elong = float(rng.uniform(1.0, 1.5))
+        allowed = (depth > 1.8 * radius * elong + 2 * grid.step) & ~taken
+        point = grid.pick(rng, allowed)
+        if point is None:
+            break
+        les = Ellipse(point[0], point[1], radius * math.sqrt(elong), radius / math.sqrt(elong), float(rng.uniform(0, math.pi)))
+        lesions.append(les)
+        yy, xx = np.meshgrid(grid.ys, grid.xs, indexing="ij")
+        taken |= np.hypot(xx - les.cx, yy - les.cy) < 4 * radius
+    spec = _replace(spec, lesions=tuple(lesions), lesion_cells=(radius * 0.7, radius * 0.3))
+    # The noise changes the area: measure it and rescale once so the share hits the target.
+    for _ in range(2):
+        area = lesion_area(spec)
+        if area <= 0:
+            break
+        factor = math.sqrt(share * tissue_area / area)
+        spec = _replace(spec, lesions=tuple(les.scaled(factor) for les in spec.lesions))
+    return spec
+
+
+def lesion_area(spec: SlideSpec, step: float = 2.0) -> float:
+    """Level-0 area of the lesions, measured on the fields at ``step`` px."""
+    total = 0.0
+    for les in spec.lesions:
+        x0, y0, x1, y1 = les.bbox(1.6)
+        xs = pixel_centres(x0, math.ceil((x1 - x0) / step), step)
+        ys = pixel_centres(y0, math.ceil((y1 - y0) / step), step)
+        field = spec.lesion_field(xs, ys, spec.tissue_field(xs, ys))
+        # Count each lesion's own ellipse region only (lesions are far apart).
+        own = les.distance(xs, ys) < 1.6
+        total += float(((field > 0) & own).sum()) * step * step
+    return total
+
+
+def _add_fold(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, tissue: np.ndarray) -> SlideSpec:
+    side = spec.size
+    depth = ndimage.distance_transform_edt(np.pad(tissue, 1))[1:-1, 1:-1] * grid.step
+    lesion_zone = np.zeros_like(tissue)
+    for les in spec.lesions:
+        lesion_zone |= les.distance(grid.xs, grid.ys) < 2.0
+    for _ in range(30):
+        point = grid.pick(rng, depth > 0.08 * side)
+        if point is None:
+            break
+        half_width = float(rng.uniform(0.010, 0.016)) * side
+        fold = Fold(
+            cx=point[0], cy=point[1], angle=float(rng.uniform(0, math.pi)), half_width=half_width,
+            half_length=float(rng.uniform(0.18, 0.32)) * side, wave_amp=half_width * float(rng.uniform(0.5, 1.5)),
+            wavelength=float(rng.uniform(0.2, 0.4)) * side, phase=float(rng.uniform(0, 2 * math.pi)),
+        )
+        if not ((fold.alpha(grid.xs, grid.ys) > 0) & lesion_zone).any():
+            return _replace(spec, fold=fold)
+    return spec
+
+
+def _glass_depth(glass: np.ndarray, step: int) -> np.ndarray:
+    """Distance (level-0 px) from each glass pixel to tissue or the slide's edge."""
+    return ndimage.distance_transform_edt(np.pad(glass, 1))[1:-1, 1:-1] * step
+
+
+def _add_pens(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, glass: np.ndarray):
+    side = spec.size
+    inks = list(INKS)
+    pens: list[PenArc] = []
+    glass = glass.copy()
+    for k in range(int(rng.integers(1, 3))):
+        depth = _glass_depth(glass, grid.step)
+        half_width = float(rng.uniform(0.006, 0.010)) * side
+        best = float(depth.max())
+        point = grid.pick(rng, depth >= 0.85 * best)
+        if point is None:
+            break
+        radius = float(rng.uniform(0.45, 0.7)) * best - half_width
+        if radius < 3 * half_width:
+            break
+        pen = PenArc(
+            cx=point[0], cy=point[1], radius=radius, start=float(rng.uniform(0, 2 * math.pi)),
+            sweep=float(rng.uniform(2.5, 5.5)), half_width=half_width, ink=inks[(spec.index + k) % len(inks)],
+        )
+        pens.append(pen)
+        yy, xx = np.meshgrid(grid.ys, grid.xs, indexing="ij")
+        glass &= np.hypot(xx - pen.cx, yy - pen.cy) > pen.radius * 1.1 + 2 * half_width
+    return _replace(spec, pens=tuple(pens)), glass
+
+
+def _add_dust(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, glass: np.ndarray) -> SlideSpec:
+    depth = _glass_depth(glass, grid.step)
+    specks: list[Speck] = []
+    for _ in range(int(rng.integers(12, 30))):
+        radius = float(rng.choice([rng.uniform(5, 14), rng.uniform(14, 32)], p=[0.7, 0.3]))
+        point = grid.pick(rng, depth > 1.5 * radius + grid.step)
+        if point is None:
+            continue
+        specks.append(Speck(
+            cx=point[0], cy=point[1], radius=radius, angle=float(rng.uniform(0, math.pi)),
+            elongation=float(rng.uniform(0.5, 1.0)), density=float(rng.uniform(0.6, 1.3)),
+        ))
+    return _replace(spec, specks=tuple(specks))
+
+
+def _replace(spec: SlideSpec, **changes) -> SlideSpec:
+    from dataclasses import replace
+
+    return replace(spec, **changes)
