@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 import openslide
 import pytest
 from PIL import Image
@@ -197,7 +198,9 @@ def test_ingest_finds_the_generators_tissue_and_no_artifact(demo_workspace, demo
                 artifacts = np.asarray(Image.fromarray(read_mask(demo_cohort / entry["artifact_mask"])).resize(size, Image.Resampling.NEAREST))
                 dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
                 assert dice >= 0.9, (slide.name, dice)
-                assert (mask & artifacts).sum() <= 0.01 * max(1, artifacts.sum()), f"{slide.name}: artifact counted as tissue"
+                # Not one artifact pixel in the mask, away from a 2 px band that resizing may shift.
+                inner = ndimage.binary_erosion(artifacts, iterations=2)
+                assert not (mask & inner).any(), f"{slide.name}: artifact counted as tissue"
                 patches = session.scalar(select(func.count()).select_from(Patch).where(Patch.slide_id == slide.id))
                 assert 120 <= patches <= 350, (slide.name, patches)
                 # Every lesion lies under the patch grid, so the model can find it.

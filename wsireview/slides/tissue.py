@@ -26,6 +26,7 @@ class TissueParams:
     max_saturation_threshold: float = 0.2  # Otsu cap, so faint tissue on a clean slide is kept
     max_value: float = 0.93  # brighter than this is glass, whatever its tint
     min_value: float = 0.15  # darker than this is black ink or debris, not stained tissue
+    min_component_median_value: float = 0.35  # a whole region this dark is ink or debris
     pen_min_saturation: float = 0.35  # pen ink is far more saturated than stained tissue...
     pen_hues: tuple[tuple[float, float], ...] = ((0.17, 0.52), (0.52, 0.69))  # ...and green or blue
     closing_radius: int = 2  # CLAM's close = 4 at its scale
@@ -64,15 +65,28 @@ def tissue_mask(rgb: np.ndarray, params: TissueParams = TissueParams()) -> np.nd
     area = mask.size
     mask = morphology.remove_small_objects(mask, max_size=max(1, int(params.min_object_fraction * area)))
     mask = morphology.remove_small_holes(mask, max_size=max(1, int(params.min_hole_fraction * area)))
-    return mask
+    return _drop_dark_regions(mask, value, params.min_component_median_value)
 
 
-def tissue_overlay(rgb: np.ndarray, mask: np.ndarray, colour=(0, 200, 80), alpha: float = 0.35) -> np.ndarray:
-    """The thumbnail with tissue tinted and its outline drawn, for people to check the mask."""
+def _drop_dark_regions(mask: np.ndarray, value: np.ndarray, min_median: float) -> np.ndarray:
+    """Remove connected regions that are dark as a whole (ink strokes, debris), not just in places."""
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask
+    medians = np.asarray(ndimage.median(value, labels, index=np.arange(1, count + 1)))
+    dark = np.flatnonzero(medians < min_median) + 1
+    return mask & ~np.isin(labels, dark) if dark.size else mask
+
+
+def tissue_overlay(rgb: np.ndarray, mask: np.ndarray, outline=(255, 200, 0), shade: float = 0.55) -> np.ndarray:
+    """The thumbnail with everything that is not tissue shaded dark and the tissue outlined.
+
+    Shading the rejected area (rather than tinting tissue) keeps stain colours true and makes a
+    rejected pen mark or speck obvious at a glance.
+    """
     from skimage.segmentation import find_boundaries
 
     out = np.asarray(rgb)[..., :3].astype(np.float32).copy()
-    tint = np.array(colour, dtype=np.float32)
-    out[mask] = (1 - alpha) * out[mask] + alpha * tint
-    out[find_boundaries(mask, mode="outer")] = tint
+    out[~mask] *= 1.0 - shade
+    out[find_boundaries(mask, mode="outer")] = np.array(outline, dtype=np.float32)
     return out.clip(0, 255).astype(np.uint8)
