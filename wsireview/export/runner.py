@@ -1,0 +1,135 @@
+"""`run_export`: select, place, write one format into a temporary folder, rename it into place."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
+
+from wsireview.catalog import Catalog, Slide
+from wsireview.export import clam_h5, imagefolder, qupath
+from wsireview.export.atomic import atomic_dir, check_target
+from wsireview.export.manifest import write_manifest
+from wsireview.export.plan import ExportPatch, build_plan
+from wsireview.export.selection import DROP_UNREADABLE, Selection, select_patches
+from wsireview.workspace import Workspace
+
+FORMATS = ("imagefolder", "qupath", "clam-h5", "csv")
+SUMMARY_FILE = "export.json"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    format: str = "imagefolder"
+    selection: Selection = field(default_factory=Selection)
+    patch_size: int | None = None
+    mpp: float | None = None
+    anonymize: bool = False
+    force: bool = False
+    object_type: str = "detection"  # qupath only
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}; expected one of {', '.join(FORMATS)}")
+        if self.patch_size is not None and self.patch_size < 8:
+            raise ValueError("--patch-size must be at least 8 px")
+        if self.mpp is not None and self.mpp <= 0:
+            raise ValueError("--mpp must be > 0")
+        if self.object_type not in qupath.OBJECT_TYPES:
+            raise ValueError(f"object type must be one of {', '.join(qupath.OBJECT_TYPES)}")
+
+
+@dataclass
+class ExportReport:
+    out: Path
+    format: str
+    patches: list[ExportPatch] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+    reviewed: int = 0
+    files: int = 0
+    unreadable: dict[str, str] = field(default_factory=dict)  # slide name -> reason
+
+    @property
+    def per_label(self) -> Counter:
+        return Counter(p.item.label for p in self.patches)
+
+    @property
+    def per_slide(self) -> dict[str, Counter]:
+        table: dict[str, Counter] = {}
+        for p in self.patches:
+            table.setdefault(p.slide.name, Counter())[p.item.label] += 1
+        return table
+
+    def summary(self, options: ExportOptions) -> dict:
+        """The provenance written to ``export.json`` (slide names only as they appear in the output)."""
+        sel = options.selection
+        from wsireview import __version__
+
+        return {
+            "tool": f"wsireview {__version__}",
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "format": self.format,
+            "options": {
+                "consensus": sel.consensus, "labels": list(sel.labels or []), "reviewers": list(sel.reviewers or []),
+                "since": sel.since.isoformat() if sel.since else None, "include_unsure": sel.include_unsure,
+                "patch_size": options.patch_size, "mpp": options.mpp, "anonymize": options.anonymize,
+            },
+            "reviewed_patches": self.reviewed,
+            "exported_patches": len(self.patches),
+            "dropped": dict(self.dropped),
+            "per_label": dict(self.per_label),
+            "per_slide": {name: dict(c) for name, c in self.per_slide.items()},
+        }
+
+
+def _protected(catalog: Catalog, workspace: Workspace) -> list[Path]:
+    """Folders `--force` must never replace: the workspace and every slide's folder."""
+    with catalog.session() as session:
+        paths = session.scalars(select(Slide.path)).all()
+    return [workspace.root, *{Path(p).parent for p in paths if p}]
+
+
+def run_export(catalog: Catalog, workspace: Workspace, out: Path, options: ExportOptions,
+               progress: bool = True, console: Console | None = None) -> ExportReport:
+    """Export the labeled patches to ``out``; raises ExportError when OUT cannot be written."""
+    out = Path(out)
+    protected = _protected(catalog, workspace)
+    check_target(out, options.force, protected)  # fail before any slide is read
+    chosen = select_patches(catalog, options.selection)
+    plan = build_plan(catalog, workspace, chosen.patches, anonymize=options.anonymize,
+                      patch_size=options.patch_size, mpp=options.mpp)
+    report = ExportReport(out=out.absolute(), format=options.format, dropped=chosen.dropped, reviewed=chosen.reviewed)
+    bar = Progress(TextColumn("[bold]export[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=console or Console(stderr=True), disable=not progress,
+                   transient=True)
+    with atomic_dir(out, options.force, protected) as tmp, bar:
+        task = bar.add_task(options.format, total=len(plan.patches))
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+
+        patches = plan.patches
+        if options.format == "imagefolder":
+            patches, unreadable = imagefolder.write(tmp, plan, advance)
+            report.unreadable = {plan.slides[sid].name: why for sid, why in unreadable.items()}
+            lost = len(plan.patches) - len(patches)
+            if lost:
+                report.dropped[DROP_UNREADABLE] += lost
+            report.files += len(patches)
+        elif options.format == "qupath":
+            report.files += len(qupath.write(tmp, plan, advance, options.object_type))
+        elif options.format == "clam-h5":
+            report.files += len(clam_h5.write(tmp, plan, advance))
+        else:
+            advance(len(patches))
+        report.patches = patches
+        write_manifest(tmp, patches)
+        (tmp / SUMMARY_FILE).write_text(json.dumps(report.summary(options), indent=2), encoding="utf-8")
+        report.files += 2
+    return report
