@@ -84,3 +84,18 @@ def feature_sets(catalog: Catalog, encoder: str) -> dict[int, FeatureSet]:
             .where(FeatureSet.encoder == encoder, Slide.status == "ready")
         ).all()
     return {row.slide_id: row for row in rows}
+
+
+def features_status(catalog: Catalog) -> dict:
+    """Per encoder: ready slides embedded, patches and feature dimension (for ``status --json``)."""
+    with catalog.session() as session:
+        rows = session.execute(
+            select(FeatureSet.encoder, FeatureSet.n_patches, FeatureSet.dim)
+            .join(Slide, Slide.id == FeatureSet.slide_id).where(Slide.status == "ready")
+        ).all()
+    out: dict[str, dict] = {}
+    for encoder, n_patches, dim in rows:
+        entry = out.setdefault(encoder, {"slides": 0, "patches": 0, "dim": dim})
+        entry["slides"] += 1
+        entry["patches"] += n_patches
+    return out

@@ -1,0 +1,80 @@
+"""`wsireview embed`: patch features for every ready slide that has none yet for the chosen encoder."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from wsireview.features.embed import DEFAULT_WORKERS, EMBEDDED, EMPTY, FAILED, embed_slides
+from wsireview.features.encoders import DEFAULT_ENCODER, PRECISIONS, RUNTIMES, EncoderError
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "embed",
+        help="compute patch features (resumable; `retrain` runs this for you)",
+        description=(
+            "Read every patch of every ready slide at the catalog's target resolution and store its "
+            "features (float16, one matrix per slide and encoder, in the workspace). Slides that "
+            "already have features for the encoder are skipped, so an interrupted run resumes where "
+            "it stopped; a slide whose pixels cannot be read is reported and skipped."
+        ),
+        epilog=(
+            "Encoders: effnet-lite0 (default; EfficientNet-Lite0, ImageNet weights shipped with the "
+            "package, 1280-d); stain-stats (hematoxylin/eosin statistics, no weights, fast); "
+            "torchscript:PATH (your own TorchScript model: it receives a float32 batch N x 3 x 224 x 224, "
+            "RGB scaled to 0..1 and normalised with the ImageNet mean (0.485, 0.456, 0.406) and std "
+            "(0.229, 0.224, 0.225), and returns N x D). "
+            "Runtime `auto` picks torch.compile + bfloat16 on CPUs with native bfloat16 (AVX512-BF16/AMX), "
+            "else ONNX Runtime fp32; `--runtime eager --precision fp32` is the reference."
+        ),
+    )
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER, metavar="NAME",
+                        help="effnet-lite0 (default), stain-stats or torchscript:PATH")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="patches per model call (default: the encoder's best; 8 for effnet-lite0)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                        help=f"threads reading patches ahead of the model (default: {DEFAULT_WORKERS})")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="compute threads for the model (default: torch's, i.e. the CPU cores)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="effnet-lite0 arithmetic (default: auto = bf16 where the CPU has native bfloat16, else fp32)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="effnet-lite0 runtime: eager torch, torch.compile or ONNX Runtime (default: auto)")
+    parser.add_argument("--slide", type=int, action="append", dest="slide_ids", metavar="ID",
+                        help="only this slide id (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args, ctx) -> int:
+    catalog = ctx.catalog()
+    try:
+        report = embed_slides(
+            catalog, ctx.workspace, encoder=args.encoder, batch_size=args.batch_size, workers=args.workers,
+            slide_ids=args.slide_ids, progress=not args.no_progress, precision=args.precision,
+            runtime=args.runtime, threads=args.threads, console=ctx.err,
+        )
+    except EncoderError as error:
+        ctx.err.print(f"[red]error:[/] {error}")
+        return 2
+    if not report.results:
+        ctx.console.print(
+            f"Nothing to embed: {report.already_done} ready slide(s) already have {report.encoder} features."
+        )
+        return 0
+    table = Table(title=f"Embedded with {report.encoder} ({report.backend})")
+    table.add_column("slide")
+    table.add_column("outcome")
+    table.add_column("patches", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("note")
+    styles = {EMBEDDED: "green", EMPTY: "yellow", FAILED: "red"}
+    for r in report.results:
+        note = r.reason or ("no patches: an empty matrix is recorded" if r.outcome == EMPTY else "")
+        table.add_row(r.name, f"[{styles[r.outcome]}]{r.outcome}[/]", str(r.patches), f"{r.seconds:.1f}", note)
+    ctx.console.print(table)
+    ctx.console.print(
+        f"{report.patches:,} patches in {report.seconds:.1f} s = [bold]{report.patches_per_second:,.0f} patches/s[/] "
+        f"(model ready in {report.load_seconds:.1f} s); {report.already_done} slide(s) already embedded."
+    )
+    return 1 if report.failed else 0

@@ -1,0 +1,1 @@
+"""Patch embeddings: encoders and the per-slide feature store."""
