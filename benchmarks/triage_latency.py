@@ -1,0 +1,213 @@
+"""Keypress-to-new-patch latency of the triage screen, and start-up time with a big catalog.
+
+    python benchmarks/triage_latency.py [--workspace DIR] [--verdicts 240] [--pace 0.3]
+                                        [--size 88x28] [--startup-slides 1000]
+
+Runs the real `wsireview review` in a detached tmux session (a real terminal: headless Pilot
+skips the terminal write) and sends one verdict key at a time. The app takes perf_counter in the
+key's action and again in a call_after_refresh callback once the new patch is drawn, and writes
+the difference to $WSIREVIEW_LATENCY_LOG. Two renderers run on the same queue, in the same run:
+
+- halfblock: the app's widget; the next patches' half-block lines are rendered in a thread worker
+  started after the current frame is drawn, so a keypress swaps prepared lines;
+- textual-image: the baseline, textual-image's HalfcellImage given the (already read) patch at
+  each keypress, converting pixels to cells on the UI thread.
+
+Without --workspace, a demo cohort (6 slides) is generated and ingested in a temporary folder.
+The queue is inserted directly (seeded scores, no training), so only the UI is measured.
+Start-up: `wsireview` on a catalog holding --startup-slides slide rows, until the table shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from tui_support import add_slide_rows, make_queue  # noqa: E402
+from wsireview.catalog import Review, open_catalog  # noqa: E402
+from wsireview.workspace import Workspace  # noqa: E402
+
+WSIREVIEW = str(Path(sys.executable).parent / "wsireview")
+console = Console()
+
+
+def tmux(*args: str, check: bool = True) -> str:
+    return subprocess.run(["tmux", *args], check=check, capture_output=True, text=True).stdout
+
+
+def wait_for(session: str, text: str, timeout: float = 60.0, poll: float = 0.02) -> float:
+    """Seconds until ``text`` shows in the pane."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if text in tmux("capture-pane", "-p", "-t", session, check=False):
+            return time.perf_counter() - start
+        time.sleep(poll)
+    raise TimeoutError(f"{text!r} did not appear in {timeout:.0f} s:\n" + tmux("capture-pane", "-p", "-t", session))
+
+
+def start_app(session: str, ws: Path, size: tuple[int, int], argv: list[str], env: dict[str, str]) -> None:
+    tmux("kill-session", "-t", session, check=False)
+    exports = " ".join(f"{k}={v}" for k, v in env.items())
+    # stderr is left alone: Textual draws on it.
+    command = f"env {exports} {WSIREVIEW} --workspace {ws} {' '.join(argv)}; sleep 2"
+    tmux("new-session", "-d", "-s", session, "-x", str(size[0]), "-y", str(size[1]), command)
+
+
+def demo_workspace(tmp: Path) -> Workspace:
+    from wsireview.demo import generate_cohort
+    from wsireview.ingest import add_paths
+
+    console.print("Generating and ingesting a 6-slide demo cohort ...")
+    cohort = generate_cohort(tmp / "cohort", n_slides=6, size="small", seed=7)
+    ws = Workspace.resolve(tmp / "ws").ensure()
+    cat = open_catalog(ws.db_url)
+    add_paths(cat, ws, [cohort.out_dir], labels_csv=cohort.labels_csv)
+    cat.close()
+    return ws
+
+
+def fresh_copy(src: Workspace, dst: Path, per_slide: int) -> Workspace:
+    """A copy of the workspace with a new queue and no reviews, so every mode sees the same queue."""
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src.root, dst, ignore=shutil.ignore_patterns("catalog.sqlite-*"))
+    ws = Workspace.resolve(dst)
+    cat = open_catalog(ws.db_url)
+    with cat.session() as session:
+        session.query(Review).delete()
+    make_queue(cat, per_slide=per_slide, seed=11)
+    cat.close()
+    return ws
+
+
+def run_mode(mode: str, ws: Workspace, n: int, pace: float, size: tuple[int, int], out: Path) -> dict:
+    log = out / f"latency-{mode}.txt"
+    log.unlink(missing_ok=True)
+    session = f"wsireview-bench-{os.getpid()}"
+    start_app(session, ws.root, size, ["review", "--reviewer", "bench"],
+              {"WSIREVIEW_GRAPHICS": mode, "WSIREVIEW_LATENCY_LOG": str(log)})
+    try:
+        wait_for(session, "Triage")
+        time.sleep(2.0)  # first patch read and its read-ahead done
+        screen_before = tmux("capture-pane", "-p", "-t", session)
+        keys = "ynua"
+        for i in range(n):
+            tmux("send-keys", "-t", session, keys[i % len(keys)])
+            time.sleep(pace)
+        time.sleep(1.0)
+        screen_after = tmux("capture-pane", "-p", "-t", session)
+        tmux("send-keys", "-t", session, "q")
+        time.sleep(1.0)
+    finally:
+        tmux("kill-session", "-t", session, check=False)
+    times = [float(line) for line in log.read_text().split()] if log.exists() else []
+    cat = open_catalog(ws.db_url)
+    with cat.session() as s:
+        recorded = s.query(Review).filter(Review.reviewer == "bench", Review.undone_at.is_(None)).count()
+    cat.close()
+    return {"mode": mode, "times": times, "recorded": recorded, "before": screen_before, "after": screen_after}
+
+
+# The app alone, without the `wsireview` command's parser (which imports every subcommand).
+APP_ONLY = (
+    "import sys; from wsireview.catalog import open_catalog; from wsireview.workspace import Workspace; "
+    "from wsireview.tui.app import ReviewApp; ws = Workspace.resolve(sys.argv[1]); "
+    "ReviewApp(ws, open_catalog(ws.db_url), reviewer='bench').run()"
+)
+
+
+def startup(src: Workspace, dst: Path, n_slides: int, size: tuple[int, int], repeats: int = 3) -> dict[str, list[float]]:
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src.root, dst, ignore=shutil.ignore_patterns("catalog.sqlite-*"))
+    ws = Workspace.resolve(dst)
+    cat = open_catalog(ws.db_url)
+    add_slide_rows(cat, n_slides - 6, patches_each=20)
+    make_queue(cat, per_slide=2, seed=3)
+    cat.close()
+    session = f"wsireview-start-{os.getpid()}"
+    out: dict[str, list[float]] = {"wsireview command": [], "app only": []}
+    for _ in range(repeats):
+        for kind in out:
+            start = time.perf_counter()
+            if kind == "app only":
+                tmux("kill-session", "-t", session, check=False)
+                tmux("new-session", "-d", "-s", session, "-x", str(size[0]), "-y", str(size[1]),
+                     f'{sys.executable} -c "{APP_ONLY}" {ws.root}; sleep 2')
+            else:
+                start_app(session, ws.root, size, [], {})
+            wait_for(session, f"{n_slides} slides", poll=0.01)  # the title is drawn with the table
+            out[kind].append(time.perf_counter() - start)
+            tmux("send-keys", "-t", session, "q")
+            time.sleep(0.5)
+            tmux("kill-session", "-t", session, check=False)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", help="an ingested workspace to copy (default: generate the demo cohort)")
+    parser.add_argument("--verdicts", type=int, default=240)
+    parser.add_argument("--pace", type=float, default=0.3, help="seconds between keys (default 0.3)")
+    parser.add_argument("--size", default="88x28", help="terminal size; 88x28 gives a 54 x 26 cell patch box")
+    parser.add_argument("--startup-slides", type=int, default=1000)
+    parser.add_argument("--modes", default="halfblock,textual-image")
+    args = parser.parse_args()
+    if not shutil.which("tmux"):
+        console.print("[red]tmux is needed[/] to run the app in a real terminal.")
+        return 2
+    size = tuple(int(v) for v in args.size.split("x"))
+    with tempfile.TemporaryDirectory(prefix="wsireview-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        src = Workspace.resolve(args.workspace) if args.workspace else demo_workspace(tmp)
+        per_slide = -(-args.verdicts // 6) + 2
+        results = []
+        for mode in [m for m in args.modes.split(",") if m]:
+            ws = fresh_copy(src, tmp / f"ws-{mode}", per_slide)
+            console.print(f"[b]{mode}[/b]: {args.verdicts} verdicts at {args.pace:.2f} s a key, terminal {args.size} ...")
+            results.append(run_mode(mode, ws, args.verdicts, args.pace, size, tmp))
+            t = results[-1]["times"]
+            if t:
+                console.print(f"  {len(t)} timed, p50 {statistics.median(t):.1f} ms, p95 {pct(t, 0.95):.1f} ms")
+        console.print(f"Start-up with {args.startup_slides} slides ...")
+        starts = startup(src, tmp / "ws-startup", args.startup_slides, size)
+
+    table = Table(title=f"Keypress to new patch on screen (tmux {args.size}, one key every {args.pace:.2f} s)")
+    for col in ("renderer", "verdicts recorded", "timed", "p50 ms", "p95 ms", "max ms"):
+        table.add_column(col, justify="right" if col != "renderer" else "left")
+    for r in results:
+        t = r["times"]
+        if not t:
+            table.add_row(r["mode"], str(r["recorded"]), "0", "-", "-", "-")
+            continue
+        table.add_row(r["mode"], str(r["recorded"]), str(len(t)), f"{statistics.median(t):.1f}",
+                      f"{pct(t, 0.95):.1f}", f"{max(t):.1f}")
+    console.print(table)
+    for kind, values in starts.items():
+        console.print(f"Start-up to the slides table with {args.startup_slides} slides, {kind}: "
+                      + ", ".join(f"{v:.2f} s" for v in values) + f" (median {statistics.median(values):.2f} s)")
+    if results:
+        console.print(f"\nLast screen of the {results[0]['mode']} run:")
+        print(results[0]["after"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The domain never imports Textual: every module of the domain packages, imported in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+DOMAIN = ["wsireview.catalog", "wsireview.slides", "wsireview.features", "wsireview.learn", "wsireview.export",
+          "wsireview.demo", "wsireview.ingest", "wsireview.status", "wsireview.workspace"]
+
+PROBE = r"""
+import importlib, json, pkgutil, sys
+names = json.loads(sys.argv[1])
+imported = []
+for name in names:
+    module = importlib.import_module(name)
+    imported.append(name)
+    for info in pkgutil.walk_packages(getattr(module, "__path__", []), prefix=name + "."):
+        importlib.import_module(info.name)
+        imported.append(info.name)
+ui = sorted(m for m in sys.modules if m.split(".")[0] in ("textual", "textual_image") or m.startswith("wsireview.tui"))
+print(json.dumps({"imported": imported, "ui": ui}))
+"""
+
+
+def test_domain_packages_never_import_textual():
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(DOMAIN)], capture_output=True, text=True, check=True, timeout=120
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "wsireview.catalog.queries" in result["imported"]  # the UI's read queries are domain code too
+    assert len(result["imported"]) > len(DOMAIN)
+    assert result["ui"] == []
+
+
+def test_probe_detects_textual():
+    """The check can fail: importing the app pulls Textual in."""
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(["wsireview.tui.app"])], capture_output=True, text=True, check=True,
+        timeout=120,
+    )
+    assert "textual" in json.loads(out.stdout.strip().splitlines()[-1])["ui"]

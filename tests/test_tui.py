@@ -1,0 +1,284 @@
+"""The review app driven with Pilot on the demo cohort: every binding, asserted on the catalog."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import pytest
+from rich.console import Console
+from sqlalchemy import select
+
+from tui_support import make_queue, settle
+from wsireview.catalog import FAILED, MISSING, ModelVersion, Review, Slide, open_catalog
+from wsireview.catalog.queries import queue_entries, review_summary, slides_overview
+from wsireview.tui.app import ReviewApp
+from wsireview.workspace import Workspace
+
+pytestmark = pytest.mark.asyncio
+REVIEWER = "dr-test"
+
+
+def reviews(catalog) -> list[Review]:
+    with catalog.session() as session:
+        return list(session.scalars(select(Review).order_by(Review.id)).all())
+
+
+def app_for(workspace, catalog, start="review", slide_id=None, size=None) -> ReviewApp:
+    return ReviewApp(workspace, catalog, reviewer=REVIEWER, start=start, slide_id=slide_id)
+
+
+def text_of(widget) -> str:
+    """What a Static shows, as plain text."""
+    console = Console(width=200, file=io.StringIO(), record=True)
+    console.print(widget.content)
+    return console.export_text()
+
+
+@pytest.fixture
+def queued(demo_workspace, demo_catalog):
+    version = make_queue(demo_catalog, per_slide=2, seed=1)
+    return demo_workspace, demo_catalog, version
+
+
+async def test_verdict_keys_write_at_once_with_reviewer_and_model(queued):
+    ws, cat, version = queued
+    queue = queue_entries(cat)
+    app = app_for(ws, cat)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for key, n in (("y", 1), ("n", 2), ("u", 3), ("a", 4)):
+            await pilot.press(key)
+            assert len(reviews(cat)) == n  # committed by the keypress, before anything else happens
+            await settle(pilot)
+    rows = reviews(cat)
+    assert [r.verdict for r in rows] == ["lesion", "not_lesion", "unsure", "artifact"]
+    assert [r.patch_id for r in rows] == [e.patch_id for e in queue[:4]]
+    assert {r.reviewer for r in rows} == {REVIEWER}
+    assert {r.model_version_id for r in rows} == {version}
+    assert all(r.seconds_taken is not None and 0 <= r.seconds_taken < 60 for r in rows)
+    assert all(r.undone_at is None for r in rows)
+
+
+async def test_undo_both_keys_and_skip_records_nothing(queued):
+    ws, cat, _ = queued
+    queue = queue_entries(cat)
+    app = app_for(ws, cat)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("space", "space")
+        await settle(pilot)
+        assert reviews(cat) == []
+        assert app.screen.current.patch_id == queue[2].patch_id
+        await pilot.press("y")
+        await settle(pilot)
+        await pilot.press("z")  # undo: the lesion verdict on queue[2] no longer counts, and it is shown again
+        await settle(pilot)
+        assert app.screen.current.patch_id == queue[2].patch_id
+        await pilot.press("n")
+        await settle(pilot)
+        await pilot.press("backspace")
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot)
+    rows = reviews(cat)
+    assert [(r.patch_id, r.verdict, r.undone_at is not None) for r in rows] == [
+        (queue[2].patch_id, "lesion", True),
+        (queue[2].patch_id, "not_lesion", True),
+        (queue[2].patch_id, "artifact", False),
+    ]
+    assert review_summary(cat, [r.id for r in rows]).by_verdict == {"artifact": 1}
+
+
+async def test_context_view_and_help(queued):
+    ws, cat, _ = queued
+    app = app_for(ws, cat)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pid = app.screen.current.patch_id
+        view = app.screen.query_one("#patch")
+        assert view.shown_key == ("patch", pid)
+        await pilot.press("c")
+        await settle(pilot)
+        assert view.shown_key == ("context", pid)
+        await pilot.press("c")
+        await settle(pilot)
+        assert view.shown_key == ("patch", pid)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        text = " ".join(text_of(s) for s in app.screen.query("Static"))
+        for words in ("Lesion", "Not lesion", "Unsure", "Artifact", "Undo", "Skip", "Context"):
+            assert words in text
+        await pilot.press("escape")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "TriageScreen"
+    assert reviews(cat) == []
+
+
+async def test_patch_lines_are_the_patch(queued):
+    """What the half-block view draws is the patch read from the slide, not a blank box."""
+    ws, cat, _ = queued
+    app = app_for(ws, cat)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        entry = app.screen.current
+        view = app.screen.query_one("#patch")
+        w, h = view.box
+        colours = set()
+        for y in range(h):
+            for seg in view.render_line(y):
+                if seg.text.startswith("▀"):
+                    colours.add(seg.style.color.get_truecolor())
+        assert len(colours) > 50  # tissue texture, not one flat colour
+        image = app.source.patch(entry)
+        assert image.size == (224, 224)
+
+
+async def test_queue_end_summary_then_retrain_refreshes_queue(queued, monkeypatch):
+    ws, cat, version = queued
+    n = len(queue_entries(cat))
+
+    def fake_retrain(catalog, workspace, **kwargs):  # the real round is tested by its own issue
+        from types import SimpleNamespace
+
+        new = make_queue(catalog, per_slide=1, seed=2, parent_id=version)
+        return SimpleNamespace(model_version_id=new, queued=6, metrics={"auc": 0.8})
+
+    monkeypatch.setattr("wsireview.learn.round.retrain", fake_retrain)
+    app = app_for(ws, cat)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        for i in range(n):
+            await pilot.press("y" if i % 2 else "n")
+            await settle(pilot)
+        assert type(app.screen).__name__ == "SummaryScreen"
+        summary = text_of(app.screen.query_one("#summary"))
+        assert "lesion" in summary and "wsireview" in summary and "retrain" in summary
+        await pilot.press("r")
+        await settle(pilot)
+        await settle(pilot)
+        assert type(app.screen).__name__ == "TriageScreen"
+        assert app.screen.current.model_version_id != version
+        assert len(app.screen.entries) == 6
+    counts = review_summary(cat, [r.id for r in reviews(cat)])
+    assert counts.by_verdict == {"lesion": n // 2, "not_lesion": n - n // 2}
+    with cat.session() as session:
+        assert session.scalar(select(ModelVersion.parent_id).order_by(ModelVersion.id.desc()).limit(1)) == version
+
+
+async def test_slides_screen_keys(queued):
+    ws, cat, _ = queued
+    app = app_for(ws, cat, start="slides")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#slide-table")
+        assert table.row_count == 6
+        await pilot.press("slash", *"lesion", "enter")
+        await settle(pilot)
+        assert table.row_count == 3  # filtered by label
+        await pilot.press("escape")
+        await settle(pilot)
+        assert table.row_count == 6
+        thumb = app.screen.query_one("#slide-thumb")
+        assert thumb.shown_key[2] == "plain"
+        for overlay in ("tissue", "attention", "plain"):
+            await pilot.press("t")
+            await settle(pilot)
+            assert thumb.shown_key[2] == overlay
+        await pilot.press("s")  # sort by status, then by size ...
+        await settle(pilot)
+        assert table.sort_key == "status"
+        await pilot.press("m")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ModelScreen"
+        await pilot.press("escape", "r")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "TriageScreen" and app.screen.slide_id is None
+        await pilot.press("escape")
+        await settle(pilot)
+        first = table.selected_id
+        await pilot.press("enter")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "TriageScreen" and app.screen.slide_id == first
+        await pilot.press("y")
+        await settle(pilot)
+    rows = reviews(cat)
+    assert len(rows) == 1
+    with cat.session() as session:
+        slide_of = session.scalar(select(Slide.id).join(Slide.patches).where(Slide.patches.any(id=rows[0].patch_id)))
+    assert slide_of == first
+    assert next(s for s in slides_overview(cat) if s.id == first).reviewed == 1
+
+
+async def test_resize_renders_again(queued):
+    ws, cat, _ = queued
+    app = app_for(ws, cat)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        view = app.screen.query_one("#patch")
+        small = view.box
+        await pilot.resize_terminal(140, 44)
+        await settle(pilot)
+        assert view.box != small
+        assert len(view._strips) == view.box[1]
+        assert all(s.cell_length == view.box[0] for s in view._strips)
+
+
+async def test_opens_on_empty_workspace(workspace, catalog):
+    app = app_for(workspace, catalog, start="slides")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        text = text_of(app.screen.query_one("#empty"))
+        assert "wsireview add" in text
+        await pilot.press("t", "r")
+        await settle(pilot)
+        assert "Nothing queued" in " ".join(str(l.text) for l in
+                                           [app.screen.query_one("#patch").render_line(y) for y in range(22)])
+        await pilot.press("escape", "m")
+        await settle(pilot)
+        assert "No model yet" in text_of(app.screen.query_one("#model-detail"))
+
+
+async def test_failed_missing_and_vanished_slides(shared_slides, demo_cohort, tmp_path):
+    """Failed and missing slides say why; a slide file deleted after ingest shows a placeholder."""
+    from wsireview.ingest import add_paths
+
+    ws = Workspace.resolve(tmp_path / "ws").ensure()
+    cat = open_catalog(ws.db_url)
+    doomed = tmp_path / "doomed.tiff"
+    shutil.copy(demo_cohort / "demo-001.tiff", doomed)
+    add_paths(cat, ws, [shared_slides / "corrupt-truncated.svs", doomed], progress=False)
+    with cat.session() as session:
+        session.add(Slide(name="gone.svs", path=str(tmp_path / "gone.svs"), status=MISSING))
+    make_queue(cat, per_slide=2)
+    doomed.unlink()
+    statuses = {s.name: s.status for s in slides_overview(cat)}
+    assert statuses == {"corrupt-truncated.svs": FAILED, "doomed.tiff": "ready", "gone.svs": MISSING}
+
+    app = app_for(ws, cat, start="slides")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#slide-table")
+        seen = {}
+        for _ in range(3):
+            slide = app.screen.selected
+            thumb = app.screen.query_one("#slide-thumb")
+            seen[slide.name] = (thumb.shown_key, thumb._message, text_of(app.screen.query_one("#slide-info")))
+            await pilot.press("down")
+            await settle(pilot)
+        assert "failed" in seen["corrupt-truncated.svs"][1]
+        assert "file missing" in seen["gone.svs"][1]
+        assert seen["doomed.tiff"][0] is not None  # its thumbnail lives in the workspace
+        assert "not found" in seen["doomed.tiff"][2]
+        assert "truncated" in seen["corrupt-truncated.svs"][2] or "cannot" in seen["corrupt-truncated.svs"][2]
+        await pilot.press("r")
+        await settle(pilot)
+        patch = app.screen.query_one("#patch")
+        assert "not found" in patch._message
+        await pilot.press("y")  # no verdict on a patch nobody could see
+        await settle(pilot)
+        assert reviews(cat) == []
+        await pilot.press("space")
+        await settle(pilot)
+        assert app.screen.current is not None
+    cat.close()

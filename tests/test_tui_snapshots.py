@@ -1,0 +1,67 @@
+"""SVG snapshots of the app's screens at 80 x 24 and 140 x 44 on the demo cohort.
+
+Update after a deliberate change with `pytest tests/test_tui_snapshots.py --snapshot-update`, and
+look at the SVGs in tests/__snapshots__ before committing them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tui_support import make_queue, settle
+from wsireview.tui.app import ReviewApp
+
+SIZES = [(80, 24), (140, 44)]
+
+
+@pytest.fixture
+def app_factory(demo_workspace, demo_catalog):
+    make_queue(demo_catalog, per_slide=3, seed=5)
+    make_queue(demo_catalog, per_slide=3, seed=6, parent_id=1,
+               metrics={"auc": 0.81, "accuracy": 0.74, "loss": 0.47},
+               label_counts={"slides": {"lesion": 3, "normal": 3}, "patches": {"lesion": 4, "not_lesion": 9}})
+
+    def make(start: str = "slides") -> ReviewApp:
+        return ReviewApp(demo_workspace, demo_catalog, reviewer="dr-snapshot", start=start)
+
+    return make
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_slides_screen(app_factory, snap_compare, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("down", "t")  # second slide, tissue overlay
+        await settle(pilot)
+
+    assert snap_compare(app_factory("slides"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_triage_screen(app_factory, snap_compare, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("space")  # (a verdict would show its seconds, which vary)
+        await settle(pilot)
+
+    assert snap_compare(app_factory("review"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_model_screen(app_factory, snap_compare, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+
+    assert snap_compare(app_factory("slides"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help_screen(app_factory, snap_compare, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+
+    assert snap_compare(app_factory("review"), terminal_size=size, run_before=run_before)

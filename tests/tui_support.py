@@ -1,0 +1,104 @@
+"""Catalog fixtures for the review app's tests and benchmark: a model version and its review queue
+inserted directly (no training), and many slide rows for start-up timing."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timezone
+
+from sqlalchemy import func, select
+
+from wsireview.catalog import (
+    READY,
+    Catalog,
+    ModelVersion,
+    Patch,
+    PatchScore,
+    ReviewQueueItem,
+    Slide,
+    SlidePrediction,
+)
+
+REASONS = ("top-attention", "uncertain", "diverse", "random")
+
+
+def make_queue(
+    catalog: Catalog,
+    per_slide: int = 4,
+    seed: int = 0,
+    parent_id: int | None = None,
+    metrics: dict | None = None,
+    label_counts: dict | None = None,
+) -> int:
+    """Insert a ModelVersion with seeded scores for every patch of every ready slide and a queue of
+    ``per_slide`` patches per slide, interleaved across slides; returns the model version id."""
+    rng = random.Random(seed)
+    with catalog.session() as session:
+        version = ModelVersion(
+            parent_id=parent_id, encoder="stain-stats", positive_label="lesion",
+            params={"seed": seed, "budget": per_slide}, status=READY,
+            created_at=datetime(2025, 1, 1, 9, 0, tzinfo=timezone.utc),
+            metrics=metrics if metrics is not None else {"auc": 0.75, "accuracy": 0.7, "loss": 0.52},
+            label_counts=label_counts if label_counts is not None else {"slides": {"lesion": 3, "normal": 3}, "patches": {}},
+        )
+        session.add(version)
+        session.flush()
+        per_slide_items: list[list[tuple[int, str, float]]] = []
+        slides = session.scalars(select(Slide).where(Slide.status == READY).order_by(Slide.id)).all()
+        for slide in slides:
+            patch_ids = session.scalars(select(Patch.id).where(Patch.slide_id == slide.id).order_by(Patch.id)).all()
+            if not patch_ids:
+                continue
+            raw = {pid: rng.random() for pid in patch_ids}
+            top = max(raw.values())
+            ranked = sorted(patch_ids, key=lambda pid: -raw[pid])
+            for rank, pid in enumerate(ranked, start=1):
+                prob = rng.random()
+                session.add(PatchScore(
+                    model_version_id=version.id, patch_id=pid, attention=raw[pid] / top, attention_rank=rank,
+                    probability=prob, uncertainty=1 - abs(prob - 0.5) * 2,
+                ))
+            session.add(SlidePrediction(model_version_id=version.id, slide_id=slide.id, probability=rng.random()))
+            chosen = ranked[:per_slide]
+            per_slide_items.append([(pid, REASONS[i % len(REASONS)], raw[pid] / top) for i, pid in enumerate(chosen)])
+        rank = 1
+        for round_ in range(per_slide):
+            for items in per_slide_items:
+                if round_ < len(items):
+                    pid, reason, score = items[round_]
+                    session.add(ReviewQueueItem(model_version_id=version.id, patch_id=pid, rank=rank, reason=reason, score=score))
+                    rank += 1
+        return version.id
+
+
+def add_slide_rows(catalog: Catalog, n: int, status: str = READY, patches_each: int = 0) -> None:
+    """Insert ``n`` slide rows (no files) for start-up timing with a big catalog."""
+    with catalog.session() as session:
+        start = session.scalar(select(func.count()).select_from(Slide)) or 0
+        rows = [
+            dict(name=f"bulk-{start + i:05d}.svs", path=f"/nonexistent/bulk-{start + i:05d}.svs", status=status,
+                 width=40000, height=30000, level_count=3, mpp_x=0.25, tissue_fraction=0.3, label="normal")
+            for i in range(n)
+        ]
+        session.execute(Slide.__table__.insert(), rows)
+        if patches_each:
+            ids = session.scalars(select(Slide.id).where(Slide.name.like("bulk-%"))).all()
+            session.execute(Patch.__table__.insert(), [
+                dict(slide_id=sid, x=224 * k, y=0, size=224, tissue_fraction=1.0) for sid in ids for k in range(patches_each)
+            ])
+
+
+async def settle(pilot) -> None:
+    """Let the app's workers finish and their results reach the screen (on triage: the patch)."""
+    import asyncio
+
+    for _ in range(50):
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        screen = pilot.app.screen
+        current = getattr(screen, "current", None)
+        if current is None or screen.query_one("#patch").shown_key is not None or current.patch_id in screen._errors:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the patch never appeared")

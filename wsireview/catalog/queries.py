@@ -1,0 +1,331 @@
+"""Read queries for the review app: plain dataclasses out, no ORM objects leak to the UI.
+
+Each function opens its own short session so a screen can call it from any thread and hold the
+result without keeping a connection open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select
+
+from wsireview.catalog.db import Catalog
+from wsireview.catalog.models import (
+    READY,
+    ModelVersion,
+    Patch,
+    PatchScore,
+    Review,
+    ReviewQueueItem,
+    Slide,
+    SlidePrediction,
+)
+
+
+# -- model versions -------------------------------------------------------------------------------
+
+def latest_model_version_id(catalog: Catalog) -> int | None:
+    """The newest model version that finished (status ready), or None before the first training."""
+    with catalog.session() as session:
+        return session.scalar(
+            select(ModelVersion.id).where(ModelVersion.status == READY).order_by(ModelVersion.id.desc()).limit(1)
+        )
+
+
+@dataclass(frozen=True)
+class ModelVersionSummary:
+    id: int
+    parent_id: int | None
+    encoder: str
+    positive_label: str
+    status: str
+    created_at: datetime | None
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    label_counts: dict[str, Any]
+    queued: int
+    reviews: int  # verdicts (not undone) given to patches this version queued
+
+    def metric_changes(self, parent: "ModelVersionSummary | None") -> dict[str, float]:
+        """Numeric metrics that both this version and its parent have: this minus parent."""
+        if parent is None:
+            return {}
+        return {
+            key: float(value) - float(parent.metrics[key])
+            for key, value in _numeric(self.metrics).items()
+            if key in _numeric(parent.metrics)
+        }
+
+
+def _numeric(values: dict[str, Any] | None) -> dict[str, float]:
+    return {
+        k: float(v) for k, v in (values or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def model_versions(catalog: Catalog) -> list[ModelVersionSummary]:
+    """Every model version, newest first, with its queue size and the verdicts it collected."""
+    with catalog.session() as session:
+        queued = dict(
+            session.execute(
+                select(ReviewQueueItem.model_version_id, func.count()).group_by(ReviewQueueItem.model_version_id)
+            ).all()
+        )
+        reviews = dict(
+            session.execute(
+                select(Review.model_version_id, func.count())
+                .where(Review.undone_at.is_(None))
+                .group_by(Review.model_version_id)
+            ).all()
+        )
+        rows = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all()
+        return [
+            ModelVersionSummary(
+                id=m.id, parent_id=m.parent_id, encoder=m.encoder, positive_label=m.positive_label,
+                status=m.status, created_at=m.created_at, params=dict(m.params or {}),
+                metrics=dict(m.metrics or {}), label_counts=dict(m.label_counts or {}),
+                queued=queued.get(m.id, 0), reviews=reviews.get(m.id, 0),
+            )
+            for m in rows
+        ]
+
+
+# -- slides ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SlideOverview:
+    """One row of the slides screen."""
+
+    id: int
+    name: str
+    path: str
+    status: str
+    reason: str | None
+    warning: str | None
+    vendor: str | None
+    width: int | None
+    height: int | None
+    levels: int | None
+    mpp: float | None
+    objective_power: float | None
+    tissue_fraction: float | None
+    label: str | None
+    patch_size_px: int | None
+    patch_size_level0: int | None
+    thumbnail_path: str | None
+    mask_path: str | None
+    overlay_path: str | None
+    patches: int
+    probability: float | None  # the latest model version's P(positive) for the slide
+    reviewed: int  # patches with a verdict that counts
+    queued: int  # patches of the latest queue still without a verdict
+
+
+def slides_overview(catalog: Catalog) -> list[SlideOverview]:
+    """All slides by name with counts and the latest prediction, in four grouped queries."""
+    latest = latest_model_version_id(catalog)
+    with catalog.session() as session:
+        patches = dict(session.execute(select(Patch.slide_id, func.count()).group_by(Patch.slide_id)).all())
+        reviewed = dict(
+            session.execute(
+                select(Patch.slide_id, func.count(func.distinct(Review.patch_id)))
+                .join(Review, Review.patch_id == Patch.id)
+                .where(Review.undone_at.is_(None))
+                .group_by(Patch.slide_id)
+            ).all()
+        )
+        probability: dict[int, float] = {}
+        queued: dict[int, int] = {}
+        if latest is not None:
+            probability = dict(
+                session.execute(
+                    select(SlidePrediction.slide_id, SlidePrediction.probability).where(
+                        SlidePrediction.model_version_id == latest
+                    )
+                ).all()
+            )
+            has_verdict = select(Review.patch_id).where(Review.undone_at.is_(None))
+            queued = dict(
+                session.execute(
+                    select(Patch.slide_id, func.count())
+                    .join(ReviewQueueItem, ReviewQueueItem.patch_id == Patch.id)
+                    .where(ReviewQueueItem.model_version_id == latest, Patch.id.not_in(has_verdict))
+                    .group_by(Patch.slide_id)
+                ).all()
+            )
+        slides = session.scalars(select(Slide).order_by(Slide.name, Slide.id)).all()
+        return [
+            SlideOverview(
+                id=s.id, name=s.name, path=s.path, status=s.status, reason=s.reason, warning=s.warning,
+                vendor=s.vendor, width=s.width, height=s.height, levels=s.level_count, mpp=s.mpp_x,
+                objective_power=s.objective_power, tissue_fraction=s.tissue_fraction, label=s.label,
+                patch_size_px=s.patch_size_px, patch_size_level0=s.patch_size_level0,
+                thumbnail_path=s.thumbnail_path, mask_path=s.mask_path, overlay_path=s.overlay_path,
+                patches=patches.get(s.id, 0), probability=probability.get(s.id),
+                reviewed=reviewed.get(s.id, 0), queued=queued.get(s.id, 0),
+            )
+            for s in slides
+        ]
+
+
+def find_slide(catalog: Catalog, name: str) -> int | None:
+    """A slide id by exact name, else by path, else a unique name prefix; None when not found."""
+    with catalog.session() as session:
+        for stmt in (select(Slide.id).where(Slide.name == name), select(Slide.id).where(Slide.path == name)):
+            ids = session.scalars(stmt).all()
+            if len(ids) == 1:
+                return ids[0]
+        ids = session.scalars(select(Slide.id).where(Slide.name.startswith(name, autoescape=True))).all()
+        return ids[0] if len(ids) == 1 else None
+
+
+# -- the review queue -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """A patch to review and everything the triage screen shows about it."""
+
+    queue_id: int
+    rank: int
+    reason: str
+    score: float | None
+    model_version_id: int
+    patch_id: int
+    x: int
+    y: int
+    size: int
+    slide_id: int
+    slide_name: str
+    slide_path: str
+    slide_status: str
+    slide_label: str | None
+    slide_probability: float | None
+    slide_width: int | None
+    slide_height: int | None
+    patch_size_px: int | None
+    thumbnail_path: str | None
+    attention: float | None
+    attention_rank: int | None
+    probability: float | None
+    verdict: str | None = None  # the latest verdict that counts, if the patch has one
+
+
+def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_id: int | None = None) -> list[QueueEntry]:
+    """The queue of a model version (default: the latest) in presentation order, optionally one slide's.
+
+    Patches that already carry a verdict are included with ``verdict`` set, so progress counts
+    them and the screen can skip them.
+    """
+    mv = model_version_id if model_version_id is not None else latest_model_version_id(catalog)
+    if mv is None:
+        return []
+    stmt = (
+        select(ReviewQueueItem, Patch, Slide, PatchScore, SlidePrediction.probability)
+        .join(Patch, Patch.id == ReviewQueueItem.patch_id)
+        .join(Slide, Slide.id == Patch.slide_id)
+        .outerjoin(
+            PatchScore,
+            and_(PatchScore.patch_id == Patch.id, PatchScore.model_version_id == ReviewQueueItem.model_version_id),
+        )
+        .outerjoin(
+            SlidePrediction,
+            and_(SlidePrediction.slide_id == Slide.id, SlidePrediction.model_version_id == ReviewQueueItem.model_version_id),
+        )
+        .where(ReviewQueueItem.model_version_id == mv)
+        .order_by(ReviewQueueItem.rank, ReviewQueueItem.id)
+    )
+    if slide_id is not None:
+        stmt = stmt.where(Slide.id == slide_id)
+    with catalog.session() as session:
+        rows = session.execute(stmt).all()
+        verdicts = latest_verdicts(session, [r[1].id for r in rows])
+        return [
+            QueueEntry(
+                queue_id=q.id, rank=q.rank, reason=q.reason, score=q.score, model_version_id=q.model_version_id,
+                patch_id=p.id, x=p.x, y=p.y, size=p.size, slide_id=s.id, slide_name=s.name, slide_path=s.path,
+                slide_status=s.status, slide_label=s.label, slide_probability=prob, slide_width=s.width,
+                slide_height=s.height, patch_size_px=s.patch_size_px, thumbnail_path=s.thumbnail_path,
+                attention=score.attention if score else None,
+                attention_rank=score.attention_rank if score else None,
+                probability=score.probability if score else None,
+                verdict=verdicts.get(p.id),
+            )
+            for q, p, s, score, prob in rows
+        ]
+
+
+def latest_verdicts(session, patch_ids: list[int]) -> dict[int, str]:
+    """patch id -> its most recent verdict that is not undone."""
+    out: dict[int, str] = {}
+    ids = list(patch_ids)
+    for start in range(0, len(ids), 500):  # keep IN lists short for SQLite
+        chunk = ids[start:start + 500]
+        for patch_id, verdict in session.execute(
+            select(Review.patch_id, Review.verdict)
+            .where(Review.undone_at.is_(None), Review.patch_id.in_(chunk))
+            .order_by(Review.id)
+        ).all():
+            out[patch_id] = verdict
+    return out
+
+
+# -- overlays and session summaries ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PatchAttention:
+    x: int
+    y: int
+    size: int
+    attention: float
+
+
+def slide_attention(catalog: Catalog, slide_id: int, model_version_id: int | None = None) -> list[PatchAttention]:
+    """Every scored patch of a slide under a model version (default: latest), level-0 coordinates."""
+    mv = model_version_id if model_version_id is not None else latest_model_version_id(catalog)
+    if mv is None:
+        return []
+    with catalog.session() as session:
+        rows = session.execute(
+            select(Patch.x, Patch.y, Patch.size, PatchScore.attention)
+            .join(PatchScore, PatchScore.patch_id == Patch.id)
+            .where(Patch.slide_id == slide_id, PatchScore.model_version_id == mv)
+        ).all()
+    return [PatchAttention(int(x), int(y), int(s), float(a)) for x, y, s, a in rows]
+
+
+@dataclass
+class ReviewSummary:
+    """What a set of reviews amounts to: counts by verdict, undone ones left out, and time taken."""
+
+    by_verdict: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    undone: int = 0
+    seconds_total: float = 0.0
+
+    @property
+    def seconds_per_verdict(self) -> float | None:
+        return self.seconds_total / self.total if self.total else None
+
+
+def review_summary(catalog: Catalog, review_ids: list[int]) -> ReviewSummary:
+    """Summarise the given reviews (e.g. one triage session's) as the catalog holds them now."""
+    summary = ReviewSummary()
+    if not review_ids:
+        return summary
+    with catalog.session() as session:
+        for start in range(0, len(review_ids), 500):
+            chunk = review_ids[start:start + 500]
+            for verdict, seconds, undone_at in session.execute(
+                select(Review.verdict, Review.seconds_taken, Review.undone_at).where(Review.id.in_(chunk))
+            ).all():
+                if undone_at is not None:
+                    summary.undone += 1
+                    continue
+                summary.by_verdict[verdict] = summary.by_verdict.get(verdict, 0) + 1
+                summary.total += 1
+                summary.seconds_total += seconds or 0.0
+    return summary

@@ -1,0 +1,70 @@
+"""`wsireview review` opens the app on the triage screen; `wsireview` alone opens it on the slides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_GRAPHICS = "WSIREVIEW_GRAPHICS"  # also accepts "textual-image" (the latency benchmark's baseline)
+ENV_LATENCY_LOG = "WSIREVIEW_LATENCY_LOG"
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "review",
+        help="review queued patches in the terminal app (triage screen)",
+        description=(
+            "Open the review app on the triage screen: the latest model's queue across all slides, or one "
+            "slide's. One key per verdict (y lesion, n not lesion, u unsure, a artifact; z undo, space skip, "
+            "c wider context, ? all keys). Every verdict is saved the moment the key is pressed, with the "
+            "reviewer and the seconds taken. Run `wsireview retrain` first to queue patches."
+        ),
+    )
+    parser.add_argument("--slide", metavar="NAME", help="review only this slide's queued patches (name or path)")
+    parser.add_argument(
+        "--reviewer", metavar="NAME",
+        help="name recorded with every verdict (default: $WSIREVIEW_REVIEWER, else the login name)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _graphics(args) -> str:
+    return getattr(args, "graphics", None) or os.environ.get(ENV_GRAPHICS) or "halfblock"
+
+
+def _launch(args, ctx, start: str, slide_id: int | None = None) -> int:
+    from wsireview.learn.reviews import default_reviewer
+    from wsireview.tui.app import GRAPHICS, ReviewApp
+
+    graphics = _graphics(args)
+    if graphics not in GRAPHICS:
+        ctx.err.print(f"[red]Unknown graphics {graphics!r}[/]: use one of {', '.join(GRAPHICS[:2])}.")
+        return 2
+    log = os.environ.get(ENV_LATENCY_LOG)
+    app = ReviewApp(
+        workspace=ctx.workspace,
+        catalog=ctx.catalog(),
+        reviewer=getattr(args, "reviewer", None) or default_reviewer(),
+        graphics=graphics,
+        start=start,
+        slide_id=slide_id,
+        latency_log=Path(log) if log else None,
+    )
+    app.run()
+    return app.return_code or 0
+
+
+def run(args, ctx) -> int:
+    slide_id = None
+    if args.slide:
+        from wsireview.catalog.queries import find_slide
+
+        slide_id = find_slide(ctx.catalog(), args.slide)
+        if slide_id is None:
+            ctx.err.print(f"[red]No slide named {args.slide!r}[/] in the catalog (see `wsireview status`).")
+            return 1
+    return _launch(args, ctx, "review", slide_id)
+
+
+def open_app(args, ctx) -> int:
+    return _launch(args, ctx, "slides")

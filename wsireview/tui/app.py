@@ -1,0 +1,126 @@
+"""The review app: slides screen first; triage, model versions, help and retraining from there.
+
+The app holds what every screen needs (catalog, workspace, reviewer, how to draw images, the patch
+reader); screens call domain functions and run slow work in workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from wsireview.catalog import Catalog
+from wsireview.catalog.queries import latest_model_version_id, model_versions
+from wsireview.tui.messages import CatalogChanged
+from wsireview.tui.patch_source import PatchSource
+from wsireview.workspace import DEFAULT_WORKSPACE, Workspace
+
+GRAPHICS = ("halfblock", "kitty", "textual-image")
+
+
+class ReviewApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "wsireview"
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        catalog: Catalog,
+        reviewer: str,
+        graphics: str = "halfblock",
+        start: str = "slides",
+        slide_id: int | None = None,
+        latency_log: Path | None = None,
+    ) -> None:
+        super().__init__()
+        if graphics not in GRAPHICS:
+            raise ValueError(f"unknown graphics {graphics!r}; expected one of {', '.join(GRAPHICS)}")
+        self.workspace = workspace
+        self.catalog = catalog
+        self.reviewer = reviewer
+        self.graphics = graphics
+        self.start = start
+        self.start_slide_id = slide_id
+        self.source = PatchSource(workspace)
+        self.generation = 0  # bumped when a retrain changes the model and queue
+        self._latency = open(latency_log, "a", buffering=1) if latency_log else None
+
+    def get_default_screen(self) -> Screen:
+        from wsireview.tui.screens.slides import SlidesScreen
+
+        return SlidesScreen()
+
+    def on_mount(self) -> None:
+        if self.start == "review":
+            self.open_triage(self.start_slide_id)
+
+    def on_unmount(self) -> None:
+        self.source.close()
+        if self._latency:
+            self._latency.close()
+
+    # -- navigation ---------------------------------------------------------------------------
+    def open_triage(self, slide_id: int | None) -> None:
+        from wsireview.tui.screens.triage import TriageScreen
+
+        self.push_screen(TriageScreen(slide_id))
+
+    def open_models(self) -> None:
+        from wsireview.tui.screens.model import ModelScreen
+
+        self.push_screen(ModelScreen())
+
+    def action_help(self) -> None:
+        from wsireview.tui.screens.help import HelpScreen
+
+        if type(self.screen).__name__ != "HelpScreen":
+            self.push_screen(HelpScreen(self.screen))
+
+    # -- retraining ---------------------------------------------------------------------------
+    def latest_encoder(self) -> str | None:
+        latest = latest_model_version_id(self.catalog)
+        if latest is None:
+            return None
+        return next((v.encoder for v in model_versions(self.catalog) if v.id == latest), None)
+
+    def retrain_command(self) -> str:
+        parts = ["wsireview"]
+        if self.workspace.root != Path(DEFAULT_WORKSPACE).resolve():
+            parts += ["--workspace", str(self.workspace.root)]
+        parts.append("retrain")
+        encoder = self.latest_encoder()
+        if encoder:
+            parts += ["--encoder", encoder]
+        return " ".join(parts)
+
+    def start_retrain(self, callback: Callable[[bool | None], None] | None = None) -> None:
+        """Run one round in a worker behind a progress screen; every screen reloads when it is done."""
+        from wsireview.tui.screens.retrain import RetrainScreen
+
+        def finished(ok: bool | None) -> None:
+            if ok:
+                self.generation += 1
+                for screen in self.screen_stack:
+                    screen.post_message(CatalogChanged())
+            if callback is not None:
+                callback(ok)
+
+        self.push_screen(RetrainScreen(self.latest_encoder()), finished)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Retrain the model", "train on every label and verdict, queue new patches",
+                            self.start_retrain)
+        yield SystemCommand("Review queue", "triage the latest model's queue across all slides",
+                            lambda: self.open_triage(None))
+        yield SystemCommand("Model versions", "metrics and label counts per version", self.open_models)
+        yield SystemCommand("Keys", "every key of this screen", self.action_help)
+
+    # -- measurement --------------------------------------------------------------------------
+    def log_latency(self, seconds: float) -> None:
+        """Keypress-to-new-patch time, written when $WSIREVIEW_LATENCY_LOG names a file."""
+        if self._latency:
+            self._latency.write(f"{seconds * 1000:.3f}\n")

@@ -1,0 +1,1 @@
+"""Screens of the review app: slides (start), triage, summary, model versions, help, retrain."""

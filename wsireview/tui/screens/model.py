@@ -1,0 +1,132 @@
+"""Model versions: their metrics and label counts, and how each changed from its parent."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from wsireview.catalog.queries import ModelVersionSummary, model_versions
+from wsireview.learn.reviews import verdict_counts
+from wsireview.tui.messages import CatalogChanged
+
+# Shown as table columns when present; every other numeric metric is in the detail pane.
+HEADLINE = ("slide_auc", "slide_accuracy", "instance_auc", "auc", "accuracy")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "-" if value is None else str(value)
+
+
+def _delta(change: float | None) -> Text:
+    if change is None or abs(change) < 5e-4:
+        return Text("")
+    text = f" {change:+.0f}" if float(change).is_integer() else f" {change:+.3f}"
+    return Text(text, style="green" if change > 0 else "red")
+
+
+def _flatten(counts: dict, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in (counts or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = value
+    return out
+
+
+class ModelScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("question_mark", "app.help", "Keys"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="model-title", classes="title")
+        with Vertical(id="model-body"):
+            yield DataTable(id="model-table", cursor_type="row", zebra_stripes=True)
+            yield Static(id="model-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    def on_catalog_changed(self, _: CatalogChanged) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        self.versions = {v.id: v for v in model_versions(self.app.catalog)}
+        verdicts = verdict_counts(self.app.catalog)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(verdicts["by_verdict"].items())) or "none yet"
+        self.query_one("#model-title", Static).update(
+            f"[b]Model versions[/b]  {len(self.versions)}  ·  verdicts: {counts}"
+        )
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        present = [k for k in HEADLINE if any(k in v.metrics for v in self.versions.values())][:3]
+        table.add_columns("version", "parent", "encoder", "created", *present, "queued", "verdicts")
+        for v in self.versions.values():
+            parent = self.versions.get(v.parent_id) if v.parent_id else None
+            changes = v.metric_changes(parent)
+            cells = []
+            for key in present:
+                cell = Text(_fmt(v.metrics.get(key)))
+                cell.append_text(_delta(changes.get(key)))
+                cells.append(cell)
+            created = v.created_at.strftime("%Y-%m-%d %H:%M") if v.created_at else "-"
+            table.add_row(f"v{v.id}", f"v{v.parent_id}" if v.parent_id else "-", v.encoder, created, *cells,
+                          str(v.queued), str(v.reviews), key=str(v.id))
+        if not self.versions:
+            self.query_one("#model-detail", Static).update(
+                "No model yet. Train the first one with [b]wsireview retrain[/b] (slide labels are enough to start)."
+            )
+        else:
+            table.focus()
+            self.show_detail(next(iter(self.versions)))
+
+    @on(DataTable.RowHighlighted)
+    def highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value is not None:
+            self.show_detail(int(event.row_key.value))
+
+    def show_detail(self, version_id: int) -> None:
+        v = self.versions.get(version_id)
+        if v is None:
+            return
+        parent = self.versions.get(v.parent_id) if v.parent_id else None
+        self.query_one("#model-detail", Static).update(self.detail(v, parent))
+
+    @staticmethod
+    def detail(v: ModelVersionSummary, parent: ModelVersionSummary | None) -> Group:
+        vs = f" vs v{parent.id}" if parent else " (first version)"
+        metrics = Table(title=f"v{v.id} metrics{vs}", title_justify="left", show_edge=False, pad_edge=False, expand=False)
+        metrics.add_column("metric")
+        metrics.add_column("value", justify="right")
+        metrics.add_column("change", justify="right")
+        changes = v.metric_changes(parent)
+        for key, value in v.metrics.items():
+            if isinstance(value, dict):
+                continue
+            metrics.add_row(key, _fmt(value), _delta(changes.get(key)))
+        labels = Table(title="labels", title_justify="left", show_edge=False, pad_edge=False)
+        labels.add_column("count")
+        labels.add_column("n", justify="right")
+        labels.add_column("change", justify="right")
+        mine, theirs = _flatten(v.label_counts), _flatten(parent.label_counts) if parent else {}
+        for key, value in mine.items():
+            change = value - theirs[key] if key in theirs else None
+            labels.add_row(key, _fmt(value), _delta(change) if parent else Text(""))
+        grid = Table.grid(padding=(0, 4))
+        grid.add_row(metrics, labels)
+        return Group(grid, Text(f"{v.positive_label!r} is positive · {v.queued} queued · {v.reviews} verdicts on its queue",
+                                style="dim"))

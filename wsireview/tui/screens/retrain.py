@@ -1,0 +1,112 @@
+"""Retraining from inside the app: the round runs in a thread worker, the screen shows progress.
+
+The round (``wsireview.learn.round.retrain``) is the same function the `retrain` command calls;
+its console output is captured here and shown line by line instead of touching the terminal.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+from rich.console import Console
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Label, ProgressBar, Static
+
+
+class _LineSink(io.TextIOBase):
+    """A file for Rich that hands every finished line to a callback (from the worker thread)."""
+
+    def __init__(self, on_line) -> None:
+        self._on_line = on_line
+        self._buffer = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            if line.strip():
+                self._on_line(line.strip())
+        return len(text)
+
+
+class RetrainScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("escape", "close", "Close")]
+
+    def __init__(self, encoder: str | None, budget: int = 50, seed: int = 0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.budget = budget
+        self.seed = seed
+        self.started = time.monotonic()
+        self.running = True
+        self.ok = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="retrain-box"):
+            yield Label("[b]Retraining[/b] with every label and verdict so far", id="retrain-title")
+            yield ProgressBar(total=None, show_eta=False, id="retrain-progress")
+            yield Static("starting ...", id="retrain-log")
+
+    def on_mount(self) -> None:
+        self.lines: list[str] = []
+        self.set_interval(0.5, self._tick)
+        self.run_round()
+
+    def _tick(self) -> None:
+        if self.running:
+            self.query_one("#retrain-title", Label).update(
+                f"[b]Retraining[/b] with every label and verdict so far  ·  {time.monotonic() - self.started:.0f} s"
+            )
+
+    def _line(self, text: str) -> None:
+        self.lines = (self.lines + [text])[-8:]
+        self.query_one("#retrain-log", Static).update("\n".join(self.lines))
+
+    @work(thread=True, exclusive=True, group="retrain")
+    def run_round(self) -> None:
+        from wsireview.learn.round import retrain
+
+        sink = _LineSink(lambda line: self.app.call_from_thread(self._line, line))
+        console = Console(file=sink, width=70, force_terminal=False, color_system=None)
+        kwargs = dict(budget=self.budget, seed=self.seed, progress=False, console=console)
+        if self.encoder:
+            kwargs["encoder"] = self.encoder
+        try:
+            result = retrain(self.app.catalog, self.app.workspace, **kwargs)
+        except Exception as error:  # shown to the person; the catalog is unchanged by a failed round
+            self.app.call_from_thread(self._failed, f"{type(error).__name__}: {error}")
+            return
+        self.app.call_from_thread(self._done, result)
+
+    def _failed(self, text: str) -> None:
+        self.running = False
+        bar = self.query_one(ProgressBar)
+        bar.update(total=1, progress=0)
+        self._line(f"[red]Retrain failed:[/red] {text}")
+        self._line("esc: close")
+
+    def _done(self, result) -> None:
+        self.running, self.ok = False, True
+        self.query_one(ProgressBar).update(total=1, progress=1)
+        metrics = ", ".join(
+            f"{k} {v:.3f}" for k, v in (result.metrics or {}).items() if isinstance(v, float)
+        )
+        self.app.notify(
+            f"Model v{result.model_version_id} trained: {result.queued} patches queued. {metrics}",
+            title="Retrain done", timeout=8,
+        )
+        self.dismiss(True)
+
+    def action_close(self) -> None:
+        if self.running:
+            self.app.notify("Retraining continues; it cannot be interrupted safely from here.", timeout=3)
+            return
+        self.dismiss(self.ok)

@@ -1,0 +1,208 @@
+"""The start screen: the slide table, the selected slide's thumbnail (plain, tissue, attention) and metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from wsireview.catalog.queries import SlideOverview, slide_attention, slides_overview
+from wsireview.tui.imaging import attention_overlay, mask_overlay
+from wsireview.tui.messages import CatalogChanged
+from wsireview.tui.patch_source import PatchUnavailable
+from wsireview.tui.widgets.slide_info import SlideInfo
+from wsireview.tui.widgets.slide_table import COLUMN_KEYS, SlideTable
+from wsireview.tui.widgets.textual_image_view import make_image_view
+
+OVERLAYS = ("plain", "tissue", "attention")
+
+EMPTY_HELP = """[b]No slides in this catalog yet.[/b]
+
+Add slide files or folders (SVS, NDPI, MRXS, tiled TIFF, DICOM, plain images):
+
+    [b]wsireview add SLIDES_DIR --labels labels.csv[/b]
+
+or make a synthetic cohort to try the whole loop:
+
+    [b]wsireview demo --out cohort[/b]
+    [b]wsireview add cohort --labels cohort/labels.csv[/b]
+    [b]wsireview retrain[/b]
+
+then run [b]wsireview[/b] again.  Workspace: {root}"""
+
+
+class SlidesScreen(Screen):
+    AUTO_FOCUS = ""  # the table takes focus in reload(); the hidden filter box must not
+    BINDINGS = [
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("t", "toggle_overlay", "Overlay"),
+        Binding("r", "review_queue", "Review queue"),
+        Binding("m", "models", "Models"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("question_mark", "app.help", "Keys"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.overlay = "plain"
+        self.slides: dict[int, SlideOverview] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title", classes="title")
+        yield Input(placeholder="filter by name or label (enter: keep, esc: clear)", id="filter")
+        with Horizontal(id="slides-body"):
+            yield SlideTable(id="slide-table")
+            yield Static(id="empty")
+            with Vertical(id="slide-side"):
+                yield Static(id="overlay-label", classes="caption")
+                yield make_image_view(self.app.graphics, id="slide-thumb")
+                yield SlideInfo(id="slide-info")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    # -- data -----------------------------------------------------------------------------------
+    def reload(self) -> None:
+        overview = slides_overview(self.app.catalog)
+        self.slides = {s.id: s for s in overview}
+        table = self.query_one(SlideTable)
+        empty = not overview
+        table.display = not empty
+        self.query_one("#slide-side").display = not empty
+        self.query_one("#empty", Static).display = empty
+        if empty:
+            self.query_one("#empty", Static).update(EMPTY_HELP.format(root=self.app.workspace.root))
+        table.set_slides(overview)
+        counts = {st: sum(1 for s in overview if s.status == st) for st in ("ready", "failed", "missing")}
+        queued = sum(s.queued for s in overview)
+        self.query_one("#title", Static).update(
+            f"[b]wsireview[/b]  {len(overview)} slides ({counts['ready']} ready, {counts['failed']} failed, "
+            f"{counts['missing']} missing)  ·  {queued} patches queued  ·  reviewer [b]{self.app.reviewer}[/b]"
+        )
+        if not empty:
+            table.focus()
+            self.show_selected()
+
+    def on_catalog_changed(self, _: CatalogChanged) -> None:
+        self.reload()
+
+    def on_screen_resume(self) -> None:
+        if self.is_mounted and getattr(self, "_shown_once", False):
+            self.reload()  # back from triage or the model screen: counts changed
+        self._shown_once = True
+
+    # -- selection and thumbnail ----------------------------------------------------------------
+    @property
+    def selected(self) -> SlideOverview | None:
+        sid = self.query_one(SlideTable).selected_id
+        return self.slides.get(sid) if sid is not None else None
+
+    @on(DataTable.RowHighlighted)
+    def show_selected(self) -> None:
+        slide = self.selected
+        found = True
+        if slide is not None and slide.status == "ready":
+            found = (self.app.workspace.absolute(slide.path) or Path(slide.path)).exists()
+        self.query_one(SlideInfo).show(slide, found)
+        self.query_one("#overlay-label", Static).update(
+            "  ".join(f"[reverse] {o} [/]" if o == self.overlay else f" {o} " for o in OVERLAYS) + "  [dim]t[/]"
+        )
+        view = self.query_one("#slide-thumb")
+        if slide is None:
+            view.show_message("")
+            return
+        if slide.status == "failed":
+            view.show_message(f"failed: {slide.reason or 'unknown reason'}")
+            return
+        if slide.status == "missing":
+            view.show_message(f"file missing: {slide.path}")
+            return
+        self.load_thumbnail(view, slide, self.overlay)
+
+    @work(thread=True, exclusive=True, group="thumbnail")
+    def load_thumbnail(self, view, slide: SlideOverview, overlay: str) -> None:
+        key = ("slide-thumb", slide.id, overlay)
+        try:
+            image = self._picture(slide, overlay)
+        except PatchUnavailable as error:
+            self.app.call_from_thread(view.show_message, str(error))
+            return
+        view.prerender(key, image)
+        self.app.call_from_thread(view.show, key, image)
+
+    def _picture(self, slide: SlideOverview, overlay: str) -> Image.Image:
+        source = self.app.source
+        thumb = source.thumbnail(slide.thumbnail_path)
+        if overlay == "tissue":
+            if slide.overlay_path and self.app.workspace.absolute(slide.overlay_path).exists():
+                return source.thumbnail(slide.overlay_path)
+            return mask_overlay(thumb, source.thumbnail(slide.mask_path))
+        if overlay == "attention":
+            points = slide_attention(self.app.catalog, slide.id)
+            if not points:
+                raise PatchUnavailable("no attention yet: run `wsireview retrain` to train a model")
+            return attention_overlay(thumb, points, (slide.width or 0, slide.height or 0))
+        return thumb
+
+    # -- actions --------------------------------------------------------------------------------
+    @on(DataTable.RowSelected)
+    def open_slide(self) -> None:
+        slide = self.selected
+        if slide is None:
+            return
+        if slide.status != "ready":
+            self.notify(f"{slide.name} is {slide.status}: {slide.reason or slide.path}", severity="warning")
+            return
+        if not slide.queued and not slide.reviewed:
+            self.notify(f"nothing queued on {slide.name}: run `wsireview retrain` first", severity="warning")
+            return
+        self.app.open_triage(slide.id)
+
+    @on(DataTable.HeaderSelected)
+    def header_sort(self, event: DataTable.HeaderSelected) -> None:
+        self.query_one(SlideTable).sort_by(str(event.column_key.value))
+
+    def action_sort(self) -> None:
+        table = self.query_one(SlideTable)
+        nxt = COLUMN_KEYS[(COLUMN_KEYS.index(table.sort_key) + 1) % len(COLUMN_KEYS)]
+        table.sort_by(nxt, reverse=nxt not in ("name", "status", "label"))
+        self.notify(f"sorted by {nxt}", timeout=1.5)
+
+    def action_toggle_overlay(self) -> None:
+        self.overlay = OVERLAYS[(OVERLAYS.index(self.overlay) + 1) % len(OVERLAYS)]
+        self.show_selected()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(SlideTable).set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def filter_done(self) -> None:
+        self.query_one(SlideTable).focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.display = False
+        self.query_one(SlideTable).set_filter("")
+        self.query_one(SlideTable).focus()
+
+    def action_review_queue(self) -> None:
+        self.app.open_triage(None)
+
+    def action_models(self) -> None:
+        self.app.open_models()

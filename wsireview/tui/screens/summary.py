@@ -1,0 +1,70 @@
+"""After the queue: what this session recorded, time per verdict, and the way to retrain."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from wsireview.catalog import VERDICTS
+from wsireview.catalog.queries import review_summary
+from wsireview.tui.screens.triage import VERDICT_STYLE, VERDICT_TEXT
+
+
+class SummaryScreen(Screen[str]):
+    BINDINGS = [
+        Binding("r", "retrain", "Retrain now"),
+        Binding("s", "dismiss('skipped')", "Review skipped"),
+        Binding("z", "dismiss('undo')", "Undo last"),
+        Binding("escape", "dismiss('back')", "Slides"),
+        Binding("question_mark", "app.help", "Keys"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, review_ids: list[int], skipped: int, queued: int, slide_id: int | None) -> None:
+        super().__init__()
+        self.review_ids = review_ids
+        self.skipped = skipped
+        self.queued = queued
+        self.slide_id = slide_id
+
+    def compose(self) -> ComposeResult:
+        yield Static("[b]Queue done[/b]", id="summary-title", classes="title")
+        yield Static(id="summary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#summary", Static).update(self.render_summary())
+
+    def render_summary(self) -> Group:
+        s = review_summary(self.app.catalog, self.review_ids)
+        table = Table(title="This session", title_justify="left", show_edge=False, pad_edge=False)
+        table.add_column("verdict")
+        table.add_column("count", justify="right")
+        for verdict in VERDICTS:
+            table.add_row(Text(VERDICT_TEXT[verdict], style=VERDICT_STYLE[verdict]), str(s.by_verdict.get(verdict, 0)))
+        table.add_row(Text("total", style="bold"), Text(str(s.total), style="bold"))
+        per = f"{s.seconds_per_verdict:.1f} s per verdict" if s.seconds_per_verdict is not None else "no verdicts"
+        lines = [
+            table,
+            Text(""),
+            Text(f"{per}  ·  {s.undone} undone  ·  {self.skipped} skipped  ·  {self.queued} in the queue"),
+            Text(""),
+            Text.from_markup("Retrain with these verdicts (they become patch labels) and queue the next patches:"),
+            Text.from_markup(f"    [b]{self.app.retrain_command()}[/b]"),
+            Text(""),
+            Text.from_markup("[b]r[/b] retrain now  ·  [b]s[/b] go through skipped patches  ·  "
+                             "[b]z[/b] undo the last verdict  ·  [b]esc[/b] back to the slides"),
+        ]
+        return Group(*lines)
+
+    def action_retrain(self) -> None:
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.dismiss("retrained")
+
+        self.app.start_retrain(done)

@@ -1,0 +1,209 @@
+"""Images as colour half-blocks ('▀', upper pixel in the foreground, lower in the background).
+
+The lines of an image are built once per (image, box size) and kept in a small cache, so showing
+an image that was pre-rendered in a thread worker is a list swap: the UI thread never converts
+pixels. Resizing the widget renders the current image again for the new box.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+from collections import OrderedDict
+from typing import Hashable
+
+import numpy as np
+from PIL import Image
+from rich.color import Color
+from rich.console import Console
+from rich.segment import Segment
+from rich.style import Style
+from textual.strip import Strip
+from textual.widget import Widget
+
+UPPER_HALF = "▀"
+_ANSI_CONSOLE = Console(color_system="truecolor", force_terminal=True, width=400)
+
+
+def fit_size(width: int, height: int, cells_w: int, cells_h: int) -> tuple[int, int]:
+    """The pixel size that fits an image into a cell box; a cell holds 1 x 2 (about square) pixels."""
+    if width <= 0 or height <= 0 or cells_w <= 0 or cells_h <= 0:
+        return 0, 0
+    scale = min(cells_w / width, 2 * cells_h / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def fit_image(image: Image.Image, cells_w: int, cells_h: int) -> Image.Image:
+    """The image resized to fit the box (aspect kept), RGB."""
+    w, h = fit_size(image.width, image.height, cells_w, cells_h)
+    rgb = image.convert("RGB")
+    if (w, h) == rgb.size or w == 0:
+        return rgb
+    return rgb.resize((w, h), Image.Resampling.LANCZOS if w < rgb.width else Image.Resampling.BILINEAR)
+
+
+def _style(fg: tuple[int, int, int], bg: tuple[int, int, int]) -> Style:
+    return Style.from_color(Color.from_rgb(*fg), Color.from_rgb(*bg))
+
+
+def render_strips(image: Image.Image, cells_w: int, cells_h: int, pad: Style | None = None, fitted: bool = False) -> list[Strip]:
+    """``cells_h`` lines of exactly ``cells_w`` cells showing ``image`` centred in the box.
+
+    Pure and thread-safe: call it from a worker. ``fitted`` says the image is already sized to
+    the box (e.g. after drawing a marker on it at display resolution).
+    """
+    if cells_w <= 0 or cells_h <= 0:
+        return []
+    img = image.convert("RGB") if fitted else fit_image(image, cells_w, cells_h)
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.shape[0] > 2 * cells_h or arr.shape[1] > cells_w:
+        arr = arr[: 2 * cells_h, :cells_w]
+    if arr.shape[0] % 2:
+        fill = np.asarray(pad.bgcolor.get_truecolor() if pad and pad.bgcolor else (0, 0, 0), dtype=np.uint8)
+        arr = np.concatenate([arr, np.broadcast_to(fill, (1, arr.shape[1], 3))], axis=0)
+    rows = arr.shape[0] // 2
+    width = arr.shape[1]
+    left = (cells_w - width) // 2
+    right = cells_w - width - left
+    top = (cells_h - rows) // 2
+    blank = Strip.blank(cells_w, pad)
+    strips = [blank] * top
+    upper = arr[0::2].tolist()
+    lower = arr[1::2].tolist()
+    for up_row, low_row in zip(upper, lower):
+        segments: list[Segment] = []
+        if left:
+            segments.append(Segment(" " * left, pad))
+        run_style: tuple | None = None
+        run = 0
+        for up, low in zip(up_row, low_row):
+            key = (*up, *low)
+            if key == run_style:
+                run += 1
+                continue
+            if run_style is not None:
+                segments.append(Segment(UPPER_HALF * run, _style(run_style[:3], run_style[3:])))
+            run_style, run = key, 1
+        if run_style is not None:
+            segments.append(Segment(UPPER_HALF * run, _style(run_style[:3], run_style[3:])))
+        if right:
+            segments.append(Segment(" " * right, pad))
+        strip = Strip(segments, cells_w)
+        strip.render(_ANSI_CONSOLE)  # warms each Style's ANSI codes here, off the UI thread
+        strips.append(strip)
+    strips.extend([blank] * (cells_h - len(strips)))
+    return strips
+
+
+def message_strips(text: str, cells_w: int, cells_h: int, style: Style | None = None) -> list[Strip]:
+    """A short message centred in the box (for a missing or unreadable image)."""
+    if cells_w <= 0 or cells_h <= 0:
+        return []
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        lines.extend(textwrap.wrap(paragraph, max(1, cells_w - 2)) or [""])
+    lines = lines[:cells_h]
+    top = (cells_h - len(lines)) // 2
+    out = [Strip.blank(cells_w, style)] * top
+    for line in lines:
+        left = (cells_w - len(line)) // 2
+        out.append(Strip([Segment(" " * left + line + " " * (cells_w - left - len(line)), style)], cells_w))
+    out.extend([Strip.blank(cells_w, style)] * (cells_h - len(out)))
+    return out
+
+
+class HalfBlockImage(Widget):
+    """Shows one image as half-block lines; ``prerender`` fills its cache from a worker."""
+
+    DEFAULT_CSS = """
+    HalfBlockImage { width: 1fr; height: 1fr; }
+    """
+    CACHE_SIZE = 48
+
+    def __init__(self, message: str = "", *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._image: Image.Image | None = None
+        self._key: Hashable | None = None
+        self._message = message
+        self._strips: list[Strip] = []
+        self._fitted = False
+        self._box = (0, 0)
+        self._pad = Style()
+        self._cache: OrderedDict[tuple, list[Strip]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- rendering off the UI thread ------------------------------------------------------------
+    @property
+    def box(self) -> tuple[int, int]:
+        """The content size in cells, as of the last resize: safe to read from worker threads
+        (asking the widget itself from a thread could run layout off the UI thread)."""
+        return self._box
+
+    def _pad_style(self) -> Style:
+        return self._pad
+
+    def prerender(self, key: Hashable, image: Image.Image, fitted: bool = False) -> None:
+        """Render ``image`` for the current box into the cache (thread-safe; call from a worker)."""
+        w, h = self.box
+        if w <= 0 or h <= 0 or self.is_cached(key):
+            return
+        strips = render_strips(image, w, h, self._pad_style(), fitted=fitted)
+        with self._lock:
+            self._cache[(key, w, h)] = strips
+            while len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+
+    def is_cached(self, key: Hashable) -> bool:
+        w, h = self.box
+        with self._lock:
+            return (key, w, h) in self._cache
+
+    # -- what is shown --------------------------------------------------------------------------
+    def show(self, key: Hashable, image: Image.Image | None, fitted: bool = False) -> None:
+        """Show an image: its cached lines when pre-rendered (``image`` may then be None), else
+        rendered here on the UI thread (the slow path)."""
+        self._key, self._message, self._fitted, self._image = key, "", fitted, image
+        self._strips = self._strips_for_box()
+        self.refresh()
+
+    def show_message(self, text: str) -> None:
+        self._image, self._key, self._message = None, None, text
+        self._strips = message_strips(text, *self.box, self.rich_style)
+        self.refresh()
+
+    @property
+    def shown_key(self) -> Hashable | None:
+        return self._key
+
+    def _strips_for_box(self) -> list[Strip]:
+        w, h = self.box
+        if self._key is not None:
+            with self._lock:
+                cached = self._cache.get((self._key, w, h))
+                if cached is not None:
+                    self._cache.move_to_end((self._key, w, h))
+                    return cached
+        if self._image is None:
+            return message_strips(self._message, w, h, self.rich_style)
+        strips = render_strips(self._image, w, h, self._pad_style(), fitted=self._fitted)
+        with self._lock:
+            self._cache[(self._key, w, h)] = strips
+        return strips
+
+    def on_resize(self) -> None:
+        size = self.content_size
+        self._box = (size.width, size.height)
+        background = self.styles.background
+        self._pad = Style(bgcolor=background.rich_color) if background.a > 0 else Style()
+        if self._fitted:
+            # A fitted image was sized for the old box: fit it again (its owner may redraw it).
+            self._fitted = False
+        self._strips = self._strips_for_box()
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        w = self.content_size.width
+        if y < len(self._strips):
+            strip = self._strips[y]
+            return strip if strip.cell_length == w else strip.adjust_cell_length(w, self._pad_style())
+        return Strip.blank(w, self.rich_style)
