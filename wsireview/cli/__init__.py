@@ -16,7 +16,36 @@ from rich.console import Console
 from wsireview import __version__
 from wsireview.workspace import Workspace
 
-SUBCOMMANDS = ["add", "status", "db", "demo", "embed", "retrain", "evaluate", "review", "export"]
+# One line of help per subcommand, for `wsireview --help`. Only the module of the subcommand being
+# run is imported, so `status` does not pay for torch and `--help` stays instant.
+SUBCOMMANDS = {
+    "add": "add slides to the catalog (thumbnail, tissue mask, patch grid)",
+    "status": "show the catalog: slides by status, patches, labels, model",
+    "db": "catalog schema migrations (upgrade, current, downgrade)",
+    "demo": "generate a synthetic H&E cohort with known lesions (labels and ground truth included)",
+    "embed": "compute patch features (resumable; `retrain` runs this for you)",
+    "retrain": "train a new model version on all labels and verdicts, and queue patches to review",
+    "evaluate": "simulate review rounds with known lesions and compare query strategies",
+    "review": "review queued patches in the terminal app (triage screen)",
+    "export": "export reviewed patches (PNG folders, QuPath GeoJSON, CLAM h5, CSV)",
+}
+_GLOBAL_OPTIONS_WITH_VALUE = {"--workspace", "--db", "--graphics"}
+
+
+def _chosen_subcommand(argv: list[str]) -> str | None:
+    """The subcommand named on the command line, skipping global options and their values."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token in _GLOBAL_OPTIONS_WITH_VALUE:
+            skip = True
+            continue
+        if token.startswith("-"):
+            continue
+        return token if token in SUBCOMMANDS else None
+    return None
 
 
 @dataclass
@@ -37,7 +66,8 @@ class Context:
         return self._catalog
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser when ``argv`` is None; else one where only the chosen subcommand is complete."""
     parser = argparse.ArgumentParser(
         prog="wsireview",
         description=(
@@ -61,14 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--graphics", choices=["halfblock", "kitty"], default=None,
                         help="how the app draws images (default: colour half-blocks; kitty where the terminal has it)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        module = importlib.import_module(f"wsireview.cli.{name}_cmd")
-        module.register(sub)
+    chosen = _chosen_subcommand(argv) if argv is not None else None
+    for name, help_text in SUBCOMMANDS.items():
+        if argv is None or name == chosen:
+            importlib.import_module(f"wsireview.cli.{name}_cmd").register(sub)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     ctx = Context(workspace=Workspace.resolve(args.workspace, args.db))
     func = getattr(args, "func", None)
