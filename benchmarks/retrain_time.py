@@ -1,0 +1,90 @@
+"""Time one retrain round on cached features: 100 slides x 2,000 patches (default), 2 CPU threads.
+
+Synthetic features (float16, written through the feature store into a temporary workspace) stand
+in for an encoder's output, so the round measures exactly what `wsireview retrain` adds on top
+of embedding: loading, preprocessing, cross-validation, training, scoring, queueing and the
+database writes. Baselines measured in the same run:
+- writing the 200,000 patch scores as ORM objects (``session.add_all``) instead of bulk core inserts;
+- training on the full-width features instead of the whitened PCA projection.
+
+    python benchmarks/retrain_time.py [--slides 100] [--patches 2000] [--dim 1280] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import delete, select
+
+from wsireview.catalog import PatchScore, open_catalog
+from wsireview.learn.round import retrain
+from wsireview.learn.synthetic import make_synthetic_cohort
+from wsireview.learn.train import TrainParams
+from wsireview.workspace import Workspace
+
+ENCODER = "synthetic"
+
+
+def orm_insert_seconds(catalog, version_id: int) -> float:
+    """Re-write one version's scores as ORM objects (the baseline to the bulk insert)."""
+    with catalog.session() as session:
+        rows = session.execute(select(PatchScore.__table__).where(PatchScore.model_version_id == version_id)).mappings().all()
+        session.execute(delete(PatchScore).where(PatchScore.model_version_id == version_id))
+    t = time.perf_counter()
+    with catalog.session() as session:
+        session.add_all(PatchScore(**dict(r)) for r in rows)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slides", type=int, default=100)
+    parser.add_argument("--patches", type=int, default=2000)
+    parser.add_argument("--dim", type=int, default=1280, help="feature width (1280 = effnet-lite0)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    console = Console(width=140)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace.resolve(tmp).ensure()
+        cat = open_catalog(ws.db_url)
+        t = time.perf_counter()
+        make_synthetic_cohort(cat, ws, ENCODER, n_slides=args.slides, n_patches=args.patches, dim=args.dim,
+                              lesion_patches=(5, 20), signal=5.0, seed=0)
+        console.print(f"cohort: {args.slides} slides x {args.patches} patches x {args.dim}-d float16 "
+                      f"written in {time.perf_counter() - t:.1f} s")
+        runs = [("round 1 (PCA 64, bulk inserts)", TrainParams()),
+                ("round 2 (same, warm process)", TrainParams())]
+        if not args.skip_baseline:
+            runs.append(("baseline: no PCA (full width)", TrainParams(pca_dim=0)))
+        for name, params in runs:
+            t = time.perf_counter()
+            result = retrain(cat, ws, encoder=ENCODER, budget=50, seed=0, params=params, progress=False)
+            total = time.perf_counter() - t
+            s = result.seconds
+            rows.append((name, total, s, result.metrics))
+        insert_orm = None if args.skip_baseline else orm_insert_seconds(cat, result.model_version_id)
+        cat.close()
+    table = Table(title=f"retrain round: {args.slides} slides x {args.patches} patches, {args.dim}-d, "
+                        f"{args.threads} threads")
+    for col in ("run", "total s", "load+prep", "cross-val", "train", "score+queue", "write", "slide AUC", "epochs"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for name, total, s, m in rows:
+        table.add_row(name, f"{total:.2f}", f"{s['load']:.2f}", f"{s['cross_validate']:.2f}", f"{s['train']:.2f}",
+                      f"{s['score_and_queue']:.2f}", f"{s['write']:.2f}",
+                      f"{m['slide_auc']:.3f}" if m["slide_auc"] is not None else "-", str(m["epochs"]))
+    console.print(table)
+    if insert_orm is not None:
+        console.print(f"writing {args.slides * args.patches:,} patch scores: bulk core insert (inside 'write' above) "
+                      f"vs ORM objects {insert_orm:.2f} s (baseline)")
+
+
+if __name__ == "__main__":
+    main()

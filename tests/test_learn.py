@@ -1,0 +1,286 @@
+"""The learning half of the review loop: attention-MIL, retrain rounds, queues, verdicts, evaluation.
+
+Synthetic bags (numpy-made features where a few patches carry the signal) test the model and the
+round quickly; the demo cohort (6 slides, lesion and normal, embedded once with the fast
+``stain-stats`` encoder) tests it on real pixels against the ground-truth polygons.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sqlalchemy import func, select
+
+from wsireview.catalog import (
+    LESION, NOT_LESION, UNSURE, ModelVersion, PatchScore, Review, ReviewQueueItem, Slide, SlidePrediction, open_catalog,
+)
+from wsireview.learn.labels import instance_targets, reviewed_patches
+from wsireview.learn.metrics import roc_auc
+from wsireview.learn.reviews import record_verdict, undo_last
+from wsireview.learn.round import retrain
+from wsireview.learn.status import model_status
+from wsireview.learn.synthetic import make_synthetic_cohort
+from wsireview.learn.train import TrainParams
+from wsireview.learn.truth import lesion_share, truth_labels
+from wsireview.workspace import Workspace
+
+ENCODER = "stain-stats"
+SYN = "synthetic"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def scores_of(catalog, version_id: int) -> dict[int, tuple[float, float, int]]:
+    with catalog.session() as session:
+        rows = session.execute(
+            select(PatchScore.patch_id, PatchScore.probability, PatchScore.attention, PatchScore.attention_rank)
+            .where(PatchScore.model_version_id == version_id)
+        ).all()
+    return {pid: (p, a, r) for pid, p, a, r in rows}
+
+
+def queue_of(catalog, version_id: int) -> list[tuple[int, str]]:
+    with catalog.session() as session:
+        return [tuple(r) for r in session.execute(
+            select(ReviewQueueItem.patch_id, ReviewQueueItem.reason)
+            .where(ReviewQueueItem.model_version_id == version_id).order_by(ReviewQueueItem.rank)
+        ).all()]
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- synthetic bags -------------------------------------------------------------------------------
+
+@pytest.fixture
+def synthetic(workspace, catalog):
+    cohort = make_synthetic_cohort(catalog, workspace, SYN, n_slides=14, n_patches=120, dim=24, seed=3, unlabelled=2)
+    return cohort
+
+
+def test_model_finds_the_few_signal_patches_in_synthetic_bags(workspace, catalog, synthetic):
+    result = retrain(catalog, workspace, encoder=SYN, budget=12, progress=False)
+    scores = scores_of(catalog, result.model_version_id)
+    ids = np.array(sorted(scores))
+    truth = np.isin(ids, list(synthetic.lesion_patches))
+    inst_auc = roc_auc(truth, [scores[i][0] for i in ids])
+    att_auc = roc_auc(truth, [scores[i][1] for i in ids])
+    # Measured (12 labelled slides, 3-fold): cross-validated slide AUC 0.92, instance AUC 0.999,
+    # attention (normalised per slide, ranked over all slides) AUC 0.78.
+    assert result.metrics["slide_auc"] >= 0.8
+    assert inst_auc >= 0.95 and att_auc >= 0.7
+    # The attention is normalised within each slide (max 1, rank 1 there) and every patch is scored.
+    with catalog.session() as session:
+        n_patches = session.scalar(select(func.count()).select_from(PatchScore)
+                                   .where(PatchScore.model_version_id == result.model_version_id))
+        tops = session.execute(select(PatchScore.attention).where(
+            PatchScore.model_version_id == result.model_version_id, PatchScore.attention_rank == 1)).scalars().all()
+        preds = dict(session.execute(select(SlidePrediction.slide_id, SlidePrediction.probability)
+                                     .where(SlidePrediction.model_version_id == result.model_version_id)).all())
+    assert n_patches == 14 * 120 and len(tops) == 14 and all(abs(a - 1.0) < 1e-9 for a in tops)
+    # Unlabelled slides are predicted too; the lesion ones of them get the higher probability.
+    assert set(preds) == set(synthetic.slide_ids)
+    unl = synthetic.slide_ids[-2:]
+    assert preds[unl[0]] > 0.5 > preds[unl[1]]  # slide 12 carries lesion patches, slide 13 none
+    queue = queue_of(catalog, result.model_version_id)
+    assert len(queue) == 12 and {r for _, r in queue} <= {"top-attention", "uncertain", "diverse"}
+    # Most top-attention picks are the hidden signal patches.
+    top = [p for p, r in queue if r == "top-attention"]
+    assert np.mean([p in synthetic.lesion_patches for p in top]) >= 0.6
+
+
+def test_same_seed_same_model_and_nothing_of_an_earlier_version_is_overwritten(workspace, catalog, synthetic):
+    first = retrain(catalog, workspace, encoder=SYN, budget=10, seed=5, progress=False)
+    first_file = first.checkpoint
+    first_hash = sha(first_file)
+    first_scores = scores_of(catalog, first.model_version_id)
+    first_queue = queue_of(catalog, first.model_version_id)
+    second = retrain(catalog, workspace, encoder=SYN, budget=10, seed=5, progress=False)
+    assert second.model_version_id != first.model_version_id and second.parent_id == first.model_version_id
+    assert second.checkpoint != first_file and sha(first_file) == first_hash
+    assert scores_of(catalog, second.model_version_id) == first_scores  # deterministic for a seed
+    assert queue_of(catalog, first.model_version_id) == first_queue  # the old rows are still there
+    assert queue_of(catalog, second.model_version_id) == first_queue
+    other = retrain(catalog, workspace, encoder=SYN, budget=10, seed=6, progress=False)
+    assert scores_of(catalog, other.model_version_id) != first_scores
+    with catalog.session() as session:
+        versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
+    assert [v.parent_id for v in versions] == [None, versions[0].id, versions[1].id]
+    assert all(workspace.absolute(v.checkpoint_path).exists() for v in versions)
+    assert versions[0].label_counts["slides"] == {"positive": 6, "negative": 6, "unlabelled": 2}
+
+
+def test_instance_labels_latest_per_reviewer_then_majority(catalog, synthetic):
+    p1, p2, p3, p4 = sorted(synthetic.patch_slide)[:4]
+    record_verdict(catalog, p1, NOT_LESION, "ann")
+    record_verdict(catalog, p1, LESION, "ann")  # ann changes her mind: her latest counts
+    record_verdict(catalog, p1, NOT_LESION, "bob")
+    record_verdict(catalog, p1, LESION, "cy")
+    record_verdict(catalog, p2, LESION, "ann")
+    record_verdict(catalog, p2, NOT_LESION, "bob")  # a tie: no label
+    record_verdict(catalog, p3, UNSURE, "ann")  # unsure is no vote, but the patch counts as reviewed
+    record_verdict(catalog, p4, LESION, "ann")
+    undo_last(catalog, "ann")  # undoes p4
+    assert instance_targets(catalog) == {p1: 1}
+    assert reviewed_patches(catalog) == {p1, p2, p3}
+
+
+@pytest.mark.parametrize("strategy", ["mix", "attention", "uncertainty", "random"])
+def test_queues_never_hold_reviewed_patches(workspace, catalog, synthetic, strategy):
+    first = retrain(catalog, workspace, encoder=SYN, budget=30, strategy=strategy, seed=1, progress=False,
+                    epochs=10)
+    queued = [p for p, _ in queue_of(catalog, first.model_version_id)]
+    assert len(queued) == len(set(queued)) == 30
+    for k, pid in enumerate(queued[:20]):
+        record_verdict(catalog, pid, (LESION, NOT_LESION, UNSURE)[k % 3], "ann")
+    second = retrain(catalog, workspace, encoder=SYN, budget=30, strategy=strategy, seed=1, progress=False,
+                     epochs=10)
+    again = queue_of(catalog, second.model_version_id)
+    assert len(again) == 30 and not set(p for p, _ in again) & set(queued[:20])
+    expected = {"random"} if strategy == "random" else {"top-attention", "uncertain", "diverse"}
+    assert {r for _, r in again} <= expected
+    assert model_status(catalog)["queued"] == 30
+
+
+def test_lesion_share_of_patches_against_a_polygon():
+    square = [[np.array([[100, 100], [300, 100], [300, 300], [100, 300], [100, 100]], dtype=float)]]
+    xs = np.array([100.0, 0, 200, 300, 50, 150])
+    ys = np.array([100.0, 0, 100, 300, 100, 150])
+    share = lesion_share(square, xs, ys, 100)
+    assert np.allclose(share, [1, 0, 1, 0, 0.5, 1], atol=0.04)
+    ring = [[np.array([[0, 0], [400, 0], [400, 400], [0, 400]], dtype=float),
+             np.array([[100, 100], [300, 100], [300, 300], [100, 300]], dtype=float)]]  # a hole
+    assert np.allclose(lesion_share(ring, np.array([150.0, 0]), np.array([150.0, 0]), 100), [0, 1], atol=0.04)
+
+
+# -- the demo cohort ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def embedded_template(demo_workspace_template, tmp_path_factory):
+    """The ingested demo cohort embedded once with stain-stats (copy it before changing it)."""
+    from wsireview.features.embed import embed_slides
+
+    target = tmp_path_factory.mktemp("learn-demo") / "ws"
+    shutil.copytree(demo_workspace_template.root, target)
+    ws = Workspace.resolve(target)
+    cat = open_catalog(ws.db_url)
+    embed_slides(cat, ws, encoder=ENCODER, progress=False)
+    cat.close()
+    return ws
+
+
+@pytest.fixture
+def demo(embedded_template, tmp_path, demo_cohort):
+    target = tmp_path / "ws"
+    shutil.copytree(embedded_template.root, target)
+    ws = Workspace.resolve(target)
+    cat = open_catalog(ws.db_url)
+    yield ws, cat, truth_labels(cat, demo_cohort)
+    cat.close()
+
+
+def test_demo_model_separates_slides_and_attends_to_lesions(demo):
+    ws, cat, truth = demo
+    result = retrain(cat, ws, encoder=ENCODER, budget=20, progress=False)
+    # Measured on the 6-slide demo: cross-validated (held-out) slide AUC 1.0 and accuracy 1.0.
+    assert result.metrics["cv_folds"] == 3
+    assert result.metrics["slide_auc"] >= 0.85 and result.metrics["slide_accuracy"] >= 0.8
+    scores = scores_of(cat, result.model_version_id)
+    with cat.session() as session:
+        labels = dict(session.execute(select(Slide.id, Slide.label)).all())
+        from wsireview.catalog import Patch
+        slide_of = dict(session.execute(select(Patch.id, Patch.slide_id)).all())
+    lesion_slide_patches = [p for p in scores if labels[slide_of[p]] == "lesion"]
+    chance = np.mean([truth[p] for p in lesion_slide_patches])
+    top = [p for p in lesion_slide_patches if scores[p][2] <= 3]
+    hit = np.mean([truth[p] for p in top])
+    # Measured: ~1% of a lesion slide's patches are lesion; about half of its top-3 attention are.
+    assert 0 < chance < 0.05
+    assert hit >= 0.3 and hit >= 10 * chance
+    ids = sorted(scores)
+    assert roc_auc([truth[p] for p in ids], [scores[p][0] for p in ids]) >= 0.9
+
+
+def test_demo_verdicts_change_the_instance_head_and_undo_restores(demo):
+    ws, cat, truth = demo
+    plain = TrainParams(bag_instance_weight=0.0)  # the instance head learns from verdicts alone
+    first = retrain(cat, ws, encoder=ENCODER, budget=20, seed=2, progress=False, params=plain)
+    scores = scores_of(cat, first.model_version_id)
+    # Verdicts chosen against what the model says now: confirm its least likely lesion candidates
+    # among true lesions, reject the patches it rates most likely that are not lesion.
+    lesions = sorted((p for p in scores if truth[p]), key=lambda p: scores[p][0])[:4]
+    normals = sorted((p for p in scores if not truth[p]), key=lambda p: -scores[p][0])[:8]
+    assert len(lesions) >= 3
+    for p in lesions:
+        record_verdict(cat, p, LESION, "ann", model_version_id=first.model_version_id)
+    for p in normals:
+        record_verdict(cat, p, NOT_LESION, "ann", model_version_id=first.model_version_id)
+    before_fit = roc_auc([1] * len(lesions) + [0] * len(normals), [scores[p][0] for p in lesions + normals])
+    second = retrain(cat, ws, encoder=ENCODER, budget=20, seed=2, progress=False, params=plain, instance_weight=2.0)
+    after = scores_of(cat, second.model_version_id)
+    assert second.metrics["instance_auc_fit"] == 1.0 and before_fit < 0.5
+    assert min(after[p][0] for p in lesions) > 0.5 > max(after[p][0] for p in normals)
+    assert not {p for p, _ in queue_of(cat, second.model_version_id)} & set(lesions + normals)
+
+    # Undo: the verdict no longer counts, the patch is reviewable again, the counts go back.
+    status = model_status(cat)
+    queued = [p for p, _ in queue_of(cat, second.model_version_id)]
+    record_verdict(cat, queued[0], LESION, "ann", model_version_id=second.model_version_id)
+    assert model_status(cat)["queued"] == status["queued"] - 1
+    assert queued[0] in reviewed_patches(cat)
+    undone = undo_last(cat, "ann")
+    assert undone.patch_id == queued[0]
+    assert model_status(cat)["queued"] == status["queued"]
+    assert queued[0] not in reviewed_patches(cat)
+    assert instance_targets(cat) == {**{p: 1 for p in lesions}, **{p: 0 for p in normals}}
+    with cat.session() as session:
+        assert session.scalar(select(func.count()).select_from(Review)) == len(lesions) + len(normals) + 1
+
+
+def test_demo_evaluate_mix_beats_random(demo, demo_cohort, tmp_path):
+    from wsireview.learn.evaluate import evaluate
+
+    ws, cat, truth = demo
+    db_file = ws.root / "catalog.sqlite"
+    with cat.session() as session:
+        assert session.scalar(select(func.count()).select_from(Review)) == 0
+    out = tmp_path / "eval"
+    result = evaluate(cat, ws, demo_cohort, rounds=2, budget=10, strategies=("mix", "random"), out_dir=out,
+                      encoder=ENCODER, seed=0)
+    assert result.truth_lesion_patches >= 2
+    rows = list(csv.DictReader((out / "curve.csv").open()))
+    assert list(rows[0]) == ["strategy", "round", "verdicts", "lesion_found", "instance_auc", "slide_auc"]
+    assert len(rows) == 6
+    last = {r["strategy"]: r for r in rows if r["round"] == "2"}
+    assert last["mix"]["verdicts"] == last["random"]["verdicts"] == "20"
+    # Measured (seed 0): mix finds all 3 lesion patches of the truth in its first 10 verdicts and
+    # reaches instance AUC 1.000 (round 1 and 2); random finds none (0.985, then 0.9997). The
+    # stain-stats model already ranks the lesion patches near the top before any verdict (0.989),
+    # so the AUC margin is small; the lesion-found margin is the large one.
+    assert int(last["mix"]["lesion_found"]) >= 2 > int(last["random"]["lesion_found"])
+    assert float(last["mix"]["instance_auc"]) > float(last["random"]["instance_auc"])
+    for r in ("1", "2"):
+        mix, rnd = ({x["strategy"]: x for x in rows if x["round"] == r}[s] for s in ("mix", "random"))
+        assert float(mix["instance_auc"]) >= float(rnd["instance_auc"])
+    image = np.asarray(Image.open(out / "curve.png").convert("L"))
+    assert image.shape[0] > 200 and image.std() > 10
+    # The real catalog is untouched: no reviews, no model versions.
+    with cat.session() as session:
+        assert session.scalar(select(func.count()).select_from(Review)) == 0
+        assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
+    assert db_file.exists()
+    with pytest.raises(FileExistsError):
+        evaluate(cat, ws, demo_cohort, rounds=0, budget=5, strategies=("random",), out_dir=out, encoder=ENCODER)

@@ -1,0 +1,1 @@
+"""Learning: attention-MIL, training, scoring, active-learning queues, the retrain round, evaluation."""

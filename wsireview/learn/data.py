@@ -1,0 +1,100 @@
+"""Bags of patch features (one per slide) and the preprocessing fitted on training patches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from wsireview.catalog import Catalog
+from wsireview.features.store import feature_sets, load_features
+from wsireview.workspace import Workspace
+
+PCA_SAMPLE = 10_000  # patches used to fit the projection: plenty for a few dozen components
+
+
+@dataclass
+class Bag:
+    """One slide's patches: ids and (raw float16, later preprocessed float32) features."""
+
+    slide_id: int
+    patch_ids: np.ndarray
+    features: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.patch_ids.shape[0])
+
+
+def load_bags(catalog: Catalog, workspace: Workspace, encoder: str) -> list[Bag]:
+    """Every ready slide's feature matrix for ``encoder`` (slides without patches are skipped)."""
+    bags = []
+    for slide_id, fs in sorted(feature_sets(catalog, encoder).items()):
+        patch_ids, features = load_features(workspace, fs)
+        if patch_ids.size:
+            bags.append(Bag(slide_id, patch_ids.astype(np.int64), features))
+    return bags
+
+
+@dataclass
+class Preprocessor:
+    """Standardisation (mean/std of training patches) and an optional whitened PCA projection.
+
+    The projection keeps training fast on wide encoders (1280-d EfficientNet features become
+    ``pca_dim`` numbers per patch); it is fitted without labels, so every CV fold can share it.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    projection: np.ndarray | None = None  # (D, K), already divided by each component's std
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.projection.shape[1]) if self.projection is not None else int(self.mean.shape[0])
+
+    @classmethod
+    def fit(cls, arrays: list[np.ndarray], pca_dim: int, seed: int) -> "Preprocessor":
+        """Fit on a random sample of up to ``PCA_SAMPLE`` patches of ``arrays`` (the training slides)."""
+        rng = np.random.default_rng([seed, 5])
+        total = sum(a.shape[0] for a in arrays)
+        picked = np.sort(rng.choice(total, size=min(total, PCA_SAMPLE), replace=False))
+        offsets = np.cumsum([0] + [a.shape[0] for a in arrays])
+        rows = []
+        for i, a in enumerate(arrays):
+            pick = picked[(picked >= offsets[i]) & (picked < offsets[i + 1])] - offsets[i]
+            if pick.size:
+                rows.append(a[pick].astype(np.float32))
+        sample = np.concatenate(rows)
+        mean = sample.mean(0, dtype=np.float64).astype(np.float32)
+        std = sample.std(0, dtype=np.float64).astype(np.float32)
+        std = np.where(std < 1e-6, np.float32(1.0), std)
+        pre = cls(mean, std)
+        if pca_dim and sample.shape[1] > pca_dim:
+            z = torch.from_numpy(pre.standardise(sample))
+            state = torch.random.get_rng_state()
+            torch.manual_seed(seed)
+            try:
+                _u, s_vals, v = torch.pca_lowrank(z, q=pca_dim, center=True, niter=2)
+            finally:
+                torch.random.set_rng_state(state)
+            comp_std = s_vals / max(1.0, (z.shape[0] - 1) ** 0.5)
+            pre.projection = (v / comp_std.clamp_min(1e-6)).numpy().astype(np.float32)
+        return pre
+
+    def standardise(self, x: np.ndarray) -> np.ndarray:
+        return (x.astype(np.float32) - self.mean) / self.std
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Standardised (and projected) float32 features; one matrix multiply per slide."""
+        if self.projection is None:
+            return np.ascontiguousarray(self.standardise(x))
+        weight = torch.from_numpy(self.projection / self.std[:, None])
+        bias = -torch.from_numpy((self.mean / self.std) @ self.projection)
+        return torch.addmm(bias, torch.from_numpy(np.asarray(x)).float(), weight).numpy()
+
+    def state(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "projection": self.projection}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Preprocessor":
+        return cls(state["mean"], state["std"], state.get("projection"))

@@ -1,0 +1,51 @@
+"""What the model learns from: slide labels and the instance labels that reviews amount to.
+
+A patch's instance label comes from the reviews that count (not undone): each reviewer's latest
+verdict, then the majority of lesion against not-lesion votes; unsure and artifact are no vote,
+and a tie gives no label.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from sqlalchemy import select
+
+from wsireview.catalog import LESION, NOT_LESION, Catalog, Review, Slide
+
+
+def slide_targets(catalog: Catalog, positive: str) -> tuple[dict[int, int], dict[int, str | None]]:
+    """``({slide_id: 1|0} for labelled slides, {slide_id: label string or None})`` of ready slides."""
+    with catalog.session() as session:
+        rows = session.execute(select(Slide.id, Slide.label).where(Slide.status == "ready")).all()
+    labels = {sid: (label.strip() if label and label.strip() else None) for sid, label in rows}
+    targets = {sid: int(label == positive) for sid, label in labels.items() if label is not None}
+    return targets, labels
+
+
+def reviewed_patches(catalog: Catalog) -> set[int]:
+    """Every patch with at least one review that counts (any verdict): never queued again."""
+    with catalog.session() as session:
+        return set(session.scalars(select(Review.patch_id).where(Review.undone_at.is_(None)).distinct()))
+
+
+def instance_targets(catalog: Catalog) -> dict[int, int]:
+    """``{patch_id: 1 (lesion) | 0 (not lesion)}`` from the reviews that count."""
+    with catalog.session() as session:
+        rows = session.execute(
+            select(Review.patch_id, Review.reviewer, Review.verdict)
+            .where(Review.undone_at.is_(None))
+            .order_by(Review.id)
+        ).all()
+    latest: dict[tuple[int, str], str] = {}
+    for patch_id, reviewer, verdict in rows:
+        latest[(patch_id, reviewer)] = verdict
+    votes: dict[int, Counter] = {}
+    for (patch_id, _reviewer), verdict in latest.items():
+        if verdict in (LESION, NOT_LESION):
+            votes.setdefault(patch_id, Counter())[verdict] += 1
+    targets: dict[int, int] = {}
+    for patch_id, counter in votes.items():
+        if counter[LESION] != counter[NOT_LESION]:
+            targets[patch_id] = int(counter[LESION] > counter[NOT_LESION])
+    return targets

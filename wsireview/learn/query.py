@@ -1,0 +1,152 @@
+"""Choosing what the pathologist sees next (active-learning query strategies).
+
+- ``attention``: the top-attention patches of the slides predicted positive, taken round-robin
+  over those slides (most probable slide first) so one slide cannot fill the queue.
+- ``uncertainty``: the instances whose probability is closest to 0.5.
+- ``random``: uniform over never-reviewed patches (the baseline).
+- ``mix`` (default): 40% top-attention, 30% uncertain and 30% diverse. Uncertain picks are
+  weighted by their distance in feature space to what is already chosen (k-means++-like), and
+  the diverse share is k-center greedy over the suspicious patches (upper fifth by instance
+  probability), starting from everything chosen or reviewed, so the queue covers the
+  different-looking candidates instead of 50 neighbours of one spot.
+
+Only patches never reviewed are queued; every entry records why it was chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wsireview.learn.scoring import PatchScores
+
+STRATEGIES = ("mix", "attention", "uncertainty", "random")
+TOP_ATTENTION, UNCERTAIN, DIVERSE, RANDOM = "top-attention", "uncertain", "diverse", "random"
+MIX_SHARES = {TOP_ATTENTION: 0.4, UNCERTAIN: 0.3}
+
+
+@dataclass
+class QueueEntry:
+    patch_id: int
+    reason: str
+    score: float
+
+
+def _min_sq_dist(points: np.ndarray, centres: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Squared distance of every point to its nearest centre (inf without centres)."""
+    out = np.full(points.shape[0], np.inf)
+    if centres.shape[0] == 0:
+        return out
+    c_sq = np.square(centres).sum(1)
+    for start in range(0, centres.shape[0], chunk):
+        c = centres[start : start + chunk]
+        d = np.square(points).sum(1)[:, None] - 2.0 * points @ c.T + c_sq[None, start : start + chunk]
+        out = np.minimum(out, np.maximum(d, 0.0).min(1))
+    return out
+
+
+def top_attention(scores: PatchScores, eligible: np.ndarray, slide_probability: dict[int, float], n: int) -> list[int]:
+    """Indices of the top-attention eligible patches of positive-predicted slides, round-robin."""
+    if n <= 0:
+        return []
+    ranked = sorted(slide_probability, key=lambda s: (-slide_probability[s], s))
+    positive = [s for s in ranked if slide_probability[s] >= 0.5] or ranked[:1]
+    per_slide = []
+    for sid in positive:
+        idx = np.flatnonzero((scores.slide_ids == sid) & eligible)
+        per_slide.append(list(idx[np.argsort(scores.attention_rank[idx], kind="stable")]))
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n and any(depth < len(p) for p in per_slide):
+        for p in per_slide:
+            if depth < len(p) and len(picked) < n:
+                picked.append(int(p[depth]))
+        depth += 1
+    return picked
+
+
+def uncertain_spread(scores: PatchScores, features: np.ndarray, eligible: np.ndarray, chosen: list[int], n: int) -> list[int]:
+    """Uncertain patches, each pick weighted by its distance to what is already chosen."""
+    if n <= 0:
+        return []
+    idx = np.flatnonzero(eligible)
+    if idx.size == 0:
+        return []
+    pool = idx[np.argsort(-scores.uncertainty[idx], kind="stable")[: max(5 * n, n)]]
+    d = _min_sq_dist(features[pool], features[chosen]) if chosen else np.full(pool.size, np.inf)
+    scale = np.median(d[np.isfinite(d)]) if np.isfinite(d).any() else 1.0
+    picked: list[int] = []
+    taken = np.zeros(pool.size, bool)
+    for _ in range(min(n, pool.size)):
+        spread = np.where(np.isfinite(d), np.minimum(d / max(scale, 1e-12), 1.0), 1.0)
+        value = np.where(taken, -1.0, scores.uncertainty[pool] * spread)
+        j = int(np.argmax(value))
+        taken[j] = True
+        picked.append(int(pool[j]))
+        d = np.minimum(d, np.square(features[pool] - features[pool[j]]).sum(1))
+    return picked
+
+
+def diverse(scores: PatchScores, features: np.ndarray, eligible: np.ndarray, centres: list[int], n: int) -> list[int]:
+    """k-center greedy over the suspicious eligible patches (upper fifth by instance probability)."""
+    if n <= 0:
+        return []
+    idx = np.flatnonzero(eligible)
+    if idx.size == 0:
+        return []
+    k = max(10 * n, idx.size // 5)
+    pool = idx[np.argsort(-scores.probability[idx], kind="stable")[:k]]
+    d = _min_sq_dist(features[pool], features[centres]) if centres else np.full(pool.size, np.inf)
+    picked: list[int] = []
+    for _ in range(min(n, pool.size)):
+        j = 0 if np.isinf(d).all() else int(np.argmax(d))  # no centre yet: the most probable patch
+        picked.append(int(pool[j]))
+        d = np.minimum(d, np.square(features[pool] - features[pool[j]]).sum(1))
+        d[j] = -1.0
+    return picked
+
+
+def build_queue(
+    scores: PatchScores,
+    features: np.ndarray,
+    slide_probability: dict[int, float],
+    reviewed: set[int],
+    budget: int,
+    strategy: str = "mix",
+    seed: int = 0,
+) -> list[QueueEntry]:
+    """``budget`` never-reviewed patches chosen by ``strategy``, in the order to show them."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    eligible = ~np.isin(scores.patch_ids, np.fromiter(reviewed, dtype=np.int64, count=len(reviewed)))
+    budget = min(budget, int(eligible.sum()))
+    entries: list[QueueEntry] = []
+
+    def take(indices: list[int], reason: str, values: np.ndarray) -> None:
+        for i in indices:
+            entries.append(QueueEntry(int(scores.patch_ids[i]), reason, float(values[i])))
+            eligible[i] = False
+
+    if strategy == "random":
+        rng = np.random.default_rng([seed, 31])
+        idx = np.flatnonzero(eligible)
+        take(list(rng.choice(idx, size=budget, replace=False)), RANDOM, np.zeros(len(scores)))
+        return entries
+    if strategy == "attention":
+        take(top_attention(scores, eligible, slide_probability, budget), TOP_ATTENTION, scores.attention)
+    elif strategy == "uncertainty":
+        idx = np.flatnonzero(eligible)
+        take(list(idx[np.argsort(-scores.uncertainty[idx], kind="stable")[:budget]]), UNCERTAIN, scores.uncertainty)
+    else:
+        n_att = int(round(MIX_SHARES[TOP_ATTENTION] * budget))
+        n_unc = int(round(MIX_SHARES[UNCERTAIN] * budget))
+        take(top_attention(scores, eligible, slide_probability, n_att), TOP_ATTENTION, scores.attention)
+        chosen = [int(i) for i in np.flatnonzero(np.isin(scores.patch_ids, [e.patch_id for e in entries]))]
+        take(uncertain_spread(scores, features, eligible, chosen, n_unc), UNCERTAIN, scores.uncertainty)
+        centres = [int(i) for i in np.flatnonzero(~eligible)]  # chosen and reviewed patches
+        take(diverse(scores, features, eligible, centres, budget - len(entries)), DIVERSE, scores.probability)
+    if len(entries) < budget:  # a pool ran dry: fill with the most probable patches left
+        idx = np.flatnonzero(eligible)
+        take(list(idx[np.argsort(-scores.probability[idx], kind="stable")[: budget - len(entries)]]), DIVERSE, scores.probability)
+    return entries

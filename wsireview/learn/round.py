@@ -1,0 +1,291 @@
+"""One active-learning round: embed what is missing, train, cross-validate, score, predict, queue.
+
+Everything a round produces is new rows (a ``model_versions`` row with its scores, predictions
+and queue) and a new checkpoint file; nothing of an earlier version is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from sqlalchemy import select
+
+from wsireview.catalog import Catalog, ModelVersion, Patch, PatchScore, ReviewQueueItem, Slide, SlidePrediction
+from wsireview.features.store import feature_sets
+from wsireview.learn.checkpoint import save_checkpoint
+from wsireview.learn.data import Bag, Preprocessor, load_bags
+from wsireview.learn.labels import instance_targets, reviewed_patches, slide_targets
+from wsireview.learn.metrics import roc_auc
+from wsireview.learn.query import build_queue
+from wsireview.learn.scoring import PatchScores, score_patches
+from wsireview.learn.train import BagData, TrainParams, cross_validate, fit, make_bag, predict, torch_threads
+from wsireview.workspace import Workspace
+
+DEFAULT_ENCODER = "effnet-lite0"
+INSERT_CHUNK = 50_000
+
+
+class NothingToLearn(RuntimeError):
+    """No slide labels and no verdicts: the model would have nothing to learn from."""
+
+
+@dataclass
+class RoundResult:
+    model_version_id: int
+    parent_id: int | None
+    metrics: dict
+    previous_metrics: dict | None
+    label_counts: dict
+    queued: int
+    queue_reasons: dict[str, int]
+    checkpoint: Path
+    embedded: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def slides_missing_features(catalog: Catalog, encoder: str) -> list[int]:
+    """Ready slides with patches but no feature set for ``encoder``."""
+    have = set(feature_sets(catalog, encoder))
+    with catalog.session() as session:
+        with_patches = session.scalars(
+            select(Slide.id).join(Patch, Patch.slide_id == Slide.id).where(Slide.status == "ready").distinct()
+        ).all()
+    return sorted(set(with_patches) - have)
+
+
+def latest_version(catalog: Catalog, encoder: str | None = None) -> ModelVersion | None:
+    with catalog.session() as session:
+        stmt = select(ModelVersion).where(ModelVersion.status == "ready")
+        if encoder is not None:
+            stmt = stmt.where(ModelVersion.encoder == encoder)
+        return session.scalar(stmt.order_by(ModelVersion.id.desc()).limit(1))
+
+
+def prepare_bags(
+    bags: list[Bag], targets: dict[int, int], inst: dict[int, int], params: TrainParams, seed: int
+) -> tuple[list[BagData], Preprocessor]:
+    """Fit the preprocessing on the training slides' patches and wrap every bag for training."""
+    train = [b for b in bags if b.slide_id in targets or np.isin(b.patch_ids, list(inst)).any()]
+    if not train:
+        raise NothingToLearn(
+            "no slide has a label and no patch has a lesion/not-lesion verdict: add labels with "
+            "`wsireview add ... --labels labels.csv` or review some patches first"
+        )
+    pre = Preprocessor.fit([b.features for b in train], params.pca_dim, seed)
+    inst_ids = np.fromiter(inst, dtype=np.int64, count=len(inst))
+    inst_y = np.fromiter(inst.values(), dtype=np.float32, count=len(inst))
+    order = np.argsort(inst_ids)
+    inst_ids, inst_y = inst_ids[order], inst_y[order]
+    out = []
+    for b in bags:
+        pos = np.flatnonzero(np.isin(b.patch_ids, inst_ids)) if inst_ids.size else np.zeros(0, np.int64)
+        y = inst_y[np.searchsorted(inst_ids, b.patch_ids[pos])] if pos.size else np.zeros(0, np.float32)
+        target = float(targets[b.slide_id]) if b.slide_id in targets else None
+        out.append(make_bag(b.slide_id, torch.from_numpy(pre.transform(b.features)), target, pos, y))
+    return out, pre
+
+
+def count_labels(targets: dict[int, int], labels: dict[int, str | None], inst: dict[int, int], reviewed: int) -> dict:
+    return {
+        "slides": {
+            "positive": sum(1 for t in targets.values() if t == 1),
+            "negative": sum(1 for t in targets.values() if t == 0),
+            "unlabelled": sum(1 for lab in labels.values() if lab is None),
+        },
+        "slide_labels": dict(Counter(lab for lab in labels.values() if lab is not None)),
+        "patches": {"lesion": sum(inst.values()), "not_lesion": len(inst) - sum(inst.values())},
+        "reviewed_patches": reviewed,
+    }
+
+
+def _insert(session, model, rows: list[dict]) -> None:
+    """Bulk inserts without ORM objects: 200,000 score rows in about a second.
+
+    On drivers with a positional paramstyle (sqlite3, psycopg) the rows go to the DB-API
+    ``executemany`` as tuples, skipping SQLAlchemy's per-row parameter processing; elsewhere
+    through a core ``insert()``.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    columns = list(rows[0])
+    marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(connection.dialect.paramstyle)
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows[start : start + INSERT_CHUNK]
+        if marker is None:
+            connection.execute(model.__table__.insert(), chunk)
+            continue
+        sql = (f"INSERT INTO {model.__tablename__} ({', '.join(columns)}) "
+               f"VALUES ({', '.join([marker] * len(columns))})")
+        connection.exec_driver_sql(sql, [tuple(r[c] for c in columns) for r in chunk])
+
+
+def retrain(
+    catalog: Catalog,
+    workspace: Workspace,
+    encoder: str = DEFAULT_ENCODER,
+    budget: int = 50,
+    strategy: str = "mix",
+    seed: int = 0,
+    positive: str = "lesion",
+    instance_weight: float = 1.0,
+    epochs: int | None = None,
+    params: TrainParams | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+) -> RoundResult:
+    """Run one round and record a new model version (parent: the latest one for ``encoder``).
+
+    ``epochs`` caps the training epochs (default: early stopping decides, up to 30).
+    """
+    console = console or Console(stderr=True, quiet=not progress)
+    params = dataclasses.replace(params) if params is not None else TrainParams()
+    params.seed = seed
+    params.instance_weight = instance_weight
+    if epochs is not None:
+        params.max_epochs = epochs
+        params.min_epochs = min(params.min_epochs, epochs)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    missing = slides_missing_features(catalog, encoder)
+    if missing:
+        from wsireview.features.embed import embed_slides
+
+        console.print(f"Embedding {len(missing)} slide(s) with {encoder} first.")
+        embed_slides(catalog, workspace, encoder=encoder, progress=progress)
+    timings["embed"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    with console.status("Loading features and labels..."):
+        bags = load_bags(catalog, workspace, encoder)
+        if not bags:
+            raise NothingToLearn(f"no slide has features for encoder {encoder!r}; run `wsireview embed` first")
+        targets, labels = slide_targets(catalog, positive)
+        inst = instance_targets(catalog)
+        reviewed = reviewed_patches(catalog)
+        data, pre = prepare_bags(bags, targets, inst, params, seed)
+    timings["load"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with console.status("Cross-validating..."), torch_threads(params.threads):
+        cv = cross_validate(data, params, seed)
+    timings["cross_validate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with console.status("Training the new model..."), torch_threads(params.threads):
+        # The final model trains on every slide for the median epoch count early stopping chose
+        # in the cross-validation folds (each fold stopped on its own held-out slides).
+        if cv.best_epochs and epochs is None:
+            final_epochs = max(params.min_epochs, int(np.median(cv.best_epochs)))
+            model, info = fit(data, params, seed, epochs=final_epochs)
+        else:
+            model, info = fit(data, params, seed, epochs=epochs)
+    timings["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with torch.no_grad(), torch_threads(params.threads):
+        preds = predict(model, data)
+    scores = score_patches([b.slide_id for b in bags], [b.patch_ids for b in bags], preds)
+    slide_prob = {b.slide_id: p.slide_probability for b, p in zip(bags, preds)}
+    features = np.concatenate([d.x.numpy() for d in data])
+    queue = build_queue(scores, features, slide_prob, reviewed, budget, strategy, seed)
+    timings["score_and_queue"] = time.perf_counter() - t
+
+    metrics = {
+        "slide_auc": cv.slide_auc,
+        "slide_accuracy": cv.slide_accuracy,
+        "instance_auc": cv.instance_auc,
+        "instance_auc_fit": _fit_instance_auc(scores, inst),
+        "cv_folds": cv.folds,
+        "epochs": info.best_epoch,
+        "slides": len(bags),
+        "patches": len(scores),
+    }
+    label_counts = count_labels(targets, labels, inst, len(reviewed))
+    parent = latest_version(catalog, encoder)
+
+    t = time.perf_counter()
+    version_id, checkpoint = _record(
+        catalog, workspace, encoder, positive, parent, params, strategy, budget, epochs, info, metrics,
+        label_counts, model, pre, scores, slide_prob, queue,
+    )
+    timings["write"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    with catalog.session() as session:
+        version = session.get(ModelVersion, version_id)
+        version.params = {**version.params, "seconds": {k: round(v, 3) for k, v in timings.items()}}
+    return RoundResult(
+        model_version_id=version_id,
+        parent_id=parent.id if parent else None,
+        metrics=metrics,
+        previous_metrics=parent.metrics if parent else None,
+        label_counts=label_counts,
+        queued=len(queue),
+        queue_reasons=dict(Counter(e.reason for e in queue)),
+        checkpoint=checkpoint,
+        embedded=len(missing),
+        seconds=timings,
+    )
+
+
+def _fit_instance_auc(scores: PatchScores, inst: dict[int, int]) -> float | None:
+    """How well the new model's instance head agrees with the verdicts it was trained on."""
+    if not inst:
+        return None
+    ids = np.fromiter(inst, dtype=np.int64, count=len(inst))
+    y = np.fromiter(inst.values(), dtype=np.int64, count=len(inst))
+    pos = {int(p): i for i, p in enumerate(scores.patch_ids)}
+    keep = [k for k, p in enumerate(ids) if int(p) in pos]
+    return roc_auc(y[keep], scores.probability[[pos[int(ids[k])] for k in keep]])
+
+
+def _record(catalog, workspace, encoder, positive, parent, params, strategy, budget, epochs, info, metrics,
+            label_counts, model, pre, scores, slide_prob, queue) -> tuple[int, Path]:
+    """One transaction: the version row, its checkpoint file, scores, predictions and queue."""
+    run_params = {
+        "train": params.as_dict(), "strategy": strategy, "budget": budget, "epochs_requested": epochs,
+        "epochs_trained": info.best_epoch, "val_slides": info.val_slides, "in_dim": pre.out_dim,
+        "feature_dim": int(pre.mean.shape[0]),
+    }
+    checkpoint: Path | None = None
+    try:
+        with catalog.session() as session:
+            version = ModelVersion(
+                parent_id=parent.id if parent else None, encoder=encoder, positive_label=positive,
+                params=run_params, label_counts=label_counts, metrics=metrics, status="ready",
+            )
+            session.add(version)
+            session.flush()
+            meta = {"train_params": params.as_dict(), "in_dim": pre.out_dim, "encoder": encoder,
+                    "positive": positive, "model_version_id": version.id}
+            checkpoint = save_checkpoint(workspace.models, version.id, model, pre, meta)
+            version.checkpoint_path = workspace.relative(checkpoint)
+            vid = version.id
+            session.flush()
+            _insert(session, PatchScore, [
+                {"model_version_id": vid, "patch_id": int(p), "attention": float(a), "attention_rank": int(r),
+                 "probability": float(pr), "uncertainty": float(u)}
+                for p, a, r, pr, u in zip(scores.patch_ids.tolist(), scores.attention.tolist(),
+                                          scores.attention_rank.tolist(), scores.probability.tolist(),
+                                          scores.uncertainty.tolist())
+            ])
+            _insert(session, SlidePrediction, [
+                {"model_version_id": vid, "slide_id": sid, "probability": float(p)} for sid, p in slide_prob.items()
+            ])
+            _insert(session, ReviewQueueItem, [
+                {"model_version_id": vid, "patch_id": e.patch_id, "rank": k, "reason": e.reason, "score": e.score}
+                for k, e in enumerate(queue, start=1)
+            ])
+    except BaseException:
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        raise
+    return vid, checkpoint

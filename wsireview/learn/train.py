@@ -1,0 +1,349 @@
+"""Training the attention-MIL model: losses, candidate sampling, early stopping, cross-validation.
+
+The loss of a batch of slides:
+- slide BCE on slides with a label (positive label = 1, any other label = 0);
+- ``instance_weight`` x instance BCE on reviewed patches (lesion = 1, not lesion = 0);
+- ``bag_instance_weight`` x attention distillation: the instance head learns, class-balanced
+  within each slide, what the attention found in positive slides and that every patch of a
+  negative slide is negative. Without it the instance head would know nothing before the first
+  verdict and uncertainty sampling would be noise. Set it to 0 for the plain two-term loss.
+
+Large slides are trained on at most ``max_instances`` patches per step: every reviewed patch,
+the slide's top candidates by a label-contrast direction (mean of patches from positive slides
+minus mean from negative slides, in the whitened feature space), and a fresh random fill each
+epoch. Scoring always uses every patch. Training is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsireview.learn.metrics import accuracy, roc_auc
+from wsireview.learn.model import GatedAttentionMIL, pad_bags
+
+
+@dataclass
+class TrainParams:
+    hidden: int = 32
+    attention: int = 16
+    dropout: float = 0.1
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    max_epochs: int = 30
+    min_epochs: int = 10
+    patience: int = 8
+    batch_bags: int = 16
+    max_instances: int = 128
+    candidate_share: float = 0.5
+    instance_weight: float = 1.0
+    bag_instance_weight: float = 0.5
+    val_fraction: float = 0.25
+    folds: int = 3
+    pca_dim: int = 64
+    threads: int = 1  # torch threads while training: the matrices are small, and extra threads
+    # spin-wait for each other; on a busy 2-core machine two threads made a round 6x slower
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class BagData:
+    """One slide's preprocessed features and what is known about it."""
+
+    slide_id: int
+    x: torch.Tensor  # (N, K) float32
+    target: float | None  # 1 / 0 / None (no label)
+    inst: torch.Tensor  # (N,) float32 instance labels, NaN where the patch has none
+    priority: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # always-sampled rows
+    rest: np.ndarray | None = None  # the other rows (computed on first use)
+
+    @property
+    def labelled(self) -> bool:
+        return self.target is not None
+
+    @property
+    def reviewed(self) -> bool:
+        return bool((~torch.isnan(self.inst)).any())
+
+
+def make_bag(slide_id: int, x: torch.Tensor, target: float | None, positions: np.ndarray, labels: np.ndarray) -> BagData:
+    inst = torch.full((x.shape[0],), float("nan"))
+    if len(positions):
+        inst[torch.as_tensor(positions, dtype=torch.long)] = torch.as_tensor(labels, dtype=torch.float32)
+    return BagData(slide_id, x, target, inst)
+
+
+def set_candidates(bags: list[BagData], train: list[int], params: TrainParams) -> None:
+    """Pick each large bag's always-sampled rows: reviewed patches and top label-contrast patches."""
+    pos = [bags[i].x for i in train if bags[i].target == 1]
+    neg = [bags[i].x for i in train if bags[i].target == 0]
+    direction = None
+    if pos and neg:
+        direction = torch.cat(pos).mean(0) - torch.cat(neg).mean(0)
+    n_top = int(params.max_instances * params.candidate_share)
+    for b in bags:
+        if b.x.shape[0] <= params.max_instances:
+            b.priority, b.rest = np.zeros(0, np.int64), None
+            continue
+        reviewed = np.flatnonzero(~torch.isnan(b.inst).numpy())
+        top = np.zeros(0, np.int64)
+        if direction is not None:
+            top = torch.topk(b.x @ direction, min(n_top, b.x.shape[0])).indices.numpy()
+        b.priority = np.unique(np.concatenate([reviewed, top]))[: params.max_instances]
+        b.rest = None
+
+
+def sample(b: BagData, params: TrainParams, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bag's rows for one step: all of a small bag, else priority rows plus a random fill.
+
+    The fill is drawn with replacement from the non-priority rows (a rare repeat is harmless and
+    the draw costs microseconds instead of a permutation of the whole bag).
+    """
+    n = b.x.shape[0]
+    if n <= params.max_instances:
+        return b.x, b.inst
+    fill = params.max_instances - b.priority.size
+    if b.rest is None:
+        b.rest = np.setdiff1d(np.arange(n), b.priority, assume_unique=True)
+    idx = torch.from_numpy(np.concatenate([b.priority, b.rest[rng.integers(0, b.rest.size, fill)]]))
+    return b.x[idx], b.inst[idx]
+
+
+@dataclass
+class FitInfo:
+    epochs: int
+    best_epoch: int
+    val_slides: int
+    history: list[float] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch threads (0 = leave as is), restoring the count afterwards."""
+    previous = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def deterministic(seed: int):
+    """Seed torch for one training run, restoring the caller's random state afterwards.
+
+    Every kernel used here (linear, softmax, bmm, gather/index on CPU) is deterministic, so
+    ``torch.use_deterministic_algorithms`` adds nothing on CPU but a ~3 s import of torch's
+    compiler stack; it is not switched on.
+    """
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def distillation_loss(att: torch.Tensor, inst: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Teach the instance head what attention found, class-balanced within each slide.
+
+    In a positive slide a patch counts as lesion with weight ``a / max a`` (its attention relative
+    to the slide's top patch) and as not lesion with the rest; both sides are normalised so a
+    handful of lesion patches weigh as much as the thousands around them. In a negative slide
+    every patch is not lesion.
+    """
+    att = att.detach()
+    rel = (att / att.amax(dim=1, keepdim=True).clamp_min(1e-12)) * y[:, None]
+    m = mask.float()
+    w_pos = rel * m
+    w_neg = (1.0 - rel) * m
+    w_pos = w_pos / w_pos.sum(1, keepdim=True).clamp_min(1e-12)
+    w_neg = w_neg / w_neg.sum(1, keepdim=True).clamp_min(1e-12)
+    pos_loss = (w_pos * F.softplus(-inst)).sum(1)
+    neg_loss = (w_neg * F.softplus(inst)).sum(1)
+    return (pos_loss + neg_loss).mean()
+
+
+def batch_loss(model: GatedAttentionMIL, xs: list[torch.Tensor], insts: list[torch.Tensor],
+               targets: list[float | None], params: TrainParams, slide_only: bool = False) -> torch.Tensor:
+    x, mask = pad_bags(xs)
+    inst_y, _ = pad_bags([i[:, None] for i in insts])
+    inst_y = inst_y.squeeze(-1).masked_fill(~mask, float("nan"))
+    out = model(x, mask)
+    inst = out["instance_logit"].masked_fill(~mask, 0.0)
+    terms = []
+    labelled = [i for i, t in enumerate(targets) if t is not None]
+    if labelled:
+        idx = torch.tensor(labelled)
+        y = torch.tensor([targets[i] for i in labelled], dtype=torch.float32)
+        terms.append(F.binary_cross_entropy_with_logits(out["slide_logit"][idx], y))
+        if slide_only:
+            return terms[0]
+        if params.bag_instance_weight > 0:
+            terms.append(params.bag_instance_weight * distillation_loss(out["attention"][idx], inst[idx], mask[idx], y))
+    known = ~torch.isnan(inst_y)
+    if params.instance_weight > 0 and bool(known.any()):
+        # Class-balanced: the few lesion verdicts weigh as much as the many rejections.
+        logits, labels = inst[known], inst_y[known]
+        per = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        parts = [per[labels == c].mean() for c in (0.0, 1.0) if bool((labels == c).any())]
+        terms.append(params.instance_weight * torch.stack(parts).mean())
+    return torch.stack(terms).sum() if terms else torch.zeros((), requires_grad=True)
+
+
+def split_validation(bags: list[BagData], fraction: float, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """Hold out about ``fraction`` of the labelled slides, stratified, when each class can spare one."""
+    by_class: dict[float, list[int]] = {}
+    for i, b in enumerate(bags):
+        if b.labelled:
+            by_class.setdefault(b.target, []).append(i)
+    if len(by_class) < 2 or min(len(v) for v in by_class.values()) < 2 or sum(map(len, by_class.values())) < 4:
+        return list(range(len(bags))), []
+    val: list[int] = []
+    for members in by_class.values():
+        members = list(rng.permutation(members))
+        val.extend(int(m) for m in members[: max(1, int(round(fraction * len(members))))])
+    val_set = set(val)
+    return [i for i in range(len(bags)) if i not in val_set], sorted(val)
+
+
+def fit(
+    bags: list[BagData], params: TrainParams, seed: int, epochs: int | None = None
+) -> tuple[GatedAttentionMIL, FitInfo]:
+    """Train on ``bags``; with ``epochs`` None, early-stop on a held-out split of labelled slides.
+
+    The stopping criterion is the held-out slides' slide loss: what cross-validation measures.
+
+    With a fixed ``epochs`` (or when too few slides can be held out) all bags are trained on.
+    """
+    rng = np.random.default_rng(seed)
+    with deterministic(seed):
+        if epochs is None:
+            train_idx, val_idx = split_validation(bags, params.val_fraction, rng)
+        else:
+            train_idx, val_idx = list(range(len(bags))), []
+        max_epochs = epochs if epochs is not None else params.max_epochs
+        set_candidates(bags, train_idx, params)
+        model = GatedAttentionMIL(bags[0].x.shape[1], params.hidden, params.attention, params.dropout)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, foreach=True)
+        train = [bags[i] for i in train_idx if bags[i].labelled or bags[i].reviewed]
+        val = [bags[i] for i in val_idx]
+        val_rows = [sample(b, params, np.random.default_rng([seed, 7])) for b in val]
+        batch = max(2, min(params.batch_bags, len(train) // 4))
+        best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
+        epoch = 0
+        for epoch in range(1, max_epochs + 1):
+            model.train()
+            order = rng.permutation(len(train))
+            for start in range(0, len(order), batch):
+                chunk = [train[j] for j in order[start : start + batch]]
+                rows = [sample(b, params, rng) for b in chunk]
+                optimiser.zero_grad()
+                loss = batch_loss(model, [r[0] for r in rows], [r[1] for r in rows], [b.target for b in chunk], params)
+                if loss.requires_grad:
+                    loss.backward()
+                    optimiser.step()
+            if val:
+                model.eval()
+                with torch.no_grad():
+                    val_loss = float(batch_loss(model, [r[0] for r in val_rows], [r[1] for r in val_rows],
+                                                [b.target for b in val], params, slide_only=True))
+                history.append(val_loss)
+                if val_loss < best_loss - 1e-4:
+                    best_loss, best_state, best_epoch = val_loss, copy.deepcopy(model.state_dict()), epoch
+                elif epoch >= params.min_epochs and epoch - best_epoch >= params.patience:
+                    break
+        if val and best_state is not None:
+            model.load_state_dict(best_state)
+        else:
+            best_epoch = epoch
+        model.eval()
+    return model, FitInfo(epochs=epoch, best_epoch=best_epoch, val_slides=len(val), history=history)
+
+
+@dataclass
+class Prediction:
+    slide_probability: float
+    attention: np.ndarray  # softmax weights within the bag
+    instance_probability: np.ndarray
+
+
+@torch.no_grad()
+def predict(model: GatedAttentionMIL, bags: list[BagData], batch_bags: int = 16) -> list[Prediction]:
+    """Slide probability, attention and instance probability of every patch of every bag."""
+    model.eval()
+    order = sorted(range(len(bags)), key=lambda i: len(bags[i].x))  # similar sizes pad less
+    by_index: dict[int, Prediction] = {}
+    for start in range(0, len(order), batch_bags):
+        chunk = order[start : start + batch_bags]
+        x, mask = pad_bags([bags[i].x for i in chunk])
+        out = model(x, mask)
+        slide_p = torch.sigmoid(out["slide_logit"]).numpy()
+        att = out["attention"].numpy()
+        inst = torch.sigmoid(out["instance_logit"]).numpy()
+        for row, i in enumerate(chunk):
+            n = bags[i].x.shape[0]
+            by_index[i] = Prediction(float(slide_p[row]), att[row, :n].copy(), inst[row, :n].copy())
+    return [by_index[i] for i in range(len(bags))]
+
+
+def stratified_folds(bags: list[BagData], k: int, rng: np.random.Generator) -> list[list[int]]:
+    """``k`` folds of labelled bag indices, each class spread round-robin after a shuffle."""
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for cls in (0.0, 1.0):
+        members = [i for i, b in enumerate(bags) if b.labelled and b.target == cls]
+        for j, m in enumerate(rng.permutation(members)):
+            folds[j % k].append(int(m))
+    return [sorted(f) for f in folds]
+
+
+@dataclass
+class CVResult:
+    folds: int
+    slide_auc: float | None
+    slide_accuracy: float | None
+    instance_auc: float | None
+    best_epochs: list[int]
+    oof_slide: dict[int, float]  # slide id -> out-of-fold probability
+
+
+def cross_validate(bags: list[BagData], params: TrainParams, seed: int) -> CVResult:
+    """k-fold over labelled slides (k = min(params.folds, smaller class)): out-of-fold metrics.
+
+    Unlabelled slides with reviewed patches train in every fold; instance AUC is measured on the
+    reviewed patches of held-out slides only.
+    """
+    labels = [b.target for b in bags if b.labelled]
+    k = min(params.folds, sum(1 for t in labels if t == 1), sum(1 for t in labels if t == 0))
+    if k < 2:
+        return CVResult(0, None, None, None, [], {})
+    folds = stratified_folds(bags, k, np.random.default_rng([seed, 17]))
+    oof: dict[int, float] = {}
+    inst_y: list[np.ndarray] = []
+    inst_p: list[np.ndarray] = []
+    best_epochs = []
+    for f, held in enumerate(folds):
+        held_set = set(held)
+        train = [b for i, b in enumerate(bags) if i not in held_set]
+        model, info = fit(train, params, seed=seed * 1000 + f + 1)
+        best_epochs.append(info.best_epoch)
+        held_bags = [bags[i] for i in held]
+        for b, pred in zip(held_bags, predict(model, held_bags)):
+            oof[b.slide_id] = pred.slide_probability
+            known = ~torch.isnan(b.inst).numpy()
+            if known.any():
+                inst_y.append(b.inst.numpy()[known])
+                inst_p.append(pred.instance_probability[known])
+    y = np.array([b.target for b in bags if b.labelled])
+    p = np.array([oof[b.slide_id] for b in bags if b.labelled])
+    instance_auc = roc_auc(np.concatenate(inst_y), np.concatenate(inst_p)) if inst_y else None
+    return CVResult(k, roc_auc(y, p), accuracy(y, p), instance_auc, best_epochs, oof)
