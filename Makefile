@@ -30,6 +30,8 @@ test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv
+	$(PY) benchmarks/ingest_time.py
+	$(PY) benchmarks/demo_generation.py
 	$(PY) benchmarks/embed_throughput.py
 	$(PY) benchmarks/retrain_time.py
 	$(PY) benchmarks/triage_latency.py
