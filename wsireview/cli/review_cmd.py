@@ -40,6 +40,10 @@ def _launch(args, ctx, start: str, slide_id: int | None = None) -> int:
     if graphics not in GRAPHICS:
         ctx.err.print(f"[red]Unknown graphics {graphics!r}[/]: use one of {', '.join(GRAPHICS[:2])}.")
         return 2
+    if graphics != "halfblock":
+        # textual-image probes the terminal when imported; inside a running app Textual owns stdin
+        # and the probe's answer never arrives (the app hangs on a blank screen), so import it now.
+        import textual_image.renderable  # noqa: F401
     log = os.environ.get(ENV_LATENCY_LOG)
     app = ReviewApp(
         workspace=ctx.workspace,
