@@ -73,3 +73,24 @@ def test_review_in_tmux_saves_every_verdict(demo_workspace, demo_catalog):
         ("artifact", True, "e2e-reviewer", version),
         ("unsure", False, "e2e-reviewer", version),
     ]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+@pytest.mark.parametrize("graphics", ["kitty", "textual-image"])
+def test_textual_image_renderers_start_and_record(demo_workspace, demo_catalog, graphics):
+    """textual-image probes the terminal on import; done inside the running app it hung on a blank screen."""
+    make_queue(demo_catalog, per_slide=1, seed=5)
+    demo_catalog.close()
+    session = f"wsireview-kitty-{os.getpid()}"
+    command = f"env WSIREVIEW_GRAPHICS={graphics} {WSIREVIEW} --workspace {demo_workspace.root} review --reviewer k"
+    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", command)
+    try:
+        wait_for(session, "0/6 reviewed", "Lesion", timeout=30)
+        tmux("send-keys", "-t", session, "n")
+        wait_for(session, "1/6 reviewed")
+    finally:
+        tmux("kill-session", "-t", session, check=False)
+    catalog = open_catalog(demo_workspace.db_url)
+    with catalog.session() as s:
+        assert [r.verdict for r in s.scalars(select(Review))] == ["not_lesion"]
+    catalog.close()
