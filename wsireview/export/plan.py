@@ -17,7 +17,7 @@ from sqlalchemy import select
 from wsireview.catalog import Catalog, Slide
 from wsireview.export.naming import anonymous_name, unique_stems
 from wsireview.export.selection import LabeledPatch
-from wsireview.slides.reader import PLAUSIBLE_MPP
+from wsireview.slides.reader import patch_resolution, plausible_mpp
 from wsireview.workspace import Workspace
 
 DEFAULT_PATCH_PX = 224
@@ -73,17 +73,9 @@ class ExportPlan:
         return groups
 
 
-def plausible(mpp: float | None) -> float | None:
-    return mpp if mpp and PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1] else None
-
-
 def level0_side(slide: SlideInfo, out_px: int, target_mpp: float) -> int:
-    """The level-0 side of an ``out_px`` patch at ``target_mpp`` (same rule as the ingest)."""
-    if slide.mpp:
-        return max(1, round(out_px * target_mpp / slide.mpp))
-    if slide.objective_power:
-        return max(1, round(out_px * target_mpp * slide.objective_power / 10.0))
-    return out_px
+    """The level-0 side of an ``out_px`` patch at ``target_mpp`` (the ingest's rule)."""
+    return patch_resolution(out_px, target_mpp, slide.mpp, slide.objective_power).level0_size
 
 
 def place(item: LabeledPatch, slide: SlideInfo, catalog_px: int | None, patch_size: int | None,
@@ -116,7 +108,7 @@ def build_plan(catalog: Catalog, workspace: Workspace, items: list[LabeledPatch]
     for sid, s in rows.items():
         plan.slides[sid] = SlideInfo(
             slide_id=sid, name=names[sid], stem=stems[sid], key=keys[sid], path=workspace.absolute(s.path),
-            width=s.width or 0, height=s.height or 0, mpp=plausible(s.mpp_x), objective_power=s.objective_power,
+            width=s.width or 0, height=s.height or 0, mpp=plausible_mpp(s.mpp_x), objective_power=s.objective_power,
             level_downsamples=[float(d) for d in (s.level_downsamples or [1.0])], target_mpp=s.target_mpp,
         )
         catalog_px[sid] = s.patch_size_px

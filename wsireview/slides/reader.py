@@ -66,6 +66,28 @@ class Resolution:
     note: str | None = None
 
 
+def plausible_mpp(mpp: float | None) -> float | None:
+    """The level-0 mpp when a microscope could have produced it, else None."""
+    return mpp if mpp and PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1] else None
+
+
+def patch_resolution(
+    patch_size: int, target_mpp: float, mpp: float | None, objective_power: float | None
+) -> Resolution:
+    """The level-0 side of a ``patch_size`` px patch at ``target_mpp``, from the slide's metadata.
+
+    The one rule ingest and export share: mpp when plausible, else the objective power (20x is
+    0.5 µm/px, the convention CLAM and TRIDENT use), else level-0 pixels.
+    """
+    if plausible_mpp(mpp):
+        return Resolution(max(1, round(patch_size * target_mpp / mpp)), "mpp")
+    note = f"recorded mpp {mpp:.4g} µm/px is implausible for a microscope" if mpp else None
+    if objective_power:
+        implied_mpp = 10.0 / objective_power
+        return Resolution(max(1, round(patch_size * target_mpp / implied_mpp)), "objective-power", note)
+    return Resolution(patch_size, "level0-pixels", note or "no mpp and no objective power in the file")
+
+
 class Slide:
     """One whole-slide image: its metadata, a thumbnail, and patches read at a target resolution."""
 
@@ -99,16 +121,7 @@ class Slide:
     # -- resolution -----------------------------------------------------------------------------
     def resolution(self, patch_size: int, target_mpp: float) -> Resolution:
         """The level-0 size of a ``patch_size`` px patch at ``target_mpp``, and how it was derived."""
-        if self.mpp_x and PLAUSIBLE_MPP[0] <= self.mpp_x <= PLAUSIBLE_MPP[1]:
-            return Resolution(max(1, round(patch_size * target_mpp / self.mpp_x)), "mpp")
-        note = None
-        if self.mpp_x:
-            note = f"recorded mpp {self.mpp_x:.4g} µm/px is implausible for a microscope"
-        if self.objective_power:
-            # 20x objective ~ 0.5 µm/px, the convention CLAM and TRIDENT use.
-            implied_mpp = 10.0 / self.objective_power
-            return Resolution(max(1, round(patch_size * target_mpp / implied_mpp)), "objective-power", note)
-        return Resolution(patch_size, "level0-pixels", note or "no mpp and no objective power in the file")
+        return patch_resolution(patch_size, target_mpp, self.mpp_x, self.objective_power)
 
     # -- pixels ---------------------------------------------------------------------------------
     def thumbnail(self, max_side: int = 1024) -> Image.Image:
