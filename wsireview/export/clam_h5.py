@@ -22,6 +22,7 @@ import numpy as np
 
 from wsireview.catalog import VERDICTS
 from wsireview.export.plan import ExportPatch, ExportPlan, SlideInfo
+from wsireview.slides import Slide, SlideError
 
 LABEL_NAMES = list(VERDICTS)
 
@@ -41,11 +42,9 @@ def level_dimensions(info: SlideInfo) -> list[tuple[int, int]]:
     """The slide's level sizes from the file when it can be opened, else derived from the catalog."""
     if info.path is not None and info.path.exists():
         try:
-            import openslide
-
-            with openslide.open_slide(str(info.path)) as osr:
-                return [tuple(map(int, d)) for d in osr.level_dimensions]
-        except Exception:
+            with Slide(info.path) as slide:
+                return [tuple(map(int, d)) for d in slide.level_dimensions]
+        except SlideError:
             pass
     return [(math.ceil(info.width / d), math.ceil(info.height / d)) for d in info.level_downsamples]
 
