@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from functools import partial
 
 from PIL import Image
 from rich.table import Table
@@ -25,7 +26,7 @@ from textual.worker import get_current_worker
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE
 from wsireview.catalog.queries import QueueEntry, queue_entries
 from wsireview.learn.reviews import record_verdict, undo_last
-from wsireview.tui.imaging import mark_region
+from wsireview.tui.imaging import mark_region, placeholder
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchUnavailable
 from wsireview.tui.widgets.halfblock import fit_image
@@ -169,30 +170,20 @@ class TriageScreen(Screen):
             self.read_ahead(self.index)
 
     def _marked_thumb(self, entry: QueueEntry, box: tuple[int, int]) -> Image.Image:
+        """The slide's thumbnail fitted to ``box`` with the patch's place marked (drawn at display
+        resolution, so the marker stays visible on a small thumbnail)."""
         key = (entry.slide_id, box)
         fitted = self._fitted.get(key)
         if fitted is None:
-            fitted = fit_image(self.app.source.thumbnail(entry.thumbnail_path), *box)
+            try:
+                fitted = fit_image(self.app.source.thumbnail(entry.thumbnail_path), *box)
+            except PatchUnavailable as error:
+                return fit_image(placeholder(str(error)), *box)
             self._fitted[key] = fitted
         return mark_region(fitted, entry.x, entry.y, entry.size, (entry.slide_width or 0, entry.slide_height or 0))
 
     def _show_thumb(self, entry: QueueEntry) -> None:
-        view = self.thumb_view
-        key = ("mark", entry.patch_id)
-        if view.is_cached(key):
-            view.show(key, None, fitted=True)  # the cache holds the lines; the image is not needed
-            return
-        try:
-            view.show(key, self._marked_thumb(entry, view.box), fitted=True)
-        except PatchUnavailable as error:
-            view.show_message(str(error))
-
-    def on_resize(self) -> None:
-        self.call_after_refresh(self._reshow_thumb)
-
-    def _reshow_thumb(self) -> None:
-        if self.current is not None:
-            self._show_thumb(self.current)
+        self.thumb_view.show(("mark", entry.patch_id), partial(self._marked_thumb, entry))
 
     # -- workers --------------------------------------------------------------------------------
     def _prepare(self, entry: QueueEntry) -> Image.Image | None:
@@ -213,11 +204,7 @@ class TriageScreen(Screen):
                     self._images.popitem(last=False)
         if image is not None:
             self.patch_view.prerender(("patch", pid), image)
-            thumb = self.thumb_view
-            try:
-                thumb.prerender(("mark", pid), self._marked_thumb(entry, thumb.box), fitted=True)
-            except PatchUnavailable:
-                pass
+            self.thumb_view.prerender(("mark", pid), partial(self._marked_thumb, entry))
         return image
 
     @work(thread=True, exclusive=True, group="current")

@@ -3,6 +3,10 @@
 The lines of an image are built once per (image, box size) and kept in a small cache, so showing
 an image that was pre-rendered in a thread worker is a list swap: the UI thread never converts
 pixels. Resizing the widget renders the current image again for the new box.
+
+An image is given either as a picture (fitted to the box here) or as a function that draws the
+picture for a box (a thumbnail with a marker drawn at display resolution): the function is called
+again for every new box, so what is shown never depends on the order of resize and show.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import textwrap
 import threading
 from collections import OrderedDict
-from typing import Hashable
+from typing import Callable, Hashable, Union
 
 import numpy as np
 from PIL import Image
@@ -23,6 +27,9 @@ from textual.widget import Widget
 
 UPPER_HALF = "▀"
 _ANSI_CONSOLE = Console(color_system="truecolor", force_terminal=True, width=400)
+
+ImageSource = Union[Image.Image, Callable[[tuple[int, int]], Image.Image]]
+"""A picture, or a function that draws one already fitted to a box of (cells wide, cells high)."""
 
 
 def fit_size(width: int, height: int, cells_w: int, cells_h: int) -> tuple[int, int]:
@@ -95,6 +102,15 @@ def render_strips(image: Image.Image, cells_w: int, cells_h: int, pad: Style | N
     return strips
 
 
+def source_strips(source: ImageSource, cells_w: int, cells_h: int, pad: Style | None = None) -> list[Strip]:
+    """The lines for an image source in a box (thread-safe)."""
+    if cells_w <= 0 or cells_h <= 0:
+        return []
+    if callable(source):
+        return render_strips(source((cells_w, cells_h)), cells_w, cells_h, pad, fitted=True)
+    return render_strips(source, cells_w, cells_h, pad)
+
+
 def message_strips(text: str, cells_w: int, cells_h: int, style: Style | None = None) -> list[Strip]:
     """A short message centred in the box (for a missing or unreadable image)."""
     if cells_w <= 0 or cells_h <= 0:
@@ -122,11 +138,10 @@ class HalfBlockImage(Widget):
 
     def __init__(self, message: str = "", *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self._image: Image.Image | None = None
+        self._source: ImageSource | None = None
         self._key: Hashable | None = None
         self._message = message
         self._strips: list[Strip] = []
-        self._fitted = False
         self._box = (0, 0)
         self._pad = Style()
         self._cache: OrderedDict[tuple, list[Strip]] = OrderedDict()
@@ -139,19 +154,17 @@ class HalfBlockImage(Widget):
         (asking the widget itself from a thread could run layout off the UI thread)."""
         return self._box
 
-    def _pad_style(self) -> Style:
-        return self._pad
-
-    def prerender(self, key: Hashable, image: Image.Image, fitted: bool = False) -> None:
-        """Render ``image`` for the current box into the cache (thread-safe; call from a worker)."""
-        w, h = self.box
+    def prerender(self, key: Hashable, source: ImageSource) -> None:
+        """Render an image for the current box into the cache (thread-safe; call from a worker)."""
+        w, h = box = self.box
         if w <= 0 or h <= 0 or self.is_cached(key):
             return
-        strips = render_strips(image, w, h, self._pad_style(), fitted=fitted)
+        strips = source_strips(source, w, h, self._pad)
         with self._lock:
-            self._cache[(key, w, h)] = strips
-            while len(self._cache) > self.CACHE_SIZE:
-                self._cache.popitem(last=False)
+            if box == self._box:  # a resize while rendering would file these lines under the wrong box
+                self._cache[(key, w, h)] = strips
+                while len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
 
     def is_cached(self, key: Hashable) -> bool:
         w, h = self.box
@@ -159,15 +172,15 @@ class HalfBlockImage(Widget):
             return (key, w, h) in self._cache
 
     # -- what is shown --------------------------------------------------------------------------
-    def show(self, key: Hashable, image: Image.Image | None, fitted: bool = False) -> None:
-        """Show an image: its cached lines when pre-rendered (``image`` may then be None), else
+    def show(self, key: Hashable, source: ImageSource | None) -> None:
+        """Show an image: its cached lines when pre-rendered (``source`` may then be None), else
         rendered here on the UI thread (the slow path)."""
-        self._key, self._message, self._fitted, self._image = key, "", fitted, image
+        self._key, self._message, self._source = key, "", source
         self._strips = self._strips_for_box()
         self.refresh()
 
     def show_message(self, text: str) -> None:
-        self._image, self._key, self._message = None, None, text
+        self._source, self._key, self._message = None, None, text
         self._strips = message_strips(text, *self.box, self.rich_style)
         self.refresh()
 
@@ -183,21 +196,19 @@ class HalfBlockImage(Widget):
                 if cached is not None:
                     self._cache.move_to_end((self._key, w, h))
                     return cached
-        if self._image is None:
+        if self._source is None:
             return message_strips(self._message, w, h, self.rich_style)
-        strips = render_strips(self._image, w, h, self._pad_style(), fitted=self._fitted)
+        strips = source_strips(self._source, w, h, self._pad)
         with self._lock:
             self._cache[(self._key, w, h)] = strips
         return strips
 
     def on_resize(self) -> None:
         size = self.content_size
-        self._box = (size.width, size.height)
         background = self.styles.background
+        with self._lock:
+            self._box = (size.width, size.height)
         self._pad = Style(bgcolor=background.rich_color) if background.a > 0 else Style()
-        if self._fitted:
-            # A fitted image was sized for the old box: fit it again (its owner may redraw it).
-            self._fitted = False
         self._strips = self._strips_for_box()
         self.refresh()
 
@@ -205,5 +216,5 @@ class HalfBlockImage(Widget):
         w = self.content_size.width
         if y < len(self._strips):
             strip = self._strips[y]
-            return strip if strip.cell_length == w else strip.adjust_cell_length(w, self._pad_style())
+            return strip if strip.cell_length == w else strip.adjust_cell_length(w, self._pad)
         return Strip.blank(w, self.rich_style)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Hashable
 
-from PIL import Image
-
 from wsireview.tui.imaging import placeholder
+from wsireview.tui.widgets.halfblock import ImageSource
 
 
 def _with_show(base):
@@ -36,15 +35,15 @@ def _with_show(base):
         def shown_key(self) -> Hashable | None:
             return self._key
 
-        def prerender(self, key: Hashable, image: Image.Image, fitted: bool = False) -> None:
+        def prerender(self, key: Hashable, source: ImageSource) -> None:
             """Nothing to prepare: these renderers convert at draw time."""
 
         def is_cached(self, key: Hashable) -> bool:
             return False
 
-        def show(self, key: Hashable, image: Image.Image, fitted: bool = False) -> None:
+        def show(self, key: Hashable, source: ImageSource) -> None:
             self._key = key
-            self.image = image
+            self.image = source(self._box if min(self._box) > 0 else (80, 40)) if callable(source) else source
 
         def show_message(self, text: str) -> None:
             self._key = None
