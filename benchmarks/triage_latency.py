@@ -4,9 +4,17 @@
                                         [--size 88x28] [--startup-slides 1000]
 
 Runs the real `wsireview review` in a detached tmux session (a real terminal: headless Pilot
-skips the terminal write) and sends one verdict key at a time. The app takes perf_counter in the
-key's action and again in a call_after_refresh callback once the new patch is drawn, and writes
-the difference to $WSIREVIEW_LATENCY_LOG. Two renderers run on the same queue, in the same run:
+skips the terminal write) and sends one verdict key at a time, measured two ways in two passes:
+
+- app: the app takes perf_counter in the key's action and again in a call_after_refresh callback
+  once the new frame is composed and handed to the terminal writer, and writes the difference to
+  $WSIREVIEW_LATENCY_LOG;
+- terminal: from just before `tmux send-keys` until `tmux capture-pane` shows the new progress
+  count (drawn in the same synchronised frame as the patch), polled as fast as tmux answers. This
+  includes the key's way in, the terminal write and tmux's parsing, and the polling itself
+  competes for the 2 cores, so it is an upper bound.
+
+Two renderers run on the same queue, in the same run:
 
 - halfblock: the app's widget; the next patches' half-block lines are rendered in a thread worker
   started after the current frame is drawn, so a keypress swaps prepared lines;
@@ -93,19 +101,53 @@ def fresh_copy(src: Workspace, dst: Path, per_slide: int) -> Workspace:
     return ws
 
 
-def run_mode(mode: str, ws: Workspace, n: int, pace: float, size: tuple[int, int], out: Path) -> dict:
+def terminal_latency(session: str, done: int, total: int, key: str, timeout: float = 5.0) -> float:
+    """Seconds from sending ``key`` until the pane shows ``done + 1`` patches reviewed."""
+    expected = f"{done + 1}/{total} reviewed"
+    start = time.perf_counter()
+    tmux("send-keys", "-t", session, key)
+    while time.perf_counter() - start < timeout:
+        if expected in tmux("capture-pane", "-p", "-t", session, check=False):
+            return time.perf_counter() - start
+    raise TimeoutError(f"{expected!r} did not appear after {key!r}")
+
+
+def tmux_floor(session: str, n: int = 50) -> list[float]:
+    """Milliseconds one `send-keys` (of a key the app ignores) plus one `capture-pane` take: the
+    part of a terminal-side measurement that is the measuring itself."""
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        tmux("send-keys", "-t", session, "F12")
+        tmux("capture-pane", "-p", "-t", session, check=False)
+        out.append(1000 * (time.perf_counter() - start))
+        time.sleep(0.05)
+    return out
+
+
+def run_mode(mode: str, ws: Workspace, n: int, pace: float, size: tuple[int, int], out: Path,
+             terminal: bool = False) -> dict:
+    """One pass of ``n`` verdicts; with ``terminal``, each is timed by polling the pane instead."""
     log = out / f"latency-{mode}.txt"
     log.unlink(missing_ok=True)
     session = f"wsireview-bench-{os.getpid()}"
     start_app(session, ws.root, size, ["review", "--reviewer", "bench"],
               {"WSIREVIEW_GRAPHICS": mode, "WSIREVIEW_LATENCY_LOG": str(log)})
+    seen: list[float] = []
+    floor: list[float] = []
     try:
         wait_for(session, "Triage")
         time.sleep(2.0)  # first patch read and its read-ahead done
+        if terminal:
+            floor = tmux_floor(session)
         screen_before = tmux("capture-pane", "-p", "-t", session)
+        total = int(screen_before.split(" reviewed")[0].split("/")[-1])
         keys = "ynua"
         for i in range(n):
-            tmux("send-keys", "-t", session, keys[i % len(keys)])
+            if terminal:
+                seen.append(1000 * terminal_latency(session, i, total, keys[i % len(keys)]))
+            else:
+                tmux("send-keys", "-t", session, keys[i % len(keys)])
             time.sleep(pace)
         time.sleep(1.0)
         screen_after = tmux("capture-pane", "-p", "-t", session)
@@ -118,7 +160,9 @@ def run_mode(mode: str, ws: Workspace, n: int, pace: float, size: tuple[int, int
     with cat.session() as s:
         recorded = s.query(Review).filter(Review.reviewer == "bench", Review.undone_at.is_(None)).count()
     cat.close()
-    return {"mode": mode, "times": times, "recorded": recorded, "before": screen_before, "after": screen_after}
+    return {"mode": mode, "measured": "terminal" if terminal else "app", "times": seen if terminal else times,
+            "floor": floor,
+            "recorded": recorded, "before": screen_before, "after": screen_after}
 
 
 # The app alone, without the `wsireview` command's parser (which imports every subcommand).
@@ -179,27 +223,33 @@ def main() -> int:
         src = Workspace.resolve(args.workspace) if args.workspace else demo_workspace(tmp)
         per_slide = -(-args.verdicts // 6) + 2
         results = []
-        for mode in [m for m in args.modes.split(",") if m]:
-            ws = fresh_copy(src, tmp / f"ws-{mode}", per_slide)
-            console.print(f"[b]{mode}[/b]: {args.verdicts} verdicts at {args.pace:.2f} s a key, terminal {args.size} ...")
-            results.append(run_mode(mode, ws, args.verdicts, args.pace, size, tmp))
-            t = results[-1]["times"]
-            if t:
-                console.print(f"  {len(t)} timed, p50 {statistics.median(t):.1f} ms, p95 {pct(t, 0.95):.1f} ms")
+        for terminal in (False, True):
+            for mode in [m for m in args.modes.split(",") if m]:
+                ws = fresh_copy(src, tmp / f"ws-{mode}", per_slide)
+                how = "polling the pane" if terminal else "in the app"
+                console.print(f"[b]{mode}[/b], {how}: {args.verdicts} verdicts at {args.pace:.2f} s a key, terminal {args.size} ...")
+                results.append(run_mode(mode, ws, args.verdicts, args.pace, size, tmp, terminal=terminal))
+                t = results[-1]["times"]
+                if t:
+                    console.print(f"  {len(t)} timed, p50 {statistics.median(t):.1f} ms, p95 {pct(t, 0.95):.1f} ms")
         console.print(f"Start-up with {args.startup_slides} slides ...")
         starts = startup(src, tmp / "ws-startup", args.startup_slides, size)
 
     table = Table(title=f"Keypress to new patch on screen (tmux {args.size}, one key every {args.pace:.2f} s)")
-    for col in ("renderer", "verdicts recorded", "timed", "p50 ms", "p95 ms", "max ms"):
-        table.add_column(col, justify="right" if col != "renderer" else "left")
+    for col in ("renderer", "measured", "verdicts recorded", "timed", "p50 ms", "p95 ms", "max ms"):
+        table.add_column(col, justify="left" if col in ("renderer", "measured") else "right")
     for r in results:
         t = r["times"]
         if not t:
-            table.add_row(r["mode"], str(r["recorded"]), "0", "-", "-", "-")
+            table.add_row(r["mode"], r["measured"], str(r["recorded"]), "0", "-", "-", "-")
             continue
-        table.add_row(r["mode"], str(r["recorded"]), str(len(t)), f"{statistics.median(t):.1f}",
+        table.add_row(r["mode"], r["measured"], str(r["recorded"]), str(len(t)), f"{statistics.median(t):.1f}",
                       f"{pct(t, 0.95):.1f}", f"{max(t):.1f}")
     console.print(table)
+    floors = [v for r in results for v in r["floor"]]
+    if floors:
+        console.print(f"Measuring floor of the terminal rows (one send-keys + one capture-pane, nothing redrawn): "
+                      f"p50 {statistics.median(floors):.1f} ms, p95 {pct(floors, 0.95):.1f} ms")
     for kind, values in starts.items():
         console.print(f"Start-up to the slides table with {args.startup_slides} slides, {kind}: "
                       + ", ".join(f"{v:.2f} s" for v in values) + f" (median {statistics.median(values):.2f} s)")

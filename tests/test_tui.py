@@ -282,3 +282,24 @@ async def test_failed_missing_and_vanished_slides(shared_slides, demo_cohort, tm
         await settle(pilot)
         assert app.screen.current is not None
     cat.close()
+
+
+async def test_full_collections_deferred_while_the_app_runs(queued):
+    import gc
+
+    from wsireview.tui.gc_policy import FULL_COLLECTION_EVERY
+
+    ws, cat, _ = queued
+    before = gc.get_threshold()
+    app = app_for(ws, cat)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for _ in range(40):  # it starts a second after mount
+            if app.collector.started:
+                break
+            await pilot.pause(0.1)
+        assert gc.get_threshold()[2] == FULL_COLLECTION_EVERY
+        assert gc.get_freeze_count() > 0
+        await pilot.press("y")
+        assert app.collector.clock() - app.collector.last_input < 1.0  # the key counted as input
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

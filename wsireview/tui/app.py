@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable
 
+from textual import events
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from wsireview.catalog import Catalog
 from wsireview.catalog.queries import latest_model_version_id, model_versions
+from wsireview.tui.gc_policy import IdleCollector
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchSource
 from wsireview.workspace import DEFAULT_WORKSPACE, Workspace
@@ -47,6 +49,7 @@ class ReviewApp(App):
         self.source = PatchSource(workspace)
         self.generation = 0  # bumped when a retrain changes the model and queue
         self._latency = open(latency_log, "a", buffering=1) if latency_log else None
+        self.collector = IdleCollector()
 
     def get_default_screen(self) -> Screen:
         from wsireview.tui.screens.slides import SlidesScreen
@@ -56,8 +59,16 @@ class ReviewApp(App):
     def on_mount(self) -> None:
         if self.start == "review":
             self.open_triage(self.start_slide_id)
+        self.set_timer(1.0, self.collector.start)  # once start-up is drawn: it costs one full collection
+        self.set_interval(0.5, self.collector.tick, name="idle-gc")
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self.collector.input_seen()
+        await super().on_event(event)
 
     def on_unmount(self) -> None:
+        self.collector.stop()
         self.source.close()
         if self._latency:
             self._latency.close()
