@@ -363,7 +363,7 @@ class TriageScreen(Screen):
         if entry is None:
             return self.last_action
         grid = Table.grid(padding=(0, 1))
-        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(style="dim", no_wrap=True, min_width=5)  # the longest name: never squeezed
         grid.add_column(no_wrap=True, overflow="ellipsis")  # one line per row: the panel's height is fixed
         grid.add_row("slide", Text(entry.slide_name, style="bold"))
         pred = f"  P {entry.slide_probability:.2f}" if entry.slide_probability is not None else ""
@@ -374,7 +374,7 @@ class TriageScreen(Screen):
         grid.add_row("attn", f"rank {rank}  P(lesion) {prob}")
         grid.add_row("at", f"{entry.x:,}, {entry.y:,} ({entry.size} px)")
         if self.context_on:
-            grid.add_row("view", Text("context (8x wider), c: back", style="yellow"))
+            grid.add_row("view", Text("8x wider context, c: back", style="yellow"))
         if self.last_action:
             grid.add_row("last", Text.from_markup(self.last_action))
         return grid
