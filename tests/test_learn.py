@@ -72,7 +72,13 @@ def synthetic(workspace, catalog):
 
 
 def test_model_finds_the_few_signal_patches_in_synthetic_bags(workspace, catalog, synthetic):
-    result = retrain(catalog, workspace, encoder=SYN, budget=12, progress=False)
+    steps: list[tuple[str, float]] = []
+    result = retrain(catalog, workspace, encoder=SYN, budget=12, progress=False,
+                     on_progress=lambda what, fraction: steps.append((what, fraction)))
+    # The app's progress bar: every phase in order, each fold reported, from near 0 to exactly 1.
+    fractions = [f for _, f in steps]
+    assert fractions == sorted(fractions) and fractions[0] < 0.1 and fractions[-1] == 1.0
+    assert sum("fold" in what for what, _ in steps) == result.metrics["cv_folds"] == 3
     scores = scores_of(catalog, result.model_version_id)
     ids = np.array(sorted(scores))
     truth = np.isin(ids, list(synthetic.lesion_patches))

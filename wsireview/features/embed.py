@@ -13,6 +13,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from rich.console import Console
@@ -168,12 +169,13 @@ def embed_slides(
     runtime: str = "auto",
     threads: int | None = None,
     console: Console | None = None,
+    on_patches: Callable[[int, int], None] | None = None,
 ) -> EmbedReport:
     """Embed the ready slides that have no features yet for ``encoder``; return what happened.
 
     ``encoder`` is a name for :func:`get_encoder` or an encoder object. A slide whose pixels cannot
     be read is reported as failed and skipped; the others go on. The model is only loaded when
-    there is something to embed.
+    there is something to embed. ``on_patches(done, total)`` follows the patches (for a screen).
     """
     name = encoder if isinstance(encoder, str) else encoder.name
     report = EmbedReport(encoder=name)
@@ -195,6 +197,13 @@ def embed_slides(
         TimeElapsedColumn(), TimeRemainingColumn(),
     )
     started = time.perf_counter()
+    overall = [0]
+
+    def advance_all(n: int) -> None:
+        overall[0] += n
+        if on_patches is not None:
+            on_patches(overall[0], total)
+
     with Progress(*columns, console=console or Console(stderr=True), disable=not progress, transient=False) as bar, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read-patches") as pool:
         task = bar.add_task(f"embed ({encoder.name})", total=total)
@@ -208,6 +217,7 @@ def embed_slides(
             def advance(n: int) -> None:
                 done[0] += n
                 bar.advance(task, n)
+                advance_all(n)
 
             try:
                 with SlideFile(workspace.absolute(slide.path)) as slide_file:
@@ -215,6 +225,7 @@ def embed_slides(
                                         workers * PREFETCH_PER_WORKER, advance)
             except SlideError as error:
                 bar.advance(task, len(ids) - done[0])  # what this slide would have added
+                advance_all(len(ids) - done[0])
                 report.results.append(SlideOutcome(slide.id, slide.name, FAILED, 0, time.perf_counter() - t0, str(error)))
                 log.warning("embedding %s failed: %s", slide.name, error)
                 continue

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,11 +31,43 @@ from wsireview.learn.train import BagData, TrainParams, cross_validate, fit, mak
 from wsireview.workspace import Workspace
 
 DEFAULT_ENCODER = "effnet-lite0"
+ProgressCallback = Callable[[str, float], None]
+"""``(what is running, fraction of the round done)``: how a screen follows a round."""
 INSERT_CHUNK = 50_000
 
 
 class NothingToLearn(RuntimeError):
     """No slide labels and no verdicts: the model would have nothing to learn from."""
+
+
+class _RoundProgress:
+    """One 0-to-1 bar for a round: embedding, when the round needs it, takes the first half."""
+
+    EMBED_SHARE = 0.5
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.offset = 0.0
+        self.encoder = ""
+
+    def _send(self, what: str, fraction: float) -> None:
+        if self.callback is not None:
+            self.callback(what, fraction)
+
+    def start_embedding(self, encoder: str) -> None:
+        self.encoder = encoder
+        self._send(f"embedding with {encoder}", 0.0)
+
+    def embedded(self, done: int, total: int) -> None:
+        self._send(f"embedding with {self.encoder}: {done:,} of {total:,} patches",
+                   self.EMBED_SHARE * done / max(total, 1))
+
+    def embedding_done(self) -> None:
+        self.offset = self.EMBED_SHARE
+
+    def phase(self, what: str, fraction: float) -> None:
+        """A training phase, ``fraction`` of the way through the part after embedding."""
+        self._send(what, self.offset + (1.0 - self.offset) * fraction)
 
 
 @dataclass
@@ -141,11 +174,15 @@ def retrain(
     params: TrainParams | None = None,
     progress: bool = True,
     console: Console | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> RoundResult:
     """Run one round and record a new model version (parent: the latest one for ``encoder``).
 
     ``epochs`` caps the training epochs (default: early stopping decides, up to 30).
+    ``on_progress`` hears each phase with the fraction done (cross-validation reports each fold).
     """
+    bar = _RoundProgress(on_progress)
+    report = bar.phase
     console = console or Console(stderr=True, quiet=not progress)
     params = dataclasses.replace(params) if params is not None else TrainParams()
     params.seed = seed
@@ -161,10 +198,13 @@ def retrain(
         from wsireview.features.embed import embed_slides
 
         console.print(f"Embedding {len(missing)} slide(s) with {encoder} first.")
-        embed_slides(catalog, workspace, encoder=encoder, progress=progress)
+        bar.start_embedding(encoder)
+        embed_slides(catalog, workspace, encoder=encoder, progress=progress, on_patches=bar.embedded)
+        bar.embedding_done()
     timings["embed"] = time.perf_counter() - t0
 
     t = time.perf_counter()
+    report("loading features and labels", 0.05)
     with console.status("Loading features and labels..."):
         bags = load_bags(catalog, workspace, encoder)
         if not bags:
@@ -176,11 +216,17 @@ def retrain(
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    report("cross-validating", 0.2)
+
+    def fold_done(done: int, k: int) -> None:
+        report(f"cross-validation: fold {done} of {k} done", 0.2 + 0.45 * done / k)
+
     with console.status("Cross-validating..."), torch_threads(params.threads):
-        cv = cross_validate(data, params, seed)
+        cv = cross_validate(data, params, seed, on_fold=fold_done)
     timings["cross_validate"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    report("training the new model", 0.65)
     with console.status("Training the new model..."), torch_threads(params.threads):
         # The final model trains on every slide for the median epoch count early stopping chose
         # in the cross-validation folds (each fold stopped on its own held-out slides).
@@ -192,6 +238,7 @@ def retrain(
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    report("scoring every patch and building the queue", 0.85)
     with torch.no_grad(), torch_threads(params.threads):
         preds = predict(model, data)
     scores = score_patches([b.slide_id for b in bags], [b.patch_ids for b in bags], preds)
@@ -214,12 +261,14 @@ def retrain(
     parent = latest_version(catalog, encoder)
 
     t = time.perf_counter()
+    report("writing the new model version", 0.9)
     version_id, checkpoint = _record(
         catalog, workspace, encoder, positive, parent, params, strategy, budget, epochs, info, metrics,
         label_counts, model, pre, scores, slide_prob, queue,
     )
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
+    report("done", 1.0)
     with catalog.session() as session:
         version = session.get(ModelVersion, version_id)
         version.params = {**version.params, "seconds": {k: round(v, 3) for k, v in timings.items()}}

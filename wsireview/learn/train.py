@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -316,11 +317,12 @@ class CVResult:
     oof_slide: dict[int, float]  # slide id -> out-of-fold probability
 
 
-def cross_validate(bags: list[BagData], params: TrainParams, seed: int) -> CVResult:
+def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
+                   on_fold: Callable[[int, int], None] | None = None) -> CVResult:
     """k-fold over labelled slides (k = min(params.folds, smaller class)): out-of-fold metrics.
 
     Unlabelled slides with reviewed patches train in every fold; instance AUC is measured on the
-    reviewed patches of held-out slides only.
+    reviewed patches of held-out slides only. ``on_fold(done, k)`` is called after each fold.
     """
     labels = [b.target for b in bags if b.labelled]
     k = min(params.folds, sum(1 for t in labels if t == 1), sum(1 for t in labels if t == 0))
@@ -343,6 +345,8 @@ def cross_validate(bags: list[BagData], params: TrainParams, seed: int) -> CVRes
             if known.any():
                 inst_y.append(b.inst.numpy()[known])
                 inst_p.append(pred.instance_probability[known])
+        if on_fold is not None:
+            on_fold(f + 1, k)
     y = np.array([b.target for b in bags if b.labelled])
     p = np.array([oof[b.slide_id] for b in bags if b.labelled])
     instance_auc = roc_auc(np.concatenate(inst_y), np.concatenate(inst_p)) if inst_y else None

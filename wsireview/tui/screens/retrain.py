@@ -52,7 +52,8 @@ class RetrainScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(id="retrain-box"):
             yield Label("[b]Retraining[/b] with every label and verdict so far", id="retrain-title")
-            yield ProgressBar(total=None, show_eta=False, id="retrain-progress")
+            yield ProgressBar(total=100, show_eta=False, id="retrain-progress")
+            yield Label("", id="retrain-phase")
             yield Static("starting ...", id="retrain-log")
 
     def on_mount(self) -> None:
@@ -72,11 +73,13 @@ class RetrainScreen(ModalScreen[bool]):
 
     @work(thread=True, exclusive=True, group="retrain")
     def run_round(self) -> None:
+        self.app.call_from_thread(self._progress, "loading torch and the model code", 0.0)
         from wsireview.learn.round import retrain
 
         sink = _LineSink(lambda line: self.app.call_from_thread(self._line, line))
         console = Console(file=sink, width=70, force_terminal=False, color_system=None)
-        kwargs = dict(budget=self.budget, seed=self.seed, progress=False, console=console)
+        kwargs = dict(budget=self.budget, seed=self.seed, progress=False, console=console,
+                      on_progress=lambda what, fraction: self.app.call_from_thread(self._progress, what, fraction))
         if self.encoder:
             kwargs["encoder"] = self.encoder
         try:
@@ -86,16 +89,20 @@ class RetrainScreen(ModalScreen[bool]):
             return
         self.app.call_from_thread(self._done, result)
 
+    def _progress(self, what: str, fraction: float) -> None:
+        self.query_one(ProgressBar).update(progress=round(100 * fraction))
+        self.query_one("#retrain-phase", Label).update(what)
+
     def _failed(self, text: str) -> None:
         self.running = False
         bar = self.query_one(ProgressBar)
-        bar.update(total=1, progress=0)
+        bar.update(progress=0)
         self._line(f"[red]Retrain failed:[/red] {text}")
         self._line("esc: close")
 
     def _done(self, result) -> None:
         self.running, self.ok = False, True
-        self.query_one(ProgressBar).update(total=1, progress=1)
+        self.query_one(ProgressBar).update(progress=100)
         metrics = ", ".join(
             f"{k} {v:.3f}" for k, v in (result.metrics or {}).items() if isinstance(v, float)
         )
