@@ -92,9 +92,14 @@ async def settle(pilot) -> None:
     """Let the app's workers finish and their results reach the screen (on triage: the patch)."""
     import asyncio
 
+    from textual.worker import WorkerCancelled
+
     for _ in range(50):
         await pilot.pause()
-        await pilot.app.workers.wait_for_complete()
+        try:
+            await pilot.app.workers.wait_for_complete()
+        except WorkerCancelled:  # an exclusive worker (read-ahead) was replaced by a newer one
+            continue
         await pilot.pause()
         screen = pilot.app.screen
         current = getattr(screen, "current", None)
