@@ -14,7 +14,7 @@ Runtimes, all from the same torch model and the same shipped weights (nothing is
 Not shipped: ONNX Runtime static int8. On an AVX2 CPU without VNNI its u8 x s8 kernels saturate
 unless weights are 7-bit (``reduce_range``); measured on real H&E patches, per-channel, 64
 calibration patches: cosine to fp32 0.81 without reduce_range (190 patches/s bare), 0.964-0.972
-with it (144-161 patches/s), whichever layers were kept in fp32, against the 0.99 the features
+with it (137-161 patches/s), whichever layers were kept in fp32, against the 0.99 the features
 must keep.
 """
 
