@@ -290,3 +290,17 @@ def test_demo_evaluate_mix_beats_random(demo, demo_cohort, tmp_path):
     assert db_file.exists()
     with pytest.raises(FileExistsError):
         evaluate(cat, ws, demo_cohort, rounds=0, budget=5, strategies=("random",), out_dir=out, encoder=ENCODER)
+
+
+def test_pca_on_fewer_patches_than_components():
+    """A cohort with one small slide (cmu-1-small-region gives 41 patches) has fewer patches than
+    the 64 PCA components: the projection keeps the 40 directions they span, whitened."""
+    from wsireview.learn.data import Preprocessor
+
+    rng = np.random.default_rng(0)
+    few = rng.normal(size=(41, 1280)).astype(np.float16)
+    pre = Preprocessor.fit([few], pca_dim=64, seed=0)
+    assert pre.out_dim == 40
+    z = pre.transform(few)
+    assert z.shape == (41, 40) and np.isfinite(z).all()
+    assert np.allclose(z.std(0), 1.0, atol=0.05)  # whitened: every kept component has unit spread

@@ -69,12 +69,14 @@ class Preprocessor:
         std = sample.std(0, dtype=np.float64).astype(np.float32)
         std = np.where(std < 1e-6, np.float32(1.0), std)
         pre = cls(mean, std)
-        if pca_dim and sample.shape[1] > pca_dim:
+        # Centred, n patches span at most n - 1 directions: a small cohort gets fewer components.
+        components = min(pca_dim, sample.shape[0] - 1)
+        if pca_dim and sample.shape[1] > pca_dim and components >= 1:
             z = torch.from_numpy(pre.standardise(sample))
             state = torch.random.get_rng_state()
             torch.manual_seed(seed)
             try:
-                _u, s_vals, v = torch.pca_lowrank(z, q=pca_dim, center=True, niter=2)
+                _u, s_vals, v = torch.pca_lowrank(z, q=components, center=True, niter=2)
             finally:
                 torch.random.set_rng_state(state)
             comp_std = s_vals / max(1.0, (z.shape[0] - 1) ** 0.5)
