@@ -70,6 +70,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The full parser when ``argv`` is None; else one where only the chosen subcommand is complete."""
     parser = argparse.ArgumentParser(
         prog="wsireview",
+        # No abbreviated global options: the subcommand is found before parsing (to import only
+        # its module), and `--work DIR status` would hide `status` from that scan.
+        allow_abbrev=False,
         description=(
             "Review whole-slide images with a model that learns from your verdicts. "
             "Without a subcommand, opens the terminal app on the workspace."

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from rich.table import Table
 
+from wsireview.cli import SUBCOMMANDS
 from wsireview.ingest import DEFAULT_MIN_TISSUE, DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, add_paths
 
 
 def register(sub) -> None:
     parser = sub.add_parser(
         "add",
-        help="add slides to the catalog (thumbnail, tissue mask, patch grid)",
+        help=SUBCOMMANDS["add"],
         description="Add slide files or folders to the catalog. Every format OpenSlide reads (SVS, "
         "tiled TIFF, NDPI, MRXS, SCN, DICOM, ...) and plain PNG/JPEG/TIFF images. Adding the same "
         "file again changes nothing; a moved file is recognised by its content; unreadable files are "

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from wsireview.catalog.db import current_revision, downgrade, head_revision, make_engine, upgrade
+from wsireview.cli import SUBCOMMANDS
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("db", help="catalog schema migrations (upgrade, current, downgrade)",
+    parser = sub.add_parser("db", help=SUBCOMMANDS["db"],
                             description="Catalog migrations. Opening a catalog upgrades it automatically; "
                             "these commands are for operators of a shared (PostgreSQL) catalog.")
     actions = parser.add_subparsers(dest="db_action", metavar="ACTION", required=True)

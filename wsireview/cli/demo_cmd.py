@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from wsireview.cli import SUBCOMMANDS
 from wsireview.demo import generate_cohort, parse_size
 from wsireview.demo.tiff import tile_grid
 
@@ -16,7 +17,7 @@ DEFAULT_FOLDER = "demo-cohort"
 def register(sub) -> None:
     parser = sub.add_parser(
         "demo",
-        help="generate a synthetic H&E cohort with known lesions (labels and ground truth included)",
+        help=SUBCOMMANDS["demo"],
         description=(
             "Write synthetic whole-slide images (pyramidal tiled JPEG TIFF, 0.5 µm/px, OpenSlide-readable): "
             "H&E-like tissue with stroma and nuclei; half the slides carry small lesions (crowded, large, dark "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from wsireview.cli import SUBCOMMANDS
 from wsireview.features.embed import DEFAULT_WORKERS, EMBEDDED, EMPTY, FAILED, embed_slides
 from wsireview.features.encoders import DEFAULT_ENCODER, PRECISIONS, RUNTIMES, EncoderError
 
@@ -11,7 +12,7 @@ from wsireview.features.encoders import DEFAULT_ENCODER, PRECISIONS, RUNTIMES, E
 def register(sub) -> None:
     parser = sub.add_parser(
         "embed",
-        help="compute patch features (resumable; `retrain` runs this for you)",
+        help=SUBCOMMANDS["embed"],
         description=(
             "Read every patch of every ready slide at the catalog's target resolution and store its "
             "features (float16, one matrix per slide and encoder, in the workspace). Slides that "

@@ -6,14 +6,16 @@ from pathlib import Path
 
 from rich.table import Table
 
+from wsireview.cli import SUBCOMMANDS
+from wsireview.features.encoders import DEFAULT_ENCODER
 from wsireview.learn.query import STRATEGIES
-from wsireview.learn.round import DEFAULT_ENCODER, NothingToLearn
+from wsireview.learn.round import NothingToLearn
 from wsireview.learn.train import TrainParams
 
 
 def register(sub) -> None:
     parser = sub.add_parser(
-        "evaluate", help="simulate review rounds with known lesions and compare query strategies",
+        "evaluate", help=SUBCOMMANDS["evaluate"],
         description=(
             "Simulate the review loop on the catalog's slides with a perfect reviewer: a patch is lesion "
             "when more than half of it lies inside a lesion polygon of --truth. For each strategy, on a "

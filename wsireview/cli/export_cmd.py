@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from wsireview.catalog import VERDICTS
+from wsireview.cli import SUBCOMMANDS
 from wsireview.export import CONSENSUS_MODES, DROP_ORDER, FORMATS, ExportError, ExportOptions, Selection, run_export
 
 
@@ -24,7 +25,7 @@ def _date(text: str) -> datetime:
 def register(sub) -> None:
     parser = sub.add_parser(
         "export",
-        help="export reviewed patches (PNG folders, QuPath GeoJSON, CLAM h5, CSV)",
+        help=SUBCOMMANDS["export"],
         description="Export the patches pathologists labelled. Formats: imagefolder (OUT/<label>/*.png "
         "plus manifest.csv, loads with image-folder dataset readers), qupath (one GeoJSON per slide for "
         "File > Import objects), clam-h5 (OUT/patches/<slide>.h5 with coords and labels, for CLAM/TRIDENT), "

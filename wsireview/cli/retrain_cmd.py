@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from wsireview.cli import SUBCOMMANDS
+from wsireview.features.encoders import DEFAULT_ENCODER
 from wsireview.learn.query import STRATEGIES
-from wsireview.learn.round import DEFAULT_ENCODER, NothingToLearn, retrain
+from wsireview.learn.round import NothingToLearn, retrain
 from wsireview.learn.train import TrainParams
 
 METRICS = [
@@ -18,7 +20,7 @@ METRICS = [
 
 def register(sub) -> None:
     parser = sub.add_parser(
-        "retrain", help="train a new model version on all labels and verdicts, and queue patches to review",
+        "retrain", help=SUBCOMMANDS["retrain"],
         description=(
             "One round of the review loop. Embeds any ready slide without features for the encoder, "
             "trains a gated-attention MIL model on the slide labels (--positive is the positive class, "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from wsireview.cli import SUBCOMMANDS
+
 ENV_GRAPHICS = "WSIREVIEW_GRAPHICS"  # also accepts "textual-image" (the latency benchmark's baseline)
 ENV_LATENCY_LOG = "WSIREVIEW_LATENCY_LOG"
 
@@ -12,7 +14,7 @@ ENV_LATENCY_LOG = "WSIREVIEW_LATENCY_LOG"
 def register(sub) -> None:
     parser = sub.add_parser(
         "review",
-        help="review queued patches in the terminal app (triage screen)",
+        help=SUBCOMMANDS["review"],
         description=(
             "Open the review app on the triage screen: the latest model's queue across all slides, or one "
             "slide's. One key per verdict (y lesion, n not lesion, u unsure, a artifact; z undo, space skip, "

@@ -6,12 +6,13 @@ import json
 
 from rich.table import Table
 
+from wsireview.cli import SUBCOMMANDS
 from wsireview.ingest import mark_missing
 from wsireview.status import catalog_status
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("status", help="show the catalog: slides by status, patches, labels, model",
+    parser = sub.add_parser("status", help=SUBCOMMANDS["status"],
                             description="Show the catalog. With --json, print one JSON document with every "
                             "slide (name, path, status, reason, size, mpp, tissue fraction, patches, label, "
                             "thumbnail and mask PNGs), totals, verdict counts and the latest model version.")

@@ -1,0 +1,25 @@
+"""The command line's own rules (the subcommands are tested with their issues)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsireview.cli import SUBCOMMANDS, build_parser, main
+
+
+def test_abbreviated_global_option_is_an_error_not_the_app(tmp_path, capsys):
+    # `--work DIR status` once parsed as --workspace, hid `status` from the subcommand scan and
+    # opened the app instead; now it is refused with argparse's usage error.
+    with pytest.raises(SystemExit) as stop:
+        main(["--work", str(tmp_path), "status"])
+    assert stop.value.code == 2
+    assert "error" in capsys.readouterr().err
+    assert main(["--workspace", str(tmp_path), "status"]) == 0
+
+
+def test_one_help_line_per_subcommand_for_both_parsers():
+    full = build_parser()
+    light = build_parser(["status"])
+    for parser in (full, light):
+        actions = next(a for a in parser._actions if a.dest == "command")
+        assert {c.dest: c.help for c in actions._choices_actions} == SUBCOMMANDS
