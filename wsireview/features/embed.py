@@ -79,13 +79,6 @@ class EmbedReport:
         return [r for r in self.results if r.outcome == FAILED]
 
 
-@dataclass(frozen=True)
-class _Job:
-    slide: Slide  # detached catalog row
-    patch_ids: np.ndarray
-    coords: np.ndarray  # N x 3: level-0 x, y, size
-
-
 def pending_slides(catalog: Catalog, workspace: Workspace, encoder: str,
                    slide_ids: list[int] | None = None) -> tuple[list[Slide], int]:
     """Ready slides without a usable feature set for ``encoder``, and how many already have one.
@@ -127,10 +120,11 @@ class _Rate(ProgressColumn):
         return Text(f"{rate:,.0f} patches/s", style="progress.data.speed")
 
 
-def _embed_one(job: _Job, slide_file: SlideFile, encoder: Encoder, pool: ThreadPoolExecutor, out_px: int,
+def _embed_one(coords: np.ndarray, slide_file: SlideFile, encoder: Encoder, pool: ThreadPoolExecutor, out_px: int,
                batch_size: int, lookahead: int, on_batch) -> np.ndarray:
-    """The slide's feature matrix; reading runs ``lookahead`` batches ahead of the encoder."""
-    chunks = [job.coords[i:i + batch_size] for i in range(0, len(job.coords), batch_size)]
+    """The slide's feature matrix for ``coords`` (N x 3: level-0 x, y, size); reading runs
+    ``lookahead`` batches ahead of the encoder."""
+    chunks = [coords[i:i + batch_size] for i in range(0, len(coords), batch_size)]
     pending: deque[Future] = deque()
     features: list[np.ndarray] = []
     submitted = 0
@@ -208,7 +202,6 @@ def embed_slides(
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read-patches") as pool:
         task = bar.add_task(f"embed ({encoder.name})", total=total)
         for slide, ids, coords in jobs:
-            job = _Job(slide, ids, coords)
             t0 = time.perf_counter()
             bar.update(task, description=f"embed {slide.name}")
             out_px = encoder.input_px or slide.patch_size_px or 224
@@ -221,7 +214,7 @@ def embed_slides(
 
             try:
                 with SlideFile(workspace.absolute(slide.path)) as slide_file:
-                    matrix = _embed_one(job, slide_file, encoder, pool, out_px, batch_size,
+                    matrix = _embed_one(coords, slide_file, encoder, pool, out_px, batch_size,
                                         workers * PREFETCH_PER_WORKER, advance)
             except SlideError as error:
                 bar.advance(task, len(ids) - done[0])  # what this slide would have added

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from wsireview.catalog import Catalog, FeatureSet, Slide
+from wsireview.catalog import READY, Catalog, FeatureSet, Slide
 from wsireview.workspace import Workspace
 
 
@@ -81,7 +81,7 @@ def feature_sets(catalog: Catalog, encoder: str) -> dict[int, FeatureSet]:
     with catalog.session() as session:
         rows = session.scalars(
             select(FeatureSet).join(Slide, Slide.id == FeatureSet.slide_id)
-            .where(FeatureSet.encoder == encoder, Slide.status == "ready")
+            .where(FeatureSet.encoder == encoder, Slide.status == READY)
         ).all()
     return {row.slide_id: row for row in rows}
 
@@ -91,7 +91,7 @@ def features_status(catalog: Catalog) -> dict:
     with catalog.session() as session:
         rows = session.execute(
             select(FeatureSet.encoder, FeatureSet.n_patches, FeatureSet.dim)
-            .join(Slide, Slide.id == FeatureSet.slide_id).where(Slide.status == "ready")
+            .join(Slide, Slide.id == FeatureSet.slide_id).where(Slide.status == READY)
         ).all()
     out: dict[str, dict] = {}
     for encoder, n_patches, dim in rows:

@@ -22,7 +22,8 @@ from sqlalchemy import select
 from wsireview.catalog import LESION, NOT_LESION, Catalog, FeatureSet, Patch, PatchScore, ReviewQueueItem, Slide, open_catalog
 from wsireview.learn.metrics import roc_auc
 from wsireview.learn.reviews import record_verdict
-from wsireview.learn.round import DEFAULT_ENCODER, retrain
+from wsireview.features.encoders import DEFAULT_ENCODER
+from wsireview.learn.round import retrain
 from wsireview.learn.train import TrainParams
 from wsireview.learn.truth import truth_labels
 from wsireview.workspace import Workspace

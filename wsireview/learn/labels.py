@@ -11,13 +11,13 @@ from collections import Counter
 
 from sqlalchemy import select
 
-from wsireview.catalog import LESION, NOT_LESION, Catalog, Review, Slide
+from wsireview.catalog import LESION, NOT_LESION, READY, Catalog, Review, Slide
 
 
 def slide_targets(catalog: Catalog, positive: str) -> tuple[dict[int, int], dict[int, str | None]]:
     """``({slide_id: 1|0} for labelled slides, {slide_id: label string or None})`` of ready slides."""
     with catalog.session() as session:
-        rows = session.execute(select(Slide.id, Slide.label).where(Slide.status == "ready")).all()
+        rows = session.execute(select(Slide.id, Slide.label).where(Slide.status == READY)).all()
     labels = {sid: (label.strip() if label and label.strip() else None) for sid, label in rows}
     targets = {sid: int(label == positive) for sid, label in labels.items() if label is not None}
     return targets, labels

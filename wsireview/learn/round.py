@@ -19,8 +19,9 @@ import torch
 from rich.console import Console
 from sqlalchemy import select
 
-from wsireview.catalog import Catalog, ModelVersion, Patch, PatchScore, ReviewQueueItem, Slide, SlidePrediction
-from wsireview.features.store import feature_sets
+from wsireview.catalog import READY, Catalog, ModelVersion, PatchScore, ReviewQueueItem, SlidePrediction
+from wsireview.features.embed import embed_slides, pending_slides
+from wsireview.features.encoders import DEFAULT_ENCODER
 from wsireview.learn.checkpoint import save_checkpoint
 from wsireview.learn.data import Bag, Preprocessor, load_bags
 from wsireview.learn.labels import instance_targets, reviewed_patches, slide_targets
@@ -30,7 +31,6 @@ from wsireview.learn.scoring import PatchScores, score_patches
 from wsireview.learn.train import BagData, TrainParams, cross_validate, fit, make_bag, predict, torch_threads
 from wsireview.workspace import Workspace
 
-DEFAULT_ENCODER = "effnet-lite0"
 ProgressCallback = Callable[[str, float], None]
 """``(what is running, fraction of the round done)``: how a screen follows a round."""
 INSERT_CHUNK = 50_000
@@ -84,19 +84,9 @@ class RoundResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def slides_missing_features(catalog: Catalog, encoder: str) -> list[int]:
-    """Ready slides with patches but no feature set for ``encoder``."""
-    have = set(feature_sets(catalog, encoder))
-    with catalog.session() as session:
-        with_patches = session.scalars(
-            select(Slide.id).join(Patch, Patch.slide_id == Slide.id).where(Slide.status == "ready").distinct()
-        ).all()
-    return sorted(set(with_patches) - have)
-
-
 def latest_version(catalog: Catalog, encoder: str | None = None) -> ModelVersion | None:
     with catalog.session() as session:
-        stmt = select(ModelVersion).where(ModelVersion.status == "ready")
+        stmt = select(ModelVersion).where(ModelVersion.status == READY)
         if encoder is not None:
             stmt = stmt.where(ModelVersion.encoder == encoder)
         return session.scalar(stmt.order_by(ModelVersion.id.desc()).limit(1))
@@ -193,10 +183,9 @@ def retrain(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    missing = slides_missing_features(catalog, encoder)
+    # The same rule as `wsireview embed`: a feature set whose file is gone is embedded again.
+    missing, _ = pending_slides(catalog, workspace, encoder)
     if missing:
-        from wsireview.features.embed import embed_slides
-
         console.print(f"Embedding {len(missing)} slide(s) with {encoder} first.")
         bar.start_embedding(encoder)
         embed_slides(catalog, workspace, encoder=encoder, progress=progress, on_patches=bar.embedded)
@@ -239,8 +228,8 @@ def retrain(
 
     t = time.perf_counter()
     report("scoring every patch and building the queue", 0.85)
-    with torch.no_grad(), torch_threads(params.threads):
-        preds = predict(model, data)
+    with torch_threads(params.threads):
+        preds = predict(model, data)  # predict runs under no_grad
     scores = score_patches([b.slide_id for b in bags], [b.patch_ids for b in bags], preds)
     slide_prob = {b.slide_id: p.slide_probability for b, p in zip(bags, preds)}
     features = np.concatenate([d.x.numpy() for d in data])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from wsireview.catalog import Catalog, ModelVersion, Review, ReviewQueueItem
+from wsireview.catalog import READY, Catalog, ModelVersion, Review, ReviewQueueItem
 
 
 def queued_patches(catalog: Catalog, model_version_id: int) -> int:
@@ -22,7 +22,7 @@ def model_status(catalog: Catalog) -> dict:
     """Latest ready model version: id, parent, encoder, metrics, label counts, queued patches."""
     with catalog.session() as session:
         version = session.scalar(
-            select(ModelVersion).where(ModelVersion.status == "ready").order_by(ModelVersion.id.desc()).limit(1)
+            select(ModelVersion).where(ModelVersion.status == READY).order_by(ModelVersion.id.desc()).limit(1)
         )
         versions = int(session.scalar(select(func.count()).select_from(ModelVersion)) or 0)
     if version is None:

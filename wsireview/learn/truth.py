@@ -16,7 +16,7 @@ import numpy as np
 from skimage.draw import polygon as fill_polygon
 from sqlalchemy import select
 
-from wsireview.catalog import Catalog, Patch, Slide
+from wsireview.catalog import READY, Catalog, Patch, Slide
 
 CELLS_PER_PATCH = 32  # cells a side: shares are exact to about 1/32 of a patch side
 
@@ -76,7 +76,7 @@ def truth_labels(catalog: Catalog, truth_dir: Path, threshold: float = 0.5) -> d
     if not truth_dir.is_dir():
         raise FileNotFoundError(f"truth folder not found: {truth_dir}")
     with catalog.session() as session:
-        slides = session.execute(select(Slide.id, Slide.path, Slide.name).where(Slide.status == "ready")).all()
+        slides = session.execute(select(Slide.id, Slide.path, Slide.name).where(Slide.status == READY)).all()
         patches = session.execute(select(Patch.id, Patch.slide_id, Patch.x, Patch.y, Patch.size)).all()
     by_slide: dict[int, list] = {}
     for row in patches:
@@ -95,8 +95,9 @@ def truth_labels(catalog: Catalog, truth_dir: Path, threshold: float = 0.5) -> d
         ys = np.array([r.y for r in rows], dtype=np.float64)
         sizes = {r.size for r in rows}
         share = np.zeros(len(rows))
+        polygons = read_polygons(geojson)
         for size in sizes:  # one patch size per slide in practice
             sel = np.array([r.size == size for r in rows])
-            share[sel] = lesion_share(read_polygons(geojson), xs[sel], ys[sel], size)
+            share[sel] = lesion_share(polygons, xs[sel], ys[sel], size)
         out.update({int(i): bool(s > threshold) for i, s in zip(ids, share)})
     return out
