@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from wsireview.catalog.queries import QueueEntry
 from wsireview.slides.reader import Slide, SlideError
@@ -59,30 +59,26 @@ class PatchSource:
                     old.close()
             return slide, self._slide_locks[path]
 
-    def patch(self, entry: QueueEntry) -> Image.Image:
-        """The patch at the resolution it was embedded at (``patch_size_px``, default 224)."""
-        out_px = entry.patch_size_px or self.patch_px
-        slide, lock = self._slide(entry.slide_path)
+    def _read(self, path: str, x: int, y: int, side0: int, out_px: int) -> Image.Image:
+        """A square field of ``side0`` level-0 pixels at ``out_px``, under the slide's lock."""
+        slide, lock = self._slide(path)
         try:
             with lock:
-                return slide.read_region(entry.x, entry.y, entry.size, out_px)
+                return slide.read_region(x, y, side0, out_px)
         except SlideError as error:
             raise PatchUnavailable(str(error)) from error
 
+    def patch(self, entry: QueueEntry) -> Image.Image:
+        """The patch at the resolution it was embedded at (``patch_size_px``, default 224)."""
+        return self._read(entry.slide_path, entry.x, entry.y, entry.size, entry.patch_size_px or self.patch_px)
+
     def context(self, entry: QueueEntry, factor: int = CONTEXT_FACTOR) -> Image.Image:
         """A ``factor``-times wider field around the patch, read at lower magnification, patch outlined."""
-        from PIL import ImageDraw
-
         out_px = entry.patch_size_px or self.patch_px
         side0 = entry.size * factor
         x0 = entry.x + entry.size // 2 - side0 // 2
         y0 = entry.y + entry.size // 2 - side0 // 2
-        slide, lock = self._slide(entry.slide_path)
-        try:
-            with lock:
-                image = slide.read_region(x0, y0, side0, out_px)
-        except SlideError as error:
-            raise PatchUnavailable(str(error)) from error
+        image = self._read(entry.slide_path, x0, y0, side0, out_px)
         scale = out_px / side0
         a = (entry.x - x0) * scale
         b = a + entry.size * scale

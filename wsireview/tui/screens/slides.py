@@ -54,6 +54,7 @@ class SlidesScreen(Screen):
         super().__init__()
         self.overlay = "plain"
         self.slides: dict[int, SlideOverview] = {}
+        self._shown_once = False  # the first resume is the mount itself: nothing to reload
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", classes="title")
@@ -96,7 +97,7 @@ class SlidesScreen(Screen):
         self.reload()
 
     def on_screen_resume(self) -> None:
-        if self.is_mounted and getattr(self, "_shown_once", False):
+        if self.is_mounted and self._shown_once:
             self.reload()  # back from triage or the model screen: counts changed
         self._shown_once = True
 

@@ -25,12 +25,11 @@ class SummaryScreen(Screen[str]):
         Binding("q", "app.quit", "Quit"),
     ]
 
-    def __init__(self, review_ids: list[int], skipped: int, queued: int, slide_id: int | None) -> None:
+    def __init__(self, review_ids: list[int], skipped: int, queued: int) -> None:
         super().__init__()
         self.review_ids = review_ids
         self.skipped = skipped
         self.queued = queued
-        self.slide_id = slide_id
 
     def compose(self) -> ComposeResult:
         yield Static("[b]Queue done[/b]", id="summary-title", classes="title")

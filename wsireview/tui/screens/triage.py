@@ -315,7 +315,7 @@ class TriageScreen(Screen):
         self._update_text()
         self.patch_view.show_message("Queue done.")
         self.app.push_screen(
-            SummaryScreen(list(self.session_reviews), len(self.skipped), len(self.entries), self.slide_id),
+            SummaryScreen(list(self.session_reviews), len(self.skipped), len(self.entries)),
             self._after_summary,
         )
 

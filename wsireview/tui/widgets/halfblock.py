@@ -55,18 +55,15 @@ def _style(fg: tuple[int, int, int], bg: tuple[int, int, int]) -> Style:
     return Style.from_color(Color.from_rgb(*fg), Color.from_rgb(*bg))
 
 
-def render_strips(image: Image.Image, cells_w: int, cells_h: int, pad: Style | None = None, fitted: bool = False) -> list[Strip]:
+def render_strips(image: Image.Image, cells_w: int, cells_h: int, pad: Style | None = None) -> list[Strip]:
     """``cells_h`` lines of exactly ``cells_w`` cells showing ``image`` centred in the box.
 
-    Pure and thread-safe: call it from a worker. ``fitted`` says the image is already sized to
-    the box (e.g. after drawing a marker on it at display resolution).
+    Pure and thread-safe: call it from a worker. An image already fitted to the box (e.g. with a
+    marker drawn at display resolution) is kept as it is.
     """
     if cells_w <= 0 or cells_h <= 0:
         return []
-    img = image.convert("RGB") if fitted else fit_image(image, cells_w, cells_h)
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.shape[0] > 2 * cells_h or arr.shape[1] > cells_w:
-        arr = arr[: 2 * cells_h, :cells_w]
+    arr = np.asarray(fit_image(image, cells_w, cells_h), dtype=np.uint8)
     if arr.shape[0] % 2:
         fill = np.asarray(pad.bgcolor.get_truecolor() if pad and pad.bgcolor else (0, 0, 0), dtype=np.uint8)
         arr = np.concatenate([arr, np.broadcast_to(fill, (1, arr.shape[1], 3))], axis=0)
@@ -108,9 +105,8 @@ def source_strips(source: ImageSource, cells_w: int, cells_h: int, pad: Style | 
     """The lines for an image source in a box (thread-safe)."""
     if cells_w <= 0 or cells_h <= 0:
         return []
-    if callable(source):
-        return render_strips(source((cells_w, cells_h)), cells_w, cells_h, pad, fitted=True)
-    return render_strips(source, cells_w, cells_h, pad)
+    image = source((cells_w, cells_h)) if callable(source) else source
+    return render_strips(image, cells_w, cells_h, pad)
 
 
 def message_strips(text: str, cells_w: int, cells_h: int, style: Style | None = None) -> list[Strip]:
@@ -138,11 +134,11 @@ class HalfBlockImage(Widget):
     """
     CACHE_SIZE = 12
 
-    def __init__(self, message: str = "", *, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._source: ImageSource | None = None
         self._key: Hashable | None = None
-        self._message = message
+        self._message = ""
         self._strips: list[Strip] = []
         self._box = (0, 0)
         self._pad = Style()
@@ -164,9 +160,13 @@ class HalfBlockImage(Widget):
         strips = source_strips(source, w, h, self._pad)
         with self._lock:
             if box == self._box:  # a resize while rendering would file these lines under the wrong box
-                self._cache[(key, w, h)] = strips
-                while len(self._cache) > self.CACHE_SIZE:
-                    self._cache.popitem(last=False)
+                self._store((key, w, h), strips)
+
+    def _store(self, cache_key: tuple, strips: list[Strip]) -> None:
+        """Keep the newest ``CACHE_SIZE`` renders (call with the lock held)."""
+        self._cache[cache_key] = strips
+        while len(self._cache) > self.CACHE_SIZE:
+            self._cache.popitem(last=False)
 
     def is_cached(self, key: Hashable) -> bool:
         w, h = self.box
@@ -202,7 +202,7 @@ class HalfBlockImage(Widget):
             return message_strips(self._message, w, h, self.rich_style)
         strips = source_strips(self._source, w, h, self._pad)
         with self._lock:
-            self._cache[(self._key, w, h)] = strips
+            self._store((self._key, w, h), strips)
         return strips
 
     def on_resize(self) -> None:

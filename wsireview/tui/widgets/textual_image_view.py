@@ -38,9 +38,6 @@ def _with_show(base):
         def prerender(self, key: Hashable, source: ImageSource) -> None:
             """Nothing to prepare: these renderers convert at draw time."""
 
-        def is_cached(self, key: Hashable) -> bool:
-            return False
-
         def show(self, key: Hashable, source: ImageSource) -> None:
             self._key = key
             self.image = source(self._box if min(self._box) > 0 else (80, 40)) if callable(source) else source
