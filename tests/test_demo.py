@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 import openslide
 import pytest
 from PIL import Image
+from scipy import ndimage
 from skimage.color import rgb2hed
 from skimage.draw import polygon as fill_polygon
 from sqlalchemy import func, select
@@ -142,8 +142,6 @@ def test_lesions_are_drawn_where_the_ground_truth_says(demo_cohort):
         tissue = read_mask(demo_cohort / entry["tissue_mask"])
         polygons = _polygons(demo_cohort, stem)
         near_lesion = _rasterise(polygons, tissue.shape, ds)
-        from scipy import ndimage
-
         far = tissue & ~ndimage.binary_dilation(near_lesion, iterations=80)
         far = ndimage.binary_erosion(far, iterations=40)
         with openslide.OpenSlide(str(demo_cohort / entry["path"])) as slide:

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import uuid
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def manifest(out: Path) -> list[dict]:
 
 def patch_ids(ws: Workspace) -> list[int]:
     """The slide's patch ids in reading order: SCRIPT's indices point into this list."""
-    with _closing(open_catalog(ws.db_url)) as cat, cat.session() as s:
+    with closing(open_catalog(ws.db_url)) as cat, cat.session() as s:
         return list(s.scalars(select(Patch.id).order_by(Patch.y, Patch.x)))
 
 
@@ -185,7 +186,7 @@ def test_imagefolder_pixels_equal_openslide(reviewed, shared_slides, tmp_path):
     rows = manifest(out)
     assert len(rows) == len(CASES[()])
     osr = openslide.OpenSlide(str(shared_slides / SLIDE))
-    with _closing(open_catalog(reviewed.db_url)) as cat, cat.session() as s:
+    with closing(open_catalog(reviewed.db_url)) as cat, cat.session() as s:
         geometry = {p.id: (p.x, p.y, p.size) for p in s.scalars(select(Patch))}
     for r in rows:
         x, y, size = geometry[int(r["patch_id"])]
@@ -218,7 +219,7 @@ def test_patch_size_and_mpp_override_keep_centre(reviewed, shared_slides, tmp_pa
     assert export(reviewed, out, "imagefolder", "--patch-size", "64", "--mpp", "1.0", "--label", "lesion") == 0
     rows = manifest(out)
     size0 = round(64 * 1.0 / 0.499)
-    with _closing(open_catalog(reviewed.db_url)) as cat, cat.session() as s:
+    with closing(open_catalog(reviewed.db_url)) as cat, cat.session() as s:
         geometry = {p.id: (p.x, p.y, p.size) for p in s.scalars(select(Patch))}
     for r in rows:
         x, y, size = geometry[int(r["patch_id"])]
@@ -298,7 +299,7 @@ def test_clam_h5_layout_and_reads(reviewed, shared_slides, tmp_path):
     assert "unsure" in labels
     # ... and with the catalog itself: the expected patches at their catalogued level-0 corners.
     ids = patch_ids(reviewed)
-    with _closing(open_catalog(reviewed.db_url)) as cat, cat.session() as s:
+    with closing(open_catalog(reviewed.db_url)) as cat, cat.session() as s:
         corners = {p.id: (p.x, p.y) for p in s.scalars(select(Patch))}
     expected = CASES[("--include-unsure",)]
     assert sorted(zip(coords[:, 0].tolist(), coords[:, 1].tolist(), labels)) == sorted(
@@ -337,7 +338,7 @@ def test_anonymize_leaves_no_slide_name(reviewed, tmp_path):
         blob = _all_bytes(out).lower()  # (3-byte strings turn up in compressed pixels by chance)
         assert b"cmu-1" not in blob and b"small-region" not in blob and b"small_region" not in blob
         assert b"/shared/" not in blob and b".svs" not in blob  # no path either
-    with _closing(open_catalog(reviewed.db_url)) as cat, cat.session() as s:
+    with closing(open_catalog(reviewed.db_url)) as cat, cat.session() as s:
         slide = s.scalars(select(Slide)).one()
         pseudonym = anonymous_name(slide.content_hash, slide.path)
     assert {r["slide"] for r in manifest(outs[0])} == {pseudonym}
@@ -381,7 +382,7 @@ def test_interrupted_export_leaves_no_out(reviewed, tmp_path, monkeypatch):
 
     monkeypatch.setattr(imagefolder, "save_png", failing)
     out = tmp_path / "out"
-    with _closing(open_catalog(reviewed.db_url)) as cat:
+    with closing(open_catalog(reviewed.db_url)) as cat:
         with pytest.raises(OSError, match="simulated"):
             run_export(cat, reviewed, out, ExportOptions(format="imagefolder"), progress=False)
         assert not out.exists()
@@ -409,23 +410,10 @@ def test_non_empty_out_refused_without_force(reviewed, tmp_path, capsys):
     empty.mkdir()
     assert export(reviewed, empty, "csv") == 0  # an empty folder is fine
     # --force never replaces the workspace (it holds the catalog).
-    with _closing(open_catalog(reviewed.db_url)) as cat:
+    with closing(open_catalog(reviewed.db_url)) as cat:
         with pytest.raises(ExportError, match="refusing"):
             run_export(cat, reviewed, reviewed.root, ExportOptions(format="csv", force=True), progress=False)
     assert (reviewed.root / "catalog.sqlite").exists()
-
-
-class _closing:
-    """Close a catalog on leaving a with-block."""
-
-    def __init__(self, cat):
-        self.cat = cat
-
-    def __enter__(self):
-        return self.cat
-
-    def __exit__(self, *exc):
-        self.cat.close()
 
 
 def test_missing_slide_file_is_reported_not_hidden(ws, tmp_path, capsys):

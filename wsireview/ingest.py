@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 
 from wsireview.catalog import FAILED, MISSING, READY, Catalog, Patch, Slide
 from wsireview.slides.reader import Slide as SlideFile
-from wsireview.slides.reader import SlideError, explain_open_error, file_hash
+from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, SlideError, explain_open_error, file_hash
 from wsireview.slides.tiling import patch_grid
 from wsireview.slides.tissue import tissue_mask, tissue_overlay
 from wsireview.workspace import Workspace
@@ -30,8 +30,6 @@ SLIDE_SUFFIXES = {
     ".czi", ".png", ".jpg", ".jpeg", ".bmp",
 }
 THUMBNAIL_SIDE = 1024
-DEFAULT_PATCH_SIZE = 224
-DEFAULT_TARGET_MPP = 0.5
 DEFAULT_MIN_TISSUE = 0.5
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS
-from wsireview.ingest import DEFAULT_MIN_TISSUE, DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, add_paths
+from wsireview.ingest import DEFAULT_MIN_TISSUE, add_paths
+from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP
 
 
 def register(sub) -> None:

@@ -7,6 +7,7 @@ pen marks and dust stay on bare glass; the numbers it picks are all a slide need
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage
@@ -45,10 +46,11 @@ def plan_slide(seed: int, index: int, width: int, height: int) -> SlideSpec:
     grid = _CoarseGrid(width, height)
     spec = _fit_coverage(spec, grid, target=float(rng.uniform(0.5, 0.62)))
     tissue = spec.tissue_field(grid.xs, grid.ys) > 0
+    depth = _depth(tissue, grid.step)
     if spec.label == LESION:
-        spec = _add_lesions(spec, rng, grid, tissue)
+        spec = _add_lesions(spec, rng, grid, tissue, depth)
     if FOLD in spec.artifacts:
-        spec = _add_fold(spec, rng, grid, tissue)
+        spec = _add_fold(spec, rng, grid, depth)
     glass = ~ndimage.binary_dilation(tissue, iterations=3)
     if PEN in spec.artifacts:
         spec, glass = _add_pens(spec, rng, grid, glass)
@@ -98,18 +100,24 @@ def _fit_coverage(spec: SlideSpec, grid: _CoarseGrid, target: float) -> SlideSpe
         factor = math.sqrt(target / max(coverage, 1e-3))
         if abs(factor - 1.0) < 0.02:
             break
-        spec = _replace(spec, pieces=tuple(p.scaled(factor) for p in spec.pieces))
+        spec = replace(spec, pieces=tuple(p.scaled(factor) for p in spec.pieces))
     return spec
 
 
-def _add_lesions(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, tissue: np.ndarray) -> SlideSpec:
+def _depth(mask: np.ndarray, step: int) -> np.ndarray:
+    """Distance (level-0 px) from each pixel of ``mask`` to the nearest pixel outside it or the slide's edge."""
+    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1] * step
+
+
+def _add_lesions(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, tissue: np.ndarray,
+                 depth: np.ndarray) -> SlideSpec:
+    """Place lesions deep inside tissue (``depth``: level-0 px to the tissue's edge)."""
     tissue_area = float(tissue.sum()) * grid.step**2
     share = float(rng.uniform(*LESION_SHARE))
     n = int(rng.integers(1, 4))
     while n > 1 and share * tissue_area / n < math.pi * (MIN_LESION_DIAMETER / 2) ** 2:
         n -= 1
     radius = math.sqrt(share * tissue_area / n / math.pi)
-    depth = ndimage.distance_transform_edt(np.pad(tissue, 1))[1:-1, 1:-1] * grid.step
     lesions: list[Ellipse] = []
     taken = np.zeros_like(tissue)
     for _ in range(n):
@@ -122,14 +130,14 @@ def _add_lesions(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, t
         lesions.append(les)
         yy, xx = np.meshgrid(grid.ys, grid.xs, indexing="ij")
         taken |= np.hypot(xx - les.cx, yy - les.cy) < 4 * radius
-    spec = _replace(spec, lesions=tuple(lesions), lesion_cells=(radius * 0.7, radius * 0.3))
+    spec = replace(spec, lesions=tuple(lesions), lesion_cells=(radius * 0.7, radius * 0.3))
     # The noise changes the area: measure it and rescale once so the share hits the target.
     for _ in range(2):
         area = lesion_area(spec)
         if area <= 0:
             break
         factor = math.sqrt(share * tissue_area / area)
-        spec = _replace(spec, lesions=tuple(les.scaled(factor) for les in spec.lesions))
+        spec = replace(spec, lesions=tuple(les.scaled(factor) for les in spec.lesions))
     return spec
 
 
@@ -137,20 +145,15 @@ def lesion_area(spec: SlideSpec, step: float = 2.0) -> float:
     """Level-0 area of the lesions, measured on the fields at ``step`` px."""
     total = 0.0
     for les in spec.lesions:
-        x0, y0, x1, y1 = les.bbox(1.6)
-        xs = pixel_centres(x0, math.ceil((x1 - x0) / step), step)
-        ys = pixel_centres(y0, math.ceil((y1 - y0) / step), step)
-        field = spec.lesion_field(xs, ys, spec.tissue_field(xs, ys))
-        # Count each lesion's own ellipse region only (lesions are far apart).
-        own = les.distance(xs, ys) < 1.6
-        total += float(((field > 0) & own).sum()) * step * step
+        _, _, field = spec.own_lesion_field(les, step)
+        total += float((field > 0).sum()) * step * step
     return total
 
 
-def _add_fold(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, tissue: np.ndarray) -> SlideSpec:
+def _add_fold(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, depth: np.ndarray) -> SlideSpec:
+    """Lay a fold across thick tissue (``depth``: level-0 px to the tissue's edge), clear of the lesions."""
     side = spec.size
-    depth = ndimage.distance_transform_edt(np.pad(tissue, 1))[1:-1, 1:-1] * grid.step
-    lesion_zone = np.zeros_like(tissue)
+    lesion_zone = np.zeros(depth.shape, dtype=bool)
     for les in spec.lesions:
         lesion_zone |= les.distance(grid.xs, grid.ys) < 2.0
     for _ in range(30):
@@ -164,22 +167,18 @@ def _add_fold(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, tiss
             wavelength=float(rng.uniform(0.2, 0.4)) * side, phase=float(rng.uniform(0, 2 * math.pi)),
         )
         if not ((fold.alpha(grid.xs, grid.ys) > 0) & lesion_zone).any():
-            return _replace(spec, fold=fold)
+            return replace(spec, fold=fold)
     return spec
 
 
-def _glass_depth(glass: np.ndarray, step: int) -> np.ndarray:
-    """Distance (level-0 px) from each glass pixel to tissue or the slide's edge."""
-    return ndimage.distance_transform_edt(np.pad(glass, 1))[1:-1, 1:-1] * step
-
-
-def _add_pens(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, glass: np.ndarray):
+def _add_pens(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid,
+              glass: np.ndarray) -> tuple[SlideSpec, np.ndarray]:
     side = spec.size
     inks = list(INKS)
     pens: list[PenArc] = []
     glass = glass.copy()
     for k in range(int(rng.integers(1, 3))):
-        depth = _glass_depth(glass, grid.step)
+        depth = _depth(glass, grid.step)
         half_width = float(rng.uniform(0.006, 0.010)) * side
         best = float(depth.max())
         point = grid.pick(rng, depth >= 0.85 * best)
@@ -195,11 +194,11 @@ def _add_pens(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, glas
         pens.append(pen)
         yy, xx = np.meshgrid(grid.ys, grid.xs, indexing="ij")
         glass &= np.hypot(xx - pen.cx, yy - pen.cy) > pen.radius * 1.1 + 2 * half_width
-    return _replace(spec, pens=tuple(pens)), glass
+    return replace(spec, pens=tuple(pens)), glass
 
 
 def _add_dust(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, glass: np.ndarray) -> SlideSpec:
-    depth = _glass_depth(glass, grid.step)
+    depth = _depth(glass, grid.step)
     specks: list[Speck] = []
     for _ in range(int(rng.integers(12, 30))):
         radius = float(rng.choice([rng.uniform(5, 14), rng.uniform(14, 32)], p=[0.7, 0.3]))
@@ -210,10 +209,4 @@ def _add_dust(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, glas
             cx=point[0], cy=point[1], radius=radius, angle=float(rng.uniform(0, math.pi)),
             elongation=float(rng.uniform(0.5, 1.0)), density=float(rng.uniform(0.6, 1.3)),
         ))
-    return _replace(spec, specks=tuple(specks))
-
-
-def _replace(spec: SlideSpec, **changes) -> SlideSpec:
-    from dataclasses import replace
-
-    return replace(spec, **changes)
+    return replace(spec, specks=tuple(specks))

@@ -63,39 +63,12 @@ def value_noise(xs: np.ndarray, ys: np.ndarray, cell: float | tuple[float, float
     return (wy @ (lattice * 2.0 - 1.0)) @ wx.T
 
 
-def value_noise_points(px: np.ndarray, py: np.ndarray, cell: float, key: int) -> np.ndarray:
-    """The same noise as :func:`value_noise`, at scattered points."""
-    u = px / cell - 0.5
-    v = py / cell - 0.5
-    i0 = np.floor(u).astype(np.int64)
-    j0 = np.floor(v).astype(np.int64)
-    t = (u - i0).astype(np.float32)
-    r = (v - j0).astype(np.float32)
-    sx = t * t * (3.0 - 2.0 * t)
-    sy = r * r * (3.0 - 2.0 * r)
-    n00 = hash_uniform(i0, j0, key) * 2.0 - 1.0
-    n10 = hash_uniform(i0 + 1, j0, key) * 2.0 - 1.0
-    n01 = hash_uniform(i0, j0 + 1, key) * 2.0 - 1.0
-    n11 = hash_uniform(i0 + 1, j0 + 1, key) * 2.0 - 1.0
-    return (1 - sy) * ((1 - sx) * n00 + sx * n10) + sy * ((1 - sx) * n01 + sx * n11)
-
-
 def fbm(xs: np.ndarray, ys: np.ndarray, cells: Sequence[float], key: int, gain: float = 0.5) -> np.ndarray:
     """Fractal sum of value-noise octaves (coarse to fine), normalised to about [-1, 1]."""
     total = np.zeros((ys.size, xs.size), dtype=np.float32)
     amp, norm = 1.0, 0.0
     for octave, cell in enumerate(cells):
         total += amp * value_noise(xs, ys, cell, key + 7919 * (octave + 1))
-        norm += amp
-        amp *= gain
-    return total / np.float32(norm)
-
-
-def fbm_points(px: np.ndarray, py: np.ndarray, cells: Sequence[float], key: int, gain: float = 0.5) -> np.ndarray:
-    total = np.zeros(np.broadcast(px, py).shape, dtype=np.float32)
-    amp, norm = 1.0, 0.0
-    for octave, cell in enumerate(cells):
-        total += amp * value_noise_points(px, py, cell, key + 7919 * (octave + 1))
         norm += amp
         amp *= gain
     return total / np.float32(norm)

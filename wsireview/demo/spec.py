@@ -7,15 +7,19 @@ pyramid levels and the ground truth all agree by construction.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from wsireview.demo.noise import fbm
+from wsireview.demo.noise import fbm, pixel_centres
 
 LESION = "lesion"
 NORMAL = "normal"
 PEN, DUST, FOLD = "pen", "dust", "fold"
+
+# A lesion's field can be positive only this far from its centre (elliptical distance, 1 on its outline).
+LESION_REACH = 1.6
 
 # Ink optical densities (R, G, B absorbance) of the pen colours pathologists use.
 INKS: dict[str, tuple[float, float, float]] = {
@@ -167,7 +171,7 @@ class SlideSpec:
 
     def lesion_field(self, xs: np.ndarray, ys: np.ndarray, tissue: np.ndarray) -> np.ndarray | None:
         """Positive inside a lesion (always inside tissue), or None where no lesion is near."""
-        near = [les for les in self.lesions if _overlaps(les.bbox(1.6), xs, ys)]
+        near = [les for les in self.lesions if _overlaps(les.bbox(LESION_REACH), xs, ys)]
         if not near:
             return None
         shape = np.full((ys.size, xs.size), -np.inf, dtype=np.float32)
@@ -175,6 +179,19 @@ class SlideSpec:
             np.maximum(shape, 1.0 - les.distance(xs, ys), out=shape)
         shape += np.float32(0.35) * fbm(xs, ys, self.lesion_cells, self.keys[1])
         return np.minimum(shape, tissue)
+
+    def own_lesion_field(self, les: Ellipse, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(xs, ys, field)``: the lesion field sampled every ``step`` level-0 px around ``les``.
+
+        The field is -1 outside ``les``'s own region, so each lesion is measured on its own
+        (lesions are planned far apart).
+        """
+        x0, y0, x1, y1 = les.bbox(LESION_REACH)
+        xs = pixel_centres(x0, math.ceil((x1 - x0) / step), step)
+        ys = pixel_centres(y0, math.ceil((y1 - y0) / step), step)
+        field = self.lesion_field(xs, ys, self.tissue_field(xs, ys))
+        assert field is not None  # the grid covers ``les`` itself
+        return xs, ys, np.where(les.distance(xs, ys) < LESION_REACH, field, -1.0)
 
     def fold_alpha(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray | None:
         if self.fold is None or not _overlaps(self.fold.bbox(), xs, ys):

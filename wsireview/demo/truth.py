@@ -43,11 +43,7 @@ def lesion_polygons(spec: SlideSpec) -> list[list[list[tuple[float, float]]]]:
     polygons: list[list[list[tuple[float, float]]]] = []
     step = POLYGON_STEP
     for les in spec.lesions:
-        x0, y0, x1, y1 = les.bbox(1.6)
-        xs = pixel_centres(x0, math.ceil((x1 - x0) / step), step)
-        ys = pixel_centres(y0, math.ceil((y1 - y0) / step), step)
-        field = spec.lesion_field(xs, ys, spec.tissue_field(xs, ys))
-        field = np.where(les.distance(xs, ys) < 1.6, field, -1.0)
+        xs, ys, field = spec.own_lesion_field(les, step)
         field = np.pad(field, 1, constant_values=-1.0)
         rings = []
         for contour in find_contours(field, 0.0):

@@ -58,10 +58,10 @@ def level0_magnification(info: SlideInfo) -> float:
     return float("nan")
 
 
-def write_slide(path: Path, info: SlideInfo, patches: list[ExportPatch]) -> None:
+def write_slide(path: Path, info: SlideInfo, patches: list[ExportPatch], dims: list[tuple[int, int]]) -> None:
+    """One h5 of ``patches`` (all one size); ``dims`` are the slide's level sizes (:func:`level_dimensions`)."""
     size0 = patches[0].size0
     out_px = patches[0].out_px
-    dims = level_dimensions(info)
     level = best_level(info.level_downsamples, size0 / out_px)
     level = min(level, len(dims) - 1)
     ds = info.level_downsamples[level]
@@ -103,13 +103,14 @@ def write(out_dir: Path, plan: ExportPlan, advance: Callable[[int], None]) -> li
     files = []
     for slide_id, patches in plan.by_slide().items():
         info = plan.slides[slide_id]
+        dims = level_dimensions(info)
         # One h5 holds one patch size: group by level-0 side (a catalog may hold several grids).
         sizes = sorted({(p.size0, p.out_px) for p in patches})
         for size0, out_px in sizes:
             group = [p for p in patches if (p.size0, p.out_px) == (size0, out_px)]
             suffix = "" if len(sizes) == 1 else f"_s{size0}"
             path = folder / f"{info.stem}{suffix}.h5"
-            write_slide(path, info, group)
+            write_slide(path, info, group, dims)
             files.append(path)
             advance(len(group))
     return files

@@ -17,11 +17,9 @@ from sqlalchemy import select
 from wsireview.catalog import Catalog, Slide
 from wsireview.export.naming import anonymous_name, unique_stems
 from wsireview.export.selection import LabeledPatch
-from wsireview.slides.reader import patch_resolution, plausible_mpp
+from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, patch_resolution, plausible_mpp
 from wsireview.workspace import Workspace
 
-DEFAULT_PATCH_PX = 224
-DEFAULT_TARGET_MPP = 0.5
 # Namespace of the stable feature ids (uuid5 of the slide's pseudonym and the square).
 ID_NAMESPACE = uuid.UUID("5d0c7a52-8a53-4c1e-9f0e-2f7d5b3f6a11")
 
@@ -81,7 +79,7 @@ def level0_side(slide: SlideInfo, out_px: int, target_mpp: float) -> int:
 def place(item: LabeledPatch, slide: SlideInfo, catalog_px: int | None, patch_size: int | None,
           mpp: float | None) -> ExportPatch:
     """Put one patch at the requested resolution, keeping its centre."""
-    out_px = patch_size or catalog_px or DEFAULT_PATCH_PX
+    out_px = patch_size or catalog_px or DEFAULT_PATCH_SIZE
     if patch_size is None and mpp is None:
         size0, x, y = item.size, item.x, item.y
     else:

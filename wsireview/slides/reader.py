@@ -14,6 +14,10 @@ from PIL import Image, UnidentifiedImageError
 # defaults (a plain TIFF at 72 dpi reads as 352.8 µm/px) and are not used to size patches.
 PLAUSIBLE_MPP = (0.05, 20.0)
 
+# The patch grid ingest builds and export falls back to: 224 px squares at 0.5 µm/px (20x).
+DEFAULT_PATCH_SIZE = 224
+DEFAULT_TARGET_MPP = 0.5
+
 # Plain images are decoded whole; guard against decompression bombs but allow big scans.
 Image.MAX_IMAGE_PIXELS = 2_000_000_000
 
