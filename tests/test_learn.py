@@ -304,3 +304,48 @@ def test_pca_on_fewer_patches_than_components():
     z = pre.transform(few)
     assert z.shape == (41, 40) and np.isfinite(z).all()
     assert np.allclose(z.std(0), 1.0, atol=0.05)  # whitened: every kept component has unit spread
+
+
+def test_roc_auc_counts_ties_half_and_matches_scipy_ranks():
+    from scipy.stats import rankdata
+
+    from wsireview.learn.metrics import average_ranks
+
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, size=200).astype(float)  # many ties
+    labels = rng.random(200) < 0.3
+    np.testing.assert_allclose(average_ranks(scores), rankdata(scores))
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    pairs = scores[labels][:, None] - scores[~labels][None, :]
+    by_pairs = ((pairs > 0).sum() + 0.5 * (pairs == 0).sum()) / (n_pos * n_neg)
+    assert roc_auc(labels, scores) == pytest.approx(by_pairs)
+    assert roc_auc([0, 1, 1], [0.2, 0.2, 0.9]) == pytest.approx(0.75)
+    assert roc_auc([1, 1], [0.1, 0.2]) is None
+
+
+def test_bag_sampler_keeps_reviewed_and_contrast_rows_and_pads_small_bags():
+    """A large bag gives every reviewed patch and its top label-contrast patches at every step plus
+    a random fill; a small bag is used whole, padded and masked to the batch width."""
+    from wsireview.learn.train import BagSampler, contrast_direction, make_bag
+
+    rng = np.random.default_rng(0)
+    params = TrainParams(max_instances=16, candidate_share=0.25)
+    big_x = torch.from_numpy(rng.normal(size=(500, 4)).astype(np.float32))
+    big_x[[7, 99, 250, 311], 0] += 10.0  # the four patches along the contrast direction
+    big = make_bag(1, big_x, 1.0, np.array([3, 480]), np.array([1.0, 0.0]))
+    small = make_bag(2, torch.from_numpy(rng.normal(size=(5, 4)).astype(np.float32)), 0.0,
+                     np.zeros(0, np.int64), np.zeros(0))
+    direction = contrast_direction([big, small])
+    assert int(direction.abs().argmax()) == 0
+    sampler = BagSampler([big, small], direction, params)
+    seen = set()
+    for _ in range(20):
+        batch = sampler.draw([0, 1], rng)
+        assert batch.x.shape == (2, 16, 4) and batch.targets == [1.0, 0.0]
+        rows = [int(torch.nonzero((big_x == r).all(1))[0]) for r in batch.x[0]]
+        assert {3, 480, 7, 99, 250, 311} <= set(rows)
+        assert batch.inst[0].isnan().sum() == 14 and sorted(batch.inst[0][~batch.inst[0].isnan()].tolist()) == [0.0, 1.0]
+        seen.update(rows)
+        assert batch.mask[1].tolist() == [True] * 5 + [False] * 11
+        assert torch.equal(batch.x[1, :5], small.x)
+    assert len(seen) > 100  # the fill changes from step to step

@@ -1,9 +1,19 @@
-"""Ranking metrics without scikit-learn: ROC AUC (ties counted half) and accuracy."""
+"""Ranking metrics without scikit-learn: ROC AUC (ties counted half) and accuracy.
+
+Ranks are computed with numpy: ``scipy.stats.rankdata`` would do the same but importing
+``scipy.stats`` costs about 1.4 s, a seventh of a retrain round's budget.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``values``, tied values sharing the mean of their ranks."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)  # the highest rank in each group of equal values
+    return (upper - (counts - 1) / 2.0)[inverse.ravel()]
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -14,7 +24,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     n_neg = int(labels.size - n_pos)
     if n_pos == 0 or n_neg == 0:
         return None
-    ranks = rankdata(scores)
+    ranks = average_ranks(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 

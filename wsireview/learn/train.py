@@ -63,8 +63,6 @@ class BagData:
     x: torch.Tensor  # (N, K) float32
     target: float | None  # 1 / 0 / None (no label)
     inst: torch.Tensor  # (N,) float32 instance labels, NaN where the patch has none
-    priority: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # always-sampled rows
-    rest: np.ndarray | None = None  # the other rows (computed on first use)
 
     @property
     def labelled(self) -> bool:
@@ -82,40 +80,75 @@ def make_bag(slide_id: int, x: torch.Tensor, target: float | None, positions: np
     return BagData(slide_id, x, target, inst)
 
 
-def set_candidates(bags: list[BagData], train: list[int], params: TrainParams) -> None:
-    """Pick each large bag's always-sampled rows: reviewed patches and top label-contrast patches."""
-    pos = [bags[i].x for i in train if bags[i].target == 1]
-    neg = [bags[i].x for i in train if bags[i].target == 0]
-    direction = None
-    if pos and neg:
-        direction = torch.cat(pos).mean(0) - torch.cat(neg).mean(0)
-    n_top = int(params.max_instances * params.candidate_share)
-    for b in bags:
-        if b.x.shape[0] <= params.max_instances:
-            b.priority, b.rest = np.zeros(0, np.int64), None
-            continue
-        reviewed = np.flatnonzero(~torch.isnan(b.inst).numpy())
-        top = np.zeros(0, np.int64)
-        if direction is not None:
-            top = torch.topk(b.x @ direction, min(n_top, b.x.shape[0])).indices.numpy()
-        b.priority = np.unique(np.concatenate([reviewed, top]))[: params.max_instances]
-        b.rest = None
+def contrast_direction(bags: list[BagData]) -> torch.Tensor | None:
+    """Mean patch of the positive slides minus mean patch of the negative ones (None without both)."""
+    means = {}
+    for cls in (1.0, 0.0):
+        members = [b.x for b in bags if b.target == cls]
+        if not members:
+            return None
+        means[cls] = torch.stack([x.sum(0) for x in members]).sum(0) / sum(x.shape[0] for x in members)
+    return means[1.0] - means[0.0]
 
 
-def sample(b: BagData, params: TrainParams, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A bag's rows for one step: all of a small bag, else priority rows plus a random fill.
+@dataclass
+class Batch:
+    """Rows of several bags, padded to one width: what a training step sees."""
 
-    The fill is drawn with replacement from the non-priority rows (a rare repeat is harmless and
-    the draw costs microseconds instead of a permutation of the whole bag).
+    x: torch.Tensor  # (B, W, K)
+    inst: torch.Tensor  # (B, W), NaN where unknown or padding
+    mask: torch.Tensor  # (B, W) True for real rows
+    targets: list[float | None]
+
+
+class BagSampler:
+    """Draws the rows of a batch of bags with one gather from all bags packed together.
+
+    A bag of at most ``max_instances`` patches is used whole. A larger one gives its priority rows
+    (every reviewed patch and its top patches along the label-contrast direction) plus a random
+    fill drawn with replacement from its other rows (a rare repeat is harmless and the draw costs
+    microseconds instead of a permutation of the whole bag).
     """
-    n = b.x.shape[0]
-    if n <= params.max_instances:
-        return b.x, b.inst
-    fill = params.max_instances - b.priority.size
-    if b.rest is None:
-        b.rest = np.setdiff1d(np.arange(n), b.priority, assume_unique=True)
-    idx = torch.from_numpy(np.concatenate([b.priority, b.rest[rng.integers(0, b.rest.size, fill)]]))
-    return b.x[idx], b.inst[idx]
+
+    def __init__(self, bags: list[BagData], direction: torch.Tensor | None, params: TrainParams) -> None:
+        self.bags = bags
+        self.limit = params.max_instances
+        self.sizes = np.array([b.x.shape[0] for b in bags], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self.width = int(min(self.limit, self.sizes.max(initial=0)))
+        self.x = torch.cat([b.x for b in bags]) if bags else None
+        self.inst = torch.cat([b.inst for b in bags]) if bags else None
+        n_top = int(params.max_instances * params.candidate_share)
+        self.priority: list[np.ndarray] = []
+        self.rest: list[np.ndarray] = []
+        for b in bags:
+            n = b.x.shape[0]
+            if n <= self.limit:
+                self.priority.append(np.arange(n))
+                self.rest.append(np.zeros(0, np.int64))
+                continue
+            reviewed = np.flatnonzero(~torch.isnan(b.inst).numpy())
+            top = torch.topk(b.x @ direction, min(n_top, n)).indices.numpy() if direction is not None else reviewed[:0]
+            priority = np.unique(np.concatenate([reviewed, top]))[: self.limit]
+            self.priority.append(priority)
+            self.rest.append(np.setdiff1d(np.arange(n), priority, assume_unique=True))
+
+    def draw(self, which: list[int], rng: np.random.Generator) -> Batch:
+        """The rows of bags ``which`` (indices into the sampler's bags) for one step."""
+        index = np.zeros((len(which), self.width), np.int64)
+        mask = np.zeros((len(which), self.width), bool)
+        for row, j in enumerate(which):
+            rows = self.priority[j]
+            fill = min(self.limit, self.sizes[j]) - rows.size
+            if fill > 0:
+                rows = np.concatenate([rows, self.rest[j][rng.integers(0, self.rest[j].size, fill)]])
+            index[row, : rows.size] = self.offsets[j] + rows
+            mask[row, : rows.size] = True
+        flat = torch.from_numpy(index.reshape(-1))
+        mask_t = torch.from_numpy(mask)
+        x = self.x[flat].view(len(which), self.width, -1)
+        inst = self.inst[flat].view(len(which), self.width).masked_fill(~mask_t, float("nan"))
+        return Batch(x, inst, mask_t, [self.bags[j].target for j in which])
 
 
 @dataclass
@@ -174,11 +207,8 @@ def distillation_loss(att: torch.Tensor, inst: torch.Tensor, mask: torch.Tensor,
     return (pos_loss + neg_loss).mean()
 
 
-def batch_loss(model: GatedAttentionMIL, xs: list[torch.Tensor], insts: list[torch.Tensor],
-               targets: list[float | None], params: TrainParams, slide_only: bool = False) -> torch.Tensor:
-    x, mask = pad_bags(xs)
-    inst_y, _ = pad_bags([i[:, None] for i in insts])
-    inst_y = inst_y.squeeze(-1).masked_fill(~mask, float("nan"))
+def batch_loss(model: GatedAttentionMIL, batch: Batch, params: TrainParams, slide_only: bool = False) -> torch.Tensor:
+    x, mask, inst_y, targets = batch.x, batch.mask, batch.inst, batch.targets
     out = model(x, mask)
     inst = out["instance_logit"].masked_fill(~mask, 0.0)
     terms = []
@@ -233,12 +263,14 @@ def fit(
         else:
             train_idx, val_idx = list(range(len(bags))), []
         max_epochs = epochs if epochs is not None else params.max_epochs
-        set_candidates(bags, train_idx, params)
-        model = GatedAttentionMIL(bags[0].x.shape[1], params.hidden, params.attention, params.dropout)
-        optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, foreach=True)
         train = [bags[i] for i in train_idx if bags[i].labelled or bags[i].reviewed]
         val = [bags[i] for i in val_idx]
-        val_rows = [sample(b, params, np.random.default_rng([seed, 7])) for b in val]
+        direction = contrast_direction([bags[i] for i in train_idx])
+        sampler = BagSampler(train, direction, params)
+        val_batch = (BagSampler(val, direction, params).draw(list(range(len(val))), np.random.default_rng([seed, 7]))
+                     if val else None)
+        model = GatedAttentionMIL(bags[0].x.shape[1], params.hidden, params.attention, params.dropout)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, foreach=True)
         batch = max(2, min(params.batch_bags, len(train) // 4))
         best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
         epoch = 0
@@ -246,18 +278,15 @@ def fit(
             model.train()
             order = rng.permutation(len(train))
             for start in range(0, len(order), batch):
-                chunk = [train[j] for j in order[start : start + batch]]
-                rows = [sample(b, params, rng) for b in chunk]
                 optimiser.zero_grad()
-                loss = batch_loss(model, [r[0] for r in rows], [r[1] for r in rows], [b.target for b in chunk], params)
+                loss = batch_loss(model, sampler.draw(order[start : start + batch].tolist(), rng), params)
                 if loss.requires_grad:
                     loss.backward()
                     optimiser.step()
-            if val:
+            if val_batch is not None:
                 model.eval()
                 with torch.no_grad():
-                    val_loss = float(batch_loss(model, [r[0] for r in val_rows], [r[1] for r in val_rows],
-                                                [b.target for b in val], params, slide_only=True))
+                    val_loss = float(batch_loss(model, val_batch, params, slide_only=True))
                 history.append(val_loss)
                 if val_loss < best_loss - 1e-4:
                     best_loss, best_state, best_epoch = val_loss, copy.deepcopy(model.state_dict()), epoch
