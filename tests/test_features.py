@@ -263,19 +263,19 @@ def test_interrupted_run_leaves_no_complete_looking_file(demo_workspace, demo_ca
                      slide_ids=[first, second, third], progress=False)
     folder = store.features_path(demo_workspace, first, "stain-stats").parent
     assert sorted(store.feature_sets(demo_catalog, "stain-stats")) == [first]
-    assert sorted(p.name for p in folder.iterdir()) == [f"slide-{first}.npz"]  # no partial file of the second
+    assert sorted(p.name for p in folder.iterdir()) == [f"slide-{first}.npy"]  # no partial file of the second
     # Interrupted while writing: neither file nor row.
-    original = np.savez
+    original = np.save
 
-    def savez_then_die(handle, **arrays):
-        original(handle, **arrays)
+    def save_then_die(handle, array):
+        original(handle, array)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(store.np, "savez", savez_then_die)
+        patch.setattr(store.np, "save", save_then_die)
         with pytest.raises(KeyboardInterrupt):
             embed_slides(demo_catalog, demo_workspace, "stain-stats", slide_ids=[second], progress=False)
-    assert sorted(p.name for p in folder.iterdir()) == [f"slide-{first}.npz"]
+    assert sorted(p.name for p in folder.iterdir()) == [f"slide-{first}.npy"]
     assert sorted(store.feature_sets(demo_catalog, "stain-stats")) == [first]
     # The next run does the rest and only the rest.
     report = embed_slides(demo_catalog, demo_workspace, "stain-stats", slide_ids=[first, second, third], progress=False)
@@ -310,3 +310,31 @@ def test_unreadable_slide_is_reported_and_skipped(demo_workspace, demo_catalog, 
     assert ids.shape == (0,) and features.shape == (0, stain.StainStats.dim)
     with demo_catalog.session() as session:
         assert session.scalar(select(FeatureSet).where(FeatureSet.slide_id == second)) is None
+
+
+def test_store_reads_older_npz_and_replaces_it_with_npy_records(demo_workspace, demo_catalog):
+    """Workspaces made before the store moved to .npy records still load; re-embedding a slide
+    writes the .npy and removes the old archive."""
+    slide_id = _ready_ids(demo_catalog)[0]
+    with demo_catalog.session() as session:
+        slide = session.get(Slide, slide_id)
+        session.expunge(slide)
+    ids = _patch_ids(demo_catalog, slide_id)
+    features = np.arange(ids.size * 3, dtype=np.float16).reshape(-1, 3)
+    row = store.save_features(demo_catalog, demo_workspace, slide, "old-encoder", ids, features, 224)
+    new_path = demo_workspace.absolute(row.path)
+    assert new_path.suffix == ".npy"
+    records = np.load(new_path)
+    assert np.array_equal(records["patch_id"], ids) and np.array_equal(records["features"], features)
+    old_path = new_path.with_suffix(".npz")
+    np.savez(old_path, patch_ids=ids, features=features)
+    new_path.unlink()
+    with demo_catalog.session() as session:
+        session.get(FeatureSet, row.id).path = demo_workspace.relative(old_path)
+    old_row = store.feature_sets(demo_catalog, "old-encoder")[slide_id]
+    loaded_ids, loaded = store.load_features(demo_workspace, old_row)
+    assert np.array_equal(loaded_ids, ids) and np.array_equal(loaded, features)
+    store.save_features(demo_catalog, demo_workspace, slide, "old-encoder", ids, features + 1, 224)
+    assert new_path.exists() and not old_path.exists()
+    loaded_ids, loaded = store.load_features(demo_workspace, store.feature_sets(demo_catalog, "old-encoder")[slide_id])
+    assert np.array_equal(loaded, features + 1)

@@ -349,3 +349,35 @@ def test_bag_sampler_keeps_reviewed_and_contrast_rows_and_pads_small_bags():
         assert batch.mask[1].tolist() == [True] * 5 + [False] * 11
         assert torch.equal(batch.x[1, :5], small.x)
     assert len(seen) > 100  # the fill changes from step to step
+
+
+def test_adamw_matches_torch_optim_step_for_step_without_importing_the_compiler():
+    import subprocess
+    import sys
+
+    from wsireview.learn.train import AdamW
+
+    def run(make_optimiser):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+        extra = torch.nn.Linear(4, 1)  # has a gradient only on even steps, like an unused loss term
+        optimiser = make_optimiser(list(model.parameters()) + list(extra.parameters()))
+        x = torch.randn(32, 6)
+        for step in range(8):
+            optimiser.zero_grad()
+            loss = model(x).pow(2).mean()
+            if step % 2 == 0:
+                loss = loss + extra(model[0](x)).abs().mean()
+            loss.backward()
+            optimiser.step()
+        return [p.detach().clone() for p in list(model.parameters()) + list(extra.parameters())]
+
+    ours = run(lambda ps: AdamW(ps, lr=2e-2, weight_decay=1e-2))
+    reference = run(lambda ps: torch.optim.AdamW(ps, lr=2e-2, weight_decay=1e-2, foreach=True))
+    for a, b in zip(ours, reference):
+        assert torch.allclose(a, b, atol=1e-7, rtol=0)
+    assert not torch.equal(ours[0], run(lambda ps: AdamW(ps, lr=0.0, weight_decay=0.0))[0])  # it trains
+    probe = ("import sys, torch; from wsireview.learn.train import AdamW; "
+             "p = torch.nn.Linear(2, 1); o = AdamW(p.parameters(), lr=0.1, weight_decay=0.0); "
+             "p(torch.ones(1, 2)).sum().backward(); o.step(); print('torch._dynamo' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"

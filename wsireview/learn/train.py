@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.adamw import adamw as adamw_update
 
 from wsireview.learn.metrics import accuracy, roc_auc
 from wsireview.learn.model import GatedAttentionMIL, pad_bags
@@ -151,6 +152,41 @@ class BagSampler:
         return Batch(x, inst, mask_t, [self.bags[j].target for j in which])
 
 
+class AdamW:
+    """torch's AdamW, stepped through its functional form (``torch.optim.adamw.adamw``).
+
+    The updates are those of ``torch.optim.AdamW`` (a test checks them step for step), but
+    constructing any ``torch.optim.Optimizer`` makes torch import its compiler stack
+    (``torch._dynamo``, about 2 s the first time in a process: a fifth of a retrain round's
+    budget, paid by every `wsireview retrain`); the functional form imports nothing.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+        self.steps = [torch.tensor(0.0) for _ in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of the parameters that have a gradient (as torch.optim skips the others)."""
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        adamw_update(
+            [self.params[i] for i in live], [self.params[i].grad for i in live],
+            [self.exp_avgs[i] for i in live], [self.exp_avg_sqs[i] for i in live], [],
+            [self.steps[i] for i in live], foreach=True, amsgrad=False, beta1=self.betas[0],
+            beta2=self.betas[1], lr=self.lr, weight_decay=self.weight_decay, eps=self.eps, maximize=False,
+        )
+
+
 @dataclass
 class FitInfo:
     epochs: int
@@ -270,7 +306,7 @@ def fit(
         val_batch = (BagSampler(val, direction, params).draw(list(range(len(val))), np.random.default_rng([seed, 7]))
                      if val else None)
         model = GatedAttentionMIL(bags[0].x.shape[1], params.hidden, params.attention, params.dropout)
-        optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, foreach=True)
+        optimiser = AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
         batch = max(2, min(params.batch_bags, len(train) // 4))
         best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
         epoch = 0
