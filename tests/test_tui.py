@@ -303,3 +303,115 @@ async def test_full_collections_deferred_while_the_app_runs(queued):
         await pilot.press("y")
         assert app.collector.clock() - app.collector.last_input < 1.0  # the key counted as input
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+async def test_palette_lists_keys_once(queued):
+    """Textual's own "Keys" command (its side help panel) is dropped for ours (the help screen)."""
+    ws, cat, _ = queued
+    app = app_for(ws, cat, start="slides")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert titles.count("Keys") == 1
+        await pilot.press("ctrl+p", *"keys")
+        await settle(pilot)
+        await pilot.pause(0.3)  # the palette searches in a worker
+        options = app.screen.query_one("CommandList").options
+        assert sum(1 for o in options if o.prompt.plain.splitlines()[0] == "Keys") == 1
+        await pilot.press("enter")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "HelpScreen"
+
+
+async def test_help_lists_each_key_once(queued):
+    ws, cat, _ = queued
+    app = app_for(ws, cat)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        lines = text_of(app.screen.query_one("#help-keys")).splitlines()
+        keys = [k for line in lines[1:] if line.strip() for k in line.split("  ")[0].strip().split(" / ")]
+        assert keys.count("ctrl+p") == 1
+        assert len(keys) == len(set(keys))
+        assert any("command palette" in line for line in lines)
+
+
+async def test_slides_thumbnail_loaded_once_per_selection(queued, monkeypatch):
+    """A reload (and every fill, filter and sort of the table) loads the selected thumbnail once."""
+    from wsireview.tui.messages import CatalogChanged
+    from wsireview.tui.screens.slides import SlidesScreen
+
+    loads: list[tuple[int, str]] = []
+    original = SlidesScreen.load_thumbnail
+
+    def counting(self, view, slide, overlay):
+        loads.append((slide.id, overlay))
+        return original(self, view, slide, overlay)
+
+    monkeypatch.setattr(SlidesScreen, "load_thumbnail", counting)
+    ws, cat, _ = queued
+    app = app_for(ws, cat, start="slides")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        first = screen.selected.id
+        assert loads == [(first, "plain")]  # mounting is a reload too
+        loads.clear()
+        screen.post_message(CatalogChanged())
+        await settle(pilot)
+        assert loads == [(first, "plain")]
+        await pilot.press("down", "down")
+        await settle(pilot)
+        third = screen.selected.id
+        assert loads[-1] == (third, "plain") and len(loads) == 3
+        loads.clear()
+        screen.post_message(CatalogChanged())  # the cursor is restored to the third row
+        await settle(pilot)
+        assert loads == [(third, "plain")]
+        loads.clear()
+        await pilot.press("t")
+        await settle(pilot)
+        assert loads == [(third, "tissue")]
+        loads.clear()
+        await pilot.press("s")  # a sort keeps the selected slide: nothing to load
+        await settle(pilot)
+        assert loads == [] and screen.selected.id == third
+        assert screen.query_one("#slide-thumb").shown_key == ("slide-thumb", third, "tissue")
+
+
+def assert_table_fits(table, wide: bool) -> None:
+    """Wide: every column on screen. Narrow: the table may scroll sideways, but the first columns
+    (each slide's name, in full up to 30 cells, and its status) are on screen."""
+    shown = table.scrollable_content_region.width
+    widths = {str(key.value): column.get_render_width(table) for key, column in table.columns.items()}
+    if wide:
+        assert sum(widths.values()) <= shown
+    else:
+        assert widths["name"] + widths["status"] <= shown
+        assert table.columns["name"].width >= min(30, max(len(s.name) for s in table.slides))
+
+
+async def test_slide_table_fits(queued):
+    """All columns fit at 140 x 44 (the demo's names whole), even with a name too long to show and a
+    vertical scrollbar; at 80 x 24 names and status stay on screen; resizing fits the table again."""
+    ws, cat, _ = queued
+    for extra in (False, True):
+        if extra:
+            with cat.session() as session:
+                session.add(Slide(name="TCGA-A1-A0SB-01Z-00-DX1.8AC4AFE4-3B6C.svs", path="/nowhere/long.svs",
+                                  status=MISSING))
+                for i in range(60):
+                    session.add(Slide(name=f"slide-{i:03d}.svs", path=f"/nowhere/{i}.svs", status=MISSING))
+        app = app_for(ws, cat, start="slides")
+        async with app.run_test(size=(140, 44)) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#slide-table")
+            assert table.show_vertical_scrollbar == extra
+            assert_table_fits(table, wide=True)
+            if not extra:
+                assert table.columns["name"].width >= max(len(s.name) for s in table.slides)
+            for size, wide in (((80, 24), False), ((140, 44), True)):
+                await pilot.resize_terminal(*size)
+                await settle(pilot)
+                assert_table_fits(table, wide)

@@ -122,7 +122,8 @@ class ReviewApp(App):
         self.push_screen(RetrainScreen(self.latest_encoder()), finished)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        """Textual's commands, except its "Keys" (a side panel): ours, below, opens the help screen `?` opens."""
+        yield from (command for command in super().get_system_commands(screen) if command.title != "Keys")
         yield SystemCommand("Retrain the model", "train on every label and verdict, queue new patches",
                             self.start_retrain)
         yield SystemCommand("Review queue", "triage the latest model's queue across all slides",

@@ -13,6 +13,9 @@ KEY_NAMES = {
     "question_mark": "?", "slash": "/", "space": "space", "escape": "esc", "backspace": "backspace",
     "enter": "enter", "ctrl+p": "ctrl+p",
 }
+# Textual adds the palette binding to every app as "palette": say what our palette holds instead.
+PALETTE_ACTIONS = {"command_palette", "app.command_palette"}
+PALETTE_DESCRIPTION = "command palette (retrain, screens)"
 
 
 def key_table(screen: Screen) -> Table:
@@ -22,16 +25,16 @@ def key_table(screen: Screen) -> Table:
         binding: Binding = active.binding
         if not binding.description or binding.system:
             continue
-        rows.setdefault(binding.description, [])
+        description = PALETTE_DESCRIPTION if binding.action in PALETTE_ACTIONS else binding.description
+        names = rows.setdefault(description, [])
         name = KEY_NAMES.get(key, key)
-        if name not in rows[binding.description]:
-            rows[binding.description].append(name)
+        if name not in names:
+            names.append(name)
     table = Table(show_edge=False, pad_edge=False, box=None)
     table.add_column("key", style="bold cyan", no_wrap=True)
     table.add_column("does")
     for description, keys in rows.items():
         table.add_row(" / ".join(keys), description)
-    table.add_row("ctrl+p", "command palette (retrain, screens)")
     return table
 
 

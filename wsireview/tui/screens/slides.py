@@ -55,6 +55,7 @@ class SlidesScreen(Screen):
         self.overlay = "plain"
         self.slides: dict[int, SlideOverview] = {}
         self._shown_once = False  # the first resume is the mount itself: nothing to reload
+        self._showing: tuple[int | None, str] | None = None  # (slide id, overlay) last shown
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", classes="title")
@@ -108,8 +109,17 @@ class SlidesScreen(Screen):
         return self.slides.get(sid) if sid is not None else None
 
     @on(DataTable.RowHighlighted)
-    def show_selected(self) -> None:
+    def selection_moved(self) -> None:
+        """Show the slide the cursor moved to. The table also posts this after every fill, filter
+        and sort (and reload() already showed the selection): loading it again would be wasted."""
         slide = self.selected
+        if (slide.id if slide else None, self.overlay) != self._showing:
+            self.show_selected()
+
+    def show_selected(self) -> None:
+        """Show the selected slide's metadata and load its picture (in a worker)."""
+        slide = self.selected
+        self._showing = (slide.id if slide else None, self.overlay)
         found = True
         if slide is not None and slide.status == "ready":
             found = (self.app.workspace.absolute(slide.path) or Path(slide.path)).exists()

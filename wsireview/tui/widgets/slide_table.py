@@ -14,11 +14,18 @@ from wsireview.catalog.queries import SlideOverview
 STATUS_STYLE = {"ready": "green", "failed": "bold red", "missing": "yellow"}
 
 
+def _thousands(v: int) -> str:
+    """A slide's side in at most 4 characters (950, 4.5k, 46k, 150k: up to 999,499 px)."""
+    if v < 1000:
+        return str(v)
+    return f"{v / 1000:.1f}k" if v < 9950 else f"{v / 1000:.0f}k"
+
+
 def _size(s: SlideOverview) -> str:
+    """Width x height in at most 9 characters (the column's width; the side panel has the exact size)."""
     if not s.width or not s.height:
         return "-"
-    k = lambda v: f"{v / 1000:.1f}k" if v >= 1000 else str(v)  # noqa: E731
-    return f"{k(s.width)}x{k(s.height)}"
+    return f"{_thousands(s.width)}x{_thousands(s.height)}"
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ def _num(value: float | None) -> float:
 COLUMNS = [
     Column("name", "slide", lambda s: Text(s.name, no_wrap=True, overflow="ellipsis"), lambda s: s.name.lower()),
     Column("status", "status", lambda s: Text(s.status, style=STATUS_STYLE.get(s.status, "")), lambda s: s.status, 7),
-    Column("size", "size", lambda s: Text(_size(s)), lambda s: (s.width or 0) * (s.height or 0), 10),
+    Column("size", "size", lambda s: Text(_size(s)), lambda s: (s.width or 0) * (s.height or 0), 9),
     Column("mpp", "mpp", lambda s: Text(f"{s.mpp:.3f}" if s.mpp else "-"), lambda s: _num(s.mpp), 5),
     Column("tissue", "tissue", lambda s: Text(f"{s.tissue_fraction:.0%}" if s.tissue_fraction is not None else "-",
                                               justify="right"), lambda s: _num(s.tissue_fraction), 6),
@@ -49,9 +56,10 @@ COLUMNS = [
     Column("reviewed", "done", lambda s: Text(str(s.reviewed), justify="right"), lambda s: s.reviewed, 5),
     Column("queued", "queue", lambda s: Text(str(s.queued), justify="right"), lambda s: s.queued, 5),
 ]
-NAME_WIDTH = (12, 30)
+NAME_WIDTH = (12, 30)  # the name column's bounds (SlideTable.name_width)
+FIXED_WIDTH = sum(c.width or 0 for c in COLUMNS)  # every column but the name
 FIRST_ROWS = 60
-CHUNK_ROWS = 200  # the name column fits the longest name within these bounds
+CHUNK_ROWS = 200
 COLUMN_KEYS = [c.key for c in COLUMNS]
 
 
@@ -68,15 +76,30 @@ class SlideTable(DataTable):
         self.filter_text = ""
         self._generation = 0  # bumped by each fill, so a late batch of an older fill is dropped
 
+    def name_width(self) -> int:
+        """The name column takes the room the other columns leave (a scrollbar's width kept free),
+        within NAME_WIDTH and no wider than the longest name: every column fits whenever a 12-cell
+        name does, longer names end in an ellipsis. When even that does not fit (80 columns, or
+        before the first layout), names stay whole and the table scrolls sideways."""
+        longest = max((len(s.name) for s in self.slides), default=0)
+        wanted = min(NAME_WIDTH[1], max(NAME_WIDTH[0], longest))
+        padding = 2 * self.cell_padding * len(COLUMNS)
+        room = self.size.width - FIXED_WIDTH - padding - self.styles.scrollbar_size_vertical
+        return wanted if room < NAME_WIDTH[0] else min(wanted, room)
+
     def set_slides(self, slides: list[SlideOverview]) -> None:
         self.slides = slides
-        longest = max((len(s.name) for s in slides), default=0)
-        name_width = min(NAME_WIDTH[1], max(NAME_WIDTH[0], longest))
+        name_width = self.name_width()
         if not self.columns or self.columns["name"].width != name_width:
             self.clear(columns=True)
             for column in COLUMNS:
                 self.add_column(column.label, key=column.key, width=column.width or name_width)
         self._populate()
+
+    def on_resize(self) -> None:
+        """Fit the name column to the new width; the table is refilled only when that changes it."""
+        if self.columns and self.columns["name"].width != self.name_width():
+            self.set_slides(self.slides)
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip().lower()
