@@ -415,3 +415,34 @@ async def test_slide_table_fits(queued):
                 await pilot.resize_terminal(*size)
                 await settle(pilot)
                 assert_table_fits(table, wide)
+
+
+async def test_attention_thumbnail_redrawn_after_retrain_in_the_app(queued, monkeypatch):
+    """The attention overlay shows the new model's attention once a retrain from the app is done,
+    not the picture cached for the old model."""
+    ws, cat, version = queued
+
+    def fake_retrain(catalog, workspace, **kwargs):
+        from types import SimpleNamespace
+
+        new = make_queue(catalog, per_slide=1, seed=5, parent_id=version)
+        return SimpleNamespace(model_version_id=new, queued=6, metrics={"auc": 0.8})
+
+    monkeypatch.setattr("wsireview.learn.round.retrain", fake_retrain)
+    app = app_for(ws, cat, start="slides")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        thumb = app.screen.query_one("#slide-thumb")
+        await pilot.press("t", "t")
+        await settle(pilot)
+        assert thumb.shown_key[2] == "attention"
+        before_key = thumb.shown_key
+        before = [list(thumb.render_line(y)) for y in range(thumb.size.height)]
+        done = []
+        app.start_retrain(done.append)
+        for _ in range(3):
+            await settle(pilot)
+        assert done == [True] and type(app.screen).__name__ == "SlidesScreen"
+        assert thumb.shown_key[:3] == before_key[:3] and thumb.shown_key != before_key
+        after = [list(thumb.render_line(y)) for y in range(thumb.size.height)]
+        assert after != before  # the new model's attention, drawn again

@@ -141,7 +141,8 @@ class SlidesScreen(Screen):
 
     @work(thread=True, exclusive=True, group="thumbnail")
     def load_thumbnail(self, view, slide: SlideOverview, overlay: str) -> None:
-        key = ("slide-thumb", slide.id, overlay)
+        # The attention picture belongs to a model: a retrain in the app must not reuse the old one.
+        key = ("slide-thumb", slide.id, overlay, self.app.generation if overlay == "attention" else 0)
         try:
             image = self._picture(slide, overlay)
         except PatchUnavailable as error:
