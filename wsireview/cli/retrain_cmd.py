@@ -70,8 +70,8 @@ def run(args, ctx) -> int:
     try:
         result = retrain(
             catalog, ctx.workspace, encoder=args.encoder, budget=args.budget, strategy=args.strategy,
-            seed=args.seed, positive=args.positive, instance_weight=args.instance_weight, epochs=args.epochs,
-            progress=not args.no_progress, console=ctx.err, params=TrainParams(bag_instance_weight=args.distill),
+            seed=args.seed, positive=args.positive, epochs=args.epochs, progress=not args.no_progress,
+            console=ctx.err, params=TrainParams(instance_weight=args.instance_weight, bag_instance_weight=args.distill),
         )
     except NothingToLearn as exc:
         ctx.err.print(f"[red]Nothing to learn from:[/] {exc}")

@@ -108,8 +108,7 @@ def run_strategy(catalog: Catalog, workspace: Workspace, truth: dict[int, bool],
             for r in range(rounds + 1):
                 result = retrain(copy, ws, encoder=encoder, budget=budget, strategy=strategy, seed=seed,
                                  positive=positive, progress=False,
-                                 params=dataclasses.replace(params) if params else None,
-                                 instance_weight=params.instance_weight if params else 1.0)
+                                 params=dataclasses.replace(params) if params else None)
                 point = CurvePoint(strategy, r, verdicts, found,
                                    _instance_auc(copy, result.model_version_id, truth), result.metrics.get("slide_auc"))
                 points.append(point)

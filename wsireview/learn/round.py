@@ -6,17 +6,19 @@ and queue) and a new checkpoint file; nothing of an earlier version is touched.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
 from wsireview.catalog import READY, Catalog, ModelVersion, PatchScore, ReviewQueueItem, SlidePrediction
@@ -68,6 +70,16 @@ class _RoundProgress:
     def phase(self, what: str, fraction: float) -> None:
         """A training phase, ``fraction`` of the way through the part after embedding."""
         self._send(what, self.offset + (1.0 - self.offset) * fraction)
+
+
+@contextlib.contextmanager
+def _phase_bar(console: Console, enabled: bool) -> Iterator[ProgressCallback]:
+    """The command line's bar over a round's training phases (embedding shows its own before)."""
+    columns = (SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not enabled) as display:
+        task = display.add_task("loading features and labels", total=1.0)
+        yield lambda what, fraction: display.update(task, description=what, completed=fraction)
 
 
 @dataclass
@@ -159,7 +171,7 @@ def retrain(
     strategy: str = "mix",
     seed: int = 0,
     positive: str = "lesion",
-    instance_weight: float = 1.0,
+    instance_weight: float | None = None,
     epochs: int | None = None,
     params: TrainParams | None = None,
     progress: bool = True,
@@ -168,15 +180,16 @@ def retrain(
 ) -> RoundResult:
     """Run one round and record a new model version (parent: the latest one for ``encoder``).
 
-    ``epochs`` caps the training epochs (default: early stopping decides, up to 30).
+    ``instance_weight`` and ``epochs``, when given, override ``params``: ``epochs`` caps the training
+    epochs (default: early stopping decides, up to 30).
     ``on_progress`` hears each phase with the fraction done (cross-validation reports each fold).
     """
     bar = _RoundProgress(on_progress)
-    report = bar.phase
     console = console or Console(stderr=True, quiet=not progress)
     params = dataclasses.replace(params) if params is not None else TrainParams()
     params.seed = seed
-    params.instance_weight = instance_weight
+    if instance_weight is not None:
+        params.instance_weight = instance_weight
     if epochs is not None:
         params.max_epochs = epochs
         params.min_epochs = min(params.min_epochs, epochs)
@@ -192,9 +205,16 @@ def retrain(
         bar.embedding_done()
     timings["embed"] = time.perf_counter() - t0
 
-    t = time.perf_counter()
-    report("loading features and labels", 0.05)
-    with console.status("Loading features and labels..."):
+    # One torch thread for everything after embedding (see TrainParams.threads): with two, every
+    # matrix multiply waits for both cores, and a second busy process made loading 7x slower.
+    with _phase_bar(console, progress) as show, torch_threads(params.threads):
+
+        def report(what: str, fraction: float) -> None:
+            bar.phase(what, fraction)
+            show(what, fraction)
+
+        t = time.perf_counter()
+        report("loading features and labels", 0.05)
         bags = load_bags(catalog, workspace, encoder)
         if not bags:
             raise NothingToLearn(f"no slide has features for encoder {encoder!r}; run `wsireview embed` first")
@@ -202,21 +222,19 @@ def retrain(
         inst = instance_targets(catalog)
         reviewed = reviewed_patches(catalog)
         data, pre = prepare_bags(bags, targets, inst, params, seed)
-    timings["load"] = time.perf_counter() - t
+        timings["load"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    report("cross-validating", 0.2)
+        t = time.perf_counter()
+        report("cross-validating", 0.2)
 
-    def fold_done(done: int, k: int) -> None:
-        report(f"cross-validation: fold {done} of {k} done", 0.2 + 0.45 * done / k)
+        def fold_done(done: int, k: int) -> None:
+            report(f"cross-validation: fold {done} of {k} done", 0.2 + 0.45 * done / k)
 
-    with console.status("Cross-validating..."), torch_threads(params.threads):
         cv = cross_validate(data, params, seed, on_fold=fold_done)
-    timings["cross_validate"] = time.perf_counter() - t
+        timings["cross_validate"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    report("training the new model", 0.65)
-    with console.status("Training the new model..."), torch_threads(params.threads):
+        t = time.perf_counter()
+        report("training the new model", 0.65)
         # The final model trains on every slide for the median epoch count early stopping chose
         # in the cross-validation folds (each fold stopped on its own held-out slides).
         if cv.best_epochs and epochs is None:
@@ -224,40 +242,39 @@ def retrain(
             model, info = fit(data, params, seed, epochs=final_epochs)
         else:
             model, info = fit(data, params, seed, epochs=epochs)
-    timings["train"] = time.perf_counter() - t
+        timings["train"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    report("scoring every patch and building the queue", 0.85)
-    with torch_threads(params.threads):
+        t = time.perf_counter()
+        report("scoring every patch and building the queue", 0.85)
         preds = predict(model, data)  # predict runs under no_grad
-    scores = score_patches([b.slide_id for b in bags], [b.patch_ids for b in bags], preds)
-    slide_prob = {b.slide_id: p.slide_probability for b, p in zip(bags, preds)}
-    features = np.concatenate([d.x.numpy() for d in data])
-    queue = build_queue(scores, features, slide_prob, reviewed, budget, strategy, seed)
-    timings["score_and_queue"] = time.perf_counter() - t
+        scores = score_patches([b.slide_id for b in bags], [b.patch_ids for b in bags], preds)
+        slide_prob = {b.slide_id: p.slide_probability for b, p in zip(bags, preds)}
+        features = np.concatenate([d.x.numpy() for d in data])
+        queue = build_queue(scores, features, slide_prob, reviewed, budget, strategy, seed)
+        timings["score_and_queue"] = time.perf_counter() - t
 
-    metrics = {
-        "slide_auc": cv.slide_auc,
-        "slide_accuracy": cv.slide_accuracy,
-        "instance_auc": cv.instance_auc,
-        "instance_auc_fit": _fit_instance_auc(scores, inst),
-        "cv_folds": cv.folds,
-        "epochs": info.best_epoch,
-        "slides": len(bags),
-        "patches": len(scores),
-    }
-    label_counts = count_labels(targets, labels, inst, len(reviewed))
-    parent = latest_version(catalog, encoder)
+        metrics = {
+            "slide_auc": cv.slide_auc,
+            "slide_accuracy": cv.slide_accuracy,
+            "instance_auc": cv.instance_auc,
+            "instance_auc_fit": _fit_instance_auc(scores, inst),
+            "cv_folds": cv.folds,
+            "epochs": info.best_epoch,
+            "slides": len(bags),
+            "patches": len(scores),
+        }
+        label_counts = count_labels(targets, labels, inst, len(reviewed))
+        parent = latest_version(catalog, encoder)
 
-    t = time.perf_counter()
-    report("writing the new model version", 0.9)
-    version_id, checkpoint = _record(
-        catalog, workspace, encoder, positive, parent, params, strategy, budget, epochs, info, metrics,
-        label_counts, model, pre, scores, slide_prob, queue,
-    )
-    timings["write"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    report("done", 1.0)
+        t = time.perf_counter()
+        report("writing the new model version", 0.9)
+        version_id, checkpoint = _record(
+            catalog, workspace, encoder, positive, parent, params, strategy, budget, epochs, info, metrics,
+            label_counts, model, pre, scores, slide_prob, queue,
+        )
+        timings["write"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        report("done", 1.0)
     with catalog.session() as session:
         version = session.get(ModelVersion, version_id)
         version.params = {**version.params, "seconds": {k: round(v, 3) for k, v in timings.items()}}

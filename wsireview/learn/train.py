@@ -48,8 +48,9 @@ class TrainParams:
     val_fraction: float = 0.25
     folds: int = 3
     pca_dim: int = 64
-    threads: int = 1  # torch threads while training: the matrices are small, and extra threads
-    # spin-wait for each other; on a busy 2-core machine two threads made a round 6x slower
+    threads: int = 1  # torch threads for a round after embedding: the matrices are small, and extra
+    # threads wait for each other; on a busy 2-core machine two threads made training 6x slower and
+    # loading 7x slower
     seed: int = 0
 
     def as_dict(self) -> dict:
