@@ -381,3 +381,22 @@ def test_adamw_matches_torch_optim_step_for_step_without_importing_the_compiler(
              "p = torch.nn.Linear(2, 1); o = AdamW(p.parameters(), lr=0.1, weight_decay=0.0); "
              "p(torch.ones(1, 2)).sum().backward(); o.step(); print('torch._dynamo' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_checkpoint_reproduces_the_recorded_scores(workspace, catalog, synthetic):
+    """A version's checkpoint is the model that wrote its scores: loaded back, it gives every
+    patch the recorded lesion probability."""
+    from wsireview.learn.checkpoint import load_checkpoint
+    from wsireview.learn.data import load_bags
+    from wsireview.learn.train import make_bag, predict
+
+    result = retrain(catalog, workspace, encoder=SYN, budget=5, seed=4, progress=False)
+    model, pre, meta = load_checkpoint(result.checkpoint)
+    assert meta["model_version_id"] == result.model_version_id and meta["encoder"] == SYN
+    bags = load_bags(catalog, workspace, SYN)
+    data = [make_bag(b.slide_id, torch.from_numpy(pre.transform(b.features)), None, np.zeros(0, np.int64), np.zeros(0))
+            for b in bags]
+    recorded = scores_of(catalog, result.model_version_id)
+    for bag, prediction in zip(bags, predict(model, data)):
+        expected = np.array([recorded[int(p)][0] for p in bag.patch_ids])
+        np.testing.assert_allclose(prediction.instance_probability, expected, rtol=1e-5, atol=1e-6)
