@@ -28,6 +28,7 @@ from wsireview.export import ExportError, ExportOptions, Selection, run_export
 from wsireview.export import imagefolder
 from wsireview.export.naming import anonymous_name, safe_stem
 from wsireview.export.selection import Vote, label_patches
+from wsireview.files import ordinary_mode
 from wsireview.learn.reviews import record_verdict, undo_last
 from wsireview.workspace import Workspace
 
@@ -409,6 +410,9 @@ def test_non_empty_out_refused_without_force(reviewed, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert export(reviewed, empty, "csv") == 0  # an empty folder is fine
+    # Readable by whoever shares the machine, like any other file the tool writes (not mkdtemp's 0700).
+    assert empty.stat().st_mode & 0o777 == ordinary_mode(directory=True)
+    assert (empty / "manifest.csv").stat().st_mode & 0o777 == ordinary_mode()
     # --force never replaces the workspace (it holds the catalog).
     with closing(open_catalog(reviewed.db_url)) as cat:
         with pytest.raises(ExportError, match="refusing"):

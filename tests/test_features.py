@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 from wsireview.catalog import FeatureSet, Patch, Slide
 from wsireview.features import effnet, embed, encoders, stain, store
 from wsireview.features.embed import EMBEDDED, EMPTY, FAILED, embed_slides
+from wsireview.files import ordinary_mode
 from wsireview.features.encoders import Encoder, EncoderError, get_encoder
 from wsireview.slides.reader import Slide as SlideFile
 from wsireview.slides.reader import SlideError
@@ -324,6 +325,7 @@ def test_store_reads_older_npz_and_replaces_it_with_npy_records(demo_workspace, 
     row = store.save_features(demo_catalog, demo_workspace, slide, "old-encoder", ids, features, 224)
     new_path = demo_workspace.absolute(row.path)
     assert new_path.suffix == ".npy"
+    assert new_path.stat().st_mode & 0o777 == ordinary_mode()  # not mkstemp's private 0600
     records = np.load(new_path)
     assert np.array_equal(records["patch_id"], ids) and np.array_equal(records["features"], features)
     old_path = new_path.with_suffix(".npz")

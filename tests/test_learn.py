@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from wsireview.catalog import (
     LESION, NOT_LESION, UNSURE, ModelVersion, PatchScore, Review, ReviewQueueItem, Slide, SlidePrediction, open_catalog,
 )
+from wsireview.files import ordinary_mode
 from wsireview.learn.labels import instance_targets, reviewed_patches
 from wsireview.learn.metrics import roc_auc
 from wsireview.learn.reviews import record_verdict, undo_last
@@ -392,6 +393,7 @@ def test_checkpoint_reproduces_the_recorded_scores(workspace, catalog, synthetic
 
     result = retrain(catalog, workspace, encoder=SYN, budget=5, seed=4, progress=False)
     model, pre, meta = load_checkpoint(result.checkpoint)
+    assert result.checkpoint.stat().st_mode & 0o777 == ordinary_mode()  # not mkstemp's private 0600
     assert meta["model_version_id"] == result.model_version_id and meta["encoder"] == SYN
     bags = load_bags(catalog, workspace, SYN)
     data = [make_bag(b.slide_id, torch.from_numpy(pre.transform(b.features)), None, np.zeros(0, np.int64), np.zeros(0))

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from wsireview.files import make_ordinary
+
 
 class ExportError(Exception):
     """An export that cannot be done, with a reason a person can act on."""
@@ -39,6 +41,7 @@ def atomic_dir(out: Path, force: bool = False, protected: Iterable[Path] = ()) -
     check_target(out, force, protected)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    make_ordinary(tmp, directory=True)
     try:
         yield tmp
         check_target(out, force, protected)  # something may have appeared at OUT meanwhile

@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy import select
 
 from wsireview.catalog import READY, Catalog, FeatureSet, Slide
+from wsireview.files import make_ordinary
 from wsireview.workspace import Workspace
 
 
@@ -64,6 +65,7 @@ def save_features(
             np.save(handle, feature_records(patch_ids, features))
             handle.flush()
             os.fsync(handle.fileno())
+        make_ordinary(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

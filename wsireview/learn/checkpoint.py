@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from wsireview.files import make_ordinary
 from wsireview.learn.data import Preprocessor
 from wsireview.learn.model import GatedAttentionMIL
 from wsireview.learn.train import TrainParams
@@ -26,6 +27,7 @@ def save_checkpoint(models_dir: Path, version_id: int, model: GatedAttentionMIL,
             torch.save({"state_dict": model.state_dict(), "preprocessor": pre.state(), "meta": meta}, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        make_ordinary(tmp)
         n = 0
         while True:
             path = models_dir / (f"model-{version_id}.pt" if n == 0 else f"model-{version_id}-{n}.pt")
