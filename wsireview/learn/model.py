@@ -12,10 +12,30 @@ import torch
 from torch import nn
 
 
-class GatedAttentionMIL(nn.Module):
-    def __init__(self, in_dim: int, hidden: int = 64, attention: int = 32, dropout: float = 0.1):
+class SeededDropout(nn.Module):
+    """``nn.Dropout`` drawing its masks from its own generator instead of torch's global one.
+
+    Cross-validation trains its folds in parallel threads; with the global generator the masks
+    would depend on how the threads interleave, and a seed would no longer fix the model.
+    """
+
+    def __init__(self, p: float, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Dropout(dropout))
+        self.p = p
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * keep / (1.0 - self.p)
+
+
+class GatedAttentionMIL(nn.Module):
+    def __init__(self, in_dim: int, hidden: int = 64, attention: int = 32, dropout: float = 0.1,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), SeededDropout(dropout, generator))
         self.attention_v = nn.Linear(hidden, attention)
         self.attention_u = nn.Linear(hidden, attention)
         self.attention_w = nn.Linear(attention, 1)
