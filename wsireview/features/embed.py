@@ -225,5 +225,7 @@ def embed_slides(
             save_features(catalog, workspace, slide, name, ids, matrix, slide.patch_size_px or out_px)
             outcome = EMBEDDED if len(ids) else EMPTY
             report.results.append(SlideOutcome(slide.id, slide.name, outcome, len(ids), time.perf_counter() - t0))
+        # The bar's last line names the run, not the last slide (often one with no patches).
+        bar.update(task, description=f"embed ({encoder.name}): {len(jobs)} slide{'s' if len(jobs) != 1 else ''}")
     report.seconds = time.perf_counter() - started
     return report

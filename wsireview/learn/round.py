@@ -74,10 +74,13 @@ class _RoundProgress:
 
 @contextlib.contextmanager
 def _phase_bar(console: Console, enabled: bool) -> Iterator[ProgressCallback]:
-    """The command line's bar over a round's training phases (embedding shows its own before)."""
+    """The command line's bar over a round's training phases (embedding shows its own before).
+
+    Transient: the command prints the result (or the error) where the bar was.
+    """
     columns = (SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not enabled) as display:
+    with Progress(*columns, console=console, disable=not enabled, transient=True) as display:
         task = display.add_task("loading features and labels", total=1.0)
         yield lambda what, fraction: display.update(task, description=what, completed=fraction)
 
