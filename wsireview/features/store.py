@@ -2,9 +2,10 @@
 
 Each slide's features are one ``.npy`` file of records, one per patch: ``patch_id`` (int64) and
 ``features`` (float16 vector), so ids and rows can never part. ``np.load(path)["features"]`` gives
-the matrix. A plain ``.npy`` loads about five times faster than the ``.npz`` archive used before
-(no zip member reading and CRC), which is most of what loading 100 slides x 2,000 patches cost a
-retrain round; ``.npz`` files of older workspaces are still read.
+the matrix. A ``.npy`` can be memory-mapped: loading 100 slides x 2,000 x 1,280 takes 0.02-0.06 s
+mapped against 0.55-0.65 s for the ``.npz`` archive used before (zip members read and checked),
+and the features are read once, by the projection that uses them. ``.npz`` files of older
+workspaces are still read.
 
 A file is written to a temporary name and renamed, and the ``feature_sets`` row is added only
 after the rename, so an interrupted run never leaves a matrix that looks complete.
@@ -94,7 +95,8 @@ def load_features(workspace: Workspace, feature_set: FeatureSet) -> tuple[np.nda
     if path.suffix == ".npz":  # written before the store moved to .npy records
         with np.load(path) as data:
             return data["patch_ids"], data["features"]
-    records = np.load(path)
+    # Mapped copy-on-write: nothing is read until used, and a caller may still write to the arrays.
+    records = np.load(path, mmap_mode="c")
     return records["patch_id"], records["features"]
 
 
