@@ -14,7 +14,9 @@ def test_abbreviated_global_option_is_an_error_not_the_app(tmp_path, capsys):
         main(["--work", str(tmp_path), "status"])
     assert stop.value.code == 2
     assert "error" in capsys.readouterr().err
-    assert main(["--workspace", str(tmp_path), "status"]) == 0
+    # Spelled out, it reaches `status`, which refuses a workspace with no catalog (never the app).
+    assert main(["--workspace", str(tmp_path), "status"]) == 1
+    assert "no catalog at" in capsys.readouterr().err
 
 
 def test_one_help_line_per_subcommand_for_both_parsers():

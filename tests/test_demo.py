@@ -219,7 +219,7 @@ def test_cli_writes_a_cohort(tmp_path, capsys):
     with openslide.OpenSlide(str(out / "demo-001.tiff")) as slide:
         assert slide.dimensions == (2048, 1536)
         assert slide.level_count == 3
-    assert "wsireview add" in capsys.readouterr().out
+    assert f"Next: wsireview --workspace {tmp_path / 'ws'} add {out}" in capsys.readouterr().out
     assert cli_main(["--workspace", str(tmp_path / "ws"), "demo", "--size", "huge"]) == 2
 
     # A smaller run into the same folder leaves no stale slide behind for `add` to pick up.

@@ -13,7 +13,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from wsireview.catalog import FAILED, MISSING, READY, Patch, Slide
-from wsireview.ingest import add_paths
+from wsireview.ingest import LabelsError, add_paths
 
 BROKEN = {
     "unreadable-tile.svs": "corrupt tile data",
@@ -168,6 +168,27 @@ def test_labels_csv(catalog, workspace, shared_slides, tmp_path):
     assert slide_by_name(catalog, "cmu-1-small-region.svs").label == "lesion"
     assert slide_by_name(catalog, "kidney-48-5.tif").label == "normal"
     assert report.unmatched_labels == [(4, "not-here.svs", "lesion")]
+
+
+def test_labels_csv_checked_before_ingest_empty_cells_kept_and_spellings_flagged(catalog, workspace, demo_cohort,
+                                                                               tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("slide;label\ndemo-000.tiff;lesion\n")
+    with pytest.raises(LabelsError, match=r"bad.csv:1: .*semicolon"):
+        add_paths(catalog, workspace, [demo_cohort / "demo-000.tiff"], labels_csv=bad)
+    with catalog.session() as session:
+        assert session.scalar(select(func.count()).select_from(Slide)) == 0  # refused before any ingest
+
+    first = tmp_path / "first.csv"
+    first.write_text("slide,label\ndemo-000.tiff,lesion\ndemo-001.tiff,normal\n")
+    add_paths(catalog, workspace, [demo_cohort / "demo-000.tiff", demo_cohort / "demo-001.tiff"], labels_csv=first)
+    second = tmp_path / "second.csv"
+    second.write_text("demo-000.tiff,\ndemo-001.tiff,Lesion\n")
+    report = add_paths(catalog, workspace, [], labels_csv=second)
+    assert report.empty_labels == [(1, "demo-000.tiff")]
+    assert report.labels_applied == 1
+    assert slide_by_name(catalog, "demo-000.tiff").label == "lesion"  # an empty cell never erases a label
+    assert report.similar_labels == [("Lesion", "lesion")]
 
 
 def test_cli_add_json_and_exit_code(tmp_path, shared_slides):

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import delete, select
 
 from wsireview.catalog import FAILED, MISSING, READY, Catalog, Patch, Slide
+from wsireview.learn.labels import similar_labels
 from wsireview.slides.reader import Slide as SlideFile
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, SlideError, explain_open_error, file_hash
 from wsireview.slides.tiling import patch_grid
@@ -53,6 +54,8 @@ class IngestReport:
     missing: list[str] = field(default_factory=list)
     labels_applied: int = 0
     unmatched_labels: list[tuple[int, str, str]] = field(default_factory=list)  # (line, slide, label)
+    empty_labels: list[tuple[int, str]] = field(default_factory=list)  # (line, slide): no label, row skipped
+    similar_labels: list[tuple[str, ...]] = field(default_factory=list)  # spellings differing by case/spaces
 
     def count(self, outcome: str) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
@@ -277,27 +280,45 @@ def mark_missing(catalog: Catalog) -> list[str]:
     return missing
 
 
+class LabelsError(ValueError):
+    """A labels CSV that is not ``slide,label`` rows: refused as a whole, before anything is ingested."""
+
+
 def read_labels(csv_path: Path) -> list[tuple[int, str, str]]:
-    """Rows ``(line, slide, label)`` of a labels CSV: slide file name or path, label; header optional."""
+    """Rows ``(line, slide, label)`` of a labels CSV: slide file name or path, label; header optional.
+
+    A row's label may be empty (the caller skips it with a warning); a row with one column, or
+    a header naming the columns in the other order, refuses the file: a semicolon-separated or
+    swapped file would otherwise be read as nothing but unmatched rows.
+    """
     rows = []
+    first = True
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         for line, record in enumerate(csv.reader(handle), start=1):
-            if not record or not record[0].strip() or record[0].lstrip().startswith("#"):
+            cells = [cell.strip() for cell in record]
+            if not any(cells) or cells[0].startswith("#"):
                 continue
-            if len(record) < 2:
-                raise ValueError(f"{csv_path}:{line}: expected 'slide,label', got {record!r}")
-            slide, label = record[0].strip(), record[1].strip()
-            if line == 1 and label.lower() == "label":
+            if len(cells) < 2:
+                separator = " (semicolon-separated? save it with commas)" if ";" in cells[0] else ""
+                raise LabelsError(f"{csv_path}:{line}: expected two comma-separated columns slide,label, "
+                                  f"got {record[0]!r}{separator}")
+            slide, label = cells[0], cells[1]
+            if first and slide.lower() == "label":
+                raise LabelsError(f"{csv_path}:{line}: the header puts the label first; the columns must be slide,label")
+            if first and (label.lower() == "label" or slide.lower() == "slide"):
+                first = False
                 continue  # header
+            first = False
             rows.append((line, slide, label))
     return rows
 
 
-def apply_labels(catalog: Catalog, csv_path: Path) -> tuple[int, list[tuple[int, str, str]]]:
-    """Set slide labels from a CSV; returns (labels applied, rows that match no slide)."""
-    rows = read_labels(csv_path)
-    base = Path(csv_path).resolve().parent
-    applied, unmatched = 0, []
+def apply_labels(catalog: Catalog, rows: list[tuple[int, str, str]], base: Path, report: IngestReport) -> None:
+    """Set slide labels from labels CSV rows (``base``: the CSV's folder, for relative paths).
+
+    Fills the report: labels applied, rows matching no slide, rows without a label (skipped: an
+    empty cell never erases a label) and label spellings that differ only by case or spaces.
+    """
     with catalog.session() as session:
         slides = session.scalars(select(Slide)).all()
         by_path = {s.path: s for s in slides}
@@ -306,15 +327,19 @@ def apply_labels(catalog: Catalog, csv_path: Path) -> tuple[int, list[tuple[int,
             by_name.setdefault(s.name, []).append(s)
             by_name.setdefault(Path(s.name).stem, []).append(s)
         for line, key, label in rows:
+            if not label:
+                report.empty_labels.append((line, key))
+                continue
             candidate = Path(key) if Path(key).is_absolute() else base / key
             matches = [by_path[str(candidate.resolve())]] if str(candidate.resolve()) in by_path else by_name.get(key, [])
             if not matches:
-                unmatched.append((line, key, label))
+                report.unmatched_labels.append((line, key, label))
                 continue
             for s in matches:
-                s.label = label or None
-                applied += 1
-    return applied, unmatched
+                s.label = label
+                report.labels_applied += 1
+        session.flush()
+        report.similar_labels = similar_labels({s.label for s in slides if s.label})
 
 
 def add_paths(
@@ -329,7 +354,11 @@ def add_paths(
     progress: bool = False,
     console: Console | None = None,
 ) -> IngestReport:
-    """Ingest every slide in ``paths``; then mark vanished files missing and apply labels."""
+    """Ingest every slide in ``paths``; then mark vanished files missing and apply labels.
+
+    The labels CSV is read first: a malformed one raises :class:`LabelsError` before any slide is ingested.
+    """
+    label_rows = read_labels(Path(labels_csv)) if labels_csv is not None else None
     workspace.ensure()
     report = IngestReport()
     files = discover(list(paths), recursive=recursive)
@@ -349,6 +378,6 @@ def add_paths(
             report.results.append(result)
             bar.advance(task)
     report.missing = mark_missing(catalog)
-    if labels_csv is not None:
-        report.labels_applied, report.unmatched_labels = apply_labels(catalog, Path(labels_csv))
+    if labels_csv is not None and label_rows is not None:
+        apply_labels(catalog, label_rows, Path(labels_csv).resolve().parent, report)
     return report

@@ -7,11 +7,15 @@ Each subcommand is a module in this package with ``register(subparsers)``; the p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import shlex
 import sys
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 
 from wsireview import __version__
 from wsireview.workspace import Workspace
@@ -48,21 +52,80 @@ def _chosen_subcommand(argv: list[str]) -> str | None:
     return None
 
 
+class CommandError(Exception):
+    """A failure the user can fix: printed as one line (no traceback) and turned into the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 slide``, ``2 slides``, ``1 patch``, ``2 patches``: counts as a person writes them."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}{'es' if noun.endswith(('s', 'x', 'ch', 'sh')) else 's'}"
+
+
+def hint(args: argparse.Namespace, words: str) -> str:
+    """A command to suggest next, with the ``--workspace`` the user gave (else it would open ./data)."""
+    workspace = getattr(args, "workspace", None)
+    return f"wsireview --workspace {shlex.quote(workspace)} {words}" if workspace else f"wsireview {words}"
+
+
+def _shown(url: str) -> str:
+    """The catalog URL for a message, password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: show it as typed
+        return url
+
+
+@contextlib.contextmanager
+def catalog_errors(url: str) -> Iterator[None]:
+    """Turn a catalog that cannot be opened (bad URL, missing driver, server down) into a CommandError."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    try:
+        yield
+    except ArgumentError as error:  # also NoSuchModuleError: an unknown database in the URL
+        raise CommandError(f"cannot use the catalog URL {_shown(url)}: {str(error).splitlines()[0]}; check --db or "
+                           "$WSIREVIEW_DB (e.g. postgresql+psycopg://user@host/wsireview)", 2) from error
+    except ImportError as error:  # the URL names a driver that is not installed
+        raise CommandError(f"cannot use the catalog URL {_shown(url)}: {error}; install its driver "
+                           "(PostgreSQL: pip install 'wsireview[postgres]') or check --db", 2) from error
+    except DBAPIError as error:
+        reason = str(error.orig or error).strip().splitlines()[0]
+        raise CommandError(f"cannot open the catalog at {_shown(url)}: {reason}; check that the database is "
+                           "reachable and the URL (--db or $WSIREVIEW_DB) is right") from error
+
+
 @dataclass
 class Context:
     """What every subcommand needs: the workspace, its catalog (opened on first use), a console."""
 
     workspace: Workspace
     console: Console = field(default_factory=Console)
-    err: Console = field(default_factory=lambda: Console(stderr=True))
+    # Messages on stderr are never wrapped: an error stays one line, whatever the terminal width.
+    err: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
     _catalog: object | None = None
 
-    def catalog(self):
+    def catalog(self, create: bool = True):
+        """The opened catalog. ``create=False`` refuses a SQLite catalog file that does not exist yet,
+        so a mistyped ``--workspace`` fails instead of quietly starting an empty catalog."""
         if self._catalog is None:
             from wsireview.catalog import open_catalog
+            from wsireview.catalog.db import sqlite_path
 
-            self.workspace.ensure()
-            self._catalog = open_catalog(self.workspace.db_url)
+            path = sqlite_path(self.workspace.db_url)
+            if not create and path is not None and not path.exists():
+                option = "--workspace" if path.parent == self.workspace.root else "--db"
+                raise CommandError(f"no catalog at {path}: add slides with `wsireview add` first, or check {option}")
+            with catalog_errors(self.workspace.db_url):
+                self._catalog = open_catalog(self.workspace.db_url)
+            self.workspace.ensure()  # after: a catalog URL that fails leaves no workspace folder behind
         return self._catalog
 
 
@@ -109,12 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ctx = Context(workspace=Workspace.resolve(args.workspace, args.db))
     func = getattr(args, "func", None)
-    if func is None:
-        from wsireview.cli.review_cmd import open_app
-
-        return open_app(args, ctx)
     try:
+        if func is None:
+            from wsireview.cli.review_cmd import open_app
+
+            return open_app(args, ctx)
         return int(func(args, ctx) or 0)
+    except CommandError as error:
+        ctx.err.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
+        return error.code
     except KeyboardInterrupt:
         ctx.err.print("[yellow]Interrupted.[/] Work finished before the interruption is kept.")
         return 130

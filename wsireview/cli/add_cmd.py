@@ -6,10 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS
-from wsireview.ingest import DEFAULT_MIN_TISSUE, add_paths
+from wsireview.ingest import DEFAULT_MIN_TISSUE, LabelsError, add_paths, discover, read_labels
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP
 
 
@@ -37,18 +38,23 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
-    missing_inputs = [p for p in args.paths if not p.exists()]
-    for p in missing_inputs:
-        ctx.err.print(f"[red]not found:[/] {p}")
     if args.labels is not None and not args.labels.is_file():
-        ctx.err.print(f"[red]labels file not found:[/] {args.labels}")
+        ctx.err.print(f"[red]labels file not found:[/] {escape(str(args.labels))}")
         return 2
     if not 0 < args.min_tissue <= 1 or args.patch_size < 8 or args.mpp <= 0:
         ctx.err.print("[red]--min-tissue must be in (0, 1], --patch-size >= 8 and --mpp > 0[/]")
         return 2
-    paths = [p for p in args.paths if p.exists()]
+    if args.labels is not None:
+        try:
+            read_labels(args.labels)  # refuse a malformed file before anything is ingested
+        except LabelsError as error:
+            ctx.err.print(f"[red]error:[/] {escape(str(error))}: fix the labels file and run add again")
+            return 2
+    files, unusable = _slide_files(args, ctx)
+    if not files:
+        return 1  # each input was explained; no empty table, and no catalog is created
     report = add_paths(
-        ctx.catalog(), ctx.workspace, paths, recursive=args.recursive, labels_csv=args.labels,
+        ctx.catalog(), ctx.workspace, files, labels_csv=args.labels,
         patch_size=args.patch_size, target_mpp=args.mpp, min_tissue=args.min_tissue,
         progress=not args.json, console=ctx.err,
     )
@@ -58,10 +64,32 @@ def run(args: argparse.Namespace, ctx) -> int:
         doc = catalog_status(ctx.catalog(), ctx.workspace)
         doc["added"] = {k: report.count(k) for k in ("added", "unchanged", "moved", "duplicate", "failed")}
         doc["unmatched_labels"] = [{"line": ln, "slide": s, "label": lb} for ln, s, lb in report.unmatched_labels]
+        doc["empty_labels"] = [{"line": ln, "slide": s} for ln, s in report.empty_labels]
+        doc["similar_labels"] = [list(group) for group in report.similar_labels]
         print(json.dumps(doc, indent=2, default=str))
     else:
         _print_report(ctx, report)
-    return 1 if report.failed or missing_inputs else 0
+    return 1 if report.failed or unusable else 0
+
+
+def _slide_files(args: argparse.Namespace, ctx) -> tuple[list[Path], int]:
+    """The slide files the inputs name or hold, and how many inputs gave none (each reported)."""
+    files: list[Path] = []
+    unusable = 0
+    for path in args.paths:
+        found = discover([path], recursive=args.recursive) if path.exists() else []
+        if found:
+            files.extend(found)
+            continue
+        unusable += 1
+        if not path.exists():
+            ctx.err.print(f"[red]not found:[/] {escape(str(path))}: check the path")
+        elif not args.recursive and discover([path], recursive=True):
+            ctx.err.print(f"[red]no slide files found in {escape(str(path))}[/]: its sub-folders hold some, add --recursive")
+        else:
+            ctx.err.print(f"[red]no slide files found in {escape(str(path))}[/]: give slide files (.svs, .tiff, "
+                          ".ndpi, .mrxs, ...) or a folder holding them")
+    return files, unusable
 
 
 def _print_report(ctx, report) -> None:
@@ -88,7 +116,15 @@ def _print_report(ctx, report) -> None:
     ctx.console.print(f"[bold]{summary}[/]" + (f"; {len(zero)} with zero patches: {', '.join(zero)}" if zero else ""))
     if report.missing:
         ctx.console.print(f"[yellow]marked missing (file gone):[/] {', '.join(report.missing)}")
-    if report.labels_applied or report.unmatched_labels:
+    if report.labels_applied or report.unmatched_labels or report.empty_labels:
         ctx.console.print(f"labels applied: {report.labels_applied}")
     for line, slide, label in report.unmatched_labels:
-        ctx.console.print(f"[yellow]label row {line} matches no slide:[/] {slide!r} -> {label!r}")
+        ctx.console.print(f"[yellow]label row {line} matches no slide:[/] {escape(repr(slide))} -> {escape(repr(label))}")
+    for line, slide in report.empty_labels:
+        ctx.console.print(f"[yellow]label row {line} has an empty label, skipped:[/] {escape(repr(slide))} "
+                          "keeps the label it had")
+    for group in report.similar_labels:
+        spellings = ", ".join(repr(label) for label in group)
+        ctx.console.print(f"[yellow]labels {escape(spellings)} differ only by case or spaces:[/] they are different "
+                          f"classes (only the exact --positive spelling is positive); use one spelling in the labels CSV",
+                          soft_wrap=True)

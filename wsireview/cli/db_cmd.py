@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from wsireview.catalog.db import current_revision, downgrade, head_revision, make_engine, upgrade
-from wsireview.cli import SUBCOMMANDS
+from wsireview.cli import SUBCOMMANDS, catalog_errors
 
 
 def register(sub) -> None:
@@ -20,19 +20,20 @@ def register(sub) -> None:
 
 
 def run(args, ctx) -> int:
-    ctx.workspace.ensure()
-    engine = make_engine(ctx.workspace.db_url)
-    try:
-        if args.db_action == "upgrade":
-            upgrade(engine, args.revision)
-            ctx.console.print(f"catalog at revision {current_revision(engine)}")
-        elif args.db_action == "downgrade":
-            downgrade(engine, args.revision)
-            ctx.console.print(f"catalog at revision {current_revision(engine) or 'base'}")
-        else:
-            current, head = current_revision(engine), head_revision()
-            state = "up to date" if current == head else "needs `wsireview db upgrade`"
-            ctx.console.print(f"current: {current or 'base (empty)'}  head: {head}  ({state})")
-    finally:
-        engine.dispose()
+    with catalog_errors(ctx.workspace.db_url):
+        engine = make_engine(ctx.workspace.db_url)
+        ctx.workspace.ensure()
+        try:
+            if args.db_action == "upgrade":
+                upgrade(engine, args.revision)
+                ctx.console.print(f"catalog at revision {current_revision(engine)}")
+            elif args.db_action == "downgrade":
+                downgrade(engine, args.revision)
+                ctx.console.print(f"catalog at revision {current_revision(engine) or 'base'}")
+            else:
+                current, head = current_revision(engine), head_revision()
+                state = "up to date" if current == head else "needs `wsireview db upgrade`"
+                ctx.console.print(f"current: {current or 'base (empty)'}  head: {head}  ({state})")
+        finally:
+            engine.dispose()
     return 0

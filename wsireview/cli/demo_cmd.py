@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from wsireview.cli import SUBCOMMANDS
+from wsireview.cli import SUBCOMMANDS, hint, plural
 from wsireview.demo import generate_cohort, parse_size
 from wsireview.demo.tiff import tile_grid
 
@@ -58,7 +60,7 @@ def run(args, ctx) -> int:
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"),
                TimeElapsedColumn())
     with Progress(*columns, console=ctx.console, transient=True) as progress:
-        task = progress.add_task(f"Rendering {args.slides} slides of {width}x{height}", total=total)
+        task = progress.add_task(f"Rendering {plural(args.slides, 'slide')} of {width}x{height}", total=total)
         cohort = generate_cohort(out, n_slides=args.slides, size=(width, height), seed=args.seed,
                                  workers=args.workers, progress=lambda n: progress.advance(task, n))
 
@@ -69,8 +71,8 @@ def run(args, ctx) -> int:
         share = f"{100 * s.lesion_share:.2f}" if s.label == "lesion" else "-"
         table.add_row(s.name, s.label, share, ", ".join(s.artifacts) or "-", str(len(s.levels)), f"{s.seconds:.1f}")
     ctx.console.print(table)
-    ctx.console.print(
-        f"Labels: {cohort.labels_csv}\nGround truth: <slide>.geojson and {out / 'truth'}\n"
-        f"Next: [bold]wsireview add {out} --labels {cohort.labels_csv}[/]"
-    )
+    command = hint(args, f"add {shlex.quote(str(out))} --labels {shlex.quote(str(cohort.labels_csv))}")
+    # Not wrapped: the next command stays one line that can be copied.
+    ctx.console.print(f"Labels: {cohort.labels_csv}\nGround truth: <slide>.geojson and {out / 'truth'}\n"
+                      f"Next: [bold]{escape(command)}[/]", soft_wrap=True)
     return 0

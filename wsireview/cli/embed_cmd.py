@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from wsireview.cli import SUBCOMMANDS
+from wsireview.cli import SUBCOMMANDS, plural
 from wsireview.features.embed import DEFAULT_WORKERS, EMBEDDED, EMPTY, FAILED, embed_slides
-from wsireview.features.encoders import DEFAULT_ENCODER, PRECISIONS, RUNTIMES, EncoderError
+from wsireview.features.encoders import DEFAULT_ENCODER, PRECISIONS, RUNTIMES, EncoderError, check_encoder_name
 
 
 def register(sub) -> None:
@@ -48,7 +48,12 @@ def register(sub) -> None:
 
 
 def run(args, ctx) -> int:
-    catalog = ctx.catalog()
+    try:
+        check_encoder_name(args.encoder)  # a typo is bad usage, whatever the workspace holds
+    except EncoderError as error:
+        ctx.err.print(f"[red]error:[/] {error}")
+        return 2
+    catalog = ctx.catalog(create=False)
     try:
         report = embed_slides(
             catalog, ctx.workspace, encoder=args.encoder, batch_size=args.batch_size, workers=args.workers,
@@ -60,7 +65,8 @@ def run(args, ctx) -> int:
         return 2
     if not report.results:
         ctx.console.print(
-            f"Nothing to embed: {report.already_done} ready slide(s) already have {report.encoder} features."
+            f"Nothing to embed: {plural(report.already_done, 'ready slide')} already "
+            f"{'has' if report.already_done == 1 else 'have'} {report.encoder} features."
         )
         return 0
     table = Table(title=f"Embedded with {report.encoder} ({report.backend})")
@@ -75,7 +81,8 @@ def run(args, ctx) -> int:
         table.add_row(r.name, f"[{styles[r.outcome]}]{r.outcome}[/]", str(r.patches), f"{r.seconds:.1f}", note)
     ctx.console.print(table)
     ctx.console.print(
-        f"{report.patches:,} patches in {report.seconds:.1f} s = [bold]{report.patches_per_second:,.0f} patches/s[/] "
-        f"(model ready in {report.load_seconds:.1f} s); {report.already_done} slide(s) already embedded."
+        f"{report.patches:,} {'patch' if report.patches == 1 else 'patches'} in {report.seconds:.1f} s = "
+        f"[bold]{report.patches_per_second:,.0f} patches/s[/] (model ready in {report.load_seconds:.1f} s); "
+        f"{plural(report.already_done, 'slide')} already embedded."
     )
     return 1 if report.failed else 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
-from wsireview.cli import SUBCOMMANDS
-from wsireview.features.encoders import DEFAULT_ENCODER
+from wsireview.cli import SUBCOMMANDS, CommandError, plural
+from wsireview.cli.retrain_cmd import check_positive, check_training_options
+from wsireview.features.encoders import DEFAULT_ENCODER, EncoderError
 from wsireview.learn.query import STRATEGIES
 from wsireview.learn.round import NothingToLearn
 from wsireview.learn.train import TrainParams
@@ -59,19 +61,25 @@ def run(args, ctx) -> int:
         ctx.err.print(f"[red]unknown strategy {', '.join(unknown) or '(none)'}[/]; choose from {', '.join(STRATEGIES)}")
         return 2
     if not Path(args.truth).is_dir():
-        ctx.err.print(f"[red]--truth must be a folder of GeoJSON files:[/] {args.truth}")
+        ctx.err.print(f"[red]--truth must be a folder of GeoJSON files:[/] {escape(args.truth)}")
         return 2
+    check_training_options(args)
+    catalog = ctx.catalog(create=False)
+    check_positive(ctx, catalog, args.positive)
     try:
         result = evaluate(
-            ctx.catalog(), ctx.workspace, Path(args.truth), rounds=args.rounds, budget=args.budget,
+            catalog, ctx.workspace, Path(args.truth), rounds=args.rounds, budget=args.budget,
             strategies=strategies, out_dir=Path(args.out) if args.out else None, encoder=args.encoder,
             seed=args.seed, positive=args.positive, console=ctx.err,
             params=TrainParams(instance_weight=args.instance_weight, bag_instance_weight=args.distill),
         )
     except (NothingToLearn, FileExistsError, ValueError) as exc:
-        ctx.err.print(f"[red]{exc}[/]")
+        ctx.err.print(f"[red]{escape(str(exc))}[/]")
         return 1
-    table = Table(title=f"Learning curve: {result.truth_lesion_patches} lesion patches of {result.patches} in the truth")
+    except EncoderError as error:  # e.g. a TorchScript file that cannot be loaded
+        raise CommandError(str(error), 2) from error
+    found = plural(result.truth_lesion_patches, "lesion patch")
+    table = Table(title=f"Learning curve: {found} of {result.patches} in the truth")
     for col in ("strategy", "round", "verdicts", "lesion found", "instance AUC", "slide AUC"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for p in result.points:

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from wsireview.catalog import VERDICTS
-from wsireview.cli import SUBCOMMANDS
+from wsireview.cli import SUBCOMMANDS, plural
 from wsireview.export import CONSENSUS_MODES, DROP_ORDER, FORMATS, ExportError, ExportOptions, Selection, run_export
 
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, ctx) -> int:
             patch_size=args.patch_size, mpp=args.mpp, anonymize=args.anonymize, force=args.force,
             object_type=args.object_type,
         )
-        report = run_export(ctx.catalog(), ctx.workspace, args.out, options, progress=True, console=ctx.err)
+        report = run_export(ctx.catalog(create=False), ctx.workspace, args.out, options, progress=True, console=ctx.err)
     except (ExportError, ValueError) as error:
         ctx.err.print(f"[red]export refused:[/] {error}")
         return 2
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace, ctx) -> int:
 
 def _print(ctx, report) -> None:
     labels = sorted(report.per_label)
-    table = Table(title=f"Exported {len(report.patches)} patches ({report.format}) to {report.out}")
+    table = Table(title=f"Exported {plural(len(report.patches), 'patch')} ({report.format}) to {report.out}")
     table.add_column("slide", no_wrap=True)
     for label in labels:
         table.add_column(label, justify="right")
@@ -94,6 +94,6 @@ def _print(ctx, report) -> None:
     ctx.console.print(table)
     dropped = [(why, report.dropped[why]) for why in DROP_ORDER if report.dropped.get(why)]
     text = ", ".join(f"{n} {why}" for why, n in dropped) or "none"
-    ctx.console.print(f"{report.reviewed} reviewed patches; dropped: {text}")
+    ctx.console.print(f"{plural(report.reviewed, 'reviewed patch')}; dropped: {text}")
     if not report.patches:
         ctx.console.print("[yellow]Nothing to export matched; the folder holds only an empty manifest.[/]")

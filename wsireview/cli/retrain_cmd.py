@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+from rich.markup import escape
 from rich.table import Table
 
-from wsireview.cli import SUBCOMMANDS
-from wsireview.features.encoders import DEFAULT_ENCODER
+from wsireview.cli import SUBCOMMANDS, CommandError, hint, plural
+from wsireview.features.encoders import DEFAULT_ENCODER, EncoderError, check_encoder_name
+from wsireview.learn.labels import similar_labels, slide_targets
 from wsireview.learn.query import STRATEGIES
 from wsireview.learn.round import NothingToLearn, retrain
 from wsireview.learn.train import TrainParams
@@ -29,7 +33,7 @@ def register(sub) -> None:
             "every slide and queues the next --budget never-reviewed patches. Earlier versions are kept."
         ),
         epilog="Strategies: mix (default: top-attention patches of slides predicted positive + uncertain "
-               "patches + diverse suspicious patches), attention, uncertainty, random. Next: `wsireview` "
+               "patches + diverse suspicious patches), attention, uncertainty, random. Next: `wsireview review` "
                "(triage screen) to review the queue, then retrain again.",
     )
     parser.add_argument("--budget", type=int, default=50, metavar="N", help="patches to queue (default 50)")
@@ -62,11 +66,45 @@ def _change(new, old) -> str:
     return f"[{colour}]{delta:+.3f}[/]"
 
 
+def check_training_options(args) -> None:
+    """Refuse option values training cannot use (exit 2), before the catalog is opened."""
+    problems = []
+    if getattr(args, "epochs", None) is not None and args.epochs < 1:
+        problems.append("--epochs must be 1 or more")
+    if args.instance_weight < 0:
+        problems.append("--instance-weight must be 0 or more")
+    if args.distill < 0:
+        problems.append("--distill must be 0 or more")
+    if problems:
+        raise CommandError("; ".join(problems), 2)
+    try:
+        check_encoder_name(args.encoder)
+    except EncoderError as error:
+        raise CommandError(str(error), 2) from error
+
+
+def check_positive(ctx, catalog, positive: str) -> None:
+    """Refuse a --positive label no slide carries while others are labelled: every labelled slide
+    would silently be a negative. Warn when a spelling differing only by case or spaces exists."""
+    _, labels = slide_targets(catalog, positive)
+    counts = Counter(label for label in labels.values() if label is not None)
+    if counts and positive not in counts:
+        existing = ", ".join(f"{label!r} ({n})" for label, n in sorted(counts.items()))
+        raise CommandError(f"no slide is labelled {positive!r}, so every labelled slide would be negative; "
+                           f"the labels are {existing}: choose one with --positive")
+    for group in similar_labels(counts):
+        if positive in group:
+            others = ", ".join(repr(label) for label in group if label != positive)
+            ctx.err.print(f"[yellow]warning:[/] slides labelled {escape(others)} count as negative: only "
+                          f"{escape(repr(positive))} is the positive class")
+
+
 def run(args, ctx) -> int:
     if args.budget < 0:
-        ctx.err.print("[red]--budget must be 0 or more[/]")
-        return 2
-    catalog = ctx.catalog()
+        raise CommandError("--budget must be 0 or more", 2)
+    check_training_options(args)
+    catalog = ctx.catalog(create=False)
+    check_positive(ctx, catalog, args.positive)
     try:
         result = retrain(
             catalog, ctx.workspace, encoder=args.encoder, budget=args.budget, strategy=args.strategy,
@@ -74,8 +112,10 @@ def run(args, ctx) -> int:
             console=ctx.err, params=TrainParams(instance_weight=args.instance_weight, bag_instance_weight=args.distill),
         )
     except NothingToLearn as exc:
-        ctx.err.print(f"[red]Nothing to learn from:[/] {exc}")
+        ctx.err.print(f"[red]Nothing to learn from:[/] {escape(str(exc))}")
         return 1
+    except EncoderError as error:  # e.g. a TorchScript file that cannot be loaded
+        raise CommandError(str(error), 2) from error
     previous = result.previous_metrics or {}
     title = f"Model version {result.model_version_id}"
     if result.parent_id:
@@ -89,13 +129,20 @@ def run(args, ctx) -> int:
     ctx.console.print(table)
     counts = result.label_counts
     slides, patches = counts["slides"], counts["patches"]
+    negative = plural(slides["negative"], "other labelled slide")
     ctx.console.print(
-        f"trained on {slides['positive']} {args.positive} and {slides['negative']} other labelled slides "
-        f"({slides['unlabelled']} unlabelled), {patches['lesion']} lesion and {patches['not_lesion']} "
-        f"not-lesion verdicts; {result.metrics['cv_folds']}-fold cross-validation; "
+        f"trained on {slides['positive']} {escape(args.positive)} and {negative} "
+        f"({slides['unlabelled']} unlabelled), {plural(patches['lesion'], 'lesion verdict')} and "
+        f"{plural(patches['not_lesion'], 'not-lesion verdict')}; {result.metrics['cv_folds']}-fold cross-validation; "
         f"{result.seconds['total']:.1f} s"
     )
-    reasons = ", ".join(f"{n} {r}" for r, n in sorted(result.queue_reasons.items())) or "none"
-    ctx.console.print(f"[bold]{result.queued}[/] patches queued for review ({reasons}). "
-                      "Review them in the triage screen: `wsireview`.")
+    review = escape(hint(args, "review"))
+    if result.queued:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(result.queue_reasons.items()))
+        ctx.console.print(f"[bold]{plural(result.queued, 'patch')}[/] queued for review ({reasons}). "
+                          f"Review them in the triage screen: `{review}`.", soft_wrap=True)
+    elif args.budget == 0:
+        ctx.console.print("No review queue was built (--budget 0); retrain with --budget N to queue patches for review.")
+    else:
+        ctx.console.print("No review queue was built: every patch has been reviewed already.")
     return 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from rich.markup import escape
 from rich.table import Table
 
-from wsireview.cli import SUBCOMMANDS
+from wsireview.cli import SUBCOMMANDS, hint, plural
 from wsireview.ingest import mark_missing
 from wsireview.status import catalog_status
 
@@ -21,7 +22,7 @@ def register(sub) -> None:
 
 
 def run(args, ctx) -> int:
-    catalog = ctx.catalog()
+    catalog = ctx.catalog(create=False)
     mark_missing(catalog)
     doc = catalog_status(catalog, ctx.workspace)
     if args.json:
@@ -29,8 +30,8 @@ def run(args, ctx) -> int:
         return 0
     if not doc["slides"]:
         ctx.console.print(f"The catalog in {doc['workspace']} is empty. Add slides with "
-                          "[bold]wsireview add PATH... --labels labels.csv[/], or make a demo cohort with "
-                          "[bold]wsireview demo[/].")
+                          f"[bold]{escape(hint(args, 'add PATH... --labels labels.csv'))}[/], or make a demo cohort with "
+                          f"[bold]{escape(hint(args, 'demo'))}[/].")
         return 0
     table = Table(title=f"Catalog: {doc['workspace']}")
     for column in ("slide", "status", "size", "mpp", "tissue", "patches", "label"):
@@ -52,7 +53,8 @@ def run(args, ctx) -> int:
     totals = doc["totals"]
     statuses = ", ".join(f"{n} {k}" for k, n in sorted(totals["by_status"].items()))
     labels = ", ".join(f"{n} {k}" for k, n in sorted(totals["labels"].items())) or "none"
-    ctx.console.print(f"{totals['slides']} slides ({statuses}); {totals['patches']} patches; labels: {labels}")
+    ctx.console.print(f"{plural(totals['slides'], 'slide')} ({statuses}); {plural(totals['patches'], 'patch')}; "
+                      f"labels: {labels}")
     if totals["zero_patches"]:
         ctx.console.print(f"[yellow]ready slides with zero patches:[/] {', '.join(totals['zero_patches'])}")
     verdicts = doc["verdicts"]
@@ -60,5 +62,6 @@ def run(args, ctx) -> int:
         ctx.console.print("verdicts: " + ", ".join(f"{n} {k}" for k, n in sorted(verdicts["by_verdict"].items())))
     model = doc.get("model")
     if model and model.get("id"):
-        ctx.console.print(f"latest model: version {model['id']}, {model.get('queued', 0)} patches queued for review")
+        queued = plural(model.get("queued", 0), "patch")
+        ctx.console.print(f"latest model: version {model['id']}, {queued} queued for review")
     return 0

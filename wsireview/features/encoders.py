@@ -104,6 +104,14 @@ def cpu_has_bf16() -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "amx_tile"))
 
 
+def check_encoder_name(name: str) -> None:
+    """Raise :class:`EncoderError` for a name no encoder answers to, without building a model, so a
+    command can refuse a typo before it opens the catalog or starts work. (A TorchScript file is
+    checked when the encoder is built: features already computed with it need no file.)"""
+    if name not in ("effnet-lite0", "stain-stats") and not name.startswith("torchscript:"):
+        raise EncoderError(f"unknown encoder {name!r}: choose one of {', '.join(ENCODER_NAMES)}")
+
+
 def get_encoder(
     name: str = DEFAULT_ENCODER,
     precision: str = "auto",
@@ -116,6 +124,7 @@ def get_encoder(
         raise EncoderError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if runtime not in RUNTIMES:
         raise EncoderError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    check_encoder_name(name)
     if name == "effnet-lite0":
         from wsireview.features.effnet import EffNetLite0
 
@@ -124,12 +133,10 @@ def get_encoder(
         from wsireview.features.stain import StainStats
 
         encoder = StainStats()
-    elif name.startswith("torchscript:"):
+    else:  # torchscript:PATH
         from wsireview.features.torchscript import TorchScriptEncoder
 
         encoder = TorchScriptEncoder(name.split(":", 1)[1])
-    else:
-        raise EncoderError(f"unknown encoder {name!r}: choose one of {', '.join(ENCODER_NAMES)}")
     if batch_size:
         encoder.batch_size = int(batch_size)
     return encoder

@@ -8,6 +8,7 @@ and a tie gives no label.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Iterable
 
 from sqlalchemy import select
 
@@ -21,6 +22,15 @@ def slide_targets(catalog: Catalog, positive: str) -> tuple[dict[int, int], dict
     labels = {sid: (label.strip() if label and label.strip() else None) for sid, label in rows}
     targets = {sid: int(label == positive) for sid, label in labels.items() if label is not None}
     return targets, labels
+
+
+def similar_labels(labels: Iterable[str]) -> list[tuple[str, ...]]:
+    """Groups of spellings that differ only by case or whitespace ("Lesion", "lesion"): the model takes
+    them as different classes, so a slide labelled "Lesion" is negative under ``--positive lesion``."""
+    groups: dict[str, set[str]] = {}
+    for label in labels:
+        groups.setdefault("".join(label.split()).casefold(), set()).add(label)
+    return sorted(tuple(sorted(g)) for g in groups.values() if len(g) > 1)
 
 
 def reviewed_patches(catalog: Catalog) -> set[int]:

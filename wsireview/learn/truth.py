@@ -70,14 +70,34 @@ def lesion_share(polygons: list[list[np.ndarray]], xs: np.ndarray, ys: np.ndarra
     return np.minimum(share, 1.0)
 
 
+class NoTruthFiles(ValueError):
+    """No ``<slide stem>.geojson`` in the truth folder belongs to a catalog slide: a wrong or empty
+    folder, which would otherwise score every patch as "no lesion" and evaluate nothing."""
+
+
+def truth_file(truth_dir: Path, path: str | None, name: str) -> Path:
+    """Where a slide's ground truth would be: ``<slide file stem>.geojson`` in ``truth_dir``."""
+    return Path(truth_dir) / f"{Path(path or name).stem}.geojson"
+
+
 def truth_labels(catalog: Catalog, truth_dir: Path, threshold: float = 0.5) -> dict[int, bool]:
-    """``{patch_id: is lesion}`` for every patch of every ready slide in the catalog."""
+    """``{patch_id: is lesion}`` for every patch of every ready slide in the catalog.
+
+    Raises :class:`NoTruthFiles` when ready slides exist but none has a truth file.
+    """
     truth_dir = Path(truth_dir)
     if not truth_dir.is_dir():
         raise FileNotFoundError(f"truth folder not found: {truth_dir}")
     with catalog.session() as session:
         slides = session.execute(select(Slide.id, Slide.path, Slide.name).where(Slide.status == READY)).all()
         patches = session.execute(select(Patch.id, Patch.slide_id, Patch.x, Patch.y, Patch.size)).all()
+    if slides and not any(truth_file(truth_dir, path, name).exists() for _, path, name in slides):
+        found = len(list(truth_dir.glob("*.geojson")))
+        example = truth_file(truth_dir, slides[0].path, slides[0].name).name
+        held = (f"its {found} .geojson file{' matches' if found == 1 else 's match'} no slide" if found
+                else "it holds no .geojson file")
+        raise NoTruthFiles(f"no ground truth for any catalog slide in {truth_dir}: expected <slide file stem>.geojson "
+                           f"(e.g. {example}) and {held}; check --truth")
     by_slide: dict[int, list] = {}
     for row in patches:
         by_slide.setdefault(row.slide_id, []).append(row)
@@ -87,7 +107,7 @@ def truth_labels(catalog: Catalog, truth_dir: Path, threshold: float = 0.5) -> d
         if not rows:
             continue
         ids = np.array([r.id for r in rows])
-        geojson = truth_dir / f"{Path(path or name).stem}.geojson"
+        geojson = truth_file(truth_dir, path, name)
         if not geojson.exists():
             out.update({int(i): False for i in ids})
             continue

@@ -1,0 +1,246 @@
+"""The command line's answers to mistakes: one line saying what is wrong and what to do, the right
+exit code (2 bad usage, 1 failure), no traceback, and nothing half-done left behind."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+
+import pytest
+from sqlalchemy import func, select
+
+from wsireview.catalog import ModelVersion, Slide, open_catalog
+from wsireview.cli import build_parser, main
+
+
+def _one_line_error(err: str) -> str:
+    """The stderr of a refused command: exactly one line, no traceback."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _flat(text: str) -> str:
+    """Console output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def _labels(ws) -> dict[str, str | None]:
+    catalog = open_catalog(ws.db_url)
+    try:
+        with catalog.session() as session:
+            return dict(session.execute(select(Slide.name, Slide.label)).all())
+    finally:
+        catalog.close()
+
+
+def _model_versions(ws) -> int:
+    catalog = open_catalog(ws.db_url)
+    try:
+        with catalog.session() as session:
+            return session.scalar(select(func.count()).select_from(ModelVersion))
+    finally:
+        catalog.close()
+
+
+# -- 1. labels CSV --------------------------------------------------------------------------------
+
+def test_empty_label_cell_is_skipped_with_a_warning_not_erased(demo_workspace, demo_cohort, tmp_path, capsys):
+    before = _labels(demo_workspace)
+    assert before["demo-000.tiff"] and before["demo-001.tiff"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("slide,label\ndemo-000.tiff,\ndemo-001.tiff,normal\n")
+    code = main(["--workspace", str(demo_workspace.root), "add", str(demo_cohort / "demo-000.tiff"),
+                 str(demo_cohort / "demo-001.tiff"), "--labels", str(labels)])
+    assert code == 0
+    out = _flat(capsys.readouterr().out)
+    assert "label row 2 has an empty label, skipped: 'demo-000.tiff'" in out
+    after = _labels(demo_workspace)
+    assert after["demo-000.tiff"] == before["demo-000.tiff"]  # kept, not erased
+    assert after["demo-001.tiff"] == "normal"
+
+
+@pytest.mark.parametrize("content, says", [
+    ("slide;label\ndemo-000.tiff;lesion\n", "semicolon-separated"),
+    ("demo-000.tiff\ndemo-001.tiff\n", "expected two comma-separated columns slide,label"),
+    ("label,slide\nlesion,demo-000.tiff\n", "the columns must be slide,label"),
+])
+def test_malformed_labels_csv_is_refused_before_anything_is_ingested(demo_cohort, tmp_path, capsys, content, says):
+    labels = tmp_path / "labels.csv"
+    labels.write_text(content)
+    ws = tmp_path / "ws"
+    code = main(["--workspace", str(ws), "add", str(demo_cohort / "demo-000.tiff"), "--labels", str(labels)])
+    assert code == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert says in line and "labels.csv:1" in line and "fix the labels file" in line
+    assert not (ws / "catalog.sqlite").exists()  # nothing was ingested
+
+
+def test_label_differing_only_by_case_warns(demo_workspace, demo_cohort, tmp_path, capsys):
+    assert "lesion" in _labels(demo_workspace).values()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("demo-001.tiff,Lesion\n")
+    code = main(["--workspace", str(demo_workspace.root), "add", str(demo_cohort / "demo-001.tiff"),
+                 "--labels", str(labels)])
+    assert code == 0
+    out = _flat(capsys.readouterr().out)
+    assert "labels 'Lesion', 'lesion' differ only by case or spaces" in out
+    assert _labels(demo_workspace)["demo-001.tiff"] == "Lesion"  # stored as given: the user decides
+
+
+# -- 2. encoders and catalog URLs -----------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["retrain", "--no-progress"], ["evaluate", "--truth", "TRUTH"]])
+def test_unknown_encoder_is_a_usage_error(demo_workspace, demo_cohort, capsys, command):
+    command = [str(demo_cohort) if word == "TRUTH" else word for word in command]
+    code = main(["--workspace", str(demo_workspace.root), *command, "--encoder", "nosuch"])
+    assert code == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert line.startswith("error: unknown encoder 'nosuch': choose one of effnet-lite0, stain-stats")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("url, code, says", [
+    ("bogus://x", 2, "cannot use the catalog URL bogus://x"),
+    ("postgresql+psycopg://anna:secret@127.0.0.1:{port}/wsireview", 1, "cannot open the catalog at"),
+])
+def test_catalog_url_that_cannot_be_opened_is_one_line(tmp_path, monkeypatch, capsys, url, code, says):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--db", url.format(port=_closed_port()), "status"]) == code
+    line = _one_line_error(capsys.readouterr().err)
+    assert says in line and "--db" in line
+    assert "secret" not in line  # the password is never printed
+    assert not (tmp_path / "data").exists()  # no workspace folder left behind
+
+
+# -- 3. retrain options ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, says", [
+    (["--epochs", "0"], "--epochs must be 1 or more"),
+    (["--instance-weight", "-1"], "--instance-weight must be 0 or more"),
+    (["--distill", "-0.5"], "--distill must be 0 or more"),
+])
+def test_retrain_refuses_option_values_training_cannot_use(demo_workspace, capsys, option, says):
+    code = main(["--workspace", str(demo_workspace.root), "retrain", "--encoder", "stain-stats", "--no-progress",
+                 *option])
+    assert code == 2
+    assert _one_line_error(capsys.readouterr().err) == f"error: {says}"
+    assert _model_versions(demo_workspace) == 0
+
+
+def test_retrain_refuses_a_positive_label_no_slide_carries(demo_workspace, capsys):
+    code = main(["--workspace", str(demo_workspace.root), "retrain", "--encoder", "stain-stats", "--no-progress",
+                 "--positive", "Lesion"])
+    assert code == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert "no slide is labelled 'Lesion'" in line
+    assert "'lesion' (3), 'normal' (3)" in line and "--positive" in line
+    assert _model_versions(demo_workspace) == 0
+
+
+def test_retrain_budget_zero_and_the_review_hint(demo_workspace, capsys):
+    ws = str(demo_workspace.root)
+    assert main(["--workspace", ws, "retrain", "--encoder", "stain-stats", "--no-progress", "--budget", "0"]) == 0
+    out = _flat(capsys.readouterr().out)
+    assert "No review queue was built (--budget 0)" in out
+    assert "queued for review" not in out and "triage screen" not in out
+
+    assert main(["--workspace", ws, "retrain", "--encoder", "stain-stats", "--no-progress", "--budget", "3"]) == 0
+    out = _flat(capsys.readouterr().out)
+    assert "3 patches queued for review" in out
+    assert f"Review them in the triage screen: `wsireview --workspace {shlex.quote(ws)} review`" in out
+
+
+def test_retrain_help_names_the_review_command():
+    parser = build_parser(["retrain"])
+    sub = next(a for a in parser._actions if a.dest == "command").choices["retrain"]
+    assert "Next: `wsireview review` (triage screen)" in sub.epilog
+
+
+# -- 4. a mistyped workspace ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [
+    ["status"], ["status", "--json"], ["export", "OUT"], ["embed", "--encoder", "stain-stats"],
+    ["retrain", "--encoder", "stain-stats"], ["evaluate", "--truth", "TRUTH", "--encoder", "stain-stats"],
+])
+def test_commands_refuse_a_workspace_without_catalog_and_create_nothing(tmp_path, demo_cohort, capsys, command):
+    typo = tmp_path / "typo"
+    command = [str(tmp_path / "out") if w == "OUT" else str(demo_cohort) if w == "TRUTH" else w for w in command]
+    assert main(["--workspace", str(typo), *command]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert line == (f"error: no catalog at {typo / 'catalog.sqlite'}: add slides with `wsireview add` first, "
+                    "or check --workspace")
+    assert not typo.exists() and not (tmp_path / "out").exists()
+
+
+# -- 5. evaluate's ground truth -------------------------------------------------------------------
+
+def test_evaluate_refuses_a_truth_folder_matching_no_slide(demo_workspace, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "other-slide.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    for folder, says in ((empty, "it holds no .geojson file"), (unrelated, "its 1 .geojson file matches no slide")):
+        code = main(["--workspace", str(demo_workspace.root), "evaluate", "--truth", str(folder),
+                     "--encoder", "stain-stats", "--rounds", "0", "--strategies", "random"])
+        assert code == 1
+        line = _one_line_error(capsys.readouterr().err)
+        assert f"no ground truth for any catalog slide in {folder}" in line
+        assert "demo-000.geojson" in line and says in line and "check --truth" in line
+    assert not (demo_workspace.root / "evaluations").exists()  # refused before any work
+    assert not (demo_workspace.root / "features").exists()
+
+
+# -- 6. add on paths without slides ---------------------------------------------------------------
+
+def test_add_a_path_that_does_not_exist(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert main(["--workspace", str(ws), "add", str(tmp_path / "nowhere")]) == 1
+    captured = capsys.readouterr()
+    assert _one_line_error(captured.err) == f"not found: {tmp_path / 'nowhere'}: check the path"
+    assert "Ingest" not in captured.out and "0 added" not in captured.out  # no empty table
+    assert not ws.exists()
+
+
+def test_add_a_folder_without_slide_files(tmp_path, demo_cohort, capsys):
+    ws, folder = tmp_path / "ws", tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.txt").write_text("not a slide")
+    assert main(["--workspace", str(ws), "add", str(folder)]) == 1
+    captured = capsys.readouterr()
+    assert _one_line_error(captured.err).startswith(f"no slide files found in {folder}: give slide files")
+    assert "Ingest" not in captured.out and not ws.exists()
+
+    (folder / "sub" / "demo-000.tiff").symlink_to(demo_cohort / "demo-000.tiff")
+    assert main(["--workspace", str(ws), "add", str(folder)]) == 1
+    assert _one_line_error(capsys.readouterr().err) == (
+        f"no slide files found in {folder}: its sub-folders hold some, add --recursive")
+
+
+# -- 7 and 8. next-step hints and counts ----------------------------------------------------------
+
+def test_demo_hint_keeps_the_workspace(tmp_path, capsys):
+    ws = tmp_path / "my ws"
+    assert main(["--workspace", str(ws), "demo", "--slides", "1", "--size", "1024x1024", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    cohort = ws / "demo-cohort"
+    command = (f"wsireview --workspace {shlex.quote(str(ws))} add {shlex.quote(str(cohort))} "
+               f"--labels {shlex.quote(str(cohort / 'labels.csv'))}")
+    assert f"Next: {command}\n" in out  # whole, on one line, ready to copy
+    assert main(shlex.split(command)[1:]) == 0  # and it works as printed
+    assert (ws / "catalog.sqlite").exists()
+
+
+def test_status_counts_are_singular(tmp_path, demo_cohort, capsys):
+    ws = str(tmp_path / "ws")
+    assert main(["--workspace", ws, "add", str(demo_cohort / "demo-000.tiff")]) == 0
+    capsys.readouterr()
+    assert main(["--workspace", ws, "status"]) == 0
+    assert "1 slide (1 ready); " in _flat(capsys.readouterr().out)
