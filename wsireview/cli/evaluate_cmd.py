@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError, plural
-from wsireview.cli.retrain_cmd import check_positive, check_training_options
+from wsireview.cli.retrain_cmd import check_encoder, check_positive, check_training_options
 from wsireview.features.encoders import DEFAULT_ENCODER, EncoderError
 from wsireview.learn.query import STRATEGIES
 from wsireview.learn.round import NothingToLearn
@@ -65,6 +65,7 @@ def run(args, ctx) -> int:
         return 2
     check_training_options(args)
     catalog = ctx.catalog(create=False)
+    check_encoder(catalog, args.encoder)
     check_positive(ctx, catalog, args.positive)
     try:
         result = evaluate(

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError, hint, plural
 from wsireview.features.encoders import DEFAULT_ENCODER, EncoderError, check_encoder_name
+from wsireview.features.store import feature_sets
 from wsireview.learn.labels import similar_labels, slide_targets
 from wsireview.learn.query import STRATEGIES
 from wsireview.learn.round import NothingToLearn, retrain
@@ -77,8 +78,15 @@ def check_training_options(args) -> None:
         problems.append("--distill must be 0 or more")
     if problems:
         raise CommandError("; ".join(problems), 2)
+
+
+def check_encoder(catalog, name: str) -> None:
+    """Refuse an encoder name no encoder answers to (exit 2), unless the catalog already holds
+    features made under that name: a round on them needs no encoder (a benchmark's stand-in, say)."""
+    if feature_sets(catalog, name):
+        return
     try:
-        check_encoder_name(args.encoder)
+        check_encoder_name(name)
     except EncoderError as error:
         raise CommandError(str(error), 2) from error
 
@@ -104,6 +112,7 @@ def run(args, ctx) -> int:
         raise CommandError("--budget must be 0 or more", 2)
     check_training_options(args)
     catalog = ctx.catalog(create=False)
+    check_encoder(catalog, args.encoder)
     check_positive(ctx, catalog, args.positive)
     try:
         result = retrain(
