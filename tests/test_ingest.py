@@ -90,6 +90,8 @@ def test_plain_image_fallback_keeps_dust_out(real):
     assert slide.mpp_x is None and slide.objective_power is None  # unknown, never invented
     assert slide.resolution_source == "level0-pixels"
     assert "no mpp" in slide.warning
+    # Its patches are sized in level-0 pixels, and the zero-patch warning says so (not "at 0.5 µm/px").
+    assert "no 224 px patch of level-0 pixels is 50% tissue" in slide.warning and "µm/px" not in slide.warning
     mask = np.asarray(Image.open(workspace.absolute(slide.mask_path))) > 0
     assert 0.0005 < slide.tissue_fraction < 0.01
     # The tissue is one fragment left of centre; dust, smudges and the fibre elsewhere are not tissue.
@@ -125,6 +127,17 @@ def test_zero_patch_slides_say_why(real):
     boxes = slide_by_name(catalog, "boxes-pyramid.tiff")
     assert boxes.level_count == 4 and boxes.vendor == "generic-tiff"
     assert "implausible" in boxes.warning  # a 72-dpi TIFF default is not a microscope's mpp
+
+
+def test_status_marks_an_mpp_it_did_not_use(real):
+    from wsireview.cli.status_cmd import _mpp_cell
+    from wsireview.status import slide_rows
+
+    _, catalog, workspace = real
+    rows = {r["name"]: r for r in slide_rows(catalog, workspace)}
+    assert _mpp_cell(rows["boxes-pyramid.tiff"]) == "[strike]352.8[/] [dim](not used)[/]"
+    assert _mpp_cell(rows["cmu-1-small-region.svs"]) == "0.499"
+    assert _mpp_cell(rows["kidney-48-5.tif"]) == "unknown"
 
 
 def test_idempotent_moved_and_missing(catalog, workspace, shared_slides, tmp_path):

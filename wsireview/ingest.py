@@ -130,7 +130,9 @@ def _process(slide: SlideFile, patch_size: int, target_mpp: float, min_tissue: f
             f"({resolution.level0_size} px at level 0)"
         )
     elif not patches:
-        warnings.append(f"no {patch_size} px patch at {target_mpp} µm/px is {min_tissue:.0%} tissue")
+        where = (f"{resolution.level0_size} px patch of level-0 pixels" if resolution.source == "level0-pixels"
+                 else f"{patch_size} px patch at {target_mpp} µm/px")
+        warnings.append(f"no {where} is {min_tissue:.0%} tissue")
     meta = dict(
         vendor=slide.vendor,
         width=slide.dimensions[0],

@@ -21,6 +21,15 @@ def register(sub) -> None:
     parser.set_defaults(func=run)
 
 
+def _mpp_cell(slide: dict) -> str:
+    """The recorded mpp, struck through with a note when ingest did not size patches from it."""
+    if not slide["mpp"]:
+        return "unknown"
+    if slide["resolution_source"] not in (None, "mpp"):
+        return f"[strike]{slide['mpp']:.4g}[/] [dim](not used)[/]"
+    return f"{slide['mpp']:.3f}"
+
+
 def run(args, ctx) -> int:
     catalog = ctx.catalog(create=False)
     mark_missing(catalog)
@@ -42,7 +51,7 @@ def run(args, ctx) -> int:
         size = f"{s['width']} x {s['height']}" if s["width"] else ""
         table.add_row(
             s["name"], f"[{colours.get(s['status'], 'white')}]{s['status']}[/]", size,
-            f"{s['mpp']:.3f}" if s["mpp"] else "unknown",
+            _mpp_cell(s),
             f"{s['tissue_fraction']:.1%}" if s["tissue_fraction"] is not None else "",
             str(s["patches"]) + ("*" if s["reason"] or s["warning"] else ""), s["label"] or "",
         )
