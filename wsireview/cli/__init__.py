@@ -34,6 +34,16 @@ SUBCOMMANDS = {
     "export": "export reviewed patches (PNG folders, QuPath GeoJSON, CLAM h5, CSV)",
 }
 _GLOBAL_OPTIONS_WITH_VALUE = {"--workspace", "--db", "--graphics"}
+# Subcommands whose module imports torch (2-3 s before anything else can happen).
+_SLOW_TO_IMPORT = {"embed", "retrain", "evaluate"}
+
+
+def _importing(name: str) -> contextlib.AbstractContextManager:
+    """On a terminal, a spinner while a slow subcommand's module loads, so a silent start is explained."""
+    console = Console(stderr=True)
+    if name in _SLOW_TO_IMPORT and console.is_terminal:
+        return console.status("loading torch...", spinner="dots")
+    return contextlib.nullcontext()
 
 
 def _chosen_subcommand(argv: list[str]) -> str | None:
@@ -160,7 +170,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     chosen = _chosen_subcommand(argv) if argv is not None else None
     for name, help_text in SUBCOMMANDS.items():
         if argv is None or name == chosen:
-            importlib.import_module(f"wsireview.cli.{name}_cmd").register(sub)
+            with _importing(name if name == chosen else ""):
+                module = importlib.import_module(f"wsireview.cli.{name}_cmd")
+            module.register(sub)
         else:
             sub.add_parser(name, help=help_text)
     return parser
