@@ -7,12 +7,15 @@ import shutil
 
 import pytest
 from rich.console import Console
-from sqlalchemy import select
+from sqlalchemy import func, select
+from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
 
 from tui_support import make_queue, settle
 from wsireview.catalog import FAILED, MISSING, ModelVersion, Review, Slide, open_catalog
 from wsireview.catalog.queries import queue_entries, review_summary, slides_overview
 from wsireview.tui.app import ReviewApp
+from wsireview.tui.widgets.slide_table import COLUMNS
 from wsireview.workspace import Workspace
 
 pytestmark = pytest.mark.asyncio
@@ -154,7 +157,15 @@ async def test_queue_end_summary_then_retrain_refreshes_queue(queued, monkeypatc
         assert type(app.screen).__name__ == "SummaryScreen"
         summary = text_of(app.screen.query_one("#summary"))
         assert "lesion" in summary and "wsireview" in summary and "retrain" in summary
-        await pilot.press("r")
+        await pilot.press("r")  # asks first: n keeps the summary and the model
+        await settle(pilot)
+        assert type(app.screen).__name__ == "ConfirmRetrainScreen"
+        await pilot.press("n")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "SummaryScreen"
+        with cat.session() as session:
+            assert session.scalar(select(func.count()).select_from(ModelVersion)) == 1
+        await pilot.press("r", "enter")
         await settle(pilot)
         await settle(pilot)
         assert type(app.screen).__name__ == "TriageScreen"
@@ -377,24 +388,25 @@ async def test_slides_thumbnail_loaded_once_per_selection(queued, monkeypatch):
         await pilot.press("s")  # a sort keeps the selected slide: nothing to load
         await settle(pilot)
         assert loads == [] and screen.selected.id == third
-        assert screen.query_one("#slide-thumb").shown_key == ("slide-thumb", third, "tissue")
+        assert screen.query_one("#slide-thumb").shown_key[:3] == ("slide-thumb", third, "tissue")
 
 
 def assert_table_fits(table, wide: bool) -> None:
-    """Wide: every column on screen. Narrow: the table may scroll sideways, but the first columns
-    (each slide's name, in full up to 30 cells, and its status) are on screen."""
+    """Wide: every column on screen. Narrow: the less important columns are hidden, and the columns
+    shown (at least slide, status, label, P and queue) are all on screen, names at least 12 cells."""
     shown = table.scrollable_content_region.width
     widths = {str(key.value): column.get_render_width(table) for key, column in table.columns.items()}
+    assert sum(widths.values()) <= shown
     if wide:
-        assert sum(widths.values()) <= shown
+        assert list(widths) == [c.key for c in COLUMNS]
     else:
-        assert widths["name"] + widths["status"] <= shown
-        assert table.columns["name"].width >= min(30, max(len(s.name) for s in table.slides))
+        assert {"name", "status", "label", "prob", "queued"} <= set(widths)
+        assert table.columns["name"].width >= 12
 
 
 async def test_slide_table_fits(queued):
     """All columns fit at 140 x 44 (the demo's names whole), even with a name too long to show and a
-    vertical scrollbar; at 80 x 24 names and status stay on screen; resizing fits the table again."""
+    vertical scrollbar; at 80 x 24 the important columns fit; resizing fits the table again."""
     ws, cat, _ = queued
     for extra in (False, True):
         if extra:
@@ -415,6 +427,225 @@ async def test_slide_table_fits(queued):
                 await pilot.resize_terminal(*size)
                 await settle(pilot)
                 assert_table_fits(table, wide)
+
+
+def visible_columns(table) -> list[str]:
+    """The titles of a DataTable's columns that are wholly on screen (sort arrows removed)."""
+    room, x, titles = table.scrollable_content_region.width, 0, []
+    for column in table.columns.values():
+        x += column.get_render_width(table)
+        if x <= room:
+            titles.append(column.label.plain.rstrip("↑↓"))
+    return titles
+
+
+def footer_keys(screen) -> list[str]:
+    """The footer's keys wholly on screen (left of the palette key), as "key description"."""
+    footer = screen.query_one(Footer)
+    keys = list(footer.query(FooterKey))
+    right = min([k.region.x for k in keys if k.has_class("-command-palette")] or [footer.region.right])
+    return [f"{k.key_display} {k.description}" for k in keys
+            if not k.has_class("-command-palette") and k.region.right <= right]
+
+
+def line(widget, y: int = 0) -> str:
+    """One line of a widget as drawn: cut at the widget's width."""
+    return "".join(segment.text for segment in widget.render_line(y))
+
+
+async def test_everything_essential_fits_80x24(queued):
+    """At 80 x 24: the slides table shows slide, status, label, P and queue (names whole), the
+    header keeps the reviewer, side-panel rows do not wrap, and every footer keeps ? Keys (and
+    q Quit where it has one). At 120 x 36 the queue column is on screen too."""
+    from wsireview.tui.widgets.slide_info import describe
+
+    ws, cat, _ = queued
+    app = app_for(ws, cat, start="slides")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        table = screen.query_one("#slide-table")
+        assert {"slide", "status", "label", "P", "queue"} <= set(visible_columns(table))
+        assert table.columns["name"].width >= max(len(s.name) for s in table.slides)
+        assert {"? Keys", "q Quit"} <= set(footer_keys(screen))
+        assert REVIEWER in line(screen.query_one("#title"))
+        info = screen.query_one("#slide-info")
+        drawn = [line(info, y) for y in range(info.size.height)]
+        assert sum(1 for text in drawn if text.strip()) == describe(screen.selected).row_count  # one line a row
+        assert "queued" in "".join(drawn)
+
+        await pilot.press("m")
+        await settle(pilot)
+        model_table = app.screen.query_one("#model-table")
+        assert {"version", "AUC", "accuracy", "queued", "verdicts"} <= set(visible_columns(model_table))
+        assert {"? Keys", "q Quit"} <= set(footer_keys(app.screen))
+
+        await pilot.press("escape", "r")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "TriageScreen"
+        shown = footer_keys(app.screen)
+        assert {"y Lesion", "n Not lesion", "u Unsure", "a Artifact", "esc Slides", "? Keys"} <= set(shown)
+
+        await pilot.press("escape")
+        await pilot.resize_terminal(120, 36)
+        await settle(pilot)
+        assert {"slide", "status", "tissue", "label", "P", "patches", "done", "queue"} <= set(visible_columns(table))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+async def test_sort_arrow_visible_on_every_column(queued, size):
+    """Whichever column sorts, its header shows the arrow; `s` cycles through the columns on screen."""
+    ws, cat, _ = queued
+    app = app_for(ws, cat, start="slides")
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#slide-table")
+        titles = {c.key: c.label for c in COLUMNS}
+        keys = [str(key.value) for key in table.columns]  # the columns on screen at this width
+        for key in keys:
+            for reverse, arrow in ((False, "↑"), (True, "↓")):
+                table.sort_by(key, reverse)
+                await pilot.pause()
+                assert f"{titles[key]}{arrow}" in line(table), (key, line(table))
+        table.sort_by("name", False)
+        seen = []
+        for _ in keys:
+            await pilot.press("s")
+            await pilot.pause()
+            seen.append(table.sort_key)
+            assert titles[table.sort_key] in line(table)
+        assert sorted(seen) == sorted(keys)
+
+
+async def test_filter_without_matches_says_so(queued):
+    ws, cat, _ = queued
+    app = app_for(ws, cat, start="slides")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        table = screen.query_one("#slide-table")
+        await pilot.press("slash", *"zzz", "enter")
+        await settle(pilot)
+        empty = screen.query_one("#empty")
+        assert empty.display and not table.display
+        assert "no slides match 'zzz' (esc clears)" in text_of(empty)
+        assert text_of(screen.query_one("#slide-info")).strip() == ""
+        assert screen.query_one("#slide-thumb").shown_key is None
+        assert "0 of 6 slides" in line(screen.query_one("#title"))
+        await pilot.press("escape")
+        await settle(pilot)
+        assert table.display and not empty.display and table.row_count == 6
+        assert "6 slides" in line(screen.query_one("#title")) and " of " not in line(screen.query_one("#title"))
+        assert screen.selected.name in text_of(screen.query_one("#slide-info"))
+        await pilot.press("slash", *"lesion", "enter")
+        await settle(pilot)
+        assert "3 of 6 slides" in line(screen.query_one("#title"))
+
+
+async def test_palette_model_opens_model_screen_and_retrain_asks_first(queued, monkeypatch):
+    """"model" + enter in the palette opens the model versions, not a retrain; the palette's retrain
+    (like the summary's r) waits for enter or y, and esc or n cancels it."""
+    ws, cat, version = queued
+    calls = []
+
+    def fake_retrain(catalog, workspace, **kwargs):
+        from types import SimpleNamespace
+
+        calls.append(kwargs)
+        new = make_queue(catalog, per_slide=1, seed=3, parent_id=version)
+        return SimpleNamespace(model_version_id=new, queued=6, metrics={"auc": 0.8})
+
+    monkeypatch.setattr("wsireview.learn.round.retrain", fake_retrain)
+    app = app_for(ws, cat, start="slides")
+
+    async def palette(query: str) -> None:
+        await pilot.press("ctrl+p", *query)
+        await settle(pilot)
+        await pilot.pause(0.3)  # the palette searches in a worker
+        await pilot.press("enter")
+        await settle(pilot)
+
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await palette("model")
+        assert type(app.screen).__name__ == "ModelScreen"
+        await pilot.press("escape")
+        for cancel in ("escape", "n"):
+            await palette("retrain")
+            assert type(app.screen).__name__ == "ConfirmRetrainScreen"
+            queued_now = sum(s.queued for s in slides_overview(cat))
+            assert f"{queued_now} patches still queued" in " ".join(text_of(w) for w in app.screen.query("Static"))
+            await pilot.press(cancel)
+            await settle(pilot)
+            assert type(app.screen).__name__ == "SlidesScreen" and calls == []
+        await palette("retrain")
+        await pilot.press("y")
+        for _ in range(3):
+            await settle(pilot)
+        assert len(calls) == 1 and type(app.screen).__name__ == "SlidesScreen"
+    with cat.session() as session:
+        assert session.scalar(select(func.count()).select_from(ModelVersion)) == 2
+
+
+async def test_model_screen_words_and_zero_changes(demo_workspace, demo_catalog):
+    """A metric that did not change shows +0.000 (a count +0), as the CLI prints it; label-count
+    keys read as words."""
+    counts = {"slides": {"positive": 3, "negative": 3, "unlabelled": 0}, "slide_labels": {"lesion": 3, "normal": 3},
+              "patches": {"lesion": 0, "not_lesion": 0}, "reviewed_patches": 0}
+    first = make_queue(demo_catalog, per_slide=1, seed=1, metrics={"slide_auc": 0.75, "cv_folds": 3},
+                       label_counts=counts)
+    make_queue(demo_catalog, per_slide=1, seed=2, parent_id=first, metrics={"slide_auc": 0.75, "cv_folds": 3},
+               label_counts={**counts, "patches": {"lesion": 2, "not_lesion": 5}})
+    app = app_for(demo_workspace, demo_catalog, start="slides")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        table = app.screen.query_one("#model-table")
+        assert "slide AUC" in visible_columns(table)
+        assert table.get_row_at(0)[1].plain == "0.750 +0.000"
+        detail = text_of(app.screen.query_one("#model-detail"))
+        for words in ("slide AUC", "CV folds", "positive slides", "slides labelled lesion", "not lesion patches",
+                      "reviewed patches", "+0.000", "+0", "+5"):
+            assert words in detail, words
+        for raw in ("slide_auc", "slides.positive", "slide_labels", "not_lesion", "-0.000"):
+            assert raw not in detail, raw
+
+
+async def test_retrain_dialog_shows_the_current_phase_only(queued, monkeypatch):
+    """The status line under the bar is the phase the round reports, with no stale "starting ..."."""
+    import threading
+
+    ws, cat, version = queued
+    gate = threading.Event()
+
+    def fake_retrain(catalog, workspace, on_progress=None, **kwargs):
+        from types import SimpleNamespace
+
+        on_progress("cross-validating", 0.2)
+        gate.wait(20)
+        new = make_queue(catalog, per_slide=1, seed=4, parent_id=version)
+        return SimpleNamespace(model_version_id=new, queued=6, metrics={"auc": 0.8})
+
+    monkeypatch.setattr("wsireview.learn.round.retrain", fake_retrain)
+    app = app_for(ws, cat, start="slides")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.start_retrain()
+        try:
+            for _ in range(100):  # not settle(): the round is still running
+                await pilot.pause(0.05)
+                if type(app.screen).__name__ == "RetrainScreen" and \
+                        "cross" in text_of(app.screen.query_one("#retrain-phase")):
+                    break
+            dialog = " ".join(text_of(w) for w in app.screen.query("Static"))
+            assert text_of(app.screen.query_one("#retrain-phase")).strip() == "cross-validating"
+            assert "starting" not in dialog
+        finally:
+            gate.set()
+        for _ in range(3):
+            await settle(pilot)
+        assert type(app.screen).__name__ == "SlidesScreen"
 
 
 async def test_attention_thumbnail_redrawn_after_retrain_in_the_app(queued, monkeypatch):

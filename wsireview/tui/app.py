@@ -14,7 +14,7 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from wsireview.catalog import Catalog
-from wsireview.catalog.queries import latest_model_version_id, model_versions
+from wsireview.catalog.queries import latest_model_version_id, model_versions, slides_overview
 from wsireview.tui.gc_policy import IdleCollector
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchSource
@@ -121,14 +121,26 @@ class ReviewApp(App):
 
         self.push_screen(RetrainScreen(self.latest_encoder()), finished)
 
+    def confirm_retrain(self, callback: Callable[[bool | None], None] | None = None) -> None:
+        """Ask first, then start_retrain: a round takes minutes and replaces the review queue."""
+        from wsireview.tui.screens.retrain import ConfirmRetrainScreen
+
+        def answered(start: bool | None) -> None:
+            if start:
+                self.start_retrain(callback)
+
+        queued = sum(s.queued for s in slides_overview(self.catalog))
+        self.push_screen(ConfirmRetrainScreen(queued), answered)
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Textual's commands, except its "Keys" (a side panel): ours, below, opens the help screen `?` opens."""
+        """Textual's commands, except its "Keys" (a side panel): ours, below, opens the help screen `?` opens.
+        Equal fuzzy scores keep this order, so "model" finds the model screen before the retrain."""
         yield from (command for command in super().get_system_commands(screen) if command.title != "Keys")
-        yield SystemCommand("Retrain the model", "train on every label and verdict, queue new patches",
-                            self.start_retrain)
+        yield SystemCommand("Model versions", "metrics and label counts per version", self.open_models)
         yield SystemCommand("Review queue", "triage the latest model's queue across all slides",
                             lambda: self.open_triage(None))
-        yield SystemCommand("Model versions", "metrics and label counts per version", self.open_models)
+        yield SystemCommand("Retrain now", "train a new model version on every label and verdict, then "
+                            "replace the queue (asks first)", self.confirm_retrain)
         yield SystemCommand("Keys", "every key of this screen", self.action_help)
 
     # -- measurement --------------------------------------------------------------------------

@@ -18,6 +18,29 @@ from wsireview.tui.messages import CatalogChanged
 
 # Shown as table columns when present; every other numeric metric is in the detail pane.
 HEADLINE = ("slide_auc", "slide_accuracy", "instance_auc", "auc", "accuracy")
+# Metric keys as words; any other key is shown with its underscores as spaces.
+METRIC_NAMES = {
+    "slide_auc": "slide AUC", "instance_auc": "instance AUC", "instance_auc_fit": "instance AUC (train)",
+    "auc": "AUC", "cv_folds": "CV folds",
+}
+
+
+def _metric_name(key: str) -> str:
+    return METRIC_NAMES.get(key, key.replace("_", " "))
+
+
+def _count_name(key: str) -> str:
+    """A flattened label count as words: slides.positive -> positive slides, slide_labels.lesion ->
+    slides labelled lesion, patches.not_lesion -> not lesion patches."""
+    group, _, name = key.rpartition(".")
+    name = name.replace("_", " ")
+    if group == "slides":
+        return f"{name} slides"
+    if group == "slide_labels":
+        return f"slides labelled {name}"
+    if group == "patches":
+        return f"{name} patches"
+    return key.replace("_", " ").replace(".", " ")
 
 
 def _fmt(value) -> str:
@@ -26,11 +49,15 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
-def _delta(change: float | None) -> Text:
-    if change is None or abs(change) < 5e-4:
+def _delta(change: float | None, whole: bool = False) -> Text:
+    """The change from the parent: +0.000 (or +0 for a count) when there is none, as `wsireview
+    retrain` prints it; blank only when there is nothing to compare with."""
+    if change is None:
         return Text("")
-    text = f" {change:+.0f}" if float(change).is_integer() else f" {change:+.3f}"
-    return Text(text, style="green" if change > 0 else "red")
+    if abs(change) < 5e-4:
+        change = 0.0  # never "-0.000"
+    text = f"{change:+.0f}" if whole else f"{change:+.3f}"
+    return Text(text, style="green" if change > 0 else "red" if change < 0 else "dim")
 
 
 def _flatten(counts: dict, prefix: str = "") -> dict[str, float]:
@@ -56,7 +83,7 @@ class ModelScreen(Screen):
         with Vertical(id="model-body"):
             yield DataTable(id="model-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="model-detail")
-        yield Footer()
+        yield Footer(compact=True)  # compact: every key fits 80 columns
 
     def on_mount(self) -> None:
         self.reload()
@@ -67,25 +94,27 @@ class ModelScreen(Screen):
     def reload(self) -> None:
         self.versions = {v.id: v for v in model_versions(self.app.catalog)}
         verdicts = verdict_counts(self.app.catalog)
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(verdicts["by_verdict"].items())) or "none yet"
+        counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(verdicts["by_verdict"].items()))
         self.query_one("#model-title", Static).update(
-            f"[b]Model versions[/b]  {len(self.versions)}  ·  verdicts: {counts}"
+            f"[b]Model versions[/b]  {len(self.versions)}  ·  verdicts: {counts or 'none yet'}"
         )
         table = self.query_one(DataTable)
         table.clear(columns=True)
         present = [k for k in HEADLINE if any(k in v.metrics for v in self.versions.values())][:3]
-        table.add_columns("version", "parent", "encoder", "created", *present, "queued", "verdicts")
+        # What changes from version to version first: at 80 columns parent, encoder and date are cut.
+        table.add_columns("version", *map(_metric_name, present), "queued", "verdicts", "parent", "encoder", "created")
         for v in self.versions.values():
             parent = self.versions.get(v.parent_id) if v.parent_id else None
             changes = v.metric_changes(parent)
             cells = []
             for key in present:
                 cell = Text(_fmt(v.metrics.get(key)))
-                cell.append_text(_delta(changes.get(key)))
+                if key in changes:
+                    cell.append(" ").append_text(_delta(changes[key]))
                 cells.append(cell)
             created = v.created_at.strftime("%Y-%m-%d %H:%M") if v.created_at else "-"
-            table.add_row(f"v{v.id}", f"v{v.parent_id}" if v.parent_id else "-", v.encoder, created, *cells,
-                          str(v.queued), str(v.reviews), key=str(v.id))
+            table.add_row(f"v{v.id}", *cells, str(v.queued), str(v.reviews),
+                          f"v{v.parent_id}" if v.parent_id else "-", v.encoder, created, key=str(v.id))
         if not self.versions:
             self.query_one("#model-detail", Static).update(
                 "No model yet. Train the first one with [b]wsireview retrain[/b] (slide labels are enough to start)."
@@ -117,15 +146,15 @@ class ModelScreen(Screen):
         for key, value in v.metrics.items():
             if isinstance(value, dict):
                 continue
-            metrics.add_row(key, _fmt(value), _delta(changes.get(key)))
+            metrics.add_row(_metric_name(key), _fmt(value), _delta(changes.get(key), whole=isinstance(value, int)))
         labels = Table(title="labels", title_justify="left", show_edge=False, pad_edge=False)
         labels.add_column("count")
         labels.add_column("n", justify="right")
         labels.add_column("change", justify="right")
         mine, theirs = _flatten(v.label_counts), _flatten(parent.label_counts) if parent else {}
-        for key, value in mine.items():
-            change = value - theirs[key] if key in theirs else None
-            labels.add_row(key, _fmt(value), _delta(change) if parent else Text(""))
+        for key, value in mine.items():  # a count the parent does not have was 0 then
+            change = value - theirs.get(key, 0) if parent else None
+            labels.add_row(_count_name(key), _fmt(value), _delta(change, whole=True))
         grid = Table.grid(padding=(0, 4))
         grid.add_row(metrics, labels)
         return Group(grid, Text(f"{v.positive_label!r} is positive · {v.queued} queued · {v.reviews} verdicts on its queue",

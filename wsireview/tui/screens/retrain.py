@@ -37,6 +37,28 @@ class _LineSink(io.TextIOBase):
         return len(text)
 
 
+class ConfirmRetrainScreen(ModalScreen[bool]):
+    """Asks before a retrain: it takes minutes, adds a model version and replaces the review queue,
+    so a stray key or a palette search must not start one."""
+
+    BINDINGS = [
+        Binding("enter,y", "dismiss(True)", "Start"),
+        Binding("escape,n", "dismiss(False)", "Cancel"),
+    ]
+
+    def __init__(self, queued: int) -> None:
+        super().__init__()
+        self.queued = queued
+
+    def compose(self) -> ComposeResult:
+        replaced = f"the {self.queued} patches still queued" if self.queued else "the review queue"
+        with Vertical(id="confirm-box"):
+            yield Label("[b]Retrain now?[/b]")
+            yield Static(f"Trains a new model version on every label and verdict so far and replaces {replaced} "
+                         "with new patches. It takes a while.", id="confirm-text")
+            yield Label("[b]enter[/b]/[b]y[/b] start  ·  [b]esc[/b]/[b]n[/b] cancel", id="confirm-keys")
+
+
 class RetrainScreen(ModalScreen[bool]):
     BINDINGS = [Binding("escape", "close", "Close")]
 
@@ -53,8 +75,8 @@ class RetrainScreen(ModalScreen[bool]):
         with Vertical(id="retrain-box"):
             yield Label("[b]Retraining[/b] with every label and verdict so far", id="retrain-title")
             yield ProgressBar(total=100, show_eta=False, id="retrain-progress")
-            yield Label("", id="retrain-phase")
-            yield Static("starting ...", id="retrain-log")
+            yield Label("starting ...", id="retrain-phase")  # the current phase only
+            yield Static("", id="retrain-log")  # what the round prints, if anything
 
     def on_mount(self) -> None:
         self.lines: list[str] = []

@@ -17,7 +17,7 @@ from wsireview.tui.imaging import attention_overlay, mask_overlay
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchUnavailable
 from wsireview.tui.widgets.slide_info import SlideInfo
-from wsireview.tui.widgets.slide_table import COLUMN_KEYS, SlideTable
+from wsireview.tui.widgets.slide_table import SlideTable
 from wsireview.tui.widgets.textual_image_view import make_image_view
 
 OVERLAYS = ("plain", "tissue", "attention")
@@ -43,7 +43,7 @@ class SlidesScreen(Screen):
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
         Binding("t", "toggle_overlay", "Overlay"),
-        Binding("r", "review_queue", "Review queue"),
+        Binding("r", "review_queue", "Review"),  # short: "? Keys" and "q Quit" stay on an 80-column footer
         Binding("m", "models", "Models"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("question_mark", "app.help", "Keys"),
@@ -67,7 +67,7 @@ class SlidesScreen(Screen):
                 yield Static(id="overlay-label", classes="caption")
                 yield make_image_view(self.app.graphics, id="slide-thumb")
                 yield SlideInfo(id="slide-info")
-        yield Footer()
+        yield Footer(compact=True)  # compact: every key fits 80 columns
 
     def on_mount(self) -> None:
         self.reload()
@@ -84,15 +84,37 @@ class SlidesScreen(Screen):
         if empty:
             self.query_one("#empty", Static).update(EMPTY_HELP.format(root=self.app.workspace.root))
         table.set_slides(overview)
-        counts = {st: sum(1 for s in overview if s.status == st) for st in ("ready", "failed", "missing")}
-        queued = sum(s.queued for s in overview)
-        self.query_one("#title", Static).update(
-            f"[b]wsireview[/b]  {len(overview)} slides ({counts['ready']} ready, {counts['failed']} failed, "
-            f"{counts['missing']} missing)  ·  {queued} patches queued  ·  reviewer [b]{self.app.reviewer}[/b]"
-        )
+        self.show_title()
         if not empty:
             table.focus()
             self.show_selected()
+            self.show_matches()
+
+    def show_title(self) -> None:
+        """Slide counts (of those the filter keeps), patches queued and the reviewer, in 80 columns:
+        statuses with no slide are left out."""
+        table = self.query_one(SlideTable)
+        total = len(self.slides)
+        counts = {st: sum(1 for s in self.slides.values() if s.status == st) for st in ("ready", "failed", "missing")}
+        statuses = ", ".join(f"{n} {st}" for st, n in counts.items() if n)
+        slides = f"{table.matching} of {total} slides" if table.filter_text else f"{total} slides"
+        queued = sum(s.queued for s in self.slides.values())
+        self.query_one("#title", Static).update(
+            f"[b]wsireview[/b]  {slides}" + (f" ({statuses})" if statuses else "")
+            + f"  ·  {queued} queued  ·  reviewer [b]{self.app.reviewer}[/b]"
+        )
+
+    def show_matches(self) -> None:
+        """When the filter keeps no slide, say so where the rows would be and clear the side panel."""
+        if not self.slides:  # the empty catalog's help stays
+            return
+        table = self.query_one(SlideTable)
+        none = table.matching == 0
+        table.display = not none
+        self.query_one("#empty", Static).display = none
+        if none:
+            self.query_one("#empty", Static).update(f"no slides match {table.filter_text!r} (esc clears)")
+        self.selection_moved()
 
     def on_catalog_changed(self, _: CatalogChanged) -> None:
         self.reload()
@@ -124,8 +146,8 @@ class SlidesScreen(Screen):
         if slide is not None and slide.status == "ready":
             found = (self.app.workspace.absolute(slide.path) or Path(slide.path)).exists()
         self.query_one(SlideInfo).show(slide, found)
-        self.query_one("#overlay-label", Static).update(
-            "  ".join(f"[reverse] {o} [/]" if o == self.overlay else f" {o} " for o in OVERLAYS) + "  [dim]t[/]"
+        self.query_one("#overlay-label", Static).update(  # 24 cells: fits the 80-column side panel
+            "[dim]t[/] " + " ".join(f"[reverse]{o}[/]" if o == self.overlay else o for o in OVERLAYS)
         )
         view = self.query_one("#slide-thumb")
         if slide is None:
@@ -184,10 +206,12 @@ class SlidesScreen(Screen):
         self.query_one(SlideTable).sort_by(str(event.column_key.value))
 
     def action_sort(self) -> None:
+        """Sort by the next column on screen (the arrow of a column hidden at this width could not be seen)."""
         table = self.query_one(SlideTable)
-        nxt = COLUMN_KEYS[(COLUMN_KEYS.index(table.sort_key) + 1) % len(COLUMN_KEYS)]
+        keys = [c.key for c in table.shown]
+        nxt = keys[(keys.index(table.sort_key) + 1) % len(keys)] if table.sort_key in keys else keys[0]
         table.sort_by(nxt, reverse=nxt not in ("name", "status", "label"))
-        self.notify(f"sorted by {nxt}", timeout=1.5)
+        self.notify(f"sorted by {next(c.label for c in table.shown if c.key == nxt)}", timeout=1.5)
 
     def action_toggle_overlay(self) -> None:
         self.overlay = OVERLAYS[(OVERLAYS.index(self.overlay) + 1) % len(OVERLAYS)]
@@ -201,6 +225,8 @@ class SlidesScreen(Screen):
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
         self.query_one(SlideTable).set_filter(event.value)
+        self.show_title()
+        self.show_matches()
 
     @on(Input.Submitted, "#filter")
     def filter_done(self) -> None:
@@ -211,6 +237,8 @@ class SlidesScreen(Screen):
         box.value = ""
         box.display = False
         self.query_one(SlideTable).set_filter("")
+        self.show_title()
+        self.show_matches()
         self.query_one(SlideTable).focus()
 
     def action_review_queue(self) -> None:

@@ -17,7 +17,7 @@ from wsireview.tui.screens.triage import VERDICT_STYLE, VERDICT_TEXT
 
 class SummaryScreen(Screen[str]):
     BINDINGS = [
-        Binding("r", "retrain", "Retrain now"),
+        Binding("r", "retrain", "Retrain"),
         Binding("s", "dismiss('skipped')", "Review skipped"),
         Binding("z", "dismiss('undo')", "Undo last"),
         Binding("escape", "dismiss('back')", "Slides"),
@@ -34,7 +34,7 @@ class SummaryScreen(Screen[str]):
     def compose(self) -> ComposeResult:
         yield Static("[b]Queue done[/b]", id="summary-title", classes="title")
         yield Static(id="summary")
-        yield Footer()
+        yield Footer(compact=True)  # compact: every key fits 80 columns
 
     def on_mount(self) -> None:
         self.query_one("#summary", Static).update(self.render_summary())
@@ -66,4 +66,4 @@ class SummaryScreen(Screen[str]):
             if ok:
                 self.dismiss("retrained")
 
-        self.app.start_retrain(done)
+        self.app.confirm_retrain(done)

@@ -53,7 +53,7 @@ class TriageScreen(Screen):
         Binding("z", "undo", "Undo"),
         Binding("backspace", "undo", "Undo", show=False),
         Binding("space", "skip", "Skip"),
-        Binding("c", "context", "Context"),
+        Binding("c", "context", "Context", show=False),  # in ? help: the footer has no room at 80 columns
         Binding("escape", "back", "Slides"),
         Binding("question_mark", "app.help", "Keys"),
         Binding("q", "app.quit", "Quit", show=False),
@@ -83,7 +83,8 @@ class TriageScreen(Screen):
             with Vertical(id="triage-side"):
                 yield make_image_view(self.app.graphics, id="triage-thumb")
                 yield Static(id="triage-info")
-        yield Footer()
+        # Compact, and without the palette key: the verdict keys, esc and ? fit 80 columns.
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         # Kept as attributes: workers use them without querying the DOM from their thread.

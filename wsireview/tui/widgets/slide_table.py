@@ -41,26 +41,29 @@ def _num(value: float | None) -> float:
     return -1.0 if value is None else float(value)
 
 
+# Every fixed width holds the column's title and the sort arrow: the arrow shows whichever column sorts.
 COLUMNS = [
     Column("name", "slide", lambda s: Text(s.name, no_wrap=True, overflow="ellipsis"), lambda s: s.name.lower()),
     Column("status", "status", lambda s: Text(s.status, style=STATUS_STYLE.get(s.status, "")), lambda s: s.status, 7),
     Column("size", "size", lambda s: Text(_size(s)), lambda s: (s.width or 0) * (s.height or 0), 9),
     Column("mpp", "mpp", lambda s: Text(f"{s.mpp:.3f}" if s.mpp else "-"), lambda s: _num(s.mpp), 5),
     Column("tissue", "tissue", lambda s: Text(f"{s.tissue_fraction:.0%}" if s.tissue_fraction is not None else "-",
-                                              justify="right"), lambda s: _num(s.tissue_fraction), 6),
+                                              justify="right"), lambda s: _num(s.tissue_fraction), 7),
     Column("label", "label", lambda s: Text(s.label or "-", overflow="ellipsis", no_wrap=True),
            lambda s: s.label or "", 8),
     Column("prob", "P", lambda s: Text(f"{s.probability:.2f}" if s.probability is not None else "-"),
            lambda s: _num(s.probability), 4),
-    Column("patches", "patches", lambda s: Text(str(s.patches), justify="right"), lambda s: s.patches, 7),
+    Column("patches", "patches", lambda s: Text(str(s.patches), justify="right"), lambda s: s.patches, 8),
     Column("reviewed", "done", lambda s: Text(str(s.reviewed), justify="right"), lambda s: s.reviewed, 5),
-    Column("queued", "queue", lambda s: Text(str(s.queued), justify="right"), lambda s: s.queued, 5),
+    Column("queued", "queue", lambda s: Text(str(s.queued), justify="right"), lambda s: s.queued, 6),
 ]
-NAME_WIDTH = (12, 30)  # the name column's bounds (SlideTable.name_width)
-FIXED_WIDTH = sum(c.width or 0 for c in COLUMNS)  # every column but the name
+ARROWS = {False: "↑", True: "↓"}  # ascending, descending
+# Hidden first when the table is narrow (a name needs NAME_WIDTH[0] cells): at 80 columns the table
+# keeps slide, status, label, P and queue; at 120 it drops only mpp and size.
+DROP_ORDER = ("mpp", "size", "tissue", "patches", "reviewed")
+NAME_WIDTH = (12, 30)  # the name column's bounds (SlideTable.fit_columns)
 FIRST_ROWS = 60
 CHUNK_ROWS = 200
-COLUMN_KEYS = [c.key for c in COLUMNS]
 
 
 class SlideTable(DataTable):
@@ -74,32 +77,46 @@ class SlideTable(DataTable):
         self.sort_key = "name"
         self.sort_reverse = False
         self.filter_text = ""
+        self.shown: list[Column] = []  # the columns on screen (fit_columns)
+        self.matching = 0  # rows that pass the filter
         self._generation = 0  # bumped by each fill, so a late batch of an older fill is dropped
 
-    def name_width(self) -> int:
-        """The name column takes the room the other columns leave (a scrollbar's width kept free),
-        within NAME_WIDTH and no wider than the longest name: every column fits whenever a 12-cell
-        name does, longer names end in an ellipsis. When even that does not fit (80 columns, or
-        before the first layout), names stay whole and the table scrolls sideways."""
+    def fit_columns(self) -> tuple[list[Column], int]:
+        """The columns to show and the name column's width. The name takes the room the other
+        columns leave (a scrollbar's width kept free), within NAME_WIDTH and no wider than the
+        longest name; when that room is under NAME_WIDTH[0], the columns of DROP_ORDER are hidden
+        one by one, so slide, status, label, P and queue stay on screen at 80 columns. When even
+        those do not fit (or before the first layout), names stay whole and the table scrolls."""
         longest = max((len(s.name) for s in self.slides), default=0)
         wanted = min(NAME_WIDTH[1], max(NAME_WIDTH[0], longest))
-        padding = 2 * self.cell_padding * len(COLUMNS)
-        room = self.size.width - FIXED_WIDTH - padding - self.styles.scrollbar_size_vertical
-        return wanted if room < NAME_WIDTH[0] else min(wanted, room)
+        shown = list(COLUMNS)
+        for key in (None, *DROP_ORDER):
+            shown = [c for c in shown if c.key != key]
+            fixed = sum((c.width or 0) + 2 * self.cell_padding for c in shown)  # the name's padding too
+            room = self.size.width - fixed - self.styles.scrollbar_size_vertical
+            if room >= NAME_WIDTH[0]:
+                return shown, min(wanted, room)
+        return shown, wanted
 
     def set_slides(self, slides: list[SlideOverview]) -> None:
         self.slides = slides
-        name_width = self.name_width()
-        if not self.columns or self.columns["name"].width != name_width:
+        shown, name_width = self.fit_columns()
+        if not self._laid_out(shown, name_width):
+            self.shown = shown
             self.clear(columns=True)
-            for column in COLUMNS:
+            for column in shown:
                 self.add_column(column.label, key=column.key, width=column.width or name_width)
         self._populate()
 
     def on_resize(self) -> None:
-        """Fit the name column to the new width; the table is refilled only when that changes it."""
-        if self.columns and self.columns["name"].width != self.name_width():
+        """Fit the columns to the new width; the table is refilled only when that changes them."""
+        if self.columns and not self._laid_out(*self.fit_columns()):
             self.set_slides(self.slides)
+
+    def _laid_out(self, shown: list[Column], name_width: int) -> bool:
+        """Whether the table already has these columns and this name width."""
+        return (bool(self.columns) and [c.key for c in shown] == [c.key for c in self.shown]
+                and self.columns["name"].width == name_width)
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip().lower()
@@ -133,6 +150,7 @@ class SlideTable(DataTable):
         self.clear()
         self._generation += 1
         rows = self.visible()
+        self.matching = len(rows)
         self._add_rows(rows[:FIRST_ROWS])
         if len(rows) > FIRST_ROWS:
             self.call_after_refresh(self._add_later, self._generation, rows[FIRST_ROWS:], keep)
@@ -141,7 +159,7 @@ class SlideTable(DataTable):
 
     def _add_rows(self, rows: list[SlideOverview]) -> None:
         for s in rows:
-            self.add_row(*(c.cell(s) for c in COLUMNS), key=str(s.id))
+            self.add_row(*(c.cell(s) for c in self.shown), key=str(s.id))
 
     def _add_later(self, generation: int, rows: list[SlideOverview], keep: int | None) -> None:
         if generation != self._generation:  # a newer filter or sort replaced this fill
@@ -157,6 +175,6 @@ class SlideTable(DataTable):
             self.move_cursor(row=self.get_row_index(str(keep)))
 
     def _mark_sort_column(self) -> None:
-        for column in COLUMNS:  # mark the sort column in its header
-            arrow = (" v" if self.sort_reverse else " ^") if column.key == self.sort_key else ""
+        for column in self.shown:  # mark the sort column in its header
+            arrow = ARROWS[self.sort_reverse] if column.key == self.sort_key else ""
             self.columns[column.key].label = Text(column.label + arrow)
