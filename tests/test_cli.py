@@ -25,3 +25,11 @@ def test_one_help_line_per_subcommand_for_both_parsers():
     for parser in (full, light):
         actions = next(a for a in parser._actions if a.dest == "command")
         assert {c.dest: c.help for c in actions._choices_actions} == SUBCOMMANDS
+
+
+def test_retrain_change_column_never_prints_minus_zero():
+    from wsireview.cli.retrain_cmd import _change
+
+    assert _change(0.5, 0.50001) == "[dim]+0.000[/]"
+    assert _change(0.4, 0.5) == "[red]-0.100[/]" and _change(0.6, 0.5) == "[green]+0.100[/]"
+    assert _change(None, 0.5) == ""

@@ -62,7 +62,7 @@ def _fmt(value) -> str:
 def _change(new, old) -> str:
     if new is None or old is None:
         return ""
-    delta = new - old
+    delta = round(new - old, 3) + 0.0  # + 0.0: a change that rounds to zero prints +0.000, never -0.000
     colour = "green" if delta > 0 else "red" if delta < 0 else "dim"
     return f"[{colour}]{delta:+.3f}[/]"
 
