@@ -23,6 +23,7 @@ from wsireview.slides.reader import Slide as SlideFile
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, SlideError, explain_open_error, file_hash
 from wsireview.slides.tiling import patch_grid
 from wsireview.slides.tissue import tissue_mask, tissue_overlay
+from wsireview.status import mark_missing
 from wsireview.workspace import Workspace
 
 # What a folder scan picks up. Files named explicitly are always tried, whatever their suffix.
@@ -267,20 +268,6 @@ def _patch_count(session, slide_id: int) -> int:
 
 
 # -- the catalog as a whole -----------------------------------------------------------------------
-
-def mark_missing(catalog: Catalog) -> list[str]:
-    """Mark slides whose file has disappeared as missing (never deleted: their reviews stay)."""
-    missing = []
-    with catalog.session() as session:
-        for row in session.scalars(select(Slide).where(Slide.status != MISSING)):
-            if not Path(row.path).exists():
-                row.status, row.reason = MISSING, f"file not found: {row.path}"
-                missing.append(row.name)
-        for row in session.scalars(select(Slide).where(Slide.status == MISSING)):
-            if Path(row.path).exists():
-                row.status, row.reason = (READY if row.thumbnail_path else FAILED), None
-    return missing
-
 
 class LabelsError(ValueError):
     """A labels CSV that is not ``slide,label`` rows: refused as a whole, before anything is ingested."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from sqlalchemy import func, select
 
-from wsireview.catalog import Catalog, Patch, Slide
+from wsireview.catalog import FAILED, MISSING, READY, Catalog, Patch, Slide
 from wsireview.learn.reviews import verdict_counts
 from wsireview.workspace import Workspace
 
@@ -68,3 +69,17 @@ def catalog_status(catalog: Catalog, workspace: Workspace) -> dict:
     if model_status is not None:
         doc["model"] = model_status(catalog)
     return doc
+
+
+def mark_missing(catalog: Catalog) -> list[str]:
+    """Mark slides whose file has disappeared as missing (never deleted: their reviews stay)."""
+    missing = []
+    with catalog.session() as session:
+        for row in session.scalars(select(Slide).where(Slide.status != MISSING)):
+            if not Path(row.path).exists():
+                row.status, row.reason = MISSING, f"file not found: {row.path}"
+                missing.append(row.name)
+        for row in session.scalars(select(Slide).where(Slide.status == MISSING)):
+            if Path(row.path).exists():
+                row.status, row.reason = (READY if row.thumbnail_path else FAILED), None
+    return missing

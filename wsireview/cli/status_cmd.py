@@ -8,8 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, hint, plural
-from wsireview.ingest import mark_missing
-from wsireview.status import catalog_status
+from wsireview.status import catalog_status, mark_missing
 
 
 def register(sub) -> None:
