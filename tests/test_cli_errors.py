@@ -244,3 +244,13 @@ def test_status_counts_are_singular(tmp_path, demo_cohort, capsys):
     capsys.readouterr()
     assert main(["--workspace", ws, "status"]) == 0
     assert "1 slide (1 ready); " in _flat(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("option", [["--rounds", "-1"], ["--budget", "0"]])
+def test_evaluate_refuses_rounds_and_budget_it_cannot_run(demo_workspace, tmp_path, capsys, option):
+    evaluations = demo_workspace.root / "evaluations"
+    before = sorted(evaluations.iterdir()) if evaluations.exists() else []
+    code = main(["--workspace", str(demo_workspace.root), "evaluate", "--truth", str(tmp_path), *option])
+    assert code == 2
+    assert "--rounds must be 0 or more and --budget 1 or more" in _one_line_error(capsys.readouterr().err)
+    assert (sorted(evaluations.iterdir()) if evaluations.exists() else []) == before  # nothing written

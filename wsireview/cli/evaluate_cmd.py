@@ -63,6 +63,8 @@ def run(args, ctx) -> int:
     if not Path(args.truth).is_dir():
         ctx.err.print(f"[red]--truth must be a folder of GeoJSON files:[/] {escape(args.truth)}")
         return 2
+    if args.rounds < 0 or args.budget < 1:
+        raise CommandError("--rounds must be 0 or more and --budget 1 or more (patches reviewed per round)", 2)
     check_training_options(args)
     catalog = ctx.catalog(create=False)
     check_encoder(catalog, args.encoder)
