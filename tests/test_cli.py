@@ -33,3 +33,10 @@ def test_retrain_change_column_never_prints_minus_zero():
     assert _change(0.5, 0.50001) == "[dim]+0.000[/]"
     assert _change(0.4, 0.5) == "[red]-0.100[/]" and _change(0.6, 0.5) == "[green]+0.100[/]"
     assert _change(None, 0.5) == ""
+
+
+def test_retrain_says_why_there_was_no_cross_validation():
+    from wsireview.cli.retrain_cmd import _cv_words
+
+    assert _cv_words(3) == "3-fold cross-validation"
+    assert _cv_words(0) == "no cross-validation (it needs 2 labelled slides of each class)"

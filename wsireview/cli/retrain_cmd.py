@@ -67,6 +67,13 @@ def _change(new, old) -> str:
     return f"[{colour}]{delta:+.3f}[/]"
 
 
+def _cv_words(folds: int) -> str:
+    """``3-fold cross-validation``, or why there was none (not "0-fold")."""
+    if folds:
+        return f"{folds}-fold cross-validation"
+    return "no cross-validation (it needs 2 labelled slides of each class)"
+
+
 def check_training_options(args) -> None:
     """Refuse option values training cannot use (exit 2), before the catalog is opened."""
     problems = []
@@ -142,7 +149,7 @@ def run(args, ctx) -> int:
     ctx.console.print(
         f"trained on {slides['positive']} {escape(args.positive)} and {negative} "
         f"({slides['unlabelled']} unlabelled), {plural(patches['lesion'], 'lesion verdict')} and "
-        f"{plural(patches['not_lesion'], 'not-lesion verdict')}; {result.metrics['cv_folds']}-fold cross-validation; "
+        f"{plural(patches['not_lesion'], 'not-lesion verdict')}; {_cv_words(result.metrics['cv_folds'])}; "
         f"{result.seconds['total']:.1f} s"
     )
     review = escape(hint(args, "review"))
