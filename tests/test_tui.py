@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
-from tui_support import make_queue, settle
+from tui_support import fake_round, make_queue, settle
 from wsireview.catalog import FAILED, MISSING, ModelVersion, Review, Slide, open_catalog
 from wsireview.catalog.queries import queue_entries, review_summary, slides_overview
 from wsireview.tui.app import ReviewApp
@@ -142,10 +142,7 @@ async def test_queue_end_summary_then_retrain_refreshes_queue(queued, monkeypatc
     n = len(queue_entries(cat))
 
     def fake_retrain(catalog, workspace, **kwargs):  # the real round is tested by its own issue
-        from types import SimpleNamespace
-
-        new = make_queue(catalog, per_slide=1, seed=2, parent_id=version)
-        return SimpleNamespace(model_version_id=new, queued=6, metrics={"auc": 0.8})
+        return fake_round(catalog, parent_id=version, seed=2)
 
     monkeypatch.setattr("wsireview.learn.round.retrain", fake_retrain)
     app = app_for(ws, cat)
@@ -549,11 +546,8 @@ async def test_palette_model_opens_model_screen_and_retrain_asks_first(queued, m
     calls = []
 
     def fake_retrain(catalog, workspace, **kwargs):
-        from types import SimpleNamespace
-
         calls.append(kwargs)
-        new = make_queue(catalog, per_slide=1, seed=3, parent_id=version)
-        return SimpleNamespace(model_version_id=new, queued=6, metrics={"auc": 0.8})
+        return fake_round(catalog, parent_id=version, seed=3)
 
     monkeypatch.setattr("wsireview.learn.round.retrain", fake_retrain)
     app = app_for(ws, cat, start="slides")
@@ -620,12 +614,9 @@ async def test_retrain_dialog_shows_the_current_phase_only(queued, monkeypatch):
     gate = threading.Event()
 
     def fake_retrain(catalog, workspace, on_progress=None, **kwargs):
-        from types import SimpleNamespace
-
         on_progress("cross-validating", 0.2)
         gate.wait(20)
-        new = make_queue(catalog, per_slide=1, seed=4, parent_id=version)
-        return SimpleNamespace(model_version_id=new, queued=6, metrics={"auc": 0.8})
+        return fake_round(catalog, parent_id=version, seed=4)
 
     monkeypatch.setattr("wsireview.learn.round.retrain", fake_retrain)
     app = app_for(ws, cat, start="slides")
@@ -654,10 +645,7 @@ async def test_attention_thumbnail_redrawn_after_retrain_in_the_app(queued, monk
     ws, cat, version = queued
 
     def fake_retrain(catalog, workspace, **kwargs):
-        from types import SimpleNamespace
-
-        new = make_queue(catalog, per_slide=1, seed=5, parent_id=version)
-        return SimpleNamespace(model_version_id=new, queued=6, metrics={"auc": 0.8})
+        return fake_round(catalog, parent_id=version, seed=5)
 
     monkeypatch.setattr("wsireview.learn.round.retrain", fake_retrain)
     app = app_for(ws, cat, start="slides")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 from sqlalchemy import func, select
 
@@ -107,3 +108,10 @@ async def settle(pilot) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the patch never appeared")
+
+
+def fake_round(catalog: Catalog, parent_id: int, seed: int) -> SimpleNamespace:
+    """What a stand-in for ``retrain`` returns in app tests: a new version with one queued patch
+    per slide (the real round is tested with the learning code)."""
+    new = make_queue(catalog, per_slide=1, seed=seed, parent_id=parent_id)
+    return SimpleNamespace(model_version_id=new, queued=6, metrics={"auc": 0.8})

@@ -367,6 +367,6 @@ def add_paths(
             report.results.append(result)
             bar.advance(task)
     report.missing = mark_missing(catalog)
-    if labels_csv is not None and label_rows is not None:
+    if label_rows is not None:
         apply_labels(catalog, label_rows, Path(labels_csv).resolve().parent, report)
     return report

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from wsireview.cli import SUBCOMMANDS
+from wsireview.cli import SUBCOMMANDS, CommandError
 from wsireview.ingest import DEFAULT_MIN_TISSUE, LabelsError, add_paths, discover, read_labels
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP
 
@@ -48,8 +48,7 @@ def run(args: argparse.Namespace, ctx) -> int:
         try:
             read_labels(args.labels)  # refuse a malformed file before anything is ingested
         except LabelsError as error:
-            ctx.err.print(f"[red]error:[/] {escape(str(error))}: fix the labels file and run add again")
-            return 2
+            raise CommandError(f"{error}: fix the labels file and run add again", 2) from error
     files, unusable = _slide_files(args, ctx)
     if not files:
         return 1  # each input was explained; no empty table, and no catalog is created

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from wsireview.cli import SUBCOMMANDS, plural
+from wsireview.cli import SUBCOMMANDS, CommandError, plural
 from wsireview.features.embed import DEFAULT_WORKERS, EMBEDDED, EMPTY, FAILED, embed_slides
 from wsireview.features.encoders import DEFAULT_ENCODER, PRECISIONS, RUNTIMES, EncoderError, check_encoder_name
 
@@ -50,19 +50,13 @@ def register(sub) -> None:
 def run(args, ctx) -> int:
     try:
         check_encoder_name(args.encoder)  # a typo is bad usage, whatever the workspace holds
-    except EncoderError as error:
-        ctx.err.print(f"[red]error:[/] {error}")
-        return 2
-    catalog = ctx.catalog(create=False)
-    try:
         report = embed_slides(
-            catalog, ctx.workspace, encoder=args.encoder, batch_size=args.batch_size, workers=args.workers,
-            slide_ids=args.slide_ids, progress=not args.no_progress, precision=args.precision,
-            runtime=args.runtime, threads=args.threads, console=ctx.err,
+            ctx.catalog(create=False), ctx.workspace, encoder=args.encoder, batch_size=args.batch_size,
+            workers=args.workers, slide_ids=args.slide_ids, progress=not args.no_progress,
+            precision=args.precision, runtime=args.runtime, threads=args.threads, console=ctx.err,
         )
     except EncoderError as error:
-        ctx.err.print(f"[red]error:[/] {error}")
-        return 2
+        raise CommandError(str(error), 2) from error
     if not report.results:
         ctx.console.print(
             f"Nothing to embed: {plural(report.already_done, 'ready slide')} already "

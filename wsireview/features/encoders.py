@@ -108,7 +108,7 @@ def check_encoder_name(name: str) -> None:
     """Raise :class:`EncoderError` for a name no encoder answers to, without building a model, so a
     command can refuse a typo before it opens the catalog or starts work. (A TorchScript file is
     checked when the encoder is built: features already computed with it need no file.)"""
-    if name not in ("effnet-lite0", "stain-stats") and not name.startswith("torchscript:"):
+    if name not in ENCODER_NAMES and not name.startswith("torchscript:"):
         raise EncoderError(f"unknown encoder {name!r}: choose one of {', '.join(ENCODER_NAMES)}")
 
 

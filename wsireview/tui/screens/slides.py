@@ -224,7 +224,11 @@ class SlidesScreen(Screen):
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
-        self.query_one(SlideTable).set_filter(event.value)
+        self.apply_filter(event.value)
+
+    def apply_filter(self, text: str) -> None:
+        """Filter the table, then say how many slides match in the title and where the rows were."""
+        self.query_one(SlideTable).set_filter(text)
         self.show_title()
         self.show_matches()
 
@@ -236,9 +240,7 @@ class SlidesScreen(Screen):
         box = self.query_one("#filter", Input)
         box.value = ""
         box.display = False
-        self.query_one(SlideTable).set_filter("")
-        self.show_title()
-        self.show_matches()
+        self.apply_filter("")
         self.query_one(SlideTable).focus()
 
     def action_review_queue(self) -> None:
