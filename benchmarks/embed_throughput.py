@@ -1,6 +1,6 @@
 """Embedding throughput: effnet-lite0 runtimes against the plain eager fp32 loop, in the same run.
 
-1. Bare model on real H&E patches (cmu-1-small-region.svs from the shared slides): patches/s and
+1. Bare model on real H&E patches (cmu-1-small-region.svs from tests/data/slides): patches/s and
    cosine similarity of the features to eager fp32.
 2. End to end (`embed_slides`: catalog, reading with the thread pool, model, atomic write) on a
    workspace with a generated demo cohort plus the real slide; reading alone is timed too, so the
@@ -34,7 +34,7 @@ from wsireview.slides.reader import Slide as SlideFile
 from wsireview.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL_SLIDE = ROOT.parent / "shared" / "data" / "slides" / "cmu-1-small-region.svs"
+REAL_SLIDE = ROOT / "tests" / "data" / "slides" / "cmu-1-small-region.svs"
 console = Console(width=130)
 
 

@@ -1,7 +1,7 @@
 """Ingest time per slide, against the floor of reading the thumbnail alone (same run).
 
 Usage: python benchmarks/ingest_time.py [SLIDE_OR_FOLDER ...]
-Default: the real slides in ../shared/data/slides next to the project.
+Default: the real test slides in tests/data/slides.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str]) -> None:
-    paths = [Path(a) for a in argv] or [PROJECT.parent / "shared" / "data" / "slides"]
+    paths = [Path(a) for a in argv] or [PROJECT / "tests" / "data" / "slides"]
     files = discover(paths, recursive=True)
     console = Console()
     table = Table(title="Ingest time per slide (baseline: OpenSlide thumbnail read alone)")

@@ -11,7 +11,8 @@ from wsireview.catalog import open_catalog
 from wsireview.workspace import Workspace
 
 PROJECT = Path(__file__).resolve().parent.parent
-SHARED_SLIDES = PROJECT.parent / "shared" / "data" / "slides"
+# Real slides and deliberately broken files, kept in the repository (see tests/data/slides/README.md).
+TEST_SLIDES = PROJECT / "tests" / "data" / "slides"
 
 # The small cohort most tests share: 6 slides (lesion and normal), generated once per session.
 DEMO_SLIDES = 6
@@ -19,10 +20,10 @@ DEMO_SEED = 7
 
 
 @pytest.fixture(scope="session")
-def shared_slides() -> Path:
-    if not SHARED_SLIDES.is_dir():
-        pytest.fail(f"the real test slides are missing: expected them in {SHARED_SLIDES}")
-    return SHARED_SLIDES
+def real_slides() -> Path:
+    if not TEST_SLIDES.is_dir():
+        pytest.fail(f"the real test slides are missing: expected them in {TEST_SLIDES}")
+    return TEST_SLIDES
 
 
 @pytest.fixture

@@ -52,13 +52,13 @@ UNDONE = 7  # alice's lesion on patch 7 is undone
 
 
 @pytest.fixture(scope="module")
-def reviewed(shared_slides, tmp_path_factory) -> Workspace:
+def reviewed(real_slides, tmp_path_factory) -> Workspace:
     """The real slide ingested and reviewed (read-only: copy it before changing it)."""
     from wsireview.ingest import add_paths
 
     ws = Workspace.resolve(tmp_path_factory.mktemp("export") / "ws").ensure()
     cat = open_catalog(ws.db_url)
-    add_paths(cat, ws, [shared_slides / SLIDE], progress=False)
+    add_paths(cat, ws, [real_slides / SLIDE], progress=False)
     with cat.session() as s:
         ids = s.scalars(select(Patch.id).order_by(Patch.y, Patch.x)).all()
         model = ModelVersion(encoder="stain-stats", positive_label="lesion")
@@ -181,12 +181,12 @@ def test_decide_rules_unit():
 
 # -- imagefolder -------------------------------------------------------------------------------
 
-def test_imagefolder_pixels_equal_openslide(reviewed, shared_slides, tmp_path):
+def test_imagefolder_pixels_equal_openslide(reviewed, real_slides, tmp_path):
     out = tmp_path / "out"
     assert export(reviewed, out, "imagefolder") == 0
     rows = manifest(out)
     assert len(rows) == len(CASES[()])
-    osr = openslide.OpenSlide(str(shared_slides / SLIDE))
+    osr = openslide.OpenSlide(str(real_slides / SLIDE))
     with closing(open_catalog(reviewed.db_url)) as cat, cat.session() as s:
         geometry = {p.id: (p.x, p.y, p.size) for p in s.scalars(select(Patch))}
     for r in rows:
@@ -215,7 +215,7 @@ def test_imagefolder_pixels_equal_openslide(reviewed, shared_slides, tmp_path):
     osr.close()
 
 
-def test_patch_size_and_mpp_override_keep_centre(reviewed, shared_slides, tmp_path):
+def test_patch_size_and_mpp_override_keep_centre(reviewed, real_slides, tmp_path):
     out = tmp_path / "out"
     assert export(reviewed, out, "imagefolder", "--patch-size", "64", "--mpp", "1.0", "--label", "lesion") == 0
     rows = manifest(out)
@@ -283,7 +283,7 @@ def test_qupath_geojson_schema_and_coordinates(reviewed, tmp_path):
 
 # -- clam-h5 -----------------------------------------------------------------------------------
 
-def test_clam_h5_layout_and_reads(reviewed, shared_slides, tmp_path):
+def test_clam_h5_layout_and_reads(reviewed, real_slides, tmp_path):
     out = tmp_path / "out"
     assert export(reviewed, out, "clam-h5", "--include-unsure") == 0
     rows = manifest(out)
@@ -305,7 +305,7 @@ def test_clam_h5_layout_and_reads(reviewed, shared_slides, tmp_path):
     expected = CASES[("--include-unsure",)]
     assert sorted(zip(coords[:, 0].tolist(), coords[:, 1].tolist(), labels)) == sorted(
         (*corners[ids[i]], label) for i, label in expected.items())
-    osr = openslide.OpenSlide(str(shared_slides / SLIDE))
+    osr = openslide.OpenSlide(str(real_slides / SLIDE))
     assert attrs["patch_size"] == 224 and attrs["patch_level"] == 0 and attrs["name"] == "cmu-1-small-region"
     assert tuple(attrs["level_dim"]) == tuple(attrs["downsampled_level_dim"]) == osr.level_dimensions[0]
     assert tuple(attrs["downsample"]) == (1.0, 1.0)

@@ -33,10 +33,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def he_patches(shared_slides) -> np.ndarray:
+def he_patches(real_slides) -> np.ndarray:
     """Twelve 224 px tissue patches (0.5 µm/px) of a real H&E scan."""
     patches = []
-    with SlideFile(shared_slides / "cmu-1-small-region.svs") as slide:
+    with SlideFile(real_slides / "cmu-1-small-region.svs") as slide:
         width, height = slide.dimensions
         for y in range(0, height - 224, 224):
             for x in range(0, width - 224, 224):

@@ -1,4 +1,4 @@
-"""Ingest on the real slides in ../shared/data/slides: metadata, masks, patch grid, failures."""
+"""Ingest on the real slides in tests/data/slides: metadata, masks, patch grid, failures."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ def patches_of(catalog, slide_id: int) -> list[Patch]:
 
 
 @pytest.fixture(scope="module")
-def real(shared_slides, tmp_path_factory):
+def real(real_slides, tmp_path_factory):
     """All the real slides ingested once for this module: (report, catalog, workspace)."""
     from wsireview.catalog import open_catalog
     from wsireview.workspace import Workspace
 
     ws = Workspace.resolve(tmp_path_factory.mktemp("real") / "ws").ensure()
     cat = open_catalog(ws.db_url)
-    report = add_paths(cat, ws, [shared_slides])
+    report = add_paths(cat, ws, [real_slides])
     yield report, cat, ws
     cat.close()
 
@@ -140,10 +140,10 @@ def test_status_marks_an_mpp_it_did_not_use(real):
     assert _mpp_cell(rows["kidney-48-5.tif"]) == "unknown"
 
 
-def test_idempotent_moved_and_missing(catalog, workspace, shared_slides, tmp_path):
+def test_idempotent_moved_and_missing(catalog, workspace, real_slides, tmp_path):
     src = tmp_path / "in" / "cmu.svs"
     src.parent.mkdir()
-    shutil.copy(shared_slides / "cmu-1-small-region.svs", src)
+    shutil.copy(real_slides / "cmu-1-small-region.svs", src)
     first = add_paths(catalog, workspace, [src])
     assert [r.outcome for r in first.results] == ["added"]
     with catalog.session() as session:
@@ -173,11 +173,11 @@ def test_idempotent_moved_and_missing(catalog, workspace, shared_slides, tmp_pat
     assert len(patches_of(catalog, slide_id)) == n_patches  # marked, never deleted
 
 
-def test_labels_csv(catalog, workspace, shared_slides, tmp_path):
+def test_labels_csv(catalog, workspace, real_slides, tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("slide,label\ncmu-1-small-region.svs,lesion\nkidney-48-5,normal\nnot-here.svs,lesion\n")
-    report = add_paths(catalog, workspace, [shared_slides / "cmu-1-small-region.svs",
-                                            shared_slides / "kidney-48-5.tif"], labels_csv=labels)
+    report = add_paths(catalog, workspace, [real_slides / "cmu-1-small-region.svs",
+                                            real_slides / "kidney-48-5.tif"], labels_csv=labels)
     assert slide_by_name(catalog, "cmu-1-small-region.svs").label == "lesion"
     assert slide_by_name(catalog, "kidney-48-5.tif").label == "normal"
     assert report.unmatched_labels == [(4, "not-here.svs", "lesion")]
@@ -204,10 +204,10 @@ def test_labels_csv_checked_before_ingest_empty_cells_kept_and_spellings_flagged
     assert report.similar_labels == [("Lesion", "lesion")]
 
 
-def test_cli_add_json_and_exit_code(tmp_path, shared_slides):
+def test_cli_add_json_and_exit_code(tmp_path, real_slides):
     ws = tmp_path / "ws"
     cmd = [sys.executable, "-m", "wsireview", "--workspace", str(ws), "add", "--json",
-           str(shared_slides / "cmu-1-small-region.svs"), str(shared_slides / "corrupt-truncated.svs")]
+           str(real_slides / "cmu-1-small-region.svs"), str(real_slides / "corrupt-truncated.svs")]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr  # something failed
     doc = json.loads(result.stdout)

@@ -78,11 +78,11 @@ def pg_url(tmp_path_factory):
         run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
 
 
-def test_postgres_catalog_migrates_and_ingests(pg_url, tmp_path, shared_slides):
+def test_postgres_catalog_migrates_and_ingests(pg_url, tmp_path, real_slides):
     workspace = Workspace.resolve(tmp_path / "ws", pg_url).ensure()
     catalog = open_catalog(workspace.db_url)
     assert current_revision(catalog.engine) == head_revision()
-    add_paths(catalog, workspace, [shared_slides / "cmu-1-small-region.svs", shared_slides / "corrupt-truncated.svs"])
+    add_paths(catalog, workspace, [real_slides / "cmu-1-small-region.svs", real_slides / "corrupt-truncated.svs"])
     with catalog.session() as session:
         slides = {s.name: s for s in session.scalars(select(Slide))}
         assert slides["cmu-1-small-region.svs"].status == "ready"

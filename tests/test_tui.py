@@ -247,7 +247,7 @@ async def test_opens_on_empty_workspace(workspace, catalog):
         assert "No model yet" in text_of(app.screen.query_one("#model-detail"))
 
 
-async def test_failed_missing_and_vanished_slides(shared_slides, demo_cohort, tmp_path):
+async def test_failed_missing_and_vanished_slides(real_slides, demo_cohort, tmp_path):
     """Failed and missing slides say why; a slide file deleted after ingest shows a placeholder."""
     from wsireview.ingest import add_paths
 
@@ -255,7 +255,7 @@ async def test_failed_missing_and_vanished_slides(shared_slides, demo_cohort, tm
     cat = open_catalog(ws.db_url)
     doomed = tmp_path / "doomed.tiff"
     shutil.copy(demo_cohort / "demo-001.tiff", doomed)
-    add_paths(cat, ws, [shared_slides / "corrupt-truncated.svs", doomed], progress=False)
+    add_paths(cat, ws, [real_slides / "corrupt-truncated.svs", doomed], progress=False)
     with cat.session() as session:
         session.add(Slide(name="gone.svs", path=str(tmp_path / "gone.svs"), status=MISSING))
     make_queue(cat, per_slide=2)
