@@ -207,7 +207,7 @@ def embed_slides(
             out_px = encoder.input_px or slide.patch_size_px or 224
             done = [0]
 
-            def advance(n: int) -> None:
+            def advance(n: int, done: list[int] = done) -> None:
                 done[0] += n
                 bar.advance(task, n)
                 advance_all(n)

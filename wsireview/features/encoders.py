@@ -70,7 +70,7 @@ class Encoder(ABC):
     def _embed_chunk(self, batch: np.ndarray) -> np.ndarray:
         """One chunk of at most ``batch_size`` patches."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: most encoders hold nothing to release
         """Release sessions or compiled graphs (optional)."""
 
 
