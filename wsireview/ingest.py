@@ -18,9 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import delete, select
 
 from wsireview.catalog import FAILED, MISSING, READY, Catalog, Patch, Slide
+from wsireview.errors import WsireviewError
 from wsireview.learn.labels import similar_labels
-from wsireview.slides.reader import Slide as SlideFile
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, SlideError, explain_open_error, file_hash
+from wsireview.slides.reader import Slide as SlideFile
 from wsireview.slides.tiling import patch_grid
 from wsireview.slides.tissue import tissue_mask, tissue_overlay
 from wsireview.status import mark_missing
@@ -269,7 +270,7 @@ def _patch_count(session, slide_id: int) -> int:
 
 # -- the catalog as a whole -----------------------------------------------------------------------
 
-class LabelsError(ValueError):
+class LabelsError(WsireviewError, ValueError):
     """A labels CSV that is not ``slide,label`` rows: refused as a whole, before anything is ingested."""
 
 

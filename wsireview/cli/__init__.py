@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from wsireview import __version__
+from wsireview.errors import WsireviewError
 from wsireview.workspace import Workspace
 
 # One line of help per subcommand, for `wsireview --help`. Only the module of the subcommand being
@@ -62,8 +63,8 @@ def _chosen_subcommand(argv: list[str]) -> str | None:
     return None
 
 
-class CommandError(Exception):
-    """A failure the user can fix: printed as one line (no traceback) and turned into the exit code."""
+class CommandError(WsireviewError):
+    """A command-line mistake (an option, a missing catalog): one line, and its exit code."""
 
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return open_app(args, ctx)
         return int(func(args, ctx) or 0)
-    except CommandError as error:
+    except WsireviewError as error:  # CommandError and every domain error: one line, no traceback
         ctx.err.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
         return error.code
     except KeyboardInterrupt:

@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from wsireview.errors import WsireviewError
 from wsireview.files import make_ordinary
 
 
-class ExportError(Exception):
+class ExportError(WsireviewError):
     """An export that cannot be done, with a reason a person can act on."""
 
 

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 from sqlalchemy import select
 
 from wsireview.catalog import READY, Catalog, ModelVersion, PatchScore, ReviewQueueItem, SlidePrediction
+from wsireview.errors import WsireviewError
 from wsireview.features.embed import embed_slides, pending_slides
 from wsireview.features.encoders import DEFAULT_ENCODER
 from wsireview.learn.checkpoint import save_checkpoint
@@ -38,7 +39,7 @@ ProgressCallback = Callable[[str, float], None]
 INSERT_CHUNK = 50_000
 
 
-class NothingToLearn(RuntimeError):
+class NothingToLearn(WsireviewError):
     """No slide labels and no verdicts: the model would have nothing to learn from."""
 
 

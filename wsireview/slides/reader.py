@@ -10,6 +10,8 @@ import numpy as np
 import openslide
 from PIL import Image, UnidentifiedImageError
 
+from wsireview.errors import WsireviewError
+
 # A microscope's level 0 lies between about 0.05 and 20 µm per pixel. Values outside are file
 # defaults (a plain TIFF at 72 dpi reads as 352.8 µm/px) and are not used to size patches.
 PLAUSIBLE_MPP = (0.05, 20.0)
@@ -22,7 +24,7 @@ DEFAULT_TARGET_MPP = 0.5
 Image.MAX_IMAGE_PIXELS = 2_000_000_000
 
 
-class SlideError(Exception):
+class SlideError(WsireviewError):
     """A slide that cannot be used, with a reason a person can act on."""
 
 
