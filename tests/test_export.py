@@ -319,6 +319,34 @@ def test_clam_h5_layout_and_reads(reviewed, real_slides, tmp_path):
     osr.close()
 
 
+@pytest.mark.parametrize("mpp, magnification", [(0.25, 40), (0.5, 20), (1.0, 10)])
+def test_clam_h5_target_magnification_is_the_grids(reviewed, real_slides, tmp_path, mpp, magnification):
+    """TRIDENT reads ``patch_size`` x level-0 / target magnification level-0 px and resizes them to
+    ``patch_size``: read that way, the h5 gives the exported square at the exported resolution."""
+    h5_out, png_out = tmp_path / "h5", tmp_path / "png"
+    assert export(reviewed, h5_out, "clam-h5", "--mpp", str(mpp)) == 0
+    assert export(reviewed, png_out, "imagefolder", "--mpp", str(mpp)) == 0
+    with h5py.File(h5_out / "patches" / "cmu-1-small-region.h5", "r") as h5:
+        coords = h5["coords"][:]
+        attrs = dict(h5["coords"].attrs)
+    rows = {(int(r["x"]), int(r["y"])): r for r in manifest(png_out)}
+    size0 = round(224 * mpp / 0.499)
+    assert attrs["target_magnification"] == pytest.approx(magnification, rel=0.005)
+    assert attrs["target_mpp"] == pytest.approx(mpp, rel=0.005)
+    assert attrs["level0_magnification"] == 20 and attrs["patch_size"] == 224
+    assert attrs["patch_size_level0"] == size0
+    span = round(attrs["patch_size"] * attrs["level0_magnification"] / attrs["target_magnification"])
+    assert span == size0
+    osr = openslide.OpenSlide(str(real_slides / SLIDE))
+    for x, y in coords.tolist():
+        region = osr.read_region((x, y), 0, (span, span)).convert("RGB")
+        trident = np.asarray(region.resize((attrs["patch_size"],) * 2, Image.Resampling.LANCZOS), dtype=float)
+        png = np.asarray(Image.open(png_out / rows[(x, y)]["file"]), dtype=float)
+        assert int(rows[(x, y)]["size_level0"]) == size0
+        assert np.abs(trident - png).mean() < 2 and png.std() > 5
+    osr.close()
+
+
 # -- safety ------------------------------------------------------------------------------------
 
 def _all_bytes(folder: Path) -> bytes:

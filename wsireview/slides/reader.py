@@ -11,6 +11,7 @@ import openslide
 from PIL import Image, UnidentifiedImageError
 
 from wsireview.errors import WsireviewError
+from wsireview.slides.magnification import mpp_from_magnification
 
 # A microscope's level 0 lies between about 0.05 and 20 µm per pixel. Values outside are file
 # defaults (a plain TIFF at 72 dpi reads as 352.8 µm/px) and are not used to size patches.
@@ -89,7 +90,7 @@ def patch_resolution(
         return Resolution(max(1, round(patch_size * target_mpp / mpp)), "mpp")
     note = f"recorded mpp {mpp:.4g} µm/px is implausible for a microscope" if mpp else None
     if objective_power:
-        implied_mpp = 10.0 / objective_power
+        implied_mpp = mpp_from_magnification(objective_power)
         return Resolution(max(1, round(patch_size * target_mpp / implied_mpp)), "objective-power", note)
     return Resolution(patch_size, "level0-pixels", note or "no mpp and no objective power in the file")
 
