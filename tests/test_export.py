@@ -7,9 +7,14 @@ with agreements, a tie, a disagreement, a change of mind, an abstention and an u
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import uuid
 from contextlib import closing
 from datetime import datetime, timezone
@@ -424,6 +429,44 @@ def test_interrupted_export_leaves_no_out(reviewed, tmp_path, monkeypatch):
             run_export(cat, reviewed, out, ExportOptions(format="imagefolder", force=True), progress=False)
         assert [p.name for p in out.iterdir()] == ["previous.txt"]
         assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+KILL_AT_THIRD_PNG = """
+import os, signal, sys
+from wsireview.cli import main
+from wsireview.export import imagefolder
+real, calls = imagefolder.save_png, [0]
+def save_then_die(image, path):
+    real(image, path)
+    calls[0] += 1
+    if calls[0] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+imagefolder.save_png = save_then_die
+main(sys.argv[1:])
+"""
+
+
+def test_killed_export_leftovers_are_removed_by_the_next_export(reviewed, tmp_path):
+    out = tmp_path / "out"
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_THIRD_PNG, "--workspace", str(reviewed.root),
+                             "export", str(out)], cwd=tmp_path, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [leftover] = tmp_path.glob(".out.partial-*")
+    assert not out.exists() and len(list(leftover.rglob("*.png"))) == 3  # named after the slide
+    # A folder that a running export holds (its lock) is not a leftover.
+    running = tmp_path / ".out.partial-running"
+    running.mkdir()
+    fd = os.open(running, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert export(reviewed, out, "imagefolder") == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial-running", "out"]
+        assert len(manifest(out)) == len(CASES[()])
+    finally:
+        os.close(fd)
+    shutil.rmtree(out)
+    assert export(reviewed, out, "csv") == 0  # released: now it is a leftover too
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 def test_non_empty_out_refused_without_force(reviewed, tmp_path, capsys):

@@ -26,7 +26,7 @@ from wsireview.workspace import Workspace
 SUBCOMMANDS = {
     "add": "add slides to the catalog (thumbnail, tissue mask, patch grid)",
     "status": "show the catalog: slides by status, patches, labels, model",
-    "db": "catalog schema migrations (upgrade, current, downgrade)",
+    "db": "catalog schema migrations (upgrade, current, downgrade); check for files no row owns",
     "demo": "generate a synthetic H&E cohort with known lesions (labels and ground truth included)",
     "embed": "compute patch features (resumable; `retrain` runs this for you)",
     "retrain": "train a new model version on all labels and verdicts, and queue patches to review",
