@@ -180,7 +180,7 @@ def test_decide_rules_unit():
     assert dropped == {"undone": 1}
     labels, dropped = label_patches(rows, Selection(consensus="unanimous", include_unsure=True))
     assert set(labels) == {1} and dropped == {"undone": 1, "disagreement": 1}
-    with pytest.raises(ValueError):
+    with pytest.raises(ExportError, match="unknown verdict label 'tumour'"):
         Selection(labels=("tumour",))
 
 
@@ -418,7 +418,7 @@ def test_interrupted_export_leaves_no_out(reviewed, tmp_path, monkeypatch):
     out = tmp_path / "out"
     with closing(open_catalog(reviewed.db_url)) as cat:
         with pytest.raises(OSError, match="simulated"):
-            run_export(cat, reviewed, out, ExportOptions(format="imagefolder"), progress=False)
+            run_export(cat, reviewed, out, ExportOptions(format="imagefolder"))
         assert not out.exists()
         assert list(tmp_path.iterdir()) == []  # no partial folder left beside it either
         # With --force over an earlier export, the earlier one survives a failed replacement.
@@ -426,7 +426,7 @@ def test_interrupted_export_leaves_no_out(reviewed, tmp_path, monkeypatch):
         (out / "previous.txt").write_text("keep me")
         calls["n"] = 0
         with pytest.raises(OSError):
-            run_export(cat, reviewed, out, ExportOptions(format="imagefolder", force=True), progress=False)
+            run_export(cat, reviewed, out, ExportOptions(format="imagefolder", force=True))
         assert [p.name for p in out.iterdir()] == ["previous.txt"]
         assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
@@ -469,6 +469,22 @@ def test_killed_export_leftovers_are_removed_by_the_next_export(reviewed, tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_progress_through_one_callback_and_bad_options_refused_in_domain_words(reviewed, tmp_path, capsys):
+    heard: list[tuple[str, float]] = []
+    with closing(open_catalog(reviewed.db_url)) as cat:
+        report = run_export(cat, reviewed, tmp_path / "out", ExportOptions(format="qupath"),
+                            on_progress=lambda what, fraction: heard.append((what, fraction)))
+    n = len(report.patches)
+    assert n == len(CASES[()]) and heard[0] == (f"export qupath: 0 of {n} patches", 0.0)
+    assert heard[-1] == (f"export qupath: {n} of {n} patches", 1.0)
+    assert [f for _, f in heard] == sorted(f for _, f in heard)
+    for option, says in ((("--mpp", "-1"), "an export resolution must be a positive number of µm per pixel, not -1"),
+                         (("--patch-size", "4"), "an exported patch must be at least 8 px a side, not 4")):
+        assert export(reviewed, tmp_path / "refused", "csv", *option) == 2
+        assert capsys.readouterr().err.strip() == f"error: {says}"
+    assert not (tmp_path / "refused").exists()
+
+
 def test_non_empty_out_refused_without_force(reviewed, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -487,7 +503,7 @@ def test_non_empty_out_refused_without_force(reviewed, tmp_path, capsys):
     # --force never replaces the workspace (it holds the catalog).
     with closing(open_catalog(reviewed.db_url)) as cat:
         with pytest.raises(ExportError, match="refusing"):
-            run_export(cat, reviewed, reviewed.root, ExportOptions(format="csv", force=True), progress=False)
+            run_export(cat, reviewed, reviewed.root, ExportOptions(format="csv", force=True))
     assert (reviewed.root / "catalog.sqlite").exists()
 
 

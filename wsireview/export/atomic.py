@@ -27,7 +27,9 @@ HIDDEN_DIR = re.compile(r"^\.(?P<out>.+)\.(?:partial|old)-[A-Za-z0-9_]+$")
 
 
 class ExportError(WsireviewError):
-    """An export that cannot be done, with a reason a person can act on."""
+    """An export refused before anything is written (its options or OUT), with a reason a person can act on."""
+
+    code = 2
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -32,10 +32,9 @@ from wsireview.learn.metrics import roc_auc
 from wsireview.learn.query import build_queue
 from wsireview.learn.scoring import PatchScores, score_patches
 from wsireview.learn.train import BagData, TrainParams, cross_validate, fit, make_bag, predict, torch_threads
+from wsireview.progress import ProgressCallback
 from wsireview.workspace import Workspace
 
-ProgressCallback = Callable[[str, float], None]
-"""``(what is running, fraction of the round done)``: how a screen follows a round."""
 INSERT_CHUNK = 50_000
 
 
@@ -61,9 +60,8 @@ class _RoundProgress:
         self.encoder = encoder
         self._send(f"embedding with {encoder}", 0.0)
 
-    def embedded(self, done: int, total: int) -> None:
-        self._send(f"embedding with {self.encoder}: {done:,} of {total:,} patches",
-                   self.EMBED_SHARE * done / max(total, 1))
+    def embedded(self, what: str, fraction: float) -> None:
+        self._send(what, self.EMBED_SHARE * fraction)
 
     def embedding_done(self) -> None:
         self.offset = self.EMBED_SHARE
@@ -205,7 +203,13 @@ def retrain(
     if missing:
         console.print(f"Embedding {len(missing)} slide(s) with {encoder} first.")
         bar.start_embedding(encoder)
-        embed_slides(catalog, workspace, encoder=encoder, progress=progress, on_patches=bar.embedded)
+        with _phase_bar(console, progress) as show:
+
+            def embedding(what: str, fraction: float) -> None:
+                bar.embedded(what, fraction)
+                show(what, fraction)
+
+            embed_slides(catalog, workspace, encoder=encoder, on_progress=embedding)
         bar.embedding_done()
     timings["embed"] = time.perf_counter() - t0
 
