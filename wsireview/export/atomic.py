@@ -35,7 +35,11 @@ class ExportError(WsireviewError):
 @contextmanager
 def _held(folder: Path) -> Iterator[bool]:
     """Try to lock ``folder``; yield whether this process holds it (then nobody else does)."""
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # gone meanwhile, or not ours to open: not a leftover this process can remove
+        yield False
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

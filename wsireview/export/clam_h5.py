@@ -48,7 +48,7 @@ def level_dimensions(info: SlideInfo) -> list[tuple[int, int]]:
     if info.path is not None and info.path.exists():
         try:
             with Slide(info.path) as slide:
-                return [tuple(map(int, d)) for d in slide.level_dimensions]
+                return [(int(w), int(h)) for w, h in slide.level_dimensions]
         except SlideError:
             pass
     return [(math.ceil(info.width / d), math.ceil(info.height / d)) for d in info.level_downsamples]
