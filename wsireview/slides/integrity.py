@@ -7,6 +7,7 @@ checks fail them with the reason before they reach the catalog as "ready".
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,10 @@ def tiff_structure_problem(path: Path) -> str | None:
     import tifffile
 
     size = path.stat().st_size
+    complaints = _Complaints()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(complaints)
+    propagate, logger.propagate = logger.propagate, False
     try:
         with tifffile.TiffFile(path) as tif:
             for index, page in enumerate(tif.pages):
@@ -57,7 +62,26 @@ def tiff_structure_problem(path: Path) -> str | None:
                     return problem
     except Exception as error:  # tifffile refuses what OpenSlide accepted: report the structure problem
         return f"damaged TIFF structure: {str(error).strip() or type(error).__name__}"
+    finally:
+        logger.removeHandler(complaints)
+        logger.propagate = propagate
+    broken_chain = next((m for m in complaints.messages if "invalid page offset" in m), None)
+    if broken_chain:
+        offset = broken_chain.rsplit(" ", 1)[-1]
+        return (f"truncated or damaged file: its chain of images points to offset {offset}, "
+                f"{'past its end' if offset.isdigit() and int(offset) >= size else 'outside the file'} ({size:,} bytes)")
     return None
+
+
+class _Complaints(logging.Handler):
+    """Collects what tifffile logs about a file (it logs, rather than raises, on a broken chain)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _page_problem(index: int, page, file_size: int) -> str | None:

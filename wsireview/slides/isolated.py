@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ def _worker_main(conn: Connection, memory_bytes: int) -> None:
     """Run jobs sent over ``conn`` until told to stop (``None``); send back ``(ok, value)``."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"  # one job per process: thread pools only add reserved memory
+    warnings.simplefilter("ignore")  # readers' warnings on damaged files: the outcome says what matters
     _limit_memory(memory_bytes)
     while True:
         try:

@@ -36,6 +36,8 @@ def explain_open_error(path: Path, error: BaseException) -> str:
     try:
         if path.is_file() and path.stat().st_size == 0:
             return "empty file (0 bytes)"
+        if truncation := truncated_tiff(path):
+            return truncation
     except OSError:
         pass
     text = str(error).strip()
@@ -49,6 +51,23 @@ def explain_open_error(path: Path, error: BaseException) -> str:
     if isinstance(error, PermissionError):
         return "permission denied"
     return f"cannot open: {type(error).__name__}: {text}"
+
+
+def truncated_tiff(path: Path) -> str | None:
+    """Why a TIFF is cut short when its first image directory lies past the end of the file, else None."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    formats = {b"II*\0": "<I", b"MM\0*": ">I", b"II+\0": "<Q", b"MM\0+": ">Q"}
+    fmt = formats.get(head[:4])
+    if fmt is None or len(head) < 16:
+        return None
+    offset = struct.unpack(fmt, head[4:8] if fmt[1] == "I" else head[8:16])[0]
+    if offset < size:
+        return None
+    return f"truncated file: its first image directory lies at offset {offset:,}, past its end ({size:,} bytes)"
 
 
 def explain_read_error(error: BaseException) -> str:
