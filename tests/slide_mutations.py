@@ -82,3 +82,44 @@ def flip_header_field(src: Path, dst: Path, seed: int) -> Path:
     data[min(offset, len(data) - 1)] ^= 1 << rng.randrange(8)
     dst.write_bytes(bytes(data))
     return dst
+
+
+def tile_table(path: Path, page: int = 0) -> tuple[list[int], list[int]]:
+    with tifffile.TiffFile(path) as tif:
+        p = tif.pages[page]
+        return list(p.dataoffsets), list(p.databytecounts)
+
+
+def scramble_tiles(src: Path, dst: Path, tiles: list[int], page: int = 0, seed: int = 0) -> Path:
+    """A copy whose ``tiles`` of image ``page`` hold random bytes after their first 16 (JPEG garbage)."""
+    shutil.copyfile(src, dst)
+    offsets, counts = tile_table(src, page)
+    rng = random.Random(seed)
+    with open(dst, "r+b") as handle:
+        for index in tiles:
+            handle.seek(offsets[index] + 16)
+            handle.write(bytes(rng.randrange(256) for _ in range(max(0, counts[index] - 16))))
+    return dst
+
+
+def zero_some_bytecounts(src: Path, dst: Path, tiles: list[int], page: int = 0) -> Path:
+    """A copy where the listed tiles of image ``page`` say they hold zero bytes (read back as blank)."""
+    shutil.copyfile(src, dst)
+    offset, dtype, count, order = _tag(dst, page, "TileByteCounts")
+    size = struct.calcsize(_FORMATS[int(dtype)])
+    for index in tiles:
+        _write_values(dst, offset + index * size, int(dtype), [0], order)
+    return dst
+
+
+def redirect_tiles(src: Path, dst: Path, tiles: list[int], to: int, page: int = 0) -> Path:
+    """A copy whose listed tiles of image ``page`` point at tile ``to``'s data (a damaged tile table
+    that still reads: each of them shows what tile ``to`` shows)."""
+    shutil.copyfile(src, dst)
+    offsets, counts = tile_table(src, page)
+    for name, values in (("TileOffsets", offsets), ("TileByteCounts", counts)):
+        offset, dtype, _, order = _tag(dst, page, name)
+        size = struct.calcsize(_FORMATS[int(dtype)])
+        for index in tiles:
+            _write_values(dst, offset + index * size, int(dtype), [values[to]], order)
+    return dst

@@ -116,3 +116,77 @@ def test_damaged_headers_fail_with_the_reason(catalog, workspace, real_slides, t
     assert rows["truncated-level0.svs"].reason.startswith("truncated file: ")
     with catalog.session() as session:
         assert session.scalar(select(func.count()).select_from(Patch)) == 0
+
+
+def test_unreadable_or_blank_tissue_is_never_ready(catalog, workspace, real_slides, demo_cohort, tmp_path):
+    import tifffile
+
+    from slide_mutations import redirect_tiles, scramble_tiles, tile_table
+
+    # A pyramid whose level-0 tiles under the tissue read back as glass (their table entries point at
+    # a glass tile), while the level the thumbnail comes from still shows the tissue.
+    good = tmp_path / "good.tiff"
+    shutil.copyfile(demo_cohort / "demo-000.tiff", good)
+    add_paths(catalog, workspace, [good])
+    with catalog.session() as session:
+        good_row = session.scalar(select(Slide).where(Slide.name == "good.tiff"))
+        positions = session.execute(select(Patch.x, Patch.y, Patch.size).where(Patch.slide_id == good_row.id)).all()
+    with tifffile.TiffFile(good) as tif:
+        page = tif.pages[0]
+        tile, cols, n_tiles = page.tilewidth, -(-page.imagewidth // page.tilewidth), len(page.dataoffsets)
+    under_tissue = sorted({(y + dy) // tile * cols + (x + dx) // tile for x, y, size in positions
+                           for dx in (0, size - 1) for dy in (0, size - 1)})
+    glass = next(i for i in range(n_tiles) if i not in under_tissue)
+    blank = redirect_tiles(good, tmp_path / "blank-tissue.tiff", under_tissue, to=glass)
+    # Level-0 tiles garbage but for the first, middle and last: reading three patches could miss it.
+    keep = (0, n_tiles // 2, n_tiles - 1)
+    scrambled = scramble_tiles(good, tmp_path / "scrambled.tiff", [i for i in range(n_tiles) if i not in keep])
+    # A single-level slide's thumbnail is its level 0: damage there shows while the thumbnail is read.
+    cmu = real_slides / CMU
+    scrambled_svs = scramble_tiles(cmu, tmp_path / "scrambled.svs", list(range(len(tile_table(cmu)[0]))))
+
+    report = add_paths(catalog, workspace, [scrambled, blank, scrambled_svs])
+    assert [r.outcome for r in report.results] == ["failed", "failed", "failed"]
+    rows = slide_rows(catalog)
+    sampled = min(len(positions), max(16, int(np.ceil(np.sqrt(len(positions))))))
+    assert rows["scrambled.tiff"].reason.startswith(f"{sampled} of {sampled} sampled tissue patches cannot be read: "
+                                                    "corrupt tile data")
+    assert rows["scrambled.svs"].reason.startswith("corrupt tile data: pixels cannot be read (Corrupt JPEG data")
+    assert rows["blank-tissue.tiff"].reason == (f"{sampled} of {sampled} sampled tissue patches are blank glass where "
+                                                "the thumbnail shows tissue: the full-resolution tile data is missing or "
+                                                "damaged")
+    for name in ("scrambled.tiff", "blank-tissue.tiff", "scrambled.svs"):
+        assert patch_count(catalog, rows[name].id) == 0
+
+
+def test_a_moved_file_is_accepted_only_when_its_pixels_read(catalog, workspace, demo_cohort, tmp_path):
+    from slide_mutations import scramble_tiles, tile_table
+
+    demo = demo_cohort / "demo-001.tiff"
+    first = tmp_path / "first.tiff"
+    shutil.copyfile(demo, first)
+    add_paths(catalog, workspace, [first])
+    # A catalog written before the sampled hash knew this slide by OpenSlide's quickhash alone, which
+    # a copy with damaged level-0 tiles shares (for a generic TIFF it covers the smallest level only).
+    with catalog.session() as session:
+        row = session.scalar(select(Slide))
+        row.content_hash = row.content_hash.split("+")[0]
+        slide_id, n_patches = row.id, patch_count(catalog, row.id)
+        patch = session.scalar(select(Patch).where(Patch.slide_id == row.id))
+        session.add(Review(patch_id=patch.id, verdict="lesion", reviewer="test"))
+    first.unlink()
+    damaged = scramble_tiles(demo, tmp_path / "damaged-copy.tiff", list(range(len(tile_table(demo)[0]))))
+    report = add_paths(catalog, workspace, [damaged])
+    assert report.results[0].outcome == "failed"
+    rows = slide_rows(catalog)
+    assert "sampled tissue patches cannot be read" in rows["damaged-copy.tiff"].reason
+    assert rows["first.tiff"].id == slide_id  # the known slide waits for its real file, reviews intact
+    assert patch_count(catalog, slide_id) == n_patches
+
+    intact = tmp_path / "moved" / "first.tiff"
+    intact.parent.mkdir()
+    shutil.copyfile(demo, intact)
+    report = add_paths(catalog, workspace, [intact])
+    assert report.results[0].outcome == "moved" and report.results[0].slide_id == slide_id
+    with catalog.session() as session:
+        assert session.scalar(select(func.count()).select_from(Review)) == 1

@@ -24,6 +24,8 @@ MAX_GRID_CELLS = 4_000_000
 MIN_SAMPLE, MAX_SAMPLE = 16, 256
 # A read patch this uniform (standard deviation of its pixel values) holds no image: missing tile data.
 BLANK_STD = 2.0
+# A patch whose pixels are this bright and grey (every channel above GLASS_MIN) in this share is glass.
+GLASS_MIN, GLASS_SHARE = 215, 0.95
 
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
@@ -139,12 +141,18 @@ def verify_patches(slide: Slide, positions: Sequence[tuple[int, int]], size0: in
             failed += 1
             first_error = first_error or str(error)
             continue
-        if float(pixels.std()) < BLANK_STD:
+        if is_blank(pixels):
             blank += 1
     total = len(positions)
     if failed:
         raise SlideError(f"{failed} of {total} sampled tissue patches cannot be read: {first_error}")
     if total and blank * 2 > total:
-        raise SlideError(f"{blank} of {total} sampled tissue patches are blank where the thumbnail shows tissue: "
+        raise SlideError(f"{blank} of {total} sampled tissue patches are blank glass where the thumbnail shows tissue: "
                          "the full-resolution tile data is missing or damaged")
     return total
+
+
+def is_blank(pixels: np.ndarray) -> bool:
+    """Whether a read patch holds no image (one flat colour) or only glass (bright and grey)."""
+    rgb = pixels[..., :3]
+    return float(rgb.std()) < BLANK_STD or float((rgb.min(axis=-1) > GLASS_MIN).mean()) >= GLASS_SHARE
