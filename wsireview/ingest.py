@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select
 
 from wsireview.catalog import FAILED, MISSING, READY, Catalog, FeatureSet, Patch, Review, Slide
 from wsireview.errors import WsireviewError
-from wsireview.learn.labels import similar_labels
+from wsireview.learn.labels import record_label, similar_labels
 from wsireview.slides import examine as examine_jobs
 from wsireview.slides.dicom import dicom_series_files
 from wsireview.slides.examine import THUMBNAIL_SIDE, Examined, GridOptions
@@ -404,8 +404,11 @@ def read_labels(csv_path: Path) -> list[tuple[int, str, str]]:
     return rows
 
 
-def apply_labels(catalog: Catalog, rows: list[tuple[int, str, str]], base: Path, report: IngestReport) -> None:
-    """Set slide labels from labels CSV rows (``base``: the CSV's folder, for relative paths).
+def apply_labels(
+    catalog: Catalog, rows: list[tuple[int, str, str]], base: Path, report: IngestReport, set_by: str = "csv"
+) -> None:
+    """Set slide labels from labels CSV rows (``base``: the CSV's folder, for relative paths), each
+    recorded as set by ``set_by`` (``csv:<file name>``).
 
     Fills the report: labels applied, rows matching no slide, rows without a label (skipped: an
     empty cell never erases a label) and label spellings that differ only by case or spaces.
@@ -427,7 +430,8 @@ def apply_labels(catalog: Catalog, rows: list[tuple[int, str, str]], base: Path,
                 report.unmatched_labels.append((line, key, label))
                 continue
             for s in matches:
-                s.label = label
+                if s.label != label.strip():  # unchanged: keep who set it and when
+                    record_label(s, label, set_by)
                 report.labels_applied += 1
         session.flush()
         report.similar_labels = similar_labels({s.label for s in slides if s.label})
@@ -470,5 +474,5 @@ def add_paths(
                                       retile=retile, limits=limits, jobs=jobs, on_result=advance)
     report.missing = mark_missing(catalog)
     if label_rows is not None:
-        apply_labels(catalog, label_rows, Path(labels_csv).resolve().parent, report)
+        apply_labels(catalog, label_rows, Path(labels_csv).resolve().parent, report, f"csv:{Path(labels_csv).name}")
     return report
