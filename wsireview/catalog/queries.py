@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import aliased
 
 from wsireview.catalog.db import Catalog
 from wsireview.catalog.models import (
@@ -23,6 +24,17 @@ from wsireview.catalog.models import (
     Slide,
     SlidePrediction,
 )
+
+
+def counting():
+    """The condition a review counts under: not undone, and its reviewer's latest on the patch
+    (a verdict they changed later is superseded; see ``wsireview.learn.reviews``)."""
+    newer = aliased(Review)
+    return and_(
+        Review.undone_at.is_(None),
+        ~exists().where(newer.patch_id == Review.patch_id, newer.reviewer == Review.reviewer,
+                        newer.undone_at.is_(None), newer.id > Review.id),
+    )
 
 
 # -- model versions -------------------------------------------------------------------------------
@@ -78,7 +90,7 @@ def model_versions(catalog: Catalog) -> list[ModelVersionSummary]:
         reviews = dict(
             session.execute(
                 select(Review.model_version_id, func.count())
-                .where(Review.undone_at.is_(None))
+                .where(counting())
                 .group_by(Review.model_version_id)
             ).all()
         )

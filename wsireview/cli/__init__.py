@@ -32,6 +32,7 @@ SUBCOMMANDS = {
     "retrain": "train a new model version on all labels and verdicts, and queue patches to review",
     "evaluate": "simulate review rounds with known lesions and compare query strategies",
     "review": "review queued patches in the terminal app (triage screen)",
+    "serve": "open the slide viewer in a browser: Deep Zoom, overlays, triage (loopback by default)",
     "export": "export reviewed patches (PNG folders, QuPath GeoJSON, CLAM h5, CSV)",
 }
 _GLOBAL_OPTIONS_WITH_VALUE = {"--workspace", "--db", "--graphics"}

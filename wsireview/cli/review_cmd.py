@@ -19,7 +19,8 @@ def register(sub) -> None:
             "Open the review app on the triage screen: the latest model's queue across all slides, or one "
             "slide's. One key per verdict (y lesion, n not lesion, u unsure, a artifact; z undo, space skip, "
             "c wider context, ? all keys). Every verdict is saved the moment the key is pressed, with the "
-            "reviewer and the seconds taken. Run `wsireview retrain` first to queue patches."
+            "reviewer and the seconds taken. The queue comes from `wsireview retrain`, which needs slide labels: "
+            "label slides first (`l` on the slides screen of `wsireview`, or `wsireview add --labels CSV`)."
         ),
     )
     parser.add_argument("--slide", metavar="NAME", help="review only this slide's queued patches (name or path)")

@@ -119,7 +119,7 @@ class ReviewApp(App):
             if callback is not None:
                 callback(ok)
 
-        self.push_screen(RetrainScreen(self.latest_encoder()), finished)
+        self.push_screen(RetrainScreen(), finished)
 
     def confirm_retrain(self, callback: Callable[[bool | None], None] | None = None) -> None:
         """Ask first, then start_retrain: a round takes minutes and replaces the review queue."""
