@@ -190,3 +190,32 @@ def test_a_moved_file_is_accepted_only_when_its_pixels_read(catalog, workspace, 
     assert report.results[0].outcome == "moved" and report.results[0].slide_id == slide_id
     with catalog.session() as session:
         assert session.scalar(select(func.count()).select_from(Review)) == 1
+
+
+def test_two_dicom_series_in_one_folder_are_two_slides(catalog, workspace, real_slides, tmp_path):
+    from dicom_slides import two_series_folder
+    from wsireview.ingest import discover
+    from wsireview.slides.reader import Slide as SlideFile
+
+    with SlideFile(real_slides / CMU) as cmu:
+        tissue = np.asarray(cmu.read_region(600, 900, 1024, 1024))  # real tissue, level 0
+    files = two_series_folder(tmp_path / "dicom", tissue)
+    # A second instance (a coarser level) of the first series: part of the same slide.
+    import pydicom
+
+    from dicom_slides import write_series
+
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    write_series(tmp_path / "dicom" / "series-0-level1.dcm", tissue[::4, ::4][:128, :128], first.SeriesInstanceUID,
+                 first.StudyInstanceUID, first.FrameOfReferenceUID)
+    assert discover([tmp_path / "dicom"]) == files
+    report = add_paths(catalog, workspace, [tmp_path / "dicom"])
+    assert [r.outcome for r in report.results] == ["added", "added"]
+    rows = slide_rows(catalog)
+    assert {name for name in rows} == {"series-0.dcm", "series-1.dcm"}
+    for name in rows:
+        assert rows[name].vendor == "dicom" and (rows[name].width, rows[name].height) == (512, 512)
+        assert rows[name].mpp_x == pytest.approx(0.5)
+    # Each slide shows its own series: different tissue, different content.
+    assert rows["series-0.dcm"].content_hash != rows["series-1.dcm"].content_hash
+    assert patch_count(catalog, rows["series-0.dcm"].id) + patch_count(catalog, rows["series-1.dcm"].id) > 0
