@@ -123,3 +123,16 @@ def redirect_tiles(src: Path, dst: Path, tiles: list[int], to: int, page: int = 
         for index in tiles:
             _write_values(dst, offset + index * size, int(dtype), [values[to]], order)
     return dst
+
+
+def small_pyramid(rgb, path: Path, tile: int = 256, mpp: float = 0.5) -> Path:
+    """``rgb`` as a 2-level tiled JPEG TIFF (a generic-tiff to OpenSlide, sizes stored as LONG)."""
+    import numpy as np
+
+    resolution = (10_000 / mpp, 10_000 / mpp)  # pixels per cm
+    with tifffile.TiffWriter(path) as tif:
+        for level, image in enumerate((rgb, np.ascontiguousarray(rgb[::2, ::2]))):
+            tif.write(image, tile=(tile, tile), compression="jpeg", photometric="rgb",
+                      subfiletype=1 if level else 0, resolution=(resolution[0] / 2**level, resolution[1] / 2**level),
+                      resolutionunit="CENTIMETER")
+    return path

@@ -219,3 +219,41 @@ def test_two_dicom_series_in_one_folder_are_two_slides(catalog, workspace, real_
     # Each slide shows its own series: different tissue, different content.
     assert rows["series-0.dcm"].content_hash != rows["series-1.dcm"].content_hash
     assert patch_count(catalog, rows["series-0.dcm"].id) + patch_count(catalog, rows["series-1.dcm"].id) > 0
+
+
+def test_changed_grid_options_are_noticed_and_retile_keeps_reviewed_squares(catalog, workspace, real_slides,
+                                                                              tmp_path):
+    slide = tmp_path / "cmu.svs"
+    shutil.copyfile(real_slides / CMU, slide)
+    add_paths(catalog, workspace, [slide])
+    with catalog.session() as session:
+        row = session.scalar(select(Slide))
+        before = {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == row.id))}
+        reviewed = min(before.values())
+        session.add(Review(patch_id=reviewed, verdict="lesion", reviewer="test"))
+    assert row.min_tissue == 0.5
+
+    # Other options on a known slide: the grid is kept, and the result says so.
+    report = add_paths(catalog, workspace, [slide], min_tissue=0.2)
+    result = report.results[0]
+    assert result.outcome == "unchanged" and result.patches == len(before)
+    assert "kept its grid (224 px at 0.5 µm/px, 50% tissue), not the 224 px at 0.5 µm/px, 20% tissue asked for: " \
+           "add --retile to cut a new grid" in result.warning
+
+    # Re-tiled with a lower tissue share: the same squares keep their ids (and the review), more join.
+    report = add_paths(catalog, workspace, [slide], min_tissue=0.2, retile=True)
+    assert report.results[0].outcome == "added"
+    with catalog.session() as session:
+        after = {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == row.id))}
+        assert session.get(Slide, row.id).min_tissue == 0.2
+        assert session.scalar(select(func.count()).select_from(Review)) == 1
+    assert len(after) > len(before)
+    assert all(after[xy] == pid for xy, pid in before.items())
+
+    # A grid of smaller patches would drop the reviewed patch: refused, the old grid stays.
+    report = add_paths(catalog, workspace, [slide], patch_size=112, retile=True)
+    result = report.results[0]
+    assert result.outcome == "unchanged" and "1 reviewed patch would leave the grid" in result.warning
+    with catalog.session() as session:
+        assert {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == row.id))} == after
+        assert session.get(Slide, row.id).patch_size_px == 224

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import delete, func, select
 
@@ -29,6 +28,7 @@ from wsireview.slides.isolated import InlinePool, JobFailed, ReaderLimits, Reade
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, explain_open_error, same_content
 from wsireview.slides.tissue import tissue_overlay
 from wsireview.status import mark_missing
+from wsireview.text import literal
 from wsireview.workspace import Workspace
 
 # What a folder scan picks up. Files named explicitly are always tried, whatever their suffix.
@@ -462,7 +462,7 @@ def add_paths(
         task = bar.add_task("", total=len(files))
 
         def advance(result: IngestResult) -> None:
-            bar.update(task, description=escape(result.path.name))
+            bar.update(task, description=literal(result.path.name))
             bar.advance(task)
 
         report.results = ingest_files(catalog, workspace, files, GridOptions(patch_size, target_mpp, min_tissue),
