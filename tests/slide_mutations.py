@@ -136,3 +136,27 @@ def small_pyramid(rgb, path: Path, tile: int = 256, mpp: float = 0.5) -> Path:
                       subfiletype=1 if level else 0, resolution=(resolution[0] / 2**level, resolution[1] / 2**level),
                       resolutionunit="CENTIMETER")
     return path
+
+
+def large_single_level(tissue, path: Path, side: int, tile: int = 256, mpp: float = 0.5) -> Path:
+    """A ``side`` x ``side`` single-level tiled JPEG TIFF: glass, with ``tissue`` (RGB, a multiple
+    of ``tile`` a side) repeated over a band across the middle. Written tile by tile, never whole."""
+    import numpy as np
+
+    glass = np.full((tile, tile, 3), 242, dtype=np.uint8)
+    th, tw = tissue.shape[0] // tile, tissue.shape[1] // tile
+    n = -(-side // tile)
+
+    def tiles():
+        for row in range(n):
+            for col in range(n):
+                if n // 3 <= row < 2 * n // 3:
+                    r, c = row % th, col % tw
+                    yield np.ascontiguousarray(tissue[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile])
+                else:
+                    yield glass
+
+    with tifffile.TiffWriter(path, bigtiff=False) as tif:
+        tif.write(tiles(), shape=(side, side, 3), dtype="uint8", tile=(tile, tile), compression="jpeg",
+                  photometric="rgb", resolution=(10_000 / mpp, 10_000 / mpp), resolutionunit="CENTIMETER")
+    return path

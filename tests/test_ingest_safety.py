@@ -257,3 +257,40 @@ def test_changed_grid_options_are_noticed_and_retile_keeps_reviewed_squares(cata
     with catalog.session() as session:
         assert {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == row.id))} == after
         assert session.get(Slide, row.id).patch_size_px == 224
+
+
+def whole_level_thumbnail(path: Path):
+    """The thumbnail as OpenSlide makes it: the best level read whole (the way ingest used to)."""
+    import openslide
+
+    return openslide.OpenSlide(str(path)).get_thumbnail((1024, 1024)).size
+
+
+def test_a_large_single_level_slide_is_thumbnailed_within_the_memory_limit(catalog, workspace, real_slides, tmp_path):
+    from slide_mutations import large_single_level
+    from wsireview.slides.isolated import JobFailed, ReaderPool
+    from wsireview.slides.reader import Slide as SlideFile
+
+    with SlideFile(real_slides / CMU) as cmu:
+        tissue = np.asarray(cmu.read_region(512, 1024, 1024, 1024))
+    big = large_single_level(tissue, tmp_path / "large.tiff", side=8192)  # 67 Mpx, 268 MB as RGBA
+    # A worker holds about 0.4 GB once it has imported its readers; 0.75 GB leaves less than the
+    # level needs whole (plus its RGB copy), and far more than a region at a time needs.
+    limits = ReaderLimits(workers=1, memory_gb=0.75, timeout_s=120)
+    with ReaderPool(limits) as pool:  # read whole, the level alone fills the limit
+        pool.submit("whole", whole_level_thumbnail, big)
+        [(_, outcome)] = list(pool.results())
+    assert isinstance(outcome, JobFailed), outcome
+
+    report = add_paths(catalog, workspace, [big], limits=limits)
+    assert report.results[0].outcome == "added", report.results[0].reason
+    row = slide_rows(catalog)["large.tiff"]
+    assert row.level_count == 1 and row.width == 8192
+    # The tissue band is the middle third of the slide, and the thumbnail shows it there.
+    from PIL import Image
+
+    mask = np.asarray(Image.open(workspace.absolute(row.mask_path))) > 0
+    assert mask.shape == (1024, 1024)
+    rows_with_tissue = np.flatnonzero(mask.mean(axis=1) > 0.2)
+    assert 300 < rows_with_tissue.min() and rows_with_tissue.max() < 700
+    assert patch_count(catalog, row.id) > 200
