@@ -294,3 +294,16 @@ def test_a_large_single_level_slide_is_thumbnailed_within_the_memory_limit(catal
     rows_with_tissue = np.flatnonzero(mask.mean(axis=1) > 0.2)
     assert 300 < rows_with_tissue.min() and rows_with_tissue.max() < 700
     assert patch_count(catalog, row.id) > 200
+
+
+def test_labels_csv_in_latin1_or_binary_is_refused_with_one_line(tmp_path):
+    from wsireview.ingest import LabelsError, read_labels
+
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("slide,label\nbiopsie-é.svs,lésion\n".encode("latin-1"))
+    with pytest.raises(LabelsError, match=r"latin1.csv: not UTF-8 text \(byte 0xe9 at offset 20\): save it as a UTF-8 CSV"):
+        read_labels(latin1)
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"slide,label\nx\x00y,lesion\n")
+    with pytest.raises(LabelsError, match=r"binary.csv: not a CSV text file \(it holds NUL bytes: a binary file\)"):
+        read_labels(binary)

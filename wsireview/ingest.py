@@ -7,6 +7,7 @@ an interruption never loses slides already done.
 from __future__ import annotations
 
 import csv
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -381,25 +382,38 @@ def read_labels(csv_path: Path) -> list[tuple[int, str, str]]:
     a header naming the columns in the other order, refuses the file: a semicolon-separated or
     swapped file would otherwise be read as nothing but unmatched rows.
     """
+    try:
+        return _read_label_rows(csv_path)
+    except UnicodeDecodeError as error:
+        raise LabelsError(f"{csv_path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}): "
+                          "save it as a UTF-8 CSV") from error
+    except csv.Error as error:
+        raise LabelsError(f"{csv_path}: not a CSV text file ({error})") from error
+
+
+def _read_label_rows(csv_path: Path) -> list[tuple[int, str, str]]:
     rows = []
     first = True
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        for line, record in enumerate(csv.reader(handle), start=1):
-            cells = [cell.strip() for cell in record]
-            if not any(cells) or cells[0].startswith("#"):
-                continue
-            if len(cells) < 2:
-                separator = " (semicolon-separated? save it with commas)" if ";" in cells[0] else ""
-                raise LabelsError(f"{csv_path}:{line}: expected two comma-separated columns slide,label, "
-                                  f"got {record[0]!r}{separator}")
-            slide, label = cells[0], cells[1]
-            if first and slide.lower() == "label":
-                raise LabelsError(f"{csv_path}:{line}: the header puts the label first; the columns must be slide,label")
-            if first and (label.lower() == "label" or slide.lower() == "slide"):
-                first = False
-                continue  # header
+        text = handle.read()
+    if "\x00" in text:
+        raise csv.Error("it holds NUL bytes: a binary file")
+    for line, record in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        cells = [cell.strip() for cell in record]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if len(cells) < 2:
+            separator = " (semicolon-separated? save it with commas)" if ";" in cells[0] else ""
+            raise LabelsError(f"{csv_path}:{line}: expected two comma-separated columns slide,label, "
+                              f"got {record[0]!r}{separator}")
+        slide, label = cells[0], cells[1]
+        if first and slide.lower() == "label":
+            raise LabelsError(f"{csv_path}:{line}: the header puts the label first; the columns must be slide,label")
+        if first and (label.lower() == "label" or slide.lower() == "slide"):
             first = False
-            rows.append((line, slide, label))
+            continue  # header
+        first = False
+        rows.append((line, slide, label))
     return rows
 
 
