@@ -307,3 +307,18 @@ def test_labels_csv_in_latin1_or_binary_is_refused_with_one_line(tmp_path):
     binary.write_bytes(b"slide,label\nx\x00y,lesion\n")
     with pytest.raises(LabelsError, match=r"binary.csv: not a CSV text file \(it holds NUL bytes: a binary file\)"):
         read_labels(binary)
+
+
+def test_a_slide_unreadable_in_embed_is_marked_failed(catalog, workspace, real_slides, tmp_path):
+    from slide_mutations import scramble_tiles, tile_table
+    from wsireview.features.embed import embed_slides
+
+    slide = tmp_path / "cmu.svs"
+    shutil.copyfile(real_slides / CMU, slide)
+    add_paths(catalog, workspace, [slide], limits=ReaderLimits(workers=0))
+    scramble_tiles(real_slides / CMU, slide, list(range(len(tile_table(real_slides / CMU)[0]))))  # damaged later
+    report = embed_slides(catalog, workspace, encoder="stain-stats")
+    assert [r.outcome for r in report.results] == ["failed"]
+    row = slide_rows(catalog)["cmu.svs"]
+    assert row.status == FAILED and row.reason.startswith("unreadable while embedding: corrupt tile data")
+    assert patch_count(catalog, row.id) > 0  # its patches (and any reviews) stay

@@ -92,6 +92,15 @@ def mixed_grids_warning(grids: dict[tuple[int | None, float | None], int]) -> st
             "re-tile them to one grid with add --retile --patch-size PX --mpp UM")
 
 
+def mark_unreadable(catalog: Catalog, slide_id: int, reason: str) -> None:
+    """Mark a ready slide failed when its pixels turn out unreadable after ingest (in embed or
+    export), so it is not left "ready"; its patches and reviews stay. `add` checks it again."""
+    with catalog.session() as session:
+        row = session.get(Slide, slide_id)
+        if row is not None and row.status == READY:
+            row.status, row.reason, row.warning = FAILED, reason, None
+
+
 def mark_missing(catalog: Catalog) -> list[str]:
     """Mark slides whose file has disappeared as missing (never deleted: their reviews stay)."""
     missing = []
