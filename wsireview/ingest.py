@@ -287,7 +287,7 @@ def _sample_positions(session, slide_id: int) -> list[tuple[int, int]]:
     return [tuple(rows[i]) for i in sample_indices(len(rows))]
 
 
-def _accept_moved(catalog: Catalog, path: Path, twin_id: int, content_hash: str, result: IngestResult) -> None:
+def _accept_moved(catalog: Catalog, path: Path, twin_id: int, result: IngestResult) -> None:
     with catalog.session() as session:
         twin = session.get(Slide, twin_id)
         twin.path, twin.name, twin.status, twin.reason = str(path), path.name, READY, None
@@ -343,7 +343,7 @@ def ingest_files(
                 elif stage == "examine":
                     _store_examined(catalog, workspace, path, hashes[path], value, result)
                 elif stage == "verify":
-                    _accept_moved(catalog, path, twins[path], hashes[path], result)
+                    _accept_moved(catalog, path, twins[path], result)
             except Exception as error:  # a catalog or image write that failed: this file only
                 result.outcome, result.reason = "failed", explain_open_error(path, error)
                 try:

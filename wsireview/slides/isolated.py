@@ -55,6 +55,7 @@ def _worker_main(conn: Connection, memory_bytes: int) -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"  # one job per process: thread pools only add reserved memory
     warnings.simplefilter("ignore")  # readers' warnings on damaged files: the outcome says what matters
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     _limit_memory(memory_bytes)
     while True:
         try:
