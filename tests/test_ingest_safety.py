@@ -310,3 +310,22 @@ def test_a_slide_unreadable_in_embed_is_marked_failed(catalog, workspace, real_s
     row = slide_rows(catalog)["cmu.svs"]
     assert row.status == FAILED and row.reason.startswith("unreadable while embedding: corrupt tile data")
     assert patch_count(catalog, row.id) > 0  # its patches (and any reviews) stay
+
+
+def test_a_full_disk_stops_the_batch_with_one_line_and_fails_no_slide(catalog, workspace, real_slides, tmp_path,
+                                                                      monkeypatch, capsys):
+    import errno
+
+    import wsireview.ingest as ingest
+    from wsireview.cli import main
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ingest, "_write_images", full_disk)
+    code = main(["--workspace", str(workspace.root), "add", "--workers", "0", str(real_slides / CMU)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"the disk holding the workspace {workspace.root} is full: free some space and run add again" in err
+    assert "Traceback" not in err
+    assert not any(row.status == FAILED for row in slide_rows(catalog).values())  # the slide is not to blame

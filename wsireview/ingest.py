@@ -7,6 +7,7 @@ an interruption never loses slides already done.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import time
 from collections.abc import Callable
@@ -153,6 +154,21 @@ def record_failure(catalog: Catalog, path: Path, reason: str, content_hash: str 
     with catalog.session() as session:
         row = session.scalar(select(Slide).where(Slide.path == str(path)))
         return _fail(session, row, path, content_hash, reason).id
+
+
+class WorkspaceFull(OSError):
+    """The workspace's disk is full: the batch stops (the slides are fine; nothing can be written)."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (an OS error, or SQLite's "database or disk is full") means no space left."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "disk is full" in str(error).lower():
+            return True
+        error = error.__cause__ or getattr(error, "orig", None)
+    return False
 
 
 class GridConflict(Exception):
@@ -345,6 +361,9 @@ def ingest_files(
                 elif stage == "verify":
                     _accept_moved(catalog, path, twins[path], result)
             except Exception as error:  # a catalog or image write that failed: this file only
+                if is_disk_full(error):  # not the slide's fault, and every slide after it would fail too
+                    raise WorkspaceFull(f"the disk holding the workspace {workspace.root} is full: free some space "
+                                        "and run add again (slides done so far are kept)") from error
                 result.outcome, result.reason = "failed", explain_open_error(path, error)
                 try:
                     result.slide_id = record_failure(catalog, path, result.reason, hashes.get(path))

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError
-from wsireview.ingest import DEFAULT_MIN_TISSUE, LabelsError, add_paths, discover, read_labels
+from wsireview.ingest import DEFAULT_MIN_TISSUE, LabelsError, WorkspaceFull, add_paths, discover, read_labels
 from wsireview.slides.isolated import DEFAULT_MEMORY_GB, DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, ReaderLimits
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP
 from wsireview.status import mixed_grids_warning, patch_grids
@@ -75,12 +75,10 @@ def run(args: argparse.Namespace, ctx) -> int:
     files, unusable = _slide_files(args, ctx)
     if not files:
         return 1  # each input was explained; no empty table, and no catalog is created
-    report = add_paths(
-        ctx.catalog(), ctx.workspace, files, labels_csv=args.labels,
-        patch_size=args.patch_size, target_mpp=args.mpp, min_tissue=args.min_tissue, retile=args.retile,
-        limits=ReaderLimits(workers=args.workers, timeout_s=args.timeout, memory_gb=args.max_memory),
-        progress=not args.json, console=ctx.err,
-    )
+    try:
+        report = _add(args, ctx, files)
+    except WorkspaceFull as error:
+        raise CommandError(str(error), 1) from error
     if args.json:
         from wsireview.status import catalog_status
 
@@ -93,6 +91,15 @@ def run(args: argparse.Namespace, ctx) -> int:
     else:
         _print_report(ctx, report)
     return 1 if report.failed or unusable else 0
+
+
+def _add(args: argparse.Namespace, ctx, files: list[Path]):
+    return add_paths(
+        ctx.catalog(), ctx.workspace, files, labels_csv=args.labels,
+        patch_size=args.patch_size, target_mpp=args.mpp, min_tissue=args.min_tissue, retile=args.retile,
+        limits=ReaderLimits(workers=args.workers, timeout_s=args.timeout, memory_gb=args.max_memory),
+        progress=not args.json, console=ctx.err,
+    )
 
 
 def _slide_files(args: argparse.Namespace, ctx) -> tuple[list[Path], int]:
