@@ -37,6 +37,14 @@ def set_size(src: Path, dst: Path, width: int, height: int, page: int = 0) -> Pa
     return dst
 
 
+def set_tag(src: Path, dst: Path, name: str, value: int, page: int = 0) -> Path:
+    """A copy whose image ``page`` has tag ``name`` (a single number) set to ``value``."""
+    shutil.copyfile(src, dst)
+    offset, dtype, _, order = _tag(dst, page, name)
+    _write_values(dst, offset, int(dtype), [value], order)
+    return dst
+
+
 def zero_tile_bytecounts(src: Path, dst: Path, page: int = 0) -> Path:
     """A copy whose image ``page`` says each of its tiles holds zero bytes."""
     shutil.copyfile(src, dst)

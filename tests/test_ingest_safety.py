@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from slide_mutations import flip_header_field, set_size, truncate, zero_tile_bytecounts
+from slide_mutations import set_size, set_tag, truncate, zero_tile_bytecounts
 from wsireview.catalog import FAILED, READY, Patch, Review, Slide
 from wsireview.ingest import SlideJobs, add_paths
 from wsireview.slides import examine as real_jobs
@@ -89,15 +89,19 @@ def test_damaged_headers_fail_with_the_reason(catalog, workspace, real_slides, t
         zero_tile_bytecounts(cmu, tmp_path / "zeroed-tiles.svs"),
         truncate(cmu, tmp_path / "truncated.svs", 0.7),  # level 0 whole, the images after it cut off
         truncate(cmu, tmp_path / "truncated-level0.svs", 0.5),
+        # One flipped bit made a tile 33 million px tall: OpenSlide asked GLib for 34 GB and aborted.
+        set_tag(cmu, tmp_path / "tall-tiles.svs", "TileLength", 65_520),
     ]
     (tmp_path / "empty.svs").write_bytes(b"")
     files.append(tmp_path / "empty.svs")
     report = add_paths(catalog, workspace, files)
-    assert [r.outcome for r in report.results] == ["failed"] * 5
+    assert [r.outcome for r in report.results] == ["failed"] * 6
     rows = slide_rows(catalog)
     assert rows["phantom-size.svs"].reason == ("image 0 declares 38,528 x 38,528 px (25,921 tiles) but holds 130 "
                                                "tiles: the header is damaged")
     assert "130 of 130 tiles hold no data" in rows["zeroed-tiles.svs"].reason
+    assert rows["tall-tiles.svs"].reason == ("image 0 declares tiles of 240 x 65,520 px, larger than any scanner "
+                                             "writes (over 16,384 px a side): the header is damaged")
     assert rows["empty.svs"].reason == "empty file (0 bytes)"
     assert rows["truncated.svs"].reason == ("truncated or damaged file: its chain of images points to offset "
                                             "1474362, past its end (1,357,268 bytes)")
