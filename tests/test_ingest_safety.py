@@ -333,3 +333,20 @@ def test_a_full_disk_stops_the_batch_with_one_line_and_fails_no_slide(catalog, w
     assert f"the disk holding the workspace {workspace.root} is full: free some space and run add again" in err
     assert "Traceback" not in err
     assert not any(row.status == FAILED for row in slide_rows(catalog).values())  # the slide is not to blame
+
+
+def test_names_with_markup_or_terminal_escapes_are_shown_literally(real_slides, tmp_path, capsys):
+    from wsireview.cli import main
+
+    folder = tmp_path / "in [" / "] here"  # a path holding "[/]"
+    folder.mkdir(parents=True)
+    odd = [folder / "a[reverse]b.svs", folder / "x\x1b]0;PWNED\x07y.svs"]
+    for path in odd:
+        shutil.copyfile(real_slides / "tiny-aperio.svs", path)
+    odd[1].write_bytes(odd[1].read_bytes() + b"\0")  # not a duplicate of the first
+    ws = tmp_path / "ws"
+    assert main(["--workspace", str(ws), "add", "--workers", "0", str(folder)]) == 0
+    assert main(["--workspace", str(ws), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "a[reverse]b.svs" in out and "x\\x1b]0;PWNED\\x07y.svs" in out
+    assert "\x1b]0;" not in out and "\x07" not in out
