@@ -37,6 +37,14 @@ def set_size(src: Path, dst: Path, width: int, height: int, page: int = 0) -> Pa
     return dst
 
 
+def set_tag(src: Path, dst: Path, name: str, value: int, page: int = 0) -> Path:
+    """A copy whose image ``page`` has tag ``name`` (a single number) set to ``value``."""
+    shutil.copyfile(src, dst)
+    offset, dtype, _, order = _tag(dst, page, name)
+    _write_values(dst, offset, int(dtype), [value], order)
+    return dst
+
+
 def zero_tile_bytecounts(src: Path, dst: Path, page: int = 0) -> Path:
     """A copy whose image ``page`` says each of its tiles holds zero bytes."""
     shutil.copyfile(src, dst)
@@ -123,3 +131,40 @@ def redirect_tiles(src: Path, dst: Path, tiles: list[int], to: int, page: int = 
         for index in tiles:
             _write_values(dst, offset + index * size, int(dtype), [values[to]], order)
     return dst
+
+
+def small_pyramid(rgb, path: Path, tile: int = 256, mpp: float = 0.5) -> Path:
+    """``rgb`` as a 2-level tiled JPEG TIFF (a generic-tiff to OpenSlide, sizes stored as LONG)."""
+    import numpy as np
+
+    resolution = (10_000 / mpp, 10_000 / mpp)  # pixels per cm
+    with tifffile.TiffWriter(path) as tif:
+        for level, image in enumerate((rgb, np.ascontiguousarray(rgb[::2, ::2]))):
+            tif.write(image, tile=(tile, tile), compression="jpeg", photometric="rgb",
+                      subfiletype=1 if level else 0, resolution=(resolution[0] / 2**level, resolution[1] / 2**level),
+                      resolutionunit="CENTIMETER")
+    return path
+
+
+def large_single_level(tissue, path: Path, side: int, tile: int = 256, mpp: float = 0.5) -> Path:
+    """A ``side`` x ``side`` single-level tiled JPEG TIFF: glass, with ``tissue`` (RGB, a multiple
+    of ``tile`` a side) repeated over a band across the middle. Written tile by tile, never whole."""
+    import numpy as np
+
+    glass = np.full((tile, tile, 3), 242, dtype=np.uint8)
+    th, tw = tissue.shape[0] // tile, tissue.shape[1] // tile
+    n = -(-side // tile)
+
+    def tiles():
+        for row in range(n):
+            for col in range(n):
+                if n // 3 <= row < 2 * n // 3:
+                    r, c = row % th, col % tw
+                    yield np.ascontiguousarray(tissue[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile])
+                else:
+                    yield glass
+
+    with tifffile.TiffWriter(path, bigtiff=False) as tif:
+        tif.write(tiles(), shape=(side, side, 3), dtype="uint8", tile=(tile, tile), compression="jpeg",
+                  photometric="rgb", resolution=(10_000 / mpp, 10_000 / mpp), resolutionunit="CENTIMETER")
+    return path

@@ -7,6 +7,8 @@ an interruption never loses slides already done.
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import delete, func, select
 
@@ -30,6 +31,7 @@ from wsireview.slides.isolated import InlinePool, JobFailed, ReaderLimits, Reade
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, explain_open_error, same_content
 from wsireview.slides.tissue import tissue_overlay
 from wsireview.status import mark_missing
+from wsireview.text import literal
 from wsireview.workspace import Workspace
 
 # What a folder scan picks up. Files named explicitly are always tried, whatever their suffix.
@@ -153,6 +155,21 @@ def record_failure(catalog: Catalog, path: Path, reason: str, content_hash: str 
     with catalog.session() as session:
         row = session.scalar(select(Slide).where(Slide.path == str(path)))
         return _fail(session, row, path, content_hash, reason).id
+
+
+class WorkspaceFull(OSError):
+    """The workspace's disk is full: the batch stops (the slides are fine; nothing can be written)."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (an OS error, or SQLite's "database or disk is full") means no space left."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "disk is full" in str(error).lower():
+            return True
+        error = error.__cause__ or getattr(error, "orig", None)
+    return False
 
 
 class GridConflict(WsireviewError):
@@ -287,7 +304,7 @@ def _sample_positions(session, slide_id: int) -> list[tuple[int, int]]:
     return [tuple(rows[i]) for i in sample_indices(len(rows))]
 
 
-def _accept_moved(catalog: Catalog, path: Path, twin_id: int, content_hash: str, result: IngestResult) -> None:
+def _accept_moved(catalog: Catalog, path: Path, twin_id: int, result: IngestResult) -> None:
     with catalog.session() as session:
         twin = session.get(Slide, twin_id)
         twin.path, twin.name, twin.status, twin.reason = str(path), path.name, READY, None
@@ -343,8 +360,11 @@ def ingest_files(
                 elif stage == "examine":
                     _store_examined(catalog, workspace, path, hashes[path], value, result)
                 elif stage == "verify":
-                    _accept_moved(catalog, path, twins[path], hashes[path], result)
+                    _accept_moved(catalog, path, twins[path], result)
             except Exception as error:  # a catalog or image write that failed: this file only
+                if is_disk_full(error):  # not the slide's fault, and every slide after it would fail too
+                    raise WorkspaceFull(f"the disk holding the workspace {workspace.root} is full: free some space "
+                                        "and run add again (slides done so far are kept)") from error
                 result.outcome, result.reason = "failed", explain_open_error(path, error)
                 try:
                     result.slide_id = record_failure(catalog, path, result.reason, hashes.get(path))
@@ -382,25 +402,38 @@ def read_labels(csv_path: Path) -> list[tuple[int, str, str]]:
     a header naming the columns in the other order, refuses the file: a semicolon-separated or
     swapped file would otherwise be read as nothing but unmatched rows.
     """
+    try:
+        return _read_label_rows(csv_path)
+    except UnicodeDecodeError as error:
+        raise LabelsError(f"{csv_path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}): "
+                          "save it as a UTF-8 CSV") from error
+    except csv.Error as error:
+        raise LabelsError(f"{csv_path}: not a CSV text file ({error})") from error
+
+
+def _read_label_rows(csv_path: Path) -> list[tuple[int, str, str]]:
     rows = []
     first = True
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        for line, record in enumerate(csv.reader(handle), start=1):
-            cells = [cell.strip() for cell in record]
-            if not any(cells) or cells[0].startswith("#"):
-                continue
-            if len(cells) < 2:
-                separator = " (semicolon-separated? save it with commas)" if ";" in cells[0] else ""
-                raise LabelsError(f"{csv_path}:{line}: expected two comma-separated columns slide,label, "
-                                  f"got {record[0]!r}{separator}")
-            slide, label = cells[0], cells[1]
-            if first and slide.lower() == "label":
-                raise LabelsError(f"{csv_path}:{line}: the header puts the label first; the columns must be slide,label")
-            if first and (label.lower() == "label" or slide.lower() == "slide"):
-                first = False
-                continue  # header
+        text = handle.read()
+    if "\x00" in text:
+        raise csv.Error("it holds NUL bytes: a binary file")
+    for line, record in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        cells = [cell.strip() for cell in record]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if len(cells) < 2:
+            separator = " (semicolon-separated? save it with commas)" if ";" in cells[0] else ""
+            raise LabelsError(f"{csv_path}:{line}: expected two comma-separated columns slide,label, "
+                              f"got {record[0]!r}{separator}")
+        slide, label = cells[0], cells[1]
+        if first and slide.lower() == "label":
+            raise LabelsError(f"{csv_path}:{line}: the header puts the label first; the columns must be slide,label")
+        if first and (label.lower() == "label" or slide.lower() == "slide"):
             first = False
-            rows.append((line, slide, label))
+            continue  # header
+        first = False
+        rows.append((line, slide, label))
     return rows
 
 
@@ -467,7 +500,7 @@ def add_paths(
         task = bar.add_task("", total=len(files))
 
         def advance(result: IngestResult) -> None:
-            bar.update(task, description=escape(result.path.name))
+            bar.update(task, description=literal(result.path.name))
             bar.advance(task)
 
         report.results = ingest_files(catalog, workspace, files, GridOptions(patch_size, target_mpp, min_tissue),

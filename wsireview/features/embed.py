@@ -23,6 +23,7 @@ from wsireview.features.store import feature_sets, save_features
 from wsireview.progress import ProgressCallback
 from wsireview.slides.reader import Slide as SlideFile
 from wsireview.slides.reader import SlideError
+from wsireview.status import mark_unreadable
 from wsireview.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ def embed_slides(
             except SlideError as error:
                 advance_slide(len(ids) - done[0])  # what this slide would have added
                 report.results.append(SlideOutcome(slide.id, slide.name, FAILED, 0, time.perf_counter() - t0, str(error)))
+                mark_unreadable(catalog, slide.id, f"unreadable while embedding: {error}")
                 log.warning("embedding %s failed: %s", slide.name, error)
                 continue
             save_features(catalog, workspace, slide, name, ids, matrix, slide.patch_size_px or out_px)

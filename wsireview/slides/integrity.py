@@ -18,6 +18,9 @@ from wsireview.slides.reader import Slide, SlideError
 
 # Larger than any scanner makes (a 250 mm field at 0.25 µm/px is 1,000,000 px).
 MAX_SIDE = 1_000_000
+# Tiles are 240 to 1024 px in practice; a reader allocates a whole tile, so a damaged tile size
+# of 262,144 px would ask for hundreds of GB.
+MAX_TILE_SIDE = 16_384
 # A patch grid larger than this is refused before it is computed (its arrays would need GBs).
 MAX_GRID_CELLS = 4_000_000
 # Patches read back before a slide is ready: the square root of the grid, within these bounds.
@@ -91,6 +94,9 @@ def _page_problem(index: int, page, file_size: int) -> str | None:
         return None
     width, height = page.imagewidth, page.imagelength
     offsets, counts = page.dataoffsets, page.databytecounts
+    if page.is_tiled and max(page.tilewidth, page.tilelength) > MAX_TILE_SIDE:
+        return (f"image {index} declares tiles of {page.tilewidth:,} x {page.tilelength:,} px, larger than any "
+                f"scanner writes (over {MAX_TILE_SIDE:,} px a side): the header is damaged")
     if page.is_tiled:
         expected = math.ceil(width / page.tilewidth) * math.ceil(height / page.tilelength) * max(1, page.tiledepth)
         unit = "tiles"

@@ -9,9 +9,12 @@ one-line reason.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import re
 import signal
+import tempfile
 import time
 import warnings
 from collections import deque
@@ -22,6 +25,9 @@ from multiprocessing.connection import Connection, wait
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_GB = 2.0
 DEFAULT_WORKERS = 2
+# A new worker's start-up (a Python process importing its readers) is not counted in a job's time
+# limit, up to this long.
+STARTUP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -50,11 +56,19 @@ def _limit_memory(memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
 
-def _worker_main(conn: Connection, memory_bytes: int) -> None:
-    """Run jobs sent over ``conn`` until told to stop (``None``); send back ``(ok, value)``."""
+def _worker_main(conn: Connection, memory_bytes: int, log_path: str) -> None:
+    """Run jobs sent over ``conn`` until told to stop (``None``); send back ``(ok, value)``.
+
+    The worker's stderr goes to ``log_path``: what a C library says as it aborts explains a crash
+    (the parent reads it back) and never lands in the user's terminal.
+    """
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+    os.dup2(log, 2)
+    os.close(log)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"  # one job per process: thread pools only add reserved memory
     warnings.simplefilter("ignore")  # readers' warnings on damaged files: the outcome says what matters
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     _limit_memory(memory_bytes)
     while True:
         try:
@@ -63,7 +77,9 @@ def _worker_main(conn: Connection, memory_bytes: int) -> None:
             return
         if message is None:
             return
-        function, args = message
+        function, args = message  # unpickling imported the function's module
+        conn.send((None, None))  # started: the job's function is loaded and running
+        os.ftruncate(2, 0)  # the log holds this job's words only
         try:
             outcome = (True, function(*args))
         except MemoryError:
@@ -88,7 +104,7 @@ def crash_reason(exitcode: int | None, limits: ReaderLimits) -> str:
         except ValueError:
             name = "unknown"
         hint = (f" (out of memory? the limit is {limits.memory_gb:.3g} GB)"
-                if -exitcode in (signal.SIGABRT, signal.SIGKILL, signal.SIGBUS) else "")
+                if -exitcode in (signal.SIGABRT, signal.SIGKILL, signal.SIGBUS, signal.SIGTRAP) else "")
         return f"the reader crashed: signal {-exitcode} ({name}){hint}"
     return f"the reader crashed: exit code {exitcode}"
 
@@ -96,10 +112,24 @@ def crash_reason(exitcode: int | None, limits: ReaderLimits) -> str:
 class _Worker:
     def __init__(self, context, limits: ReaderLimits):
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, limits.memory_bytes), daemon=True)
+        handle, self.log_path = tempfile.mkstemp(prefix="wsireview-reader-", suffix=".log")
+        os.close(handle)
+        self.process = context.Process(target=_worker_main, args=(child, limits.memory_bytes, self.log_path),
+                                       daemon=True)
         self.process.start()
         child.close()
         self.job: tuple[Hashable, float] | None = None  # (key, deadline)
+
+    def last_words(self) -> str | None:
+        """The last line the worker wrote to stderr (a C library's message as it aborted), if any."""
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(max(0, os.path.getsize(self.log_path) - 4096))
+                lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines()]
+        except OSError:
+            return None
+        lines = [line for line in lines if line]
+        return re.sub(r"^\(process:\d+\): ", "", lines[-1])[:300] if lines else None
 
     def stop(self, kill: bool = False) -> None:
         if not kill:
@@ -114,6 +144,8 @@ class _Worker:
             self.process.kill()
             self.process.join()
         self.conn.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
 
 
 class ReaderPool:
@@ -159,27 +191,33 @@ class ReaderPool:
                 self._replace(idle)
                 self._queue.appendleft((key, function, args))
                 continue
-            idle.job = (key, time.monotonic() + self.limits.timeout_s)
+            idle.job = (key, time.monotonic() + STARTUP_S + self.limits.timeout_s)
 
     def _collect(self, worker: _Worker) -> tuple[Hashable, object] | None:
-        key, deadline = worker.job
-        if worker.conn.poll():
+        key = worker.job[0]
+        while worker.conn.poll():
             try:
                 ok, value = worker.conn.recv()
             except (EOFError, OSError):
-                worker.process.join(timeout=5)
-                self._replace(worker)
-                return key, JobFailed(crash_reason(worker.process.exitcode, self.limits))
+                return key, self._crashed(worker)
+            if ok is None:  # started: the job's clock starts now, after the worker's imports
+                worker.job = (key, time.monotonic() + self.limits.timeout_s)
+                continue
             worker.job = None
             return key, value if ok else JobFailed(value)
         if not worker.process.is_alive():
-            worker.process.join(timeout=5)
-            self._replace(worker)
-            return key, JobFailed(crash_reason(worker.process.exitcode, self.limits))
-        if time.monotonic() >= deadline:
+            return key, self._crashed(worker)
+        if time.monotonic() >= worker.job[1]:
             self._replace(worker, kill=True)
             return key, JobFailed(f"timed out after {self.limits.timeout_s:g} s")
         return None
+
+    def _crashed(self, worker: _Worker) -> JobFailed:
+        worker.process.join(timeout=5)
+        words = worker.last_words()
+        self._replace(worker)
+        reason = crash_reason(worker.process.exitcode, self.limits)
+        return JobFailed(f"{reason}: {words}" if words else reason)
 
     def _replace(self, worker: _Worker, kill: bool = True) -> None:
         worker.stop(kill=kill)

@@ -43,8 +43,12 @@ def explain_open_error(path: Path, error: BaseException) -> str:
             return truncation
     except OSError:
         pass
-    text = str(error).strip()
+    text = str(error).strip().replace(str(path), path.name)
     lowered = text.lower()
+    if "short read" in lowered:
+        return f"truncated file: {text}"
+    if "invalid tiff" in lowered or "cannot get required tiff tag" in lowered or "cannot handle" in lowered:
+        return f"damaged TIFF header: {text}"
     if "unsupported tiff compression" in lowered or "compression" in lowered:
         return f"unsupported compression ({text})"
     if isinstance(error, UnidentifiedImageError) or "unsupported or missing image file" in lowered:
