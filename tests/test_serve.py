@@ -422,3 +422,17 @@ def test_browser_triage_of_five_patches_records_five_verdicts_and_undo(served, p
         assert session.get(Review, reviews[-1].id).undone_at is not None
         assert session.get(Review, reviews[-2].id).undone_at is None
     assert page.locator("#patch-info").text_content() == shown[-1]  # back on the undone patch
+
+
+def test_serve_command_reports_a_taken_port_in_one_line(served, capsys):
+    from wsireview.cli import main
+
+    ws, catalog = served
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--workspace", str(ws.root), "serve", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
+    assert main(["--workspace", str(ws.root), "serve", "--quality", "0"]) == 2
