@@ -399,6 +399,14 @@ def test_browser_triage_of_five_patches_records_five_verdicts_and_undo(served, p
     page.goto("/review")
     page.wait_for_function("() => /^\\d+\\/\\d+ reviewed/.test(document.getElementById('progress').textContent)")
     start = int(page.locator("#progress").text_content().split("/")[0])
+    # The tiles under the next patch are fetched while the first one is on screen.
+    pending = [e for e in queue_entries(catalog) if e.verdict is None]
+    following = pending[1]
+    top = client_for(served).get(f"/api/slides/{following.slide_id}").json()["dz_levels"] - 1
+    ahead = (f"/dz/{following.slide_id}_files/{top}/{(following.x + following.size // 2) // 254}_"
+             f"{(following.y + following.size // 2) // 254}.jpeg")
+    page.wait_for_function("(url) => performance.getEntriesByType('resource').some((r) => r.name.endsWith(url))",
+                           arg=ahead)
     keys = ["y", "n", "u", "a", "y"]
     shown: list[str] = []
     for i, key in enumerate(keys):
