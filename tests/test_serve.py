@@ -139,6 +139,24 @@ def test_slides_are_reached_by_catalog_id_only(served):
     assert "not ready" in client.get(f"/dz/{failed}.dzi").json()["error"]
 
 
+def test_static_files_never_follow_a_symlink_out_of_the_package(served, tmp_path, monkeypatch):
+    """A link planted among the page's files (here in a copy of them) does not serve what it points to."""
+    import wsireview.serve.app as serve_app
+
+    static = tmp_path / "static"
+    shutil.copytree(serve_app.STATIC, static)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("patient data")
+    (static / "leak.txt").symlink_to(outside)
+    (static / "linked").symlink_to(tmp_path)
+    monkeypatch.setattr(serve_app, "STATIC", static)
+    client = client_for(served)
+    assert client.get("/static/viewer.js").status_code == 200
+    for path in ("/static/leak.txt", "/static/linked/secret.txt"):
+        response = client.get(path)
+        assert response.status_code == 404 and "patient" not in response.text, path
+
+
 def test_bad_tile_requests_answer_404_and_the_server_keeps_serving(served):
     ws, catalog = served
     client = client_for(served)
