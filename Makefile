@@ -8,7 +8,7 @@ DEMO_SLIDES ?= 12
 SEED ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint bench clean-demo constraints
+.PHONY: venv demo serve test lint bench clean-demo constraints
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ demo: venv
 	$(WSI) --workspace $(WORKSPACE) retrain --seed $(SEED)
 	$(WSI) --workspace $(WORKSPACE) status
 	$(WSI) --workspace $(WORKSPACE)
+	@echo "The slides in a browser: make serve   (or $(WSI) --workspace $(WORKSPACE) serve)"
+
+# The viewer in a browser, on 127.0.0.1:8000.
+serve: venv
+	$(WSI) --workspace $(WORKSPACE) serve
 
 test: venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -44,6 +49,8 @@ bench: venv
 	$(PY) benchmarks/embed_throughput.py
 	$(PY) benchmarks/retrain_time.py
 	$(PY) benchmarks/triage_latency.py
+	$(PY) -m pip install --quiet 'flask>=3'  # the tile benchmark's baseline server
+	$(PY) benchmarks/serve_tiles.py
 
 clean-demo:
 	rm -rf $(WORKSPACE)/demo-cohort $(WORKSPACE)/catalog.sqlite* $(WORKSPACE)/thumbs $(WORKSPACE)/masks \

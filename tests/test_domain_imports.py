@@ -1,4 +1,5 @@
-"""The domain never imports Textual: every module of the domain packages, imported in a fresh process."""
+"""The domain never imports a UI (Textual, the web viewer, the CLI): every module of the domain packages,
+imported in a fresh process."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ for name in names:
     for info in pkgutil.walk_packages(getattr(module, "__path__", []), prefix=name + "."):
         importlib.import_module(info.name)
         imported.append(info.name)
-ui = sorted(m for m in sys.modules if m.split(".")[0] in ("textual", "textual_image") or m.startswith("wsireview.tui"))
+ui = sorted(m for m in sys.modules if m.split(".")[0] in ("textual", "textual_image", "starlette", "uvicorn")
+            or m.startswith(("wsireview.tui", "wsireview.serve", "wsireview.cli")))
 print(json.dumps({"imported": imported, "ui": ui}))
 """
 
@@ -33,6 +35,15 @@ def test_domain_packages_never_import_textual():
     assert "wsireview.catalog.queries" in result["imported"]  # the UI's read queries are domain code too
     assert len(result["imported"]) > len(DOMAIN)
     assert result["ui"] == []
+
+
+def test_probe_detects_the_web_viewer():
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(["wsireview.serve.app"])], capture_output=True, text=True,
+        check=True, timeout=120,
+    )
+    ui = json.loads(out.stdout.strip().splitlines()[-1])["ui"]
+    assert "starlette" in ui and "wsireview.serve.app" in ui
 
 
 def test_probe_detects_textual():

@@ -23,7 +23,15 @@ WRITE_HEADER = "x-wsireview"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
-def presented_token(headers: dict[str, str], query_string: str) -> tuple[str | None, bool]:
+def cookie_name(config: ServeConfig) -> str:
+    """Per port: browsers share cookies between the ports of a host, so two viewers must not overwrite
+    each other's token."""
+    return f"{COOKIE}_{config.port}"
+
+
+def presented_token(
+    headers: dict[str, str], query_string: str, cookie_key: str = COOKIE
+) -> tuple[str | None, bool]:
     """The token a request carries, and whether it came in the query string (then it is set as a cookie)."""
     query = parse_qs(query_string).get("token")
     if query:
@@ -37,7 +45,7 @@ def presented_token(headers: dict[str, str], query_string: str) -> tuple[str | N
         cookie.load(headers.get("cookie", ""))
     except Exception:  # a malformed cookie header is no token
         return None, False
-    morsel = cookie.get(COOKIE)
+    morsel = cookie.get(cookie_key)
     return (morsel.value if morsel else None), False
 
 
@@ -70,7 +78,9 @@ class GuardMiddleware:
         if not host_allowed(self.config, headers.get("host", "")):
             await _plain(send, 403, "forbidden: this viewer answers only to a loopback host name")
             return
-        token, from_query = presented_token(headers, scope.get("query_string", b"").decode("latin-1"))
+        token, from_query = presented_token(
+            headers, scope.get("query_string", b"").decode("latin-1"), cookie_name(self.config)
+        )
         if not token_accepted(self.config.token, token):
             await _plain(send, 401, "unauthorized: open the address printed by `wsireview serve` (with its token)")
             return
@@ -83,7 +93,7 @@ class GuardMiddleware:
 
         async def send_with_cookie(message) -> None:
             if message["type"] == "http.response.start":
-                cookie = f"{COOKIE}={self.config.token}; Path=/; HttpOnly; SameSite=Strict"
+                cookie = f"{cookie_name(self.config)}={self.config.token}; Path=/; HttpOnly; SameSite=Strict"
                 message = dict(message, headers=list(message.get("headers", [])) + [(b"set-cookie", cookie.encode())])
             await send(message)
 

@@ -24,6 +24,13 @@ const viewer = OpenSeadragon({
   gestureSettingsMouse: {clickToZoom: false},
 });
 const overlay = new OverlayCanvas(viewer);
+// "loaded" once every tile the view needs is drawn (tests and screenshots wait for it).
+viewer.world.addHandler("add-item", (event) => {
+  document.body.dataset.tiles = "loading";
+  event.item.addHandler("fully-loaded-change", (e) => {
+    document.body.dataset.tiles = e.fullyLoaded ? "loaded" : "loading";
+  });
+});
 const slides = new Map();       // slide id -> slide info (from /api/slides/ID)
 let slide = null;               // the slide on screen
 let opening = null;             // the promise of the slide being opened
