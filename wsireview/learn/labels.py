@@ -118,3 +118,11 @@ def needs_labels(catalog: Catalog) -> bool:
 def label_first_step(positive: str = "lesion") -> str:
     """What to do first in a cohort without labels (the CLI's hints and the app say the same)."""
     return LABEL_FIRST.format(positive=positive)
+
+
+def nothing_queued_step(catalog: Catalog) -> str:
+    """What to do when there is nothing to review: label slides first, or retrain."""
+    if needs_labels(catalog):
+        return ("No slide has a label yet: on the slides screen (esc) press `l` on a slide to label it "
+                "(lesion or normal, at least one of each), then retrain (ctrl+p).")
+    return "Retrain (ctrl+p, or `wsireview retrain`) to train a model and queue patches."
