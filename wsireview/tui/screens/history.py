@@ -135,7 +135,7 @@ class HistoryScreen(Screen):
             scope.append(f"slides matching {self.name_filter!r}")
         scope.append(f"verdict {VERDICT_WORDS.get(self.verdict, self.verdict)}" if self.verdict else "every verdict")
         self.query_one("#history-title", Static).update(
-            f"[b]History[/b] of [b]{self.app.reviewer}[/b]  ·  {len(self.entries)} patches  ·  " + ", ".join(scope)
+            f"[b]History[/b] of [b]{self.app.reviewer}[/b]  ·  {len(self.entries)} patch{'' if len(self.entries) == 1 else 'es'}  ·  " + ", ".join(scope)
         )
 
     # -- the selected patch ---------------------------------------------------------------------
