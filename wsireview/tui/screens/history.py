@@ -29,7 +29,7 @@ FILTERS = (None, *VERDICTS, WITHDRAWN)
 
 def verdict_text(verdict: str) -> Text:
     if verdict == WITHDRAWN:
-        return Text("withdrawn", style="dim strike")
+        return Text("withdrawn", style="dim italic")
     return Text(VERDICT_WORDS.get(verdict, verdict), style=VERDICT_STYLE.get(verdict, ""))
 
 
@@ -74,8 +74,7 @@ class HistoryScreen(Screen):
         table = self.query_one(DataTable)
         table.add_column("when", key="when", width=11)
         table.add_column("verdict", key="verdict", width=10)
-        table.add_column("slide", key="slide")
-        table.add_column("before", key="before", width=10)
+        table.add_column("slide", key="slide")  # what it was before: in the side panel (80 columns)
         self.reload(resort=True)
 
     def on_screen_resume(self) -> None:
@@ -106,8 +105,6 @@ class HistoryScreen(Screen):
                 e.changed_at.astimezone().strftime("%m-%d %H:%M"),
                 verdict_text(e.verdict),
                 Text(e.slide_name, no_wrap=True, overflow="ellipsis"),
-                Text(" > ".join(VERDICT_WORDS.get(v, v) for v in e.earlier[-2:]), style="dim", no_wrap=True,
-                     overflow="ellipsis"),
                 key=str(e.patch_id),
             )
         index = next((i for i, e in enumerate(entries) if e.patch_id == keep), 0)
@@ -120,7 +117,7 @@ class HistoryScreen(Screen):
 
     @property
     def selected(self) -> HistoryEntry | None:
-        if not self.entries or not self.is_mounted:
+        if not self.entries:
             return None
         row = self.query_one(DataTable).cursor_row
         return self.entries[row] if 0 <= row < len(self.entries) else None
@@ -170,7 +167,13 @@ class HistoryScreen(Screen):
             self.app.call_from_thread(self.view.show_message, f"cannot be shown: {error}")
             return
         self.view.prerender(key, image)
-        self.app.call_from_thread(self.view.show, key, image)
+        self.app.call_from_thread(self._show, entry.patch_id, key, image)
+
+    def _show(self, patch_id: int, key: tuple, image) -> None:
+        """Show a patch read in a worker if it is still the selected one (a cancelled thread worker
+        runs to its end, and may end after its successor)."""
+        if self.selected is not None and self.selected.patch_id == patch_id:
+            self.view.show(key, image)
 
     @on(DataTable.RowSelected)
     def open_on_slide(self) -> None:

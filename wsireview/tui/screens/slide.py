@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import partial
 
 from PIL import Image
-from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -26,7 +25,7 @@ from wsireview.tui.imaging import attention_overlay, mask_overlay, patch_markers
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchUnavailable
 from wsireview.tui.widgets.halfblock import fit_image
-from wsireview.tui.widgets.legend import VERDICT_WORDS, attention_legend, tissue_legend, verdict_legend
+from wsireview.tui.widgets.legend import VERDICT_WORDS, attention_legend, legend, tissue_legend, verdict_items
 from wsireview.tui.widgets.textual_image_view import make_image_view
 
 LAYERS = ("tissue", "attention", "patches")
@@ -77,6 +76,7 @@ class SlideScreen(Screen):
         self._bases: dict[tuple, Image.Image] = {}  # (tissue, attention, generation) -> full thumbnail
         self._fitted: dict[tuple, Image.Image] = {}  # (base key, box) -> fitted picture
         self._shown_once = False
+        self._wanted: tuple | None = None  # the picture last asked for
 
     def compose(self) -> ComposeResult:
         yield Static(id="slide-view-title", classes="title")
@@ -138,7 +138,7 @@ class SlideScreen(Screen):
 
     @property
     def selected(self) -> SlidePatch | None:
-        if not self.patches or not self.is_mounted:
+        if not self.patches:
             return None
         row = self.query_one(DataTable).cursor_row
         return self.patches[row] if 0 <= row < len(self.patches) else None
@@ -157,14 +157,14 @@ class SlideScreen(Screen):
             "  ".join(f"[dim]{LAYER_KEYS[name]}[/] " + (f"[reverse]{name}[/]" if self.shown_layers[name] else name)
                       for name in LAYERS)
         )
-        lines = []
+        items = []
         if self.shown_layers["tissue"]:
-            lines.append(tissue_legend())
+            items.append(tissue_legend())
         if self.shown_layers["attention"]:
-            lines.append(attention_legend())
+            items.append(attention_legend())
         if self.shown_layers["patches"]:
-            lines.append(verdict_legend())
-        self.query_one("#slide-view-legend", Static).update(Group(*lines) if lines else "")
+            items.extend(verdict_items())
+        self.query_one("#slide-view-legend", Static).update(legend(items) if items else "")
 
     def show_detail(self) -> None:
         p = self.selected
@@ -193,10 +193,12 @@ class SlideScreen(Screen):
         if s.status != "ready":
             self.view.show_message(f"{s.status}: {s.reason or s.path}")
             return
-        self.draw_picture(dict(self.shown_layers), self.selected.patch_id if self.selected else None)
+        layers, focus = dict(self.shown_layers), self.selected.patch_id if self.selected else None
+        self._wanted = (tuple(layers.values()), focus, len(self.patches), self.app.generation)
+        self.draw_picture(layers, focus, self._wanted)
 
     @work(thread=True, exclusive=True, group="slide-picture")
-    def draw_picture(self, layers: dict[str, bool], focus: int | None) -> None:
+    def draw_picture(self, layers: dict[str, bool], focus: int | None, wanted: tuple) -> None:
         base_key = (layers["tissue"], layers["attention"], self.app.generation)
         try:
             base = self._base(base_key)
@@ -206,7 +208,13 @@ class SlideScreen(Screen):
         source = partial(self._picture, base_key, base, layers["patches"], focus)
         key = ("slide-view", self.slide_id, base_key, layers["patches"], focus, len(self.patches))
         self.view.prerender(key, source)
-        self.app.call_from_thread(self.view.show, key, source)
+        self.app.call_from_thread(self._show, wanted, key, source)
+
+    def _show(self, wanted: tuple, key: tuple, source) -> None:
+        """Show a finished picture unless a newer one was asked for meanwhile (a thread worker that an
+        exclusive successor cancelled still runs to its end, and may end last)."""
+        if wanted == self._wanted:
+            self.view.show(key, source)
 
     def _base(self, key: tuple) -> Image.Image:
         """The full thumbnail with the tissue and attention layers (cached: markers change more often)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.columns import Columns
 from rich.style import Style
 from rich.text import Text
 
@@ -28,10 +29,16 @@ def tissue_legend() -> Text:
     return Text("tissue ", style="dim").append_text(_swatch(TISSUE_OUTLINE, "□")).append(" outlined, the rest shaded")
 
 
-def verdict_legend() -> Text:
-    """The verdict colours, the queued outline and the selected patch's box."""
-    text = Text("patches ", style="dim")
-    for verdict in VERDICTS:
-        text.append_text(_swatch(VERDICT_COLOURS[verdict])).append(f" {VERDICT_WORDS[verdict]}  ")
-    text.append_text(_swatch(QUEUED_COLOUR, "□")).append(" queued  ")
-    return text.append_text(_swatch((0, 255, 255), "□")).append(" selected")
+def verdict_items() -> list[Text]:
+    """The verdict colours, the queued outline and the selected patch's box, one item each."""
+    items = [_swatch(VERDICT_COLOURS[v]).append(f" {VERDICT_WORDS[v]}", style="") for v in VERDICTS]
+    items.append(_swatch(QUEUED_COLOUR, "□").append(" queued", style=""))
+    items.append(_swatch((0, 255, 255), "□").append(" selected", style=""))
+    return items
+
+
+def legend(items: list[Text]) -> Columns:
+    """Legend items laid out in as many columns as fit: an item never breaks across lines."""
+    for item in items:
+        item.no_wrap = True
+    return Columns(items, padding=(0, 2))
