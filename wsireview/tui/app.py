@@ -164,6 +164,13 @@ class ReviewApp(App):
             if start:
                 self.start_retrain(callback)
 
+        from wsireview.learn.labels import needs_labels
+
+        if needs_labels(self.catalog):  # the round would have nothing to learn from: say what comes first
+            self.notify("No slide has a label yet: press l on a slide (slides screen or slide view) to label it, "
+                        "at least one lesion and one other, then retrain.", severity="warning", timeout=8)
+            return
+
         queued = sum(s.queued for s in slides_overview(self.catalog))
         self.push_screen(ConfirmRetrainScreen(queued), answered)
 

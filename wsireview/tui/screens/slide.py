@@ -19,7 +19,14 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from wsireview.catalog.queries import SlideOverview, SlidePatch, slide_attention, slide_patches, slides_overview
+from wsireview.catalog.queries import (
+    SlideOverview,
+    SlidePatch,
+    latest_model_version_id,
+    slide_attention,
+    slide_patches,
+    slides_overview,
+)
 from wsireview.learn.labels import needs_labels
 from wsireview.tui.imaging import attention_overlay, mask_overlay, patch_markers
 from wsireview.tui.messages import CatalogChanged
@@ -77,6 +84,7 @@ class SlideScreen(Screen):
         self._fitted: dict[tuple, Image.Image] = {}  # (base key, box) -> fitted picture
         self._shown_once = False
         self._wanted: tuple | None = None  # the picture last asked for
+        self.has_model = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="slide-view-title", classes="title")
@@ -118,6 +126,7 @@ class SlideScreen(Screen):
         table = self.query_one(DataTable)
         keep = self.selected.patch_id if self.selected else self.focus_patch_id
         self.patches = slide_patches(self.app.catalog, self.slide_id, also=self.focus_patch_id)
+        self.has_model = latest_model_version_id(self.app.catalog) is not None
         table.clear()
         for p in self.patches:
             table.add_row(
@@ -161,7 +170,7 @@ class SlideScreen(Screen):
         if self.shown_layers["tissue"]:
             items.append(tissue_legend())
         if self.shown_layers["attention"]:
-            items.append(attention_legend())
+            items.append(attention_legend() if self.has_model else Text("attention: no model yet", style="dim"))
         if self.shown_layers["patches"]:
             items.extend(verdict_items())
         self.query_one("#slide-view-legend", Static).update(legend(items) if items else "")
