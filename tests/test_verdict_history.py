@@ -128,6 +128,7 @@ def test_slide_labels_set_with_who_and_when(catalog):
     assert known_labels(catalog) == [(label, 0) for label in SUGGESTED_LABELS]
     before = datetime.now(timezone.utc)
     set_slide_label(catalog, s0, " lesion ", "anna")
+    assert known_labels(catalog) == [("lesion", 1), ("normal", 0)]  # the other class still offered
     set_slide_label(catalog, s1, "normal", "ben")
     set_slide_label(catalog, s2, "lesion", "ben")
     assert not needs_labels(catalog)

@@ -84,16 +84,19 @@ def set_slide_label(catalog: Catalog, slide_id: int, label: str | None, set_by: 
 
 
 def known_labels(catalog: Catalog) -> list[tuple[str, int]]:
-    """``[(label, slides carrying it)]``, most used first; the suggestions when no slide has one,
-    with a count of 0 (a person labelling the first slide sees what `retrain` expects)."""
+    """``[(label, slides carrying it)]``, most used first; while the cohort has fewer than two
+    labels, the suggestions follow with a count of 0 (a person labelling the first slides sees what
+    `retrain` expects, and can give the second class without typing it)."""
     with catalog.session() as session:
         rows = session.execute(
             select(Slide.label, func.count()).where(Slide.label.is_not(None), Slide.label != "")
             .group_by(Slide.label).order_by(func.count().desc(), Slide.label)
         ).all()
-    if not rows:
-        return [(label, 0) for label in SUGGESTED_LABELS]
-    return [(label, int(n)) for label, n in rows]
+    known = [(label, int(n)) for label, n in rows]
+    if len(known) < 2:
+        used = {label.casefold() for label, _ in known}
+        known += [(label, 0) for label in SUGGESTED_LABELS if label.casefold() not in used]
+    return known
 
 
 def labelled_slides(catalog: Catalog) -> int:
@@ -118,3 +121,11 @@ def needs_labels(catalog: Catalog) -> bool:
 def label_first_step(positive: str = "lesion") -> str:
     """What to do first in a cohort without labels (the CLI's hints and the app say the same)."""
     return LABEL_FIRST.format(positive=positive)
+
+
+def nothing_queued_step(catalog: Catalog) -> str:
+    """What to do when there is nothing to review: label slides first, or retrain."""
+    if needs_labels(catalog):
+        return ("No slide has a label yet: on the slides screen (esc) press `l` on a slide to label it "
+                "(lesion or normal, at least one of each), then retrain (ctrl+p).")
+    return "Retrain (ctrl+p, or `wsireview retrain`) to train a model and queue patches."

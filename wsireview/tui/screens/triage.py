@@ -25,6 +25,7 @@ from textual.worker import get_current_worker
 
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE
 from wsireview.catalog.queries import QueueEntry, queue_entries
+from wsireview.learn.labels import nothing_queued_step
 from wsireview.learn.reviews import record_verdict, undo_last
 from wsireview.tui.imaging import mark_region, placeholder
 from wsireview.tui.messages import CatalogChanged
@@ -54,6 +55,7 @@ class TriageScreen(Screen):
         Binding("backspace", "undo", "Undo", show=False),
         Binding("space", "skip", "Skip"),
         Binding("c", "context", "Context", show=False),  # in ? help: the footer has no room at 80 columns
+        Binding("s", "on_slide", "Where on the slide", show=False),
         Binding("escape", "back", "Slides"),
         Binding("question_mark", "app.help", "Keys"),
         Binding("q", "app.quit", "Quit", show=False),
@@ -105,10 +107,7 @@ class TriageScreen(Screen):
         self.index = None
         if not self.entries:
             where = "this slide" if self.slide_id is not None else "any slide"
-            self.patch_view.show_message(
-                f"Nothing queued for {where}.\n\nRun `wsireview retrain` to train a model and queue patches, "
-                "then open the review again."
-            )
+            self.patch_view.show_message(f"Nothing queued for {where}.\n\n{nothing_queued_step(self.app.catalog)}")
             self._update_text()
             return
         nxt = self._next_pending(0)
@@ -304,6 +303,11 @@ class TriageScreen(Screen):
             if image is not None:
                 view.show(("patch", entry.patch_id), image)
         self._update_text()
+
+    def action_on_slide(self) -> None:
+        """The slide view with this patch boxed: where it sits, and what else was found around it."""
+        if self.current is not None:
+            self.app.open_slide(self.current.slide_id, focus_patch_id=self.current.patch_id)
 
     def action_back(self) -> None:
         self.app.pop_screen()
