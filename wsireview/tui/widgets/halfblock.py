@@ -132,7 +132,7 @@ class HalfBlockImage(Widget):
     DEFAULT_CSS = """
     HalfBlockImage { width: 1fr; height: 1fr; }
     """
-    CACHE_SIZE = 12
+    CACHE_SIZE = 32  # the shown image, the views one key away and the next patches, with room to spare
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
@@ -151,6 +151,11 @@ class HalfBlockImage(Widget):
         """The content size in cells, as of the last resize: safe to read from worker threads
         (asking the widget itself from a thread could run layout off the UI thread)."""
         return self._box
+
+    @property
+    def pixel_box(self) -> tuple[int, int]:
+        """The box in image pixels: a cell shows two (upper and lower half), so pixels are about square."""
+        return self._box[0], 2 * self._box[1]
 
     def prerender(self, key: Hashable, source: ImageSource) -> None:
         """Render an image for the current box into the cache (thread-safe; call from a worker)."""
