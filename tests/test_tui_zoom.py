@@ -157,7 +157,8 @@ async def test_prefetched_steps_are_shown_from_prepared_lines(queued):
             await pilot.press(key)
             await settle(pilot)
             assert screen.current_view() != before
-            assert screen.query_one("#patch").shown_key == ("view", screen.current.patch_id, screen.current_view())
+            assert screen.query_one("#patch").shown_key == ("view", screen.current.patch_id, screen.current_view(),
+                                                                screen.query_one("#patch").pixel_box)
         assert started_reads == []
 
 
@@ -174,6 +175,7 @@ async def test_fill_view_gives_the_image_the_terminal(queued):
         await pilot.press("f")
         await settle(pilot)
         assert view.box == (80, 23)  # all but the caption line (scale bar, magnification)
+        assert shown_pixels(view).shape == (46, 80, 3)  # read again for the new box, not stretched
         assert not app.screen.query_one("#triage-side").display
         assert app.screen.current_view().downsample == ds  # same magnification, a wider field
         assert "field" in text_of(app.screen.query_one("#triage-scale"))

@@ -30,7 +30,7 @@ from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE
 from wsireview.catalog.queries import QueueEntry, queue_entries
 from wsireview.learn.reviews import record_verdict, undo_review
 from wsireview.tui.imaging import MARK_COLOUR, VIEW_COLOUR, mark_rect, placeholder
-from wsireview.tui.messages import CatalogChanged
+from wsireview.tui.messages import CatalogChanged, ImageBoxChanged
 from wsireview.tui.patch_source import PatchUnavailable
 from wsireview.tui.text import Shortened
 from wsireview.tui.viewport import Scale, Viewport, home_view, neighbours, pan, view_scale, zoom, zoom_ladder
@@ -204,7 +204,7 @@ class TriageScreen(Screen):
             image = self._images.get((pid, view, box))
             error = self._errors.get(pid)
         if image is not None:
-            self.patch_view.show(("view", pid, view), image)
+            self.patch_view.show(("view", pid, view, box), image)
         elif error is not None:
             self.patch_view.show_message(f"This patch cannot be shown:\n{error}\n\nspace: skip it")
         else:
@@ -262,7 +262,7 @@ class TriageScreen(Screen):
                 while len(self._images) > KEEP_IMAGES:
                     self._images.popitem(last=False)
         if box == self._box():  # not prepared for a box the screen has left (fill view toggled)
-            self.patch_view.prerender(("view", pid, view), image)
+            self.patch_view.prerender(("view", pid, view, box), image)
             self.thumb_view.prerender(("mark", pid, view, box), partial(self._marked_thumb, entry, view, box))
         return True
 
@@ -391,11 +391,11 @@ class TriageScreen(Screen):
     def action_fill(self) -> None:
         """The image on the whole terminal (title, side panel and footer hidden), or back."""
         self.toggle_class("-fill")
-        self.call_after_refresh(self._box_changed)
 
-    def _box_changed(self) -> None:
-        """The image box has a new size: the same place at the same magnification, read for it."""
-        if self.index is not None:
+    def on_image_box_changed(self, message: ImageBoxChanged) -> None:
+        """The image box has a new size (fill view, a resized terminal): the same place at the
+        same magnification, read for the new box."""
+        if message.view is self.patch_view and self.index is not None:
             self._show_view()
 
     def action_where(self) -> None:
@@ -405,9 +405,6 @@ class TriageScreen(Screen):
         entry, view = self.current, self.current_view()
         if entry is not None and view is not None:
             self.app.push_screen(PatchPlaceScreen(entry, view.field(self._box())))
-
-    def on_resize(self) -> None:
-        self.call_after_refresh(self._box_changed)
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -454,9 +451,9 @@ class TriageScreen(Screen):
         layout pass over the whole screen (which cost about 25 ms a verdict)."""
         done = sum(1 for e in self.entries if e.patch_id in self.verdicts)
         model = f"model v{self.entries[0].model_version_id}" if self.entries else "no model yet"
-        title = Table.grid(padding=0, expand=True)
+        title = Table.grid(padding=0)
         title.add_column(no_wrap=True)
-        title.add_column(ratio=1)
+        title.add_column()  # the scope: shortened in its middle when the line is too narrow
         title.add_column(no_wrap=True)
         counts = f"[b]{done}[/b]/{len(self.entries)} reviewed" + (f", {len(self.skipped)} skipped" if self.skipped else "")
         scope = self.entries[0].slide_name if self.slide_id is not None and self.entries else "all slides"
@@ -484,9 +481,10 @@ class TriageScreen(Screen):
         if self.has_class("-fill"):
             x0, y0, w0, h0 = view.field(self._box())
             extra.append(f"field {scale.field_text(w0, h0)} at {scale.position_text(view.cx, view.cy)}")
-        extra.append("+/- zoom, arrows pan, 0 patch" if self.view is None else "0: back to the patch")
-        for part in extra:
-            if out.cell_len + 5 + len(part) <= cells_w:
+        hints = ("+/- zoom, arrows pan, 0 patch", "+/- zoom") if self.view is None else ("0: back to the patch", "0: patch")
+        for options in (extra, hints):
+            part = next((p for p in options if out.cell_len + 5 + len(p) <= cells_w), None)
+            if part:
                 out.append(f"  ·  {part}", style="dim")
         out.truncate(max(1, cells_w), overflow="ellipsis")
         return out

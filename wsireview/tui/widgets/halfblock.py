@@ -27,6 +27,8 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
+from wsireview.tui.messages import ImageBoxChanged
+
 UPPER_HALF = "▀"
 _ANSI_CONSOLE = Console(color_system="truecolor", force_terminal=True, width=400)
 
@@ -214,10 +216,12 @@ class HalfBlockImage(Widget):
         size = self.content_size
         background = self.styles.background
         with self._lock:
-            self._box = (size.width, size.height)
+            changed, self._box = self._box != (size.width, size.height), (size.width, size.height)
         self._pad = Style(bgcolor=background.rich_color) if background.a > 0 else Style()
         self._strips = self._strips_for_box()
         self.refresh()
+        if changed:
+            self.post_message(ImageBoxChanged(self))
 
     def render_line(self, y: int) -> Strip:
         w = self._box[0]  # not content_size: that property recomputes the box on every call

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Hashable
 
 from wsireview.tui.imaging import placeholder
+from wsireview.tui.messages import ImageBoxChanged
 from wsireview.tui.widgets.halfblock import ImageSource
 
 
@@ -29,7 +30,10 @@ def _with_show(base):
             return self._box
 
         def on_resize(self) -> None:
-            self._box = (self.content_size.width, self.content_size.height)
+            box = (self.content_size.width, self.content_size.height)
+            if box != self._box:
+                self._box = box
+                self.post_message(ImageBoxChanged(self))
 
         @property
         def pixel_box(self) -> tuple[int, int]:
