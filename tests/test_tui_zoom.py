@@ -211,24 +211,3 @@ async def test_undo_takes_back_only_this_queue_views_verdicts(queued):
     assert rows[elsewhere].undone_at is None  # never touched
     undone = [r for r in rows.values() if r.id != elsewhere]
     assert len(undone) == 1 and undone[0].undone_at is not None and undone[0].verdict == "not_lesion"
-
-
-async def test_s_shows_where_the_patch_sits(queued):
-    ws, cat = queued
-    app = app_for(ws, cat)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        entry = app.screen.current
-        await pilot.press("s")
-        await settle(pilot)
-        assert type(app.screen).__name__ == "PatchPlaceScreen"
-        pixels = shown_pixels(app.screen.query_one("#place-thumb"))
-        marked = np.argwhere(np.all(pixels == (0, 255, 255), axis=-1))
-        assert len(marked) >= 4
-        # the mark's centre sits where the patch's centre is on the slide
-        cy, cx = marked.mean(axis=0)
-        assert cx / pixels.shape[1] == pytest.approx((entry.x + entry.size / 2) / entry.slide_width, abs=0.03)
-        assert cy / pixels.shape[0] == pytest.approx((entry.y + entry.size / 2) / entry.slide_height, abs=0.03)
-        await pilot.press("escape")
-        await settle(pilot)
-        assert type(app.screen).__name__ == "TriageScreen"

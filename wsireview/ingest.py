@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import delete, select
 
 from wsireview.catalog import FAILED, MISSING, READY, Catalog, Patch, Slide
-from wsireview.learn.labels import similar_labels
+from wsireview.learn.labels import record_label, similar_labels
 from wsireview.slides.reader import Slide as SlideFile
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, SlideError, explain_open_error, file_hash
 from wsireview.slides.tiling import patch_grid
@@ -302,8 +302,11 @@ def read_labels(csv_path: Path) -> list[tuple[int, str, str]]:
     return rows
 
 
-def apply_labels(catalog: Catalog, rows: list[tuple[int, str, str]], base: Path, report: IngestReport) -> None:
-    """Set slide labels from labels CSV rows (``base``: the CSV's folder, for relative paths).
+def apply_labels(
+    catalog: Catalog, rows: list[tuple[int, str, str]], base: Path, report: IngestReport, set_by: str = "csv"
+) -> None:
+    """Set slide labels from labels CSV rows (``base``: the CSV's folder, for relative paths), each
+    recorded as set by ``set_by`` (``csv:<file name>``).
 
     Fills the report: labels applied, rows matching no slide, rows without a label (skipped: an
     empty cell never erases a label) and label spellings that differ only by case or spaces.
@@ -325,7 +328,8 @@ def apply_labels(catalog: Catalog, rows: list[tuple[int, str, str]], base: Path,
                 report.unmatched_labels.append((line, key, label))
                 continue
             for s in matches:
-                s.label = label
+                if s.label != label.strip():  # unchanged: keep who set it and when
+                    record_label(s, label, set_by)
                 report.labels_applied += 1
         session.flush()
         report.similar_labels = similar_labels({s.label for s in slides if s.label})
@@ -368,5 +372,5 @@ def add_paths(
             bar.advance(task)
     report.missing = mark_missing(catalog)
     if label_rows is not None:
-        apply_labels(catalog, label_rows, Path(labels_csv).resolve().parent, report)
+        apply_labels(catalog, label_rows, Path(labels_csv).resolve().parent, report, f"csv:{Path(labels_csv).name}")
     return report

@@ -37,6 +37,8 @@ def slide_rows(catalog: Catalog, workspace: Workspace) -> list[dict]:
                 "tissue_fraction": s.tissue_fraction,
                 "patches": counts.get(s.id, 0),
                 "label": s.label,
+                "label_set_by": s.label_set_by,
+                "label_set_at": s.label_set_at.isoformat() if s.label_set_at else None,
                 "thumbnail": str(workspace.absolute(s.thumbnail_path)) if s.thumbnail_path else None,
                 "mask": str(workspace.absolute(s.mask_path)) if s.mask_path else None,
                 "overlay": str(workspace.absolute(s.overlay_path)) if s.overlay_path else None,

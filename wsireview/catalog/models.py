@@ -68,6 +68,9 @@ class Slide(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     warning: Mapped[str | None] = mapped_column(Text)
     label: Mapped[str | None] = mapped_column(String(128))
+    # Who set the label (a reviewer's name, or "csv:<file>" for `add --labels`) and when.
+    label_set_by: Mapped[str | None] = mapped_column(String(128))
+    label_set_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     tissue_fraction: Mapped[float | None] = mapped_column(Float)
     thumbnail_path: Mapped[str | None] = mapped_column(Text)
     mask_path: Mapped[str | None] = mapped_column(Text)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError
 from wsireview.ingest import DEFAULT_MIN_TISSUE, LabelsError, add_paths, discover, read_labels
+from wsireview.learn.labels import label_first_step, needs_labels
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP
 
 
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace, ctx) -> int:
         print(json.dumps(doc, indent=2, default=str))
     else:
         _print_report(ctx, report)
+        if len(report.results) > report.failed and needs_labels(ctx.catalog()):
+            ctx.console.print(f"[yellow]next:[/] {escape(label_first_step())}", soft_wrap=True)
     return 1 if report.failed or unusable else 0
 
 

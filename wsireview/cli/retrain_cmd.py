@@ -10,7 +10,7 @@ from rich.table import Table
 from wsireview.cli import SUBCOMMANDS, CommandError, hint, plural
 from wsireview.features.encoders import DEFAULT_ENCODER, EncoderError, check_encoder_name
 from wsireview.features.store import feature_sets
-from wsireview.learn.labels import similar_labels, slide_targets
+from wsireview.learn.labels import label_first_step, needs_labels, similar_labels, slide_targets
 from wsireview.learn.query import STRATEGIES
 from wsireview.learn.round import NothingToLearn, retrain
 from wsireview.learn.train import TrainParams
@@ -121,6 +121,9 @@ def run(args, ctx) -> int:
     catalog = ctx.catalog(create=False)
     check_encoder(catalog, args.encoder)
     check_positive(ctx, catalog, args.positive)
+    if needs_labels(catalog):  # before embedding: minutes of work that could not be trained on
+        ctx.err.print(f"[red]Nothing to learn from:[/] {escape(label_first_step(args.positive))}", soft_wrap=True)
+        return 1
     try:
         result = retrain(
             catalog, ctx.workspace, encoder=args.encoder, budget=args.budget, strategy=args.strategy,

@@ -20,7 +20,8 @@ def register(sub) -> None:
             "slide's. One key per verdict (y lesion, n not lesion, u unsure, a artifact; z undo, space skip, "
             "+/- zoom to full resolution, arrows pan, 0 back to the patch, c context, f fill the terminal, "
             "s where on the slide, ? all keys). Every verdict is saved the moment the key is pressed, with the "
-            "reviewer and the seconds taken. Run `wsireview retrain` first to queue patches."
+            "reviewer and the seconds taken. The queue comes from `wsireview retrain`, which needs slide labels: "
+            "label slides first (`l` on the slides screen of `wsireview`, or `wsireview add --labels CSV`)."
         ),
     )
     parser.add_argument("--slide", metavar="NAME", help="review only this slide's queued patches (name or path)")

@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, hint, plural
+from wsireview.learn.labels import label_first_step, needs_labels
 from wsireview.status import catalog_status, mark_missing
 
 
@@ -63,6 +64,8 @@ def run(args, ctx) -> int:
     labels = ", ".join(f"{n} {k}" for k, n in sorted(totals["labels"].items())) or "none"
     ctx.console.print(f"{plural(totals['slides'], 'slide')} ({statuses}); {plural(totals['patches'], 'patch')}; "
                       f"labels: {labels}")
+    if totals["by_status"].get("ready") and needs_labels(catalog):
+        ctx.console.print(f"[yellow]first step:[/] {escape(label_first_step())}", soft_wrap=True)
     if totals["zero_patches"]:
         ctx.console.print(f"[yellow]ready slides with zero patches:[/] {', '.join(totals['zero_patches'])}")
     verdicts = doc["verdicts"]

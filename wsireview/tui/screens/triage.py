@@ -28,6 +28,7 @@ from textual.worker import get_current_worker
 
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE
 from wsireview.catalog.queries import QueueEntry, queue_entries
+from wsireview.learn.labels import nothing_queued_step
 from wsireview.learn.reviews import record_verdict, undo_review
 from wsireview.tui.imaging import MARK_COLOUR, VIEW_COLOUR, mark_rect, placeholder
 from wsireview.tui.messages import CatalogChanged, ImageBoxChanged
@@ -69,7 +70,7 @@ class TriageScreen(Screen):
         Binding("0", "home", "Back to the patch", show=False),
         Binding("c", "context", "Context (8x the field) / back", show=False),
         Binding("f", "fill", "Fill: image on the whole terminal / back", show=False),
-        Binding("s", "where", "Where the patch sits on the slide", show=False),
+        Binding("s", "on_slide", "Where on the slide (slide view)", show=False),
         Binding("escape", "back", "Slides"),
         Binding("question_mark", "app.help", "Keys"),
         Binding("q", "app.quit", "Quit", show=False),
@@ -125,10 +126,7 @@ class TriageScreen(Screen):
         self.index = None
         if not self.entries:
             where = "this slide" if self.slide_id is not None else "any slide"
-            self.patch_view.show_message(
-                f"Nothing queued for {where}.\n\nRun `wsireview retrain` to train a model and queue patches, "
-                "then open the review again."
-            )
+            self.patch_view.show_message(f"Nothing queued for {where}.\n\n{nothing_queued_step(self.app.catalog)}")
             self._update_text()
             return
         nxt = self._next_pending(0)
@@ -398,13 +396,10 @@ class TriageScreen(Screen):
         if message.view is self.patch_view and self.index is not None:
             self._show_view()
 
-    def action_where(self) -> None:
-        """Where the patch (and the field shown) sits on the slide."""
-        from wsireview.tui.screens.patch_place import PatchPlaceScreen
-
-        entry, view = self.current, self.current_view()
-        if entry is not None and view is not None:
-            self.app.push_screen(PatchPlaceScreen(entry, view.field(self._box())))
+    def action_on_slide(self) -> None:
+        """The slide view with this patch boxed: where it sits, and what else was found around it."""
+        if self.current is not None:
+            self.app.open_slide(self.current.slide_id, focus_patch_id=self.current.patch_id)
 
     def action_back(self) -> None:
         self.app.pop_screen()
