@@ -12,7 +12,7 @@ ELLIPSIS = "…"
 
 def middle_ellipsis(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters by dropping its middle: "cmu-1-small-region.svs" in 12
-    is "cmu-1…on.svs" (the start and the end, where slide names differ, both kept)."""
+    is "cmu-1-…n.svs" (the start and the end, where slide names differ, both kept)."""
     if width <= 0:
         return ""
     if len(text) <= width:

@@ -127,12 +127,12 @@ class Scale:
     def position_text(self, x0: float, y0: float) -> str:
         """A level-0 position in µm (mm on big slides) from the slide's top-left corner."""
         if self.um_per_px is None:
-            return f"{x0:,.0f}, {y0:,.0f} px"
+            return f"{x0:.0f}, {y0:.0f} px"
         per0 = self.um_per_px / self.downsample
         x, y = x0 * per0, y0 * per0
         if max(x, y) >= 10_000:
             return f"{x / 1000:.2f}, {y / 1000:.2f} mm"
-        return f"{x:,.0f}, {y:,.0f} µm"
+        return f"{x:.0f}, {y:.0f} µm"  # no thousands separator: a comma already parts x from y
 
     def scale_bar(self, px_per_cell: float, max_cells: int) -> tuple[int, str]:
         """A scale bar at most ``max_cells`` wide: its width in cells and its label ("50 µm")."""
