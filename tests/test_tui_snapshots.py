@@ -120,3 +120,22 @@ def test_label_dialog(reviewed_factory, snap_compare, size):
         await settle(pilot)
 
     assert snap_compare(reviewed_factory("slides"), terminal_size=size, run_before=run_before)
+
+
+ZOOM_STEPS = {
+    "full-res-panned": ("space", "plus", "plus", "plus", "plus", "right"),  # level 0, a quarter field right
+    "context": ("space", "c"),  # 8 patch fields, the patch outlined in the middle
+    "fill": ("space", "plus", "f"),  # the image on the whole terminal, the field in the caption
+}
+
+
+@pytest.mark.parametrize("size", SCREEN_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("state", list(ZOOM_STEPS))
+def test_triage_zoom(app_factory, snap_compare, size, state):
+    async def run_before(pilot):
+        await settle(pilot)
+        for key in ZOOM_STEPS[state]:
+            await pilot.press(key)
+            await settle(pilot)
+
+    assert snap_compare(app_factory("review"), terminal_size=size, run_before=run_before)

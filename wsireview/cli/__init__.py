@@ -166,8 +166,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="SQLAlchemy URL of the catalog, e.g. postgresql+psycopg://user@host/wsireview "
              "(default: $WSIREVIEW_DB or sqlite in the workspace)",
     )
-    parser.add_argument("--graphics", choices=["halfblock", "kitty"], default=None,
-                        help="how the app draws images (default: colour half-blocks; kitty where the terminal has it)")
+    parser.add_argument("--graphics", choices=["auto", "halfblock", "kitty", "sixel"], default=None,
+                        help="how the app draws images (default auto: Kitty graphics or Sixel when the terminal "
+                             "answers that it speaks them, else colour half-blocks, always inside tmux/screen "
+                             "and over pipes; $WSIREVIEW_GRAPHICS)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = _chosen_subcommand(argv) if argv is not None else None
     for name, help_text in SUBCOMMANDS.items():

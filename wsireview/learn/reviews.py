@@ -68,6 +68,17 @@ def undo_last(catalog: Catalog, reviewer: str) -> Review | None:
         return review
 
 
+def undo_review(catalog: Catalog, review_id: int) -> Review | None:
+    """Mark one verdict undone (the triage screen undoes only what its own queue view recorded);
+    returns it, or None when it is unknown or already undone."""
+    with catalog.session() as session:
+        review = session.get(Review, review_id)
+        if review is None or review.undone_at is not None:
+            return None
+        review.undone_at = datetime.now(timezone.utc)
+        return review
+
+
 def active_reviews(session, patch_ids=None):
     """A select of reviews that count (not undone), optionally for some patches."""
     stmt = select(Review).where(Review.undone_at.is_(None))

@@ -144,13 +144,22 @@ def patch_resolution(
     The one rule ingest and export share: mpp when plausible, else the objective power (20x is
     0.5 µm/px, the convention CLAM and TRIDENT use), else level-0 pixels.
     """
-    if plausible_mpp(mpp):
-        return Resolution(max(1, round(patch_size * target_mpp / mpp)), "mpp")
-    note = f"recorded mpp {mpp:.4g} µm/px is implausible for a microscope" if mpp else None
-    if objective_power:
-        implied_mpp = mpp_from_magnification(objective_power)
-        return Resolution(max(1, round(patch_size * target_mpp / implied_mpp)), "objective-power", note)
+    level0, source = level0_mpp(mpp, objective_power)
+    note = f"recorded mpp {mpp:.4g} µm/px is implausible for a microscope" if mpp and not plausible_mpp(mpp) else None
+    if level0 is not None:
+        return Resolution(max(1, round(patch_size * target_mpp / level0)), source, note)
     return Resolution(patch_size, "level0-pixels", note or "no mpp and no objective power in the file")
+
+
+def level0_mpp(mpp: float | None, objective_power: float | None) -> tuple[float | None, str]:
+    """The µm per level-0 pixel and where it came from: the file's mpp when plausible ("mpp"), else
+    the objective power (20x is 0.5 µm/px, the convention CLAM and TRIDENT use: "objective-power"),
+    else unknown (None, "level0-pixels"): sizes are then only in pixels."""
+    if plausible_mpp(mpp):
+        return mpp, "mpp"
+    if objective_power:
+        return mpp_from_magnification(objective_power), "objective-power"
+    return None, "level0-pixels"
 
 
 class Slide:
@@ -173,6 +182,8 @@ class Slide:
         self.mpp_y = _float(props.get(openslide.PROPERTY_NAME_MPP_Y))
         self.objective_power = _float(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
         self.quickhash = props.get(openslide.PROPERTY_NAME_QUICKHASH1)
+        # µm per level-0 pixel (None: sizes only in pixels), and whether the file or the objective said so.
+        self.level0_mpp, self.mpp_source = level0_mpp(self.mpp_x, self.objective_power)
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -231,23 +242,29 @@ class Slide:
         return reduced
 
     def read_region(self, x: int, y: int, size0: int, out_px: int) -> Image.Image:
-        """The square at level-0 ``(x, y)`` of side ``size0``, as an ``out_px`` RGB image.
+        """The square at level-0 ``(x, y)`` of side ``size0``, as an ``out_px`` RGB image."""
+        return self.read_field(x, y, size0, size0, out_px, out_px)
 
-        Reads from the coarsest pyramid level that is still at least as fine as needed, then
-        resizes; transparent (out-of-slide) pixels come back white.
+    def read_field(self, x: int, y: int, w0: int, h0: int, out_w: int, out_h: int) -> Image.Image:
+        """The rectangle at level-0 ``(x, y)`` of ``w0 x h0`` level-0 pixels, as an ``out_w x out_h`` RGB image.
+
+        Reads from the coarsest pyramid level that is still at least as fine as needed
+        (OpenSlide's best level for the downsample), then resizes; pixels outside the slide and
+        transparent ones come back white.
         """
-        downsample = size0 / out_px
+        downsample = min(w0 / out_w, h0 / out_h)
         level = self._osr.get_best_level_for_downsample(downsample) if downsample > 1 else 0
         level_ds = self.level_downsamples[level]
-        side = max(1, round(size0 / level_ds))
+        size = (max(1, round(w0 / level_ds)), max(1, round(h0 / level_ds)))
         try:
-            region = self._osr.read_region((int(x), int(y)), level, (side, side))
+            region = self._osr.read_region((int(x), int(y)), level, size)
         except Exception as error:
             raise SlideError(explain_read_error(error)) from error
         rgb = Image.new("RGB", region.size, (255, 255, 255))
         rgb.paste(region, mask=region.getchannel("A"))
-        if rgb.size != (out_px, out_px):
-            rgb = rgb.resize((out_px, out_px), Image.Resampling.LANCZOS if side > out_px else Image.Resampling.BICUBIC)
+        if rgb.size != (out_w, out_h):
+            shrink = size[0] > out_w or size[1] > out_h
+            rgb = rgb.resize((out_w, out_h), Image.Resampling.LANCZOS if shrink else Image.Resampling.BICUBIC)
         return rgb
 
     def read_array(self, x: int, y: int, size0: int, out_px: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchSource
 from wsireview.workspace import DEFAULT_WORKSPACE, Workspace
 
-GRAPHICS = ("halfblock", "kitty", "textual-image")
+GRAPHICS = ("halfblock", "kitty", "sixel", "textual-image")
 
 
 class ReviewApp(App):

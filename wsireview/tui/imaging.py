@@ -23,7 +23,8 @@ COLORMAP = np.stack(
 ).astype(np.uint8)
 
 MARK_COLOUR = (0, 255, 255)
-CONTEXT_COLOUR = (255, 230, 0)
+OUTLINE_COLOUR = (255, 230, 0)  # the patch under review, drawn in every view of it
+VIEW_COLOUR = (255, 0, 255)  # the field shown, on the minimap
 TISSUE_OUTLINE = (255, 200, 0)  # the outline `add` draws on masks/slide-N-overlay.png
 # Verdict markers on the slide view (the triage screen's verdict text colours, as RGB).
 VERDICT_COLOURS = {LESION: (235, 45, 45), NOT_LESION: (40, 200, 80), UNSURE: (245, 215, 40), ARTIFACT: (205, 80, 235)}
@@ -75,15 +76,20 @@ def attention_overlay(
 
 def mark_region(image: Image.Image, x: int, y: int, size: int, slide_size: tuple[int, int], colour=MARK_COLOUR) -> Image.Image:
     """A copy of a (display-sized) slide picture with a level-0 square outlined, at least 3 px."""
-    out = image.convert("RGB").copy()
+    return mark_rect(image.convert("RGB").copy(), x, y, size, size, slide_size, colour)
+
+
+def mark_rect(image: Image.Image, x: float, y: float, w: float, h: float, slide_size: tuple[int, int],
+              colour=MARK_COLOUR) -> Image.Image:
+    """A level-0 rectangle outlined on a display-sized slide picture, in place, at least 3 px a side."""
     if not slide_size[0] or not slide_size[1]:
-        return out
-    sx, sy = out.width / slide_size[0], out.height / slide_size[1]
-    cx, cy = (x + size / 2) * sx, (y + size / 2) * sy
-    half_w, half_h = max(1.5, size * sx / 2), max(1.5, size * sy / 2)
+        return image
+    sx, sy = image.width / slide_size[0], image.height / slide_size[1]
+    cx, cy = (x + w / 2) * sx, (y + h / 2) * sy
+    half_w, half_h = max(1.5, w * sx / 2), max(1.5, h * sy / 2)
     box = [round(cx - half_w), round(cy - half_h), round(cx + half_w) - 1, round(cy + half_h) - 1]
-    ImageDraw.Draw(out).rectangle(box, outline=colour, width=1)
-    return out
+    ImageDraw.Draw(image).rectangle(box, outline=colour, width=1)
+    return image
 
 
 def placeholder(text: str, size: int = 224) -> Image.Image:

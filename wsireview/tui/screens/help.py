@@ -11,7 +11,8 @@ from textual.widgets import Static
 
 KEY_NAMES = {
     "question_mark": "?", "slash": "/", "space": "space", "escape": "esc", "backspace": "backspace",
-    "enter": "enter", "ctrl+p": "ctrl+p",
+    "enter": "enter", "ctrl+p": "ctrl+p", "plus": "+", "equals_sign": "=", "minus": "-",
+    "left": "←", "right": "→", "up": "↑", "down": "↓",
 }
 # Textual adds the palette binding to every app as "palette": say what our palette holds instead.
 PALETTE_ACTIONS = {"command_palette", "app.command_palette"}
