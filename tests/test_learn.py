@@ -105,10 +105,11 @@ def test_model_finds_the_few_signal_patches_in_synthetic_bags(workspace, catalog
     unl = synthetic.slide_ids[-2:]
     assert preds[unl[0]] > 0.5 > preds[unl[1]]  # slide 12 carries lesion patches, slide 13 none
     queue = queue_of(catalog, result.model_version_id)
-    assert len(queue) == 12 and {r for _, r in queue} <= {"top-attention", "uncertain", "diverse"}
-    # Most top-attention picks are the hidden signal patches.
-    top = [p for p, r in queue if r == "top-attention"]
-    assert np.mean([p in synthetic.lesion_patches for p in top]) >= 0.6
+    assert len(queue) == 12 and {r for _, r in queue} <= {"exploit", "top-attention", "uncertain", "diverse"}
+    # Most exploit and top-attention picks are the hidden signal patches.
+    for reason in ("exploit", "top-attention"):
+        picks = [p for p, r in queue if r == reason]
+        assert picks and np.mean([p in synthetic.lesion_patches for p in picks]) >= 0.6
 
 
 def test_same_seed_same_model_and_nothing_of_an_earlier_version_is_overwritten(workspace, catalog, synthetic):
@@ -159,7 +160,7 @@ def test_queues_never_hold_reviewed_patches(workspace, catalog, synthetic, strat
                                                     epochs=10))
     again = queue_of(catalog, second.model_version_id)
     assert len(again) == 30 and not set(p for p, _ in again) & set(queued[:20])
-    expected = {"random"} if strategy == "random" else {"top-attention", "uncertain", "diverse"}
+    expected = {"random"} if strategy == "random" else {"exploit", "top-attention", "uncertain", "diverse"}
     assert {r for _, r in again} <= expected
     assert model_status(catalog)["queued"] == 30
 
