@@ -41,6 +41,7 @@ from wsireview.learn.model import GatedAttentionMIL, pad_bags
 @dataclass
 class TrainParams:
     hidden: int = 32
+    instance_hidden: int = 32  # the instance head's own hidden layer (0: it shares the slide head's)
     attention: int = 16
     dropout: float = 0.1
     lr: float = 2e-3
@@ -265,6 +266,7 @@ def seeded_model(in_dim: int, params: TrainParams, seed: int) -> GatedAttentionM
         torch.manual_seed(seed)
         try:
             model = GatedAttentionMIL(in_dim, params.hidden, params.attention, params.dropout,
+                                      instance_hidden=params.instance_hidden,
                                       generator=torch.Generator().manual_seed(seed))
         finally:
             torch.random.set_rng_state(state)
