@@ -34,11 +34,15 @@ def register(sub) -> None:
             "trains a gated-attention MIL model on the slide labels (--positive is the positive class, "
             "every other label negative) and on every lesion/not-lesion verdict, cross-validates it over "
             "the labelled slides, scores every patch (attention, lesion probability, uncertainty), predicts "
-            "every slide and queues the next --budget never-reviewed patches. Earlier versions are kept."
+            "every slide (the bag score combined with the instance evidence, verdicts in place) and queues the "
+            "next --budget never-reviewed patches. Artifact patches leave the bags; verdicts spread to "
+            "look-alike patches. Every option defaults to the latest model version's round (stored with it), "
+            "else the default shown. Earlier versions are kept."
         ),
-        epilog="Strategies: mix (default: top-attention patches of slides predicted positive + uncertain "
-               "patches + diverse suspicious patches), attention, uncertainty, random. Next: `wsireview review` "
-               "(triage screen) to review the queue, then retrain again.",
+        epilog="Strategies: mix (default: the highest P(lesion) + top-attention patches of slides predicted "
+               "positive + uncertain patches (the cross-validation models disagree) + diverse suspicious "
+               "patches), attention, uncertainty, random. Next: `wsireview review` (triage screen) to review "
+               "the queue, then retrain again.",
     )
     parser.add_argument("--budget", type=int, default=None, metavar="N",
                         help="patches to queue (default: the latest round's, else 50)")

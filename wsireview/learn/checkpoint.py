@@ -45,7 +45,9 @@ def load_checkpoint(path: Path) -> tuple[GatedAttentionMIL, Preprocessor, dict]:
     data = torch.load(path, map_location="cpu", weights_only=False)
     meta = data["meta"]
     params = TrainParams(**meta["train_params"])
-    model = GatedAttentionMIL(meta["in_dim"], params.hidden, params.attention, params.dropout)
+    # Checkpoints from before the separate instance layer share it (instance_hidden 0).
+    model = GatedAttentionMIL(meta["in_dim"], params.hidden, params.attention, params.dropout,
+                              instance_hidden=meta["train_params"].get("instance_hidden", 0))
     model.load_state_dict(data["state_dict"])
     model.eval()
     return model, Preprocessor.from_state(data["preprocessor"]), meta
