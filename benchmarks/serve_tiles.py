@@ -173,7 +173,7 @@ def main(argv: list[str]) -> None:
         import flask  # noqa: F401
     except ImportError:
         console.print("The baseline needs Flask: pip install flask")
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     WORK.mkdir(parents=True, exist_ok=True)
     slides = [Path(a).resolve() for a in argv] or [REAL_SLIDE, demo_slide(WORK / "demo")]
     skipped = [s.name for s in slides if openslide.OpenSlide.detect_format(str(s)) is None]
