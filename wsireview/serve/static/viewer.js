@@ -40,7 +40,7 @@ const triage = {
   on: location.pathname === "/review",
   slideId: new URLSearchParams(location.search).get("slide"),
   entries: [], index: null, verdicts: new Map(), skipped: new Set(),
-  shownAt: 0, context: false, busy: false, done: 0, sessionVerdicts: 0,
+  shownAt: 0, shown: false, context: false, busy: false, sessionVerdicts: 0,
 };
 
 function banner(text) {
@@ -221,6 +221,7 @@ function fitField(f) {
 
 async function showEntry(i) {
   triage.index = i;
+  triage.shown = false;  // no verdict until the patch is on screen
   triage.context = false;
   const entry = triage.entries[i];
   await openSlide(entry.slide_id);
@@ -228,6 +229,7 @@ async function showEntry(i) {
   fitField(field(entry));
   overlay.draw();
   triage.shownAt = performance.now();
+  triage.shown = true;
   showEntryInfo(entry);
   readAhead(i);
 }
@@ -276,7 +278,7 @@ async function readAhead(i) {
 }
 
 async function giveVerdict(verdict) {
-  if (triage.index === null || triage.busy) return;
+  if (triage.index === null || triage.busy || !triage.shown) return;
   const entry = triage.entries[triage.index];
   const seconds = (performance.now() - triage.shownAt) / 1000;
   triage.busy = true;
@@ -304,7 +306,7 @@ async function advance(start) {
 }
 
 function skip() {
-  if (triage.index === null) return;
+  if (triage.index === null || triage.busy || !triage.shown) return;
   triage.skipped.add(triage.entries[triage.index].patch_id);
   lastAction("skipped, not recorded");
   advance(triage.index + 1);
