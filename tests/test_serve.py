@@ -39,6 +39,7 @@ WRITE = {"X-WSIReview": "1"}
 def served(demo_workspace_template, real_slides, tmp_path_factory):
     """A retrained demo workspace plus a plain image, a real SVS, a slide to lose and a corrupt one."""
     from wsireview.learn.round import retrain
+    from wsireview.learn.spec import RoundSpec
 
     root = tmp_path_factory.mktemp("serve") / "ws"
     shutil.copytree(demo_workspace_template.root, root)
@@ -50,7 +51,7 @@ def served(demo_workspace_template, real_slides, tmp_path_factory):
     shutil.copy(real_slides / "boxes-pyramid.tiff", extra / "to-lose.tiff")
     catalog = open_catalog(ws.db_url)
     add_paths(catalog, ws, [extra])
-    retrain(catalog, ws, encoder="stain-stats", budget=12, seed=0, progress=False)
+    retrain(catalog, ws, RoundSpec(encoder="stain-stats", budget=12, seed=0))
     yield ws, catalog
     catalog.close()
 
@@ -394,7 +395,10 @@ def test_browser_slide_list_viewer_tiles_and_overlay_toggle(served, page):
     viewer = page.locator("#osd")
     shot = viewer.screenshot()
     assert _tissue_share(shot) > 0.2  # tissue drawn from the tiles, not a blank canvas
-    assert "x" in page.locator("#magnification").text_content()
+    # The terminal's rule: 10 µm per pixel at 1x, from the slide's 0.5 µm/px.
+    magnification = page.locator("#magnification").text_content()
+    shown_um = float(magnification.split("·")[1].split("µm/px")[0])
+    assert float(magnification.split("x")[0]) == pytest.approx(10 / shown_um, rel=0.05)
 
     assert _overlay_pixels(page) == 0
     page.keyboard.press("h")  # the attention heatmap, by key

@@ -25,6 +25,8 @@ from wsireview.catalog.overlays import slide_overlays
 from wsireview.catalog.queries import SlideOverview, latest_model_version_id, queue_entries, slides_overview
 from wsireview.learn.reviews import record_verdict, undo_last
 from wsireview.serve.auth import GuardMiddleware
+from wsireview.slides.magnification import MICRONS_PER_PIXEL_AT_1X
+from wsireview.slides.reader import level0_mpp
 from wsireview.serve.config import ServeConfig
 from wsireview.serve.tiles import TileNotFound, TileSource
 from wsireview.workspace import Workspace
@@ -43,9 +45,12 @@ def _error(message: str, status: int = 404) -> JSONResponse:
 
 
 def _slide_json(s: SlideOverview) -> dict:
+    # The terminal's rule for sizes and magnification: a plausible mpp, else the objective power's.
+    um_per_px, source = level0_mpp(s.mpp, s.objective_power)
     return {
         "id": s.id, "name": s.name, "label": s.label, "probability": s.probability,
         "width": s.width, "height": s.height, "levels": s.levels, "mpp": s.mpp,
+        "um_per_px": um_per_px, "um_per_px_source": source,
         "objective_power": s.objective_power, "vendor": s.vendor, "tissue_fraction": s.tissue_fraction,
         "patches": s.patches, "queued": s.queued, "reviewed": s.reviewed,
         "patch_size_level0": s.patch_size_level0,
@@ -71,7 +76,7 @@ def create_app(catalog: Catalog, workspace: Workspace, config: ServeConfig) -> S
     # -- catalog --------------------------------------------------------------------------------
     def api_session(request: Request) -> Response:
         return _json({"reviewer": config.reviewer, "model_version": latest_model_version_id(catalog),
-                      "verdicts": list(VERDICTS)})
+                      "verdicts": list(VERDICTS), "microns_per_pixel_at_1x": MICRONS_PER_PIXEL_AT_1X})
 
     def api_slides(request: Request) -> Response:
         return _json([_slide_json(s) for s in slides_overview(catalog) if s.status == READY])

@@ -17,7 +17,8 @@ async function loadSlides() {
       el("td", {text: s.label || "-"}),
       el("td", {text: fixed(s.probability)}),
       el("td", {text: s.width ? `${s.width.toLocaleString()} x ${s.height.toLocaleString()}` : "-"}),
-      el("td", {text: s.mpp ? s.mpp.toFixed(3) : "unknown"}),
+      el("td", {text: s.um_per_px ? s.um_per_px.toFixed(3) + (s.um_per_px_source === "objective-power" ? " (objective)" : "")
+                                  : "unknown"}),
       el("td", {text: s.patches}),
       el("td", {text: s.queued}),
       el("td", {text: s.reviewed}),

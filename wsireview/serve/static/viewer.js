@@ -40,7 +40,7 @@ const triage = {
   on: location.pathname === "/review",
   slideId: new URLSearchParams(location.search).get("slide"),
   entries: [], index: null, verdicts: new Map(), skipped: new Set(),
-  shownAt: 0, context: false, busy: false, done: 0, sessionVerdicts: 0,
+  shownAt: 0, shown: false, context: false, busy: false, sessionVerdicts: 0,
 };
 
 function banner(text) {
@@ -89,7 +89,8 @@ function showSlideInfo(info) {
     ["label", info.label || "-"],
     ["P(positive)", fixed(info.probability)],
     ["size", `${info.width.toLocaleString()} x ${info.height.toLocaleString()} px`],
-    ["mpp", info.mpp ? `${info.mpp.toFixed(3)} µm/px` : "unknown (scale in pixels)"],
+    ["mpp", info.um_per_px ? `${info.um_per_px.toFixed(3)} µm/px` +
+      (info.um_per_px_source === "objective-power" ? " (from objective)" : "") : "unknown (scale in pixels)"],
     ["objective", info.objective_power ? `${info.objective_power}x` : "unknown"],
     ["patches", `${info.patches} (${info.queued} queued, ${info.reviewed} reviewed)`],
   ]);
@@ -108,24 +109,29 @@ function niceLength(target) {
   return best;
 }
 
+// Sizes and magnification follow the terminal's rule: µm per level-0 pixel from a plausible mpp,
+// else from the objective power (the server says which), and 10 µm per pixel at 1x.
 function updateScale() {
   const t = overlay.transform();
-  if (!t || !slide) return;
+  if (!t || !slide || !session) return;
   const bar = document.getElementById("scalebar"), text = document.getElementById("scale-text");
+  const mag = document.getElementById("magnification");
   const target = 120;  // screen pixels the bar aims at
-  if (slide.mpp) {
-    const microns = niceLength(target / t.scale * slide.mpp);
-    bar.style.width = `${microns / slide.mpp * t.scale}px`;
+  const um = slide.um_per_px;
+  if (um) {
+    const microns = niceLength(target / t.scale * um);
+    bar.style.width = `${microns / um * t.scale}px`;
     text.textContent = microns >= 1000 ? `${microns / 1000} mm` : `${microns} µm`;
+    const shown = um / t.scale;  // µm per screen pixel
+    const x = session.microns_per_pixel_at_1x / shown;
+    const implied = slide.um_per_px_source === "objective-power" ? " (from objective)" : "";
+    mag.textContent = `${x >= 9.95 ? x.toFixed(0) : x.toFixed(1)}x · ${shown.toFixed(2)} µm/px${implied}`;
   } else {
     const pixels = niceLength(target / t.scale);
     bar.style.width = `${pixels * t.scale}px`;
-    text.textContent = `${pixels.toLocaleString()} px (no mpp)`;
+    text.textContent = `${pixels.toLocaleString()} px`;
+    mag.textContent = `1:${(1 / t.scale).toPrecision(3)} px (no mpp in the file)`;
   }
-  const mag = document.getElementById("magnification");
-  const base = slide.objective_power || (slide.mpp ? 10 / slide.mpp : null);
-  const shown = slide.mpp ? ` · ${(slide.mpp / t.scale).toFixed(2)} µm/px` : "";
-  mag.textContent = base ? `${(base * t.scale).toFixed(base * t.scale < 1 ? 2 : 1)}x${shown}` : "";
 }
 viewer.addHandler("update-viewport", updateScale);
 
@@ -221,6 +227,7 @@ function fitField(f) {
 
 async function showEntry(i) {
   triage.index = i;
+  triage.shown = false;  // no verdict until the patch is on screen
   triage.context = false;
   const entry = triage.entries[i];
   await openSlide(entry.slide_id);
@@ -228,6 +235,7 @@ async function showEntry(i) {
   fitField(field(entry));
   overlay.draw();
   triage.shownAt = performance.now();
+  triage.shown = true;
   showEntryInfo(entry);
   readAhead(i);
 }
@@ -276,7 +284,7 @@ async function readAhead(i) {
 }
 
 async function giveVerdict(verdict) {
-  if (triage.index === null || triage.busy) return;
+  if (triage.index === null || triage.busy || !triage.shown) return;
   const entry = triage.entries[triage.index];
   const seconds = (performance.now() - triage.shownAt) / 1000;
   triage.busy = true;
@@ -304,7 +312,7 @@ async function advance(start) {
 }
 
 function skip() {
-  if (triage.index === null) return;
+  if (triage.index === null || triage.busy || !triage.shown) return;
   triage.skipped.add(triage.entries[triage.index].patch_id);
   lastAction("skipped, not recorded");
   advance(triage.index + 1);
