@@ -8,16 +8,22 @@ DEMO_SLIDES ?= 12
 SEED ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench clean-demo
+.PHONY: venv demo test lint bench clean-demo constraints
 
 venv: $(VENV)/.installed
 
 # torch 2.13.0 first: that takes the CPU build; the project's range then installs nothing more.
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every other package to what CI tested.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
+
+# After a deliberate dependency change: pin what is installed now (torch and the project excluded).
+constraints: venv
+	{ sed -n 1,2p constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|wsireview)=='; } > constraints.tmp
+	mv constraints.tmp constraints.txt
 
 demo: venv
 	$(WSI) --workspace $(WORKSPACE) demo --out $(WORKSPACE)/demo-cohort --slides $(DEMO_SLIDES) --seed $(SEED)
@@ -26,8 +32,11 @@ demo: venv
 	$(WSI) --workspace $(WORKSPACE) status
 	$(WSI) --workspace $(WORKSPACE)
 
-test: venv
+test: venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check wsireview tests benchmarks
 
 bench: venv
 	$(PY) benchmarks/ingest_time.py

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 DOMAIN = ["wsireview.catalog", "wsireview.slides", "wsireview.features", "wsireview.learn", "wsireview.export",
-          "wsireview.demo", "wsireview.ingest", "wsireview.status", "wsireview.workspace"]
+          "wsireview.demo", "wsireview.ingest", "wsireview.status", "wsireview.workspace", "wsireview.leftovers",
+          "wsireview.progress"]
 
 PROBE = r"""
 import importlib, json, pkgutil, sys
@@ -41,3 +42,11 @@ def test_probe_detects_textual():
         timeout=120,
     )
     assert "textual" in json.loads(out.stdout.strip().splitlines()[-1])["ui"]
+
+
+def test_embedding_and_export_draw_no_bars():
+    """They report through ``on_progress``; drawing is the command line's or the app's (Rich, Textual)."""
+    probe = ("import sys, wsireview.features.embed, wsireview.export, wsireview.leftovers; "
+             "print(sorted(m for m in sys.modules if m.startswith(('rich', 'textual'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"

@@ -8,6 +8,7 @@ round quickly; the demo cohort (6 slides, lesion and normal, embedded once with 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import shutil
 
@@ -25,6 +26,7 @@ from wsireview.learn.labels import instance_targets, reviewed_patches
 from wsireview.learn.metrics import roc_auc
 from wsireview.learn.reviews import record_verdict, undo_last
 from wsireview.learn.round import retrain
+from wsireview.learn.spec import RoundSpec
 from wsireview.learn.status import model_status
 from wsireview.learn.synthetic import make_synthetic_cohort
 from wsireview.learn.train import TrainParams
@@ -74,7 +76,7 @@ def synthetic(workspace, catalog):
 
 def test_model_finds_the_few_signal_patches_in_synthetic_bags(workspace, catalog, synthetic):
     steps: list[tuple[str, float]] = []
-    result = retrain(catalog, workspace, encoder=SYN, budget=12, progress=False,
+    result = retrain(catalog, workspace, RoundSpec(encoder=SYN, budget=12),
                      on_progress=lambda what, fraction: steps.append((what, fraction)))
     # The app's progress bar: every phase in order, each fold reported, from near 0 to exactly 1.
     fractions = [f for _, f in steps]
@@ -110,18 +112,18 @@ def test_model_finds_the_few_signal_patches_in_synthetic_bags(workspace, catalog
 
 
 def test_same_seed_same_model_and_nothing_of_an_earlier_version_is_overwritten(workspace, catalog, synthetic):
-    first = retrain(catalog, workspace, encoder=SYN, budget=10, seed=5, progress=False)
+    first = retrain(catalog, workspace, RoundSpec(encoder=SYN, budget=10, seed=5))
     first_file = first.checkpoint
     first_hash = sha(first_file)
     first_scores = scores_of(catalog, first.model_version_id)
     first_queue = queue_of(catalog, first.model_version_id)
-    second = retrain(catalog, workspace, encoder=SYN, budget=10, seed=5, progress=False)
+    second = retrain(catalog, workspace, RoundSpec(encoder=SYN, budget=10, seed=5))
     assert second.model_version_id != first.model_version_id and second.parent_id == first.model_version_id
     assert second.checkpoint != first_file and sha(first_file) == first_hash
     assert scores_of(catalog, second.model_version_id) == first_scores  # deterministic for a seed
     assert queue_of(catalog, first.model_version_id) == first_queue  # the old rows are still there
     assert queue_of(catalog, second.model_version_id) == first_queue
-    other = retrain(catalog, workspace, encoder=SYN, budget=10, seed=6, progress=False)
+    other = retrain(catalog, workspace, RoundSpec(encoder=SYN, budget=10, seed=6))
     assert scores_of(catalog, other.model_version_id) != first_scores
     with catalog.session() as session:
         versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
@@ -147,14 +149,14 @@ def test_instance_labels_latest_per_reviewer_then_majority(catalog, synthetic):
 
 @pytest.mark.parametrize("strategy", ["mix", "attention", "uncertainty", "random"])
 def test_queues_never_hold_reviewed_patches(workspace, catalog, synthetic, strategy):
-    first = retrain(catalog, workspace, encoder=SYN, budget=30, strategy=strategy, seed=1, progress=False,
-                    epochs=10)
+    first = retrain(catalog, workspace, RoundSpec(encoder=SYN, budget=30, strategy=strategy, seed=1,
+                                                   epochs=10))
     queued = [p for p, _ in queue_of(catalog, first.model_version_id)]
     assert len(queued) == len(set(queued)) == 30
     for k, pid in enumerate(queued[:20]):
         record_verdict(catalog, pid, (LESION, NOT_LESION, UNSURE)[k % 3], "ann")
-    second = retrain(catalog, workspace, encoder=SYN, budget=30, strategy=strategy, seed=1, progress=False,
-                     epochs=10)
+    second = retrain(catalog, workspace, RoundSpec(encoder=SYN, budget=30, strategy=strategy, seed=1,
+                                                    epochs=10))
     again = queue_of(catalog, second.model_version_id)
     assert len(again) == 30 and not set(p for p, _ in again) & set(queued[:20])
     expected = {"random"} if strategy == "random" else {"top-attention", "uncertain", "diverse"}
@@ -184,7 +186,7 @@ def embedded_template(demo_workspace_template, tmp_path_factory):
     shutil.copytree(demo_workspace_template.root, target)
     ws = Workspace.resolve(target)
     cat = open_catalog(ws.db_url)
-    embed_slides(cat, ws, encoder=ENCODER, progress=False)
+    embed_slides(cat, ws, encoder=ENCODER)
     cat.close()
     return ws
 
@@ -201,7 +203,7 @@ def demo(embedded_template, tmp_path, demo_cohort):
 
 def test_demo_model_separates_slides_and_attends_to_lesions(demo):
     ws, cat, truth = demo
-    result = retrain(cat, ws, encoder=ENCODER, budget=20, progress=False)
+    result = retrain(cat, ws, RoundSpec(encoder=ENCODER, budget=20))
     # Measured on the 6-slide demo: cross-validated (held-out) slide AUC 1.0 and accuracy 1.0.
     assert result.metrics["cv_folds"] == 3
     assert result.metrics["slide_auc"] >= 0.85 and result.metrics["slide_accuracy"] >= 0.8
@@ -224,7 +226,7 @@ def test_demo_model_separates_slides_and_attends_to_lesions(demo):
 def test_demo_verdicts_change_the_instance_head_and_undo_restores(demo):
     ws, cat, truth = demo
     plain = TrainParams(bag_instance_weight=0.0)  # the instance head learns from verdicts alone
-    first = retrain(cat, ws, encoder=ENCODER, budget=20, seed=2, progress=False, params=plain)
+    first = retrain(cat, ws, RoundSpec(encoder=ENCODER, budget=20, seed=2, train=plain))
     scores = scores_of(cat, first.model_version_id)
     # Verdicts chosen against what the model says now: confirm its least likely lesion candidates
     # among true lesions, reject the patches it rates most likely that are not lesion.
@@ -236,7 +238,8 @@ def test_demo_verdicts_change_the_instance_head_and_undo_restores(demo):
     for p in normals:
         record_verdict(cat, p, NOT_LESION, "ann", model_version_id=first.model_version_id)
     before_fit = roc_auc([1] * len(lesions) + [0] * len(normals), [scores[p][0] for p in lesions + normals])
-    second = retrain(cat, ws, encoder=ENCODER, budget=20, seed=2, progress=False, params=plain, instance_weight=2.0)
+    second = retrain(cat, ws, RoundSpec(encoder=ENCODER, budget=20, seed=2,
+                                        train=dataclasses.replace(plain, instance_weight=2.0)))
     after = scores_of(cat, second.model_version_id)
     assert second.metrics["instance_auc_fit"] == 1.0 and before_fit < 0.5
     assert min(after[p][0] for p in lesions) > 0.5 > max(after[p][0] for p in normals)
@@ -391,7 +394,7 @@ def test_checkpoint_reproduces_the_recorded_scores(workspace, catalog, synthetic
     from wsireview.learn.data import load_bags
     from wsireview.learn.train import make_bag, predict
 
-    result = retrain(catalog, workspace, encoder=SYN, budget=5, seed=4, progress=False)
+    result = retrain(catalog, workspace, RoundSpec(encoder=SYN, budget=5, seed=4))
     model, pre, meta = load_checkpoint(result.checkpoint)
     assert result.checkpoint.stat().st_mode & 0o777 == ordinary_mode()  # not mkstemp's private 0600
     assert meta["model_version_id"] == result.model_version_id and meta["encoder"] == SYN

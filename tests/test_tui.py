@@ -274,7 +274,6 @@ async def test_failed_missing_and_vanished_slides(real_slides, demo_cohort, tmp_
     app = app_for(ws, cat, start="slides")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        table = app.screen.query_one("#slide-table")
         seen = {}
         for _ in range(3):
             slide = app.screen.selected

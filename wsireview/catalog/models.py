@@ -64,6 +64,7 @@ class Slide(Base):
     target_mpp: Mapped[float | None] = mapped_column(Float)
     patch_size_px: Mapped[int | None] = mapped_column(Integer)
     patch_size_level0: Mapped[int | None] = mapped_column(Integer)
+    min_tissue: Mapped[float | None] = mapped_column(Float)  # tissue share a grid patch needed
     status: Mapped[str] = mapped_column(String(16), default=READY, index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     warning: Mapped[str | None] = mapped_column(Text)

@@ -6,39 +6,34 @@ and queue) and a new checkpoint file; nothing of an earlier version is touched.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
 from wsireview.catalog import READY, Catalog, ModelVersion, PatchScore, ReviewQueueItem, SlidePrediction
+from wsireview.errors import WsireviewError
 from wsireview.features.embed import embed_slides, pending_slides
-from wsireview.features.encoders import DEFAULT_ENCODER
 from wsireview.learn.checkpoint import save_checkpoint
 from wsireview.learn.data import Bag, Preprocessor, load_bags
 from wsireview.learn.labels import instance_targets, reviewed_patches, slide_targets
 from wsireview.learn.metrics import roc_auc
 from wsireview.learn.query import build_queue
 from wsireview.learn.scoring import PatchScores, score_patches
+from wsireview.learn.spec import RoundSpec
 from wsireview.learn.train import BagData, TrainParams, cross_validate, fit, make_bag, predict, torch_threads
+from wsireview.progress import ProgressCallback
 from wsireview.workspace import Workspace
 
-ProgressCallback = Callable[[str, float], None]
-"""``(what is running, fraction of the round done)``: how a screen follows a round."""
 INSERT_CHUNK = 50_000
 
 
-class NothingToLearn(RuntimeError):
+class NothingToLearn(WsireviewError):
     """No slide labels and no verdicts: the model would have nothing to learn from."""
 
 
@@ -56,13 +51,12 @@ class _RoundProgress:
         if self.callback is not None:
             self.callback(what, fraction)
 
-    def start_embedding(self, encoder: str) -> None:
+    def start_embedding(self, encoder: str, slides: int) -> None:
         self.encoder = encoder
-        self._send(f"embedding with {encoder}", 0.0)
+        self._send(f"embedding {slides} slide(s) with {encoder}", 0.0)
 
-    def embedded(self, done: int, total: int) -> None:
-        self._send(f"embedding with {self.encoder}: {done:,} of {total:,} patches",
-                   self.EMBED_SHARE * done / max(total, 1))
+    def embedded(self, what: str, fraction: float) -> None:
+        self._send(what, self.EMBED_SHARE * fraction)
 
     def embedding_done(self) -> None:
         self.offset = self.EMBED_SHARE
@@ -72,23 +66,11 @@ class _RoundProgress:
         self._send(what, self.offset + (1.0 - self.offset) * fraction)
 
 
-@contextlib.contextmanager
-def _phase_bar(console: Console, enabled: bool) -> Iterator[ProgressCallback]:
-    """The command line's bar over a round's training phases (embedding shows its own before).
-
-    Transient: the command prints the result (or the error) where the bar was.
-    """
-    columns = (SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not enabled, transient=True) as display:
-        task = display.add_task("loading features and labels", total=1.0)
-        yield lambda what, fraction: display.update(task, description=what, completed=fraction)
-
-
 @dataclass
 class RoundResult:
     model_version_id: int
     parent_id: int | None
+    spec: RoundSpec
     metrics: dict
     previous_metrics: dict | None
     label_counts: dict
@@ -169,59 +151,39 @@ def _insert(session, model, columns: list[str], rows: list[tuple]) -> None:
 def retrain(
     catalog: Catalog,
     workspace: Workspace,
-    encoder: str = DEFAULT_ENCODER,
-    budget: int = 50,
-    strategy: str = "mix",
-    seed: int = 0,
-    positive: str = "lesion",
-    instance_weight: float | None = None,
-    epochs: int | None = None,
-    params: TrainParams | None = None,
-    progress: bool = True,
-    console: Console | None = None,
+    spec: RoundSpec | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> RoundResult:
-    """Run one round and record a new model version (parent: the latest one for ``encoder``).
+    """Run one round of ``spec`` and record a new model version (parent: the latest one for its encoder).
 
-    ``instance_weight`` and ``epochs``, when given, override ``params``: ``epochs`` caps the training
-    epochs (default: early stopping decides, up to 30).
-    ``on_progress`` hears each phase with the fraction done (cross-validation reports each fold).
+    ``on_progress`` hears each phase with the fraction of the round done (embedding, when needed,
+    reports its patches; cross-validation each fold): the one way a command or a screen follows it.
     """
+    spec = spec or RoundSpec()
     bar = _RoundProgress(on_progress)
-    console = console or Console(stderr=True, quiet=not progress)
-    params = dataclasses.replace(params) if params is not None else TrainParams()
-    params.seed = seed
-    if instance_weight is not None:
-        params.instance_weight = instance_weight
-    if epochs is not None:
-        params.max_epochs = epochs
-        params.min_epochs = min(params.min_epochs, epochs)
+    params = spec.train_params()
+    seed, encoder = spec.seed, spec.encoder
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
     # The same rule as `wsireview embed`: a feature set whose file is gone is embedded again.
     missing, _ = pending_slides(catalog, workspace, encoder)
     if missing:
-        console.print(f"Embedding {len(missing)} slide(s) with {encoder} first.")
-        bar.start_embedding(encoder)
-        embed_slides(catalog, workspace, encoder=encoder, progress=progress, on_patches=bar.embedded)
+        bar.start_embedding(encoder, len(missing))
+        embed_slides(catalog, workspace, encoder=encoder, on_progress=bar.embedded)
         bar.embedding_done()
     timings["embed"] = time.perf_counter() - t0
 
     # One torch thread for everything after embedding (see TrainParams.threads): with two, every
     # matrix multiply waits for both cores, and a second busy process made loading 7x slower.
-    with _phase_bar(console, progress) as show, torch_threads(params.threads):
-
-        def report(what: str, fraction: float) -> None:
-            bar.phase(what, fraction)
-            show(what, fraction)
-
+    with torch_threads(params.threads):
+        report = bar.phase
         t = time.perf_counter()
         report("loading features and labels", 0.05)
         bags = load_bags(catalog, workspace, encoder)
         if not bags:
             raise NothingToLearn(f"no slide has features for encoder {encoder!r}; run `wsireview embed` first")
-        targets, labels = slide_targets(catalog, positive)
+        targets, labels = slide_targets(catalog, spec.positive)
         inst = instance_targets(catalog)
         reviewed = reviewed_patches(catalog)
         data, pre = prepare_bags(bags, targets, inst, params, seed)
@@ -240,11 +202,11 @@ def retrain(
         report("training the new model", 0.65)
         # The final model trains on every slide for the median epoch count early stopping chose
         # in the cross-validation folds (each fold stopped on its own held-out slides).
-        if cv.best_epochs and epochs is None:
+        if cv.best_epochs and spec.epochs is None:
             final_epochs = max(params.min_epochs, int(np.median(cv.best_epochs)))
             model, info = fit(data, params, seed, epochs=final_epochs)
         else:
-            model, info = fit(data, params, seed, epochs=epochs)
+            model, info = fit(data, params, seed, epochs=spec.epochs)
         timings["train"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -253,7 +215,7 @@ def retrain(
         scores = score_patches([b.slide_id for b in bags], [b.patch_ids for b in bags], preds)
         slide_prob = {b.slide_id: p.slide_probability for b, p in zip(bags, preds)}
         features = np.concatenate([d.x.numpy() for d in data])
-        queue = build_queue(scores, features, slide_prob, reviewed, budget, strategy, seed)
+        queue = build_queue(scores, features, slide_prob, reviewed, spec.budget, spec.strategy, seed)
         timings["score_and_queue"] = time.perf_counter() - t
 
         metrics = {
@@ -272,8 +234,8 @@ def retrain(
         t = time.perf_counter()
         report("writing the new model version", 0.9)
         version_id, checkpoint = _record(
-            catalog, workspace, encoder, positive, parent, params, strategy, budget, epochs, info, metrics,
-            label_counts, model, pre, scores, slide_prob, queue,
+            catalog, workspace, spec, parent, params, info, metrics, label_counts, model, pre, scores,
+            slide_prob, queue,
         )
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
@@ -284,6 +246,7 @@ def retrain(
     return RoundResult(
         model_version_id=version_id,
         parent_id=parent.id if parent else None,
+        spec=spec,
         metrics=metrics,
         previous_metrics=parent.metrics if parent else None,
         label_counts=label_counts,
@@ -306,11 +269,13 @@ def _fit_instance_auc(scores: PatchScores, inst: dict[int, int]) -> float | None
     return roc_auc(y[keep], scores.probability[[pos[int(ids[k])] for k in keep]])
 
 
-def _record(catalog, workspace, encoder, positive, parent, params, strategy, budget, epochs, info, metrics,
-            label_counts, model, pre, scores, slide_prob, queue) -> tuple[int, Path]:
+def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, label_counts, model, pre, scores,
+            slide_prob, queue) -> tuple[int, Path]:
     """One transaction: the version row, its checkpoint file, scores, predictions and queue."""
+    encoder, positive = spec.encoder, spec.positive
     run_params = {
-        "train": params.as_dict(), "strategy": strategy, "budget": budget, "epochs_requested": epochs,
+        "spec": spec.as_dict(), "train": params.as_dict(), "strategy": spec.strategy, "budget": spec.budget,
+        "epochs_requested": spec.epochs,
         "epochs_trained": info.best_epoch, "val_slides": info.val_slides, "in_dim": pre.out_dim,
         "feature_dim": int(pre.mean.shape[0]),
     }

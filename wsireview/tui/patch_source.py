@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from wsireview.catalog.queries import QueueEntry
+from wsireview.errors import WsireviewError
 from wsireview.slides.reader import Slide, SlideError
 from wsireview.tui.imaging import CONTEXT_COLOUR
 from wsireview.workspace import Workspace
@@ -20,7 +21,7 @@ from wsireview.workspace import Workspace
 CONTEXT_FACTOR = 8  # the context view covers 8 x 8 patches around the one under review
 
 
-class PatchUnavailable(Exception):
+class PatchUnavailable(WsireviewError):
     """A patch or picture that cannot be shown, with the reason a person can act on."""
 
 
