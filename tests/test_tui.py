@@ -700,10 +700,12 @@ async def test_app_retrain_continues_the_latest_round_spec(workspace, catalog):
         await settle(pilot)
         done = []
         app.start_retrain(done.append)
-        for _ in range(200):
+        for _ in range(600):  # the real round, on a shared machine: up to a minute
             await pilot.pause(0.1)
-            if done:
+            if not app.screen.running:
                 break
+        await pilot.press("enter")  # closes the new version's metrics
+        await settle(pilot)
         assert done == [True]
     with catalog.session() as session:
         latest = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).first()
