@@ -275,19 +275,19 @@ class TriageScreen(Screen):
 
     @work(thread=True, exclusive=True, group="prefetch")
     def prefetch(self, index: int, view: Viewport | None, box: tuple[int, int]) -> None:
-        """The views one key away from ``view``, then the next patches' home views."""
+        """What one key away shows, the likeliest first: zoom in, the next patch (a verdict),
+        the other zoom and pan steps, then the patches after it."""
         worker = get_current_worker()
         entry = self.entries[index]
+        near: list[tuple[QueueEntry, Viewport]] = []
         if view is not None:
             home = self._home(entry, box).downsample
-            for near in neighbours(view, home, box, self._slide_size(entry)):
-                if worker.is_cancelled:
-                    return
-                self._prepare(entry, near, box)
-        for i in self._upcoming(index, READ_AHEAD):
+            near = [(entry, v) for v in neighbours(view, home, box, self._slide_size(entry))]
+        upcoming = [(self.entries[i], self._home(self.entries[i], box)) for i in self._upcoming(index, READ_AHEAD)]
+        for item_entry, item_view in near[:1] + upcoming[:1] + near[1:] + upcoming[1:]:
             if worker.is_cancelled:
                 return
-            self._prepare(self.entries[i], self._home(self.entries[i], box), box)
+            self._prepare(item_entry, item_view, box)
 
     # -- verdicts -------------------------------------------------------------------------------
     def action_verdict(self, verdict: str) -> None:
