@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import select
-
 from tui_support import make_queue
+
 from wsireview.catalog import Review, open_catalog
 
 pytestmark = pytest.mark.slow

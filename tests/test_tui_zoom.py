@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 from sqlalchemy import select
-
 from tui_support import make_queue, settle
+
 from wsireview.catalog import Review
 from wsireview.catalog import Slide as SlideRow
 from wsireview.learn.reviews import record_verdict
