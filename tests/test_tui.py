@@ -276,7 +276,6 @@ async def test_failed_missing_and_vanished_slides(real_slides, demo_cohort, tmp_
     app = app_for(ws, cat, start="slides")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        table = app.screen.query_one("#slide-table")
         seen = {}
         for _ in range(3):
             slide = app.screen.selected
@@ -685,3 +684,32 @@ async def test_attention_thumbnail_redrawn_after_retrain_in_the_app(queued, monk
         assert thumb.shown_key[:3] == before_key[:3] and thumb.shown_key != before_key
         after = [list(thumb.render_line(y)) for y in range(thumb.size.height)]
         assert after != before  # the new model's attention, drawn again
+
+
+async def test_app_retrain_continues_the_latest_round_spec(workspace, catalog):
+    """After `retrain --positive normal` (a round of the command line), the app's retrain trains on
+    'normal' too, with the same encoder, budget and seed: the spec is stored with the version."""
+    from wsireview.learn.round import retrain
+    from wsireview.learn.spec import RoundSpec
+    from wsireview.learn.synthetic import make_synthetic_cohort
+
+    make_synthetic_cohort(catalog, workspace, "synthetic", n_slides=8, n_patches=60, dim=16, seed=2)
+    first = retrain(catalog, workspace, RoundSpec(encoder="synthetic", positive="normal", budget=4, seed=7))
+    app = app_for(workspace, catalog, start="slides")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        done = []
+        app.start_retrain(done.append)
+        for _ in range(600):  # the real round, on a shared machine: up to a minute
+            await pilot.pause(0.1)
+            if not app.screen.running:
+                break
+        await pilot.press("enter")  # closes the new version's metrics
+        await settle(pilot)
+        assert done == [True]
+    with catalog.session() as session:
+        latest = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).first()
+    assert latest.id != first.model_version_id and latest.parent_id == first.model_version_id
+    assert latest.positive_label == "normal" and latest.label_counts["slides"] == {
+        "positive": 4, "negative": 4, "unlabelled": 0}
+    assert latest.params["spec"] == first.spec.as_dict()

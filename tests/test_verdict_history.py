@@ -74,7 +74,7 @@ def test_export_sees_the_changed_verdict(catalog, workspace, tmp_path):
         chosen = select_patches(catalog, Selection(consensus=consensus))
         assert [(p.patch_id, p.label) for p in chosen.patches] == [(a, "artifact")]
     out = tmp_path / "export"
-    run_export(catalog, workspace, out, ExportOptions(format="csv"), progress=False)
+    run_export(catalog, workspace, out, ExportOptions(format="csv"))
     with open(out / "manifest.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [(row["slide"], row["label"]) for row in rows] == [("s1.tiff", "artifact")]

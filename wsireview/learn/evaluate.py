@@ -24,6 +24,7 @@ from wsireview.learn.metrics import roc_auc
 from wsireview.learn.reviews import record_verdict
 from wsireview.features.encoders import DEFAULT_ENCODER
 from wsireview.learn.round import retrain
+from wsireview.learn.spec import RoundSpec
 from wsireview.learn.train import TrainParams
 from wsireview.learn.truth import truth_labels
 from wsireview.workspace import Workspace
@@ -106,9 +107,9 @@ def run_strategy(catalog: Catalog, workspace: Workspace, truth: dict[int, bool],
         try:
             copy_catalog(catalog, workspace, copy)
             for r in range(rounds + 1):
-                result = retrain(copy, ws, encoder=encoder, budget=budget, strategy=strategy, seed=seed,
-                                 positive=positive, progress=False,
-                                 params=dataclasses.replace(params) if params else None)
+                spec = RoundSpec(encoder=encoder, positive=positive, budget=budget, strategy=strategy, seed=seed,
+                                 train=dataclasses.replace(params) if params else TrainParams())
+                result = retrain(copy, ws, spec)
                 point = CurvePoint(strategy, r, verdicts, found,
                                    _instance_auc(copy, result.model_version_id, truth), result.metrics.get("slide_auc"))
                 points.append(point)

@@ -2,7 +2,8 @@
 
 A patch's instance label comes from the reviews that count (not undone): each reviewer's latest
 verdict, then the majority of lesion against not-lesion votes; unsure and artifact are no vote,
-and a tie gives no label.
+and a tie gives no label. A patch is an artifact when artifact is its most common latest verdict
+(more votes than lesion and than not lesion): it leaves the bags of every later version.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Iterable
 
 from sqlalchemy import func, select
 
-from wsireview.catalog import LESION, NOT_LESION, READY, Catalog, Review, Slide
+from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, READY, Catalog, Review, Slide
 
 # Offered in the app when no slide carries a label yet: `retrain`'s default positive class and a negative.
 SUGGESTED_LABELS = ("lesion", "normal")
@@ -43,8 +44,8 @@ def reviewed_patches(catalog: Catalog) -> set[int]:
         return set(session.scalars(select(Review.patch_id).where(Review.undone_at.is_(None)).distinct()))
 
 
-def instance_targets(catalog: Catalog) -> dict[int, int]:
-    """``{patch_id: 1 (lesion) | 0 (not lesion)}`` from the reviews that count."""
+def _latest_votes(catalog: Catalog) -> dict[int, Counter]:
+    """``{patch_id: Counter of verdicts}`` over each reviewer's latest verdict that counts."""
     with catalog.session() as session:
         rows = session.execute(
             select(Review.patch_id, Review.reviewer, Review.verdict)
@@ -56,10 +57,14 @@ def instance_targets(catalog: Catalog) -> dict[int, int]:
         latest[(patch_id, reviewer)] = verdict
     votes: dict[int, Counter] = {}
     for (patch_id, _reviewer), verdict in latest.items():
-        if verdict in (LESION, NOT_LESION):
-            votes.setdefault(patch_id, Counter())[verdict] += 1
+        votes.setdefault(patch_id, Counter())[verdict] += 1
+    return votes
+
+
+def instance_targets(catalog: Catalog) -> dict[int, int]:
+    """``{patch_id: 1 (lesion) | 0 (not lesion)}`` from the reviews that count."""
     targets: dict[int, int] = {}
-    for patch_id, counter in votes.items():
+    for patch_id, counter in _latest_votes(catalog).items():
         if counter[LESION] != counter[NOT_LESION]:
             targets[patch_id] = int(counter[LESION] > counter[NOT_LESION])
     return targets
@@ -129,3 +134,9 @@ def nothing_queued_step(catalog: Catalog) -> str:
         return ("No slide has a label yet: on the slides screen (esc) press `l` on a slide to label it "
                 "(lesion or normal, at least one of each), then retrain (ctrl+p).")
     return "Retrain (ctrl+p, or `wsireview retrain`) to train a model and queue patches."
+
+
+def artifact_patches(catalog: Catalog) -> set[int]:
+    """Patches whose most common latest verdict is artifact: out of every later version's bags."""
+    return {patch_id for patch_id, counter in _latest_votes(catalog).items()
+            if counter[ARTIFACT] > max(counter[LESION], counter[NOT_LESION])}

@@ -154,7 +154,7 @@ class ReviewApp(App):
             elif ok and type(self.screen).__name__ != "TriageScreen":  # a triage screen reloads its queue itself
                 self.open_triage(None)  # the new queue, right after its metrics were shown
 
-        self.push_screen(RetrainScreen(self.latest_encoder()), finished)
+        self.push_screen(RetrainScreen(), finished)
 
     def confirm_retrain(self, callback: Callable[[bool | None], None] | None = None) -> None:
         """Ask first, then start_retrain: a round takes minutes and replaces the review queue."""

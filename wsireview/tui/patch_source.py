@@ -13,13 +13,14 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from wsireview.catalog.queries import QueueEntry
+from wsireview.errors import WsireviewError
 from wsireview.slides.reader import Slide, SlideError
 from wsireview.tui.imaging import OUTLINE_COLOUR
 from wsireview.tui.viewport import Viewport
 from wsireview.workspace import Workspace
 
 
-class PatchUnavailable(Exception):
+class PatchUnavailable(WsireviewError):
     """A patch or picture that cannot be shown, with the reason a person can act on."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from wsireview.slides.reader import magnification
+from wsireview.slides.magnification import magnification_from_mpp
 
 CONTEXT_FACTOR = 8  # the context view shows 8 x 8 patch fields around the one under review
 HOME_FILL = 0.9  # at home the patch takes 90% of the box's short side: its outline stays in view
@@ -105,7 +105,7 @@ class Scale:
         full = " full res" if abs(self.downsample - 1) < 1e-6 else ""
         if self.um_per_px is None:
             return f"1:{self.downsample:.3g} px{full} (no mpp in the file)"
-        mag = magnification(self.um_per_px)
+        mag = magnification_from_mpp(self.um_per_px)
         mag_text = f"{mag:.0f}x" if mag >= 9.95 else f"{mag:.1f}x"
         implied = " (from objective)" if self.mpp_source == "objective-power" else ""
         return f"{mag_text}, {self.um_per_px:.2f} µm/px{full}{implied}"

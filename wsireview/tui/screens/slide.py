@@ -41,14 +41,12 @@ VERDICT_STYLE = {"lesion": "bold red", "not_lesion": "bold green", "unsure": "bo
 REASON_WORDS = {"top-attention": "top attn", "uncertain": "uncertain", "diverse": "diverse", "random": "random"}
 
 
-def label_words(slide: SlideOverview) -> str:
-    """``lesion (anna, 2026-12-01)``: the label and who set it when, or ``no label``."""
-    if not slide.label:
-        return "no label"
-    by = slide.label_set_by or ""
-    when = slide.label_set_at.strftime("%Y-%m-%d") if slide.label_set_at else ""
-    source = ", ".join(p for p in (by, when) if p)
-    return f"{slide.label} ({source})" if source else slide.label
+def label_source(slide: SlideOverview) -> str:
+    """``label by anna, 2026-12-01``: who set the label and when (the end of the title: cut first)."""
+    if not slide.label or not (slide.label_set_by or slide.label_set_at):
+        return ""
+    when = f", {slide.label_set_at:%Y-%m-%d}" if slide.label_set_at else ""
+    return f"  ·  label by {slide.label_set_by or 'unknown'}{when}"
 
 
 def state_text(p: SlidePatch) -> Text:
@@ -156,9 +154,10 @@ class SlideScreen(Screen):
     def show_title(self) -> None:
         s = self.slide
         prob = f"  ·  P {s.probability:.2f}" if s.probability is not None else ""
-        self.query_one("#slide-view-title", Static).update(
-            f"[b]{s.name}[/b]  ·  {label_words(s)}{prob}  ·  {s.queued} queued · {s.reviewed} reviewed"
-        )
+        self.query_one("#slide-view-title", Static).update(Text.assemble(
+            (s.name, "bold"), f"  ·  {s.label or 'no label'}{prob}  ·  {s.queued} queued · {s.reviewed} reviewed",
+            (label_source(s), "dim"),
+        ))
 
     def show_layers(self) -> None:
         """The layer switches above the picture (on: reversed) and the legend of those that are on."""

@@ -26,7 +26,8 @@ def attention_legend(steps: int = 6) -> Text:
 
 
 def tissue_legend() -> Text:
-    return Text("tissue ", style="dim").append_text(_swatch(TISSUE_OUTLINE, "□")).append(" outlined, the rest shaded")
+    """``□ tissue, rest shaded``: the outline colour (21 cells: one line in the 80-column side panel)."""
+    return _swatch(TISSUE_OUTLINE, "□").append(" tissue, rest shaded", style="")
 
 
 def verdict_items() -> list[Text]:

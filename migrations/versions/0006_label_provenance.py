@@ -3,15 +3,15 @@
 Labels set in the app (or read from a labels CSV) record their source, so a label that changes
 what the model learns can be traced to a person and a time.
 
-Revision ID: 0005_label_provenance
-Revises: 0004
+Revision ID: 0006_label_provenance
+Revises: 0005_grid_min_tissue
 Create Date: 2026-12-01
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_label_provenance"
-down_revision = "0004"
+revision = "0006_label_provenance"
+down_revision = "0005_grid_min_tissue"
 branch_labels = None
 depends_on = None
 
