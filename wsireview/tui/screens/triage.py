@@ -302,13 +302,14 @@ class TriageScreen(Screen):
     @work(thread=True, exclusive=True, group="prefetch")
     def prefetch(self, index: int, view: Viewport | None, box: tuple[int, int]) -> None:
         """What one key away shows, the likeliest first: zoom in, the next patch (a verdict),
-        the other zoom and pan steps, then the patches after it."""
+        the other zoom and pan steps and the patch itself (`0`), then the patches after it."""
         worker = get_current_worker()
         entry = self.entries[index]
         near: list[tuple[QueueEntry, Viewport]] = []
         if view is not None:
-            home = self._home(entry, box).downsample
-            near = [(entry, v) for v in neighbours(view, home, box, self._slide_size(entry))]
+            home = self._home(entry, box)
+            steps = neighbours(view, home.downsample, box, self._slide_size(entry))
+            near = [(entry, v) for v in steps + ([home] if view != home and home not in steps else [])]
         upcoming = [(self.entries[i], self._home(self.entries[i], box)) for i in self._upcoming(index, READ_AHEAD)]
         for item_entry, item_view in near[:1] + upcoming[:1] + near[1:] + upcoming[1:]:
             self._yield_to_frame()
