@@ -52,6 +52,7 @@ KEEP_IMAGES = 64
 VERDICT_TEXT = {LESION: "lesion", NOT_LESION: "not lesion", UNSURE: "unsure", ARTIFACT: "artifact"}
 VERDICT_STYLE = {LESION: "bold red", NOT_LESION: "bold green", UNSURE: "bold yellow", ARTIFACT: "bold magenta"}
 REASON_TEXT = {
+    "exploit": "highest P(lesion)",
     "top-attention": "top attention",
     "uncertain": "uncertain (P near 0.5)",
     "diverse": "diverse (unlike the others)",
