@@ -302,7 +302,7 @@ class TriageScreen(Screen):
 
     @work(thread=True, exclusive=True, group="prefetch")
     def prefetch(self, index: int, view: Viewport | None, box: tuple[int, int]) -> None:
-        """What one key away shows, the likeliest first: zoom in, the next patch (a verdict),
+        """What one key away shows, the likeliest first: the next patch (a verdict), zoom in,
         the other zoom and pan steps and the patch itself (`0`), then the patches after it."""
         worker = get_current_worker()
         entry = self.entries[index]
@@ -312,7 +312,7 @@ class TriageScreen(Screen):
             steps = neighbours(view, home.downsample, box, self._slide_size(entry))
             near = [(entry, v) for v in steps + ([home] if view != home and home not in steps else [])]
         upcoming = [(self.entries[i], self._home(self.entries[i], box)) for i in self._upcoming(index, READ_AHEAD)]
-        for item_entry, item_view in near[:1] + upcoming[:1] + near[1:] + upcoming[1:]:
+        for item_entry, item_view in upcoming[:1] + near + upcoming[1:]:
             self._yield_to_frame()
             if worker.is_cancelled:
                 return
