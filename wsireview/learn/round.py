@@ -279,7 +279,7 @@ def retrain(
         metrics = {
             "slide_auc": slides.cv_auc,
             "slide_accuracy": slides.cv_accuracy,
-            "slide_auc_bag": cv.slide_auc,
+            "slide_auc_bag": slides.bag_auc,
             "instance_auc": cv.instance_auc,
             "instance_auc_fit": _fit_instance_auc(scores, inst),
             "cv_folds": cv.folds,
