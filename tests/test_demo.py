@@ -240,3 +240,103 @@ def test_parse_size():
         parse_size("10x10")
     with pytest.raises(ValueError):
         parse_size("wide")
+
+
+# -- difficulty ---------------------------------------------------------------------------------
+
+# sha256 of the plan of slides 0-2 (seed 7, small) as the generator wrote them before difficulties existed.
+EASY_PLANS = [
+    "28425e1c946392e7cd5ab678b74b0ddc6b52d69db59b52b736d55bf82f562758",
+    "d30f25cf8d4b6abd6ee230cadec1761a8d44b4dad777966526599f38d0471faa",
+    "42b3af7e82a6044afe36d599d3daf2499e80a175fc7722aa81968ed82bd8de05",
+]
+
+
+def _plan_digest(spec) -> str:
+    import hashlib
+
+    text = repr((spec.label, spec.keys, spec.pieces, spec.outline_cells, spec.outline_amp, spec.lesions,
+                 spec.lesion_cells, spec.fold, spec.pens, spec.specks, spec.artifacts))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_easy_is_the_original_generator():
+    from wsireview.demo.difficulty import LesionStyle
+    from wsireview.demo.layout import plan_slide
+
+    for index, digest in enumerate(EASY_PLANS):
+        spec = plan_slide(DEMO_SEED, index, *parse_size("small"))
+        assert _plan_digest(spec) == digest
+        assert spec.mimics == () and spec.lesion_style == LesionStyle()
+        # A harder cohort with the same seed keeps the tissue layout and adds mimics.
+        hard = plan_slide(DEMO_SEED, index, *parse_size("small"), "hard")
+        assert hard.pieces == spec.pieces and hard.label == spec.label and len(hard.mimics) >= 2
+    with pytest.raises(ValueError, match="difficulty must be one of easy, medium, hard"):
+        plan_slide(DEMO_SEED, 0, 2048, 1536, "brutal")
+
+
+@pytest.fixture(scope="module")
+def hard_cohort(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hard") / "cohort"
+    generate_cohort(out, n_slides=2, size="2560x1920", seed=3, workers=2, difficulty="hard")
+    return out
+
+
+def test_harder_cohorts_are_deterministic(hard_cohort, tmp_path):
+    again = generate_cohort(tmp_path / "again", n_slides=1, size="2560x1920", seed=3, workers=1, difficulty="hard")
+    medium = generate_cohort(tmp_path / "medium", n_slides=1, size="2560x1920", seed=3, workers=1, difficulty="medium")
+
+    def pixels(path: Path) -> np.ndarray:
+        with openslide.OpenSlide(str(path)) as slide:
+            return np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert("RGB")).astype(int)
+
+    first = pixels(hard_cohort / "demo-000.tiff")
+    assert np.array_equal(first, pixels(again.paths[0]))
+    for name in ("demo-000.geojson", "truth/demo-000.mimics.geojson"):
+        assert (hard_cohort / name).read_text() == (again.out_dir / name).read_text()
+    assert np.abs(first - pixels(medium.paths[0])).mean() > 1.0
+    assert _manifest(hard_cohort)["difficulty"] == "hard"
+
+
+def test_mimics_are_in_the_truth_as_not_lesion_and_look_suspicious(hard_cohort, demo_cohort):
+    from wsireview.learn.truth import lesion_share, read_polygons
+
+    manifest = _manifest(hard_cohort)
+    ds = manifest["truth_downsample"]
+    kinds: set[str] = set()
+    fractions: dict[str, list[float]] = {"lesion": [], "inflammatory": [], "crushed": [], "normal": []}
+    for entry in manifest["slides"]:
+        stem = Path(entry["path"]).stem
+        doc = json.loads((hard_cohort / entry["mimics_geojson"]).read_text())
+        assert len(doc["features"]) >= 2
+        assert {f["properties"]["label"] for f in doc["features"]} == {"not lesion"}
+        kinds |= {f["properties"]["kind"] for f in doc["features"]}
+        tissue = read_mask(hard_cohort / entry["tissue_mask"])
+        lesions = _rasterise(_polygons(hard_cohort, stem), tissue.shape, ds)
+        # Clusters and crush lie clear of the lesions; inflamed stroma may surround them.
+        discrete = [f for f in doc["features"] if f["properties"]["kind"] != "inflamed stroma"]
+        mimics = _rasterise([f["geometry"]["coordinates"] for f in discrete], tissue.shape, ds)
+        assert mimics.sum() > 0 and not (mimics & lesions).any(), stem
+        # The oracle (lesion polygons of <stem>.geojson) calls every patch on a mimic not lesion.
+        lesion_polys = read_polygons(hard_cohort / f"{stem}.geojson")
+        with openslide.OpenSlide(str(hard_cohort / entry["path"])) as slide:
+            for feature in discrete + json.loads((hard_cohort / f"{stem}.geojson").read_text())["features"]:
+                own = _rasterise([feature["geometry"]["coordinates"]], tissue.shape, ds)
+                row, col = np.unravel_index(np.argmax(ndimage.distance_transform_edt(own)), own.shape)
+                x, y = int(col * ds) - 112, int(row * ds) - 112
+                kind = feature["properties"].get("kind", "lesion")
+                if kind != "lesion":
+                    assert lesion_share(lesion_polys, np.array([x]), np.array([y]), 224)[0] == 0.0
+                px = np.asarray(slide.read_region((x + 56, y + 56), 0, (112, 112)).convert("RGB"))
+                fractions[kind].append(_nuclear_fraction(px))
+            far = tissue & ~ndimage.binary_dilation(lesions | mimics, iterations=60)
+            rows, cols = np.nonzero(ndimage.binary_erosion(far, iterations=30))
+            k = len(rows) // 2
+            px = np.asarray(slide.read_region((int(cols[k] * ds) - 56, int(rows[k] * ds) - 56), 0, (112, 112)).convert("RGB"))
+            fractions["normal"].append(_nuclear_fraction(px))
+    assert kinds == {"inflammatory", "crushed", "inflamed stroma"}
+    mean = {k: float(np.mean(v)) for k, v in fractions.items() if v}
+    # Hard lesions are milder than easy ones (> 0.3, test above) yet still more nuclear than normal
+    # tissue; both mimics are at least as nuclear-dense as a hard lesion: they draw attention.
+    assert mean["normal"] < mean["lesion"] < 0.3, mean
+    assert min(mean["inflammatory"], mean["crushed"]) > mean["lesion"], mean

@@ -187,7 +187,7 @@ def embedded_template(demo_workspace_template, tmp_path_factory):
     shutil.copytree(demo_workspace_template.root, target)
     ws = Workspace.resolve(target)
     cat = open_catalog(ws.db_url)
-    embed_slides(cat, ws, encoder=ENCODER, progress=False)
+    embed_slides(cat, ws, encoder=ENCODER)
     cat.close()
     return ws
 

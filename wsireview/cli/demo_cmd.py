@@ -11,9 +11,11 @@ from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, hint, plural
 from wsireview.demo import generate_cohort, parse_size
+from wsireview.demo.difficulty import DEFAULT_DIFFICULTY, DIFFICULTIES
 from wsireview.demo.tiff import tile_grid
 
 DEFAULT_FOLDER = "demo-cohort"
+SHORT = {"inflammatory": "infl", "crushed": "crush", "inflamed stroma": "stroma"}  # mimic kinds in the table
 
 
 def register(sub) -> None:
@@ -26,7 +28,9 @@ def register(sub) -> None:
             "nuclei; ~0.5-2% of the tissue), and some carry pen marks, dust or a tissue fold. Also written: "
             "labels.csv (slide,label), <slide>.geojson with the lesion polygons in level-0 pixels (empty on normal "
             "slides), and truth/ with the generator's tissue and artifact masks and cohort.json. "
-            "The same --seed gives the same pixels."
+            "--difficulty medium or hard draws milder lesions (fewer, smaller, paler atypical nuclei among the "
+            "normal ones) and puts lesion mimics on every slide (inflammatory cell clusters, crushed tissue), listed "
+            "as not lesion in truth/<slide>.mimics.geojson. The same --seed and --difficulty give the same pixels."
         ),
         epilog="Next: wsireview add DIR --labels DIR/labels.csv, then wsireview retrain.",
     )
@@ -38,6 +42,9 @@ def register(sub) -> None:
              "large = 40000x30000 px (benchmarks; minutes each), or WxH in level-0 pixels (default: small)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--difficulty", choices=list(DIFFICULTIES), default=DEFAULT_DIFFICULTY,
+                        help="easy: bold lesions, nothing else like them; medium, hard: milder lesions and "
+                             f"mimics that are not lesion (default: {DEFAULT_DIFFICULTY})")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="processes to render with (default: all CPU cores)")
     parser.set_defaults(func=run)
@@ -62,14 +69,19 @@ def run(args, ctx) -> int:
     with Progress(*columns, console=ctx.console, transient=True) as progress:
         task = progress.add_task(f"Rendering {plural(args.slides, 'slide')} of {width}x{height}", total=total)
         cohort = generate_cohort(out, n_slides=args.slides, size=(width, height), seed=args.seed,
-                                 workers=args.workers, progress=lambda n: progress.advance(task, n))
+                                 workers=args.workers, progress=lambda n: progress.advance(task, n),
+                                 difficulty=args.difficulty)
 
-    table = Table(title=f"Demo cohort in {out} (seed {args.seed})")
-    for column in ("slide", "label", "lesion % of tissue", "artifacts", "levels", "seconds"):
+    table = Table(title=f"Demo cohort in {out} (seed {args.seed}, {args.difficulty})")
+    mimics = args.difficulty != DEFAULT_DIFFICULTY
+    columns = ["slide", "label", "lesion % of tissue", "artifacts"] + (["mimics"] if mimics else []) + ["levels", "seconds"]
+    for column in columns:
         table.add_column(column, justify="right" if column in ("lesion % of tissue", "levels", "seconds") else "left")
     for s in cohort.slides:
         share = f"{100 * s.lesion_share:.2f}" if s.label == "lesion" else "-"
-        table.add_row(s.name, s.label, share, ", ".join(s.artifacts) or "-", str(len(s.levels)), f"{s.seconds:.1f}")
+        kinds = [", ".join(f"{n} {SHORT.get(kind, kind)}" for kind, n in sorted(s.mimics.items())) or "-"] if mimics else []
+        table.add_row(s.name, s.label, share, ", ".join(s.artifacts) or "-", *kinds, str(len(s.levels)),
+                      f"{s.seconds:.1f}")
     ctx.console.print(table)
     command = hint(args, f"add {shlex.quote(str(out))} --labels {shlex.quote(str(cohort.labels_csv))}")
     # Not wrapped: the next command stays one line that can be copied.

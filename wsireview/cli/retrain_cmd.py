@@ -13,7 +13,7 @@ from rich.table import Table
 from wsireview.cli import SUBCOMMANDS, CommandError, hint, plural
 from wsireview.features.encoders import DEFAULT_ENCODER, EncoderError, check_encoder_name
 from wsireview.features.store import feature_sets
-from wsireview.learn.labels import similar_labels, slide_targets
+from wsireview.learn.labels import label_first_step, needs_labels, similar_labels, slide_targets
 from wsireview.learn.query import STRATEGIES
 from wsireview.learn.round import NothingToLearn, retrain
 from wsireview.learn.spec import RoundSpec, latest_spec
@@ -156,6 +156,9 @@ def run(args, ctx) -> int:
     spec = round_spec(args, catalog)
     check_encoder(catalog, spec.encoder)
     check_positive(ctx, catalog, spec.positive)
+    if needs_labels(catalog):  # before embedding: minutes of work that could not be trained on
+        ctx.err.print(f"[red]Nothing to learn from:[/] {escape(label_first_step(spec.positive))}", soft_wrap=True)
+        return 1
     try:
         with progress_bar(ctx.err, not args.no_progress) as show:
             result = retrain(catalog, ctx.workspace, spec, on_progress=show)

@@ -7,7 +7,8 @@ Layout of ``out_dir``::
     labels.csv               slide,label  (lesion | normal)
     truth/demo-000.tissue.png     the generator's tissue mask (folds count as tissue; pen and dust do not)
     truth/demo-000.artifacts.png  where pen and dust lie
-    truth/cohort.json        seed, size, truth downsample, and per-slide facts (lesion share, artifacts...)
+    truth/demo-000.mimics.geojson  medium and hard: the mimics (classified "Mimic", label "not lesion")
+    truth/cohort.json        seed, difficulty, size, truth downsample, and per-slide facts (lesion share, artifacts...)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import re
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -28,11 +29,15 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from wsireview.demo.difficulty import DEFAULT_DIFFICULTY, difficulty as check_difficulty
 from wsireview.demo.layout import plan_slide
 from wsireview.demo.render import render_region
 from wsireview.demo.spec import SlideSpec
 from wsireview.demo.tiff import TILE, tile_grid, write_pyramid_tiff
-from wsireview.demo.truth import coarse_masks, lesion_polygons, polygon_area, truth_downsample, write_geojson, write_mask
+from wsireview.demo.truth import (
+    coarse_masks, lesion_polygons, mimic_polygons, polygon_area, truth_downsample, write_geojson, write_mask,
+    write_mimics_geojson,
+)
 
 SIZES: dict[str, tuple[int, int]] = {
     # 20 x 15 patches of 224 px at 0.5 µm/px; tissue covers ~55%, so ~150-250 tissue patches.
@@ -67,6 +72,8 @@ class DemoSlide:
     lesion_area: float  # level-0 px^2 of the ground-truth polygons
     tissue_area: float  # level-0 px^2 of tissue in the generator's mask
     seconds: float
+    mimics: dict[str, int] = field(default_factory=dict)  # mimic regions (polygons) per kind (medium and hard)
+    mimics_geojson: Path | None = None
 
     @property
     def stem(self) -> str:
@@ -85,6 +92,7 @@ class DemoCohort:
     truth_downsample: int
     labels_csv: Path
     slides: list[DemoSlide] = field(default_factory=list)
+    difficulty: str = DEFAULT_DIFFICULTY
 
     @property
     def paths(self) -> list[Path]:
@@ -118,20 +126,22 @@ def generate_cohort(
     seed: int = 0,
     workers: int | None = None,
     progress: Progress | None = None,
+    difficulty: str = DEFAULT_DIFFICULTY,
 ) -> DemoCohort:
     """Write ``n_slides`` demo slides, ``labels.csv`` and the ground truth into ``out_dir``.
 
-    Slide ``i`` depends only on (seed, i, size): a smaller cohort with the same seed holds the
-    same first slides. ``progress`` is called with the number of level-0 tiles just written.
+    Slide ``i`` depends only on (seed, i, size, difficulty): a smaller cohort with the same seed
+    holds the same first slides. ``progress`` is called with the number of level-0 tiles just written.
     """
     if n_slides < 1:
         raise ValueError("n_slides must be at least 1")
+    check_difficulty(difficulty)
     width, height = parse_size(size)
     out = Path(out_dir)
     (out / TRUTH_DIR).mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers or os.cpu_count() or 1, 8))
     tiles_per_slide = len(tile_grid(width, height))
-    jobs = [(str(out), seed, i, width, height) for i in range(n_slides)]
+    jobs = [(str(out), seed, i, width, height, difficulty) for i in range(n_slides)]
 
     slides: list[DemoSlide] = []
     if tiles_per_slide > TILE_PARALLEL_ABOVE or workers == 1 or n_slides == 1:
@@ -145,23 +155,27 @@ def generate_cohort(
                 if progress:
                     progress(tiles_per_slide)
     slides.sort(key=lambda s: s.name)
-    _remove_stale(out, n_slides)
+    _remove_stale(out, slides)
 
-    cohort = DemoCohort(out, seed, (width, height), truth_downsample(width, height), out / "labels.csv", slides)
+    cohort = DemoCohort(out, seed, (width, height), truth_downsample(width, height), out / "labels.csv", slides,
+                        difficulty)
     _write_labels(cohort)
     _write_manifest(cohort)
     return cohort
 
 
 def generate_slide(
-    out_dir: str, seed: int, index: int, width: int, height: int, workers: int = 1, progress: Progress | None = None
+    out_dir: str, seed: int, index: int, width: int, height: int, difficulty: str = DEFAULT_DIFFICULTY,
+    workers: int = 1, progress: Progress | None = None,
 ) -> DemoSlide:
     """Render slide ``index`` of the cohort with ``seed`` and write it with its ground truth."""
     start = time.perf_counter()
     out = Path(out_dir)
-    spec = plan_slide(seed, index, width, height)
+    spec = plan_slide(seed, index, width, height, difficulty)
     path = out / slide_name(index)
     description = f"wsireview demo slide (synthetic H&E) seed={seed} index={index}"
+    if difficulty != DEFAULT_DIFFICULTY:
+        description += f" difficulty={difficulty}"
     with threadpool_limits(1):  # same arithmetic in a worker or here, and no spinning BLAS threads
         tiles = _tiles(spec, workers, progress)
         levels = write_pyramid_tiff(path, width, height, tiles, mpp=MPP, description=description)
@@ -174,11 +188,18 @@ def generate_slide(
     polygons = lesion_polygons(spec)
     geojson = out / f"{path.stem}.geojson"
     write_geojson(geojson, polygons)
+    mimics = mimic_polygons(spec)
+    mimics_path = None
+    if spec.mimics:
+        mimics_path = out / TRUTH_DIR / f"{path.stem}.mimics.geojson"
+        write_mimics_geojson(mimics_path, mimics)
     return DemoSlide(
         name=path.name, path=path, label=spec.label, width=width, height=height, levels=levels, geojson=geojson,
         tissue_mask=tissue_path, artifact_mask=artifact_path, artifacts=list(spec.artifacts),
         lesions=len(polygons), lesion_area=float(sum(polygon_area(p) for p in polygons)),
         tissue_area=float(tissue.sum()) * ds * ds, seconds=time.perf_counter() - start,
+        mimics=dict(Counter(kind for kind, _ in mimics)),
+        mimics_geojson=mimics_path,
     )
 
 
@@ -235,11 +256,12 @@ def _context():
     return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
-def _remove_stale(out: Path, n_slides: int) -> None:
-    """Delete demo slides (and their truth) left by an earlier, larger run into the same folder."""
+def _remove_stale(out: Path, slides: list[DemoSlide]) -> None:
+    """Delete demo slides and truth files this run did not write (left by an earlier, larger or harder run)."""
+    written = {p for s in slides for p in (s.path, s.geojson, s.tissue_mask, s.artifact_mask, s.mimics_geojson) if p}
     for path in list(out.glob("demo-*.*")) + list((out / TRUTH_DIR).glob("demo-*.*")):
-        match = re.fullmatch(r"demo-(\d{3})\.(tiff|geojson|tissue\.png|artifacts\.png)", path.name)
-        if match and int(match.group(1)) >= n_slides:
+        if re.fullmatch(r"demo-\d{3}\.(tiff|geojson|tissue\.png|artifacts\.png|mimics\.geojson)", path.name) \
+                and path not in written:
             path.unlink()
 
 
@@ -254,8 +276,9 @@ def _write_labels(cohort: DemoCohort) -> None:
 def _write_manifest(cohort: DemoCohort) -> None:
     def entry(s: DemoSlide) -> dict:
         data = asdict(s)
-        for key in ("path", "geojson", "tissue_mask", "artifact_mask"):
-            data[key] = str(Path(data[key]).relative_to(cohort.out_dir))
+        for key in ("path", "geojson", "tissue_mask", "artifact_mask", "mimics_geojson"):
+            if data[key] is not None:
+                data[key] = str(Path(data[key]).relative_to(cohort.out_dir))
         data["lesion_share"] = round(s.lesion_share, 5)
         data["seconds"] = round(s.seconds, 2)
         return data
@@ -263,6 +286,7 @@ def _write_manifest(cohort: DemoCohort) -> None:
     manifest = {
         "generator": "wsireview demo",
         "seed": cohort.seed,
+        "difficulty": cohort.difficulty,
         "size": list(cohort.size),
         "mpp": MPP,
         "truth_downsample": cohort.truth_downsample,

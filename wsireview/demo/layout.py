@@ -12,15 +12,15 @@ from dataclasses import replace
 import numpy as np
 from scipy import ndimage
 
+from wsireview.demo.difficulty import CRUSHED, DEFAULT_DIFFICULTY, INFLAMMATORY, Difficulty, difficulty
 from wsireview.demo.noise import pixel_centres
-from wsireview.demo.spec import DUST, FOLD, INKS, LESION, NORMAL, PEN, Ellipse, Fold, PenArc, SlideSpec, Speck
+from wsireview.demo.spec import DUST, FOLD, INKS, LESION, LESION_REACH, NORMAL, PEN, Ellipse, Fold, Mimic, PenArc, SlideSpec, Speck
 
 # Which artifacts slide ``index`` carries; any 6 consecutive slides show every kind.
 ARTIFACT_CYCLE: tuple[tuple[str, ...], ...] = ((), (PEN,), (DUST,), (FOLD,), (PEN, DUST), (DUST, FOLD))
 
-# Lesion share of the tissue a lesion slide aims for (the ground truth is measured, not assumed).
-LESION_SHARE = (0.006, 0.018)
-MIN_LESION_DIAMETER = 130.0  # level-0 px: about 65 µm, a little more than half a 224 px patch
+# Lesion share of the tissue a lesion slide aims for and the smallest lesion are set per difficulty
+# (difficulty.py); the ground truth is measured, not assumed.
 
 
 def slide_label(seed: int, index: int) -> str:
@@ -32,8 +32,13 @@ def slide_artifacts(index: int) -> tuple[str, ...]:
     return ARTIFACT_CYCLE[index % len(ARTIFACT_CYCLE)]
 
 
-def plan_slide(seed: int, index: int, width: int, height: int) -> SlideSpec:
-    """The full description of slide ``index`` of the cohort with ``seed``."""
+def plan_slide(seed: int, index: int, width: int, height: int, level: str = DEFAULT_DIFFICULTY) -> SlideSpec:
+    """The full description of slide ``index`` of the cohort with ``seed`` at difficulty ``level``.
+
+    Mimics draw from their own random stream, after everything else: an easy slide is exactly
+    what it was before difficulties existed, and a harder one shares its tissue layout.
+    """
+    diff = difficulty(level)
     rng = np.random.default_rng([seed, index, 3])
     keys = tuple(int(k) for k in rng.integers(1, 2**31 - 1, size=8))
     side = min(width, height)
@@ -41,14 +46,14 @@ def plan_slide(seed: int, index: int, width: int, height: int) -> SlideSpec:
     spec = SlideSpec(
         width=width, height=height, seed=seed, index=index, label=slide_label(seed, index), keys=keys,
         pieces=_pieces(rng, width, height), outline_cells=outline_cells, outline_amp=0.45,
-        artifacts=slide_artifacts(index),
+        artifacts=slide_artifacts(index), difficulty=diff.name, lesion_style=diff.lesion,
     )
     grid = _CoarseGrid(width, height)
     spec = _fit_coverage(spec, grid, target=float(rng.uniform(0.5, 0.62)))
     tissue = spec.tissue_field(grid.xs, grid.ys) > 0
     depth = _depth(tissue, grid.step)
     if spec.label == LESION:
-        spec = _add_lesions(spec, rng, grid, tissue, depth)
+        spec = _add_lesions(spec, rng, grid, tissue, depth, diff)
     if FOLD in spec.artifacts:
         spec = _add_fold(spec, rng, grid, depth)
     glass = ~ndimage.binary_dilation(tissue, iterations=3)
@@ -56,6 +61,8 @@ def plan_slide(seed: int, index: int, width: int, height: int) -> SlideSpec:
         spec, glass = _add_pens(spec, rng, grid, glass)
     if DUST in spec.artifacts:
         spec = _add_dust(spec, rng, grid, glass)
+    if diff.has_mimics:
+        spec = _add_mimics(spec, np.random.default_rng([seed, index, 5]), grid, depth, diff)
     return spec
 
 
@@ -110,12 +117,12 @@ def _depth(mask: np.ndarray, step: int) -> np.ndarray:
 
 
 def _add_lesions(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, tissue: np.ndarray,
-                 depth: np.ndarray) -> SlideSpec:
+                 depth: np.ndarray, diff: Difficulty) -> SlideSpec:
     """Place lesions deep inside tissue (``depth``: level-0 px to the tissue's edge)."""
     tissue_area = float(tissue.sum()) * grid.step**2
-    share = float(rng.uniform(*LESION_SHARE))
-    n = int(rng.integers(1, 4))
-    while n > 1 and share * tissue_area / n < math.pi * (MIN_LESION_DIAMETER / 2) ** 2:
+    share = float(rng.uniform(*diff.lesion_share))
+    n = int(rng.integers(*diff.lesion_regions))
+    while n > 1 and share * tissue_area / n < math.pi * (diff.min_lesion_diameter / 2) ** 2:
         n -= 1
     radius = math.sqrt(share * tissue_area / n / math.pi)
     lesions: list[Ellipse] = []
@@ -148,6 +155,35 @@ def lesion_area(spec: SlideSpec, step: float = 2.0) -> float:
         _, _, field = spec.own_lesion_field(les, step)
         total += float((field > 0).sum()) * step * step
     return total
+
+
+def _add_mimics(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, depth: np.ndarray,
+                diff: Difficulty) -> SlideSpec:
+    """Scatter inflammatory clusters and crushed tissue over the tissue, clear of the lesions and each other."""
+    yy, xx = np.meshgrid(grid.ys, grid.xs, indexing="ij")
+    occupied = [(les.cx, les.cy, LESION_REACH * max(les.rx, les.ry)) for les in spec.lesions]
+    mimics: list[Mimic] = []
+    inflammatory = diff.inflammatory_on_lesion_slides if spec.label == LESION else diff.inflammatory_on_normal_slides
+    kinds = [INFLAMMATORY] * int(rng.integers(*inflammatory)) + [CRUSHED] * int(rng.integers(*diff.crushed))
+    for kind in rng.permutation(kinds):
+        radius = float(rng.uniform(*diff.mimic_diameter)) / 2
+        elong = float(rng.uniform(1.0, 2.2))
+        reach = LESION_REACH * radius * math.sqrt(elong)
+        allowed = depth > 1.3 * radius * elong + 2 * grid.step
+        for cx, cy, r in occupied:  # a patch's width apart: no patch holds both
+            allowed &= np.hypot(xx - cx, yy - cy) > r + reach + 224
+        point = grid.pick(rng, allowed)
+        if point is None:
+            continue
+        shape = Ellipse(point[0], point[1], radius * math.sqrt(elong), radius / math.sqrt(elong), float(rng.uniform(0, math.pi)))
+        mimics.append(Mimic(str(kind), shape, angle=float(rng.uniform(0, math.pi)), key=int(rng.integers(1, 2**31 - 1))))
+        occupied.append((shape.cx, shape.cy, reach))
+    share = diff.inflamed_stroma_on_lesion_slides if spec.label == LESION else diff.inflamed_stroma_on_normal_slides
+    if share > 0:
+        inside = spec.tissue_field(grid.xs, grid.ys) > 0
+        noise = spec.inflamed_noise(grid.xs, grid.ys)[inside]
+        spec = replace(spec, inflamed_threshold=float(np.quantile(noise, 1.0 - share)))
+    return replace(spec, mimics=tuple(mimics))
 
 
 def _add_fold(spec: SlideSpec, rng: np.random.Generator, grid: _CoarseGrid, depth: np.ndarray) -> SlideSpec:

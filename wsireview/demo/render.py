@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 from wsireview.demo.noise import fbm, hash_uniform, pixel_centres, pixel_noise, value_noise
+from wsireview.demo.difficulty import CRUSHED, INFLAMMATORY
 from wsireview.demo.spec import SlideSpec
 
 # Rows: hematoxylin, eosin, and a small warm residual (skimage's DAB vector) for the slide's yellow cast.
@@ -72,11 +73,28 @@ def _tissue_od(spec, x0, y0, xs, ys, exs, eys, tissue_e, inner, grain) -> np.nda
     eosin = (0.10 + 0.22 * fibres) * regional
     haem = np.full_like(eosin, 0.045)
 
-    nuclei = _normal_nuclei(spec, x0, y0, xs.size, ys.size, exs, eys, tissue_e, lesion_e, along_x)
+    style = spec.lesion_style
+    mimics = [(m, np.minimum(m.field(exs, eys), tissue_e)) for m in spec.mimics_near(exs, eys)]
+    crushed = [f for m, f in mimics if m.kind == CRUSHED]  # crushed cells replace the normal ones
+    hidden = ([] if style.keeps_normal_nuclei or lesion_e is None else [lesion_e]) + crushed
+    nuclei = _normal_nuclei(spec, x0, y0, xs.size, ys.size, exs, eys, tissue_e, hidden, along_x)
     if lesion is not None:
-        eosin *= 1.0 - 0.45 * lesion
-        haem += 0.10 * lesion
+        eosin *= 1.0 - style.eosin_loss * lesion
+        haem += style.diffuse_haem * lesion
         nuclei += _lesion_nuclei(spec, x0, y0, xs.size, ys.size, exs, eys, lesion_e)
+    inflamed = spec.inflamed_field(exs, eys, tissue_e)
+    if inflamed is not None:
+        nuclei += _inflammatory_nuclei(x0, y0, xs.size, ys.size, inflamed, spec.keys[1] + 4243, keep=0.22)
+    for mimic, field in mimics:
+        share = np.clip(field[inner] * np.float32(spec.edge_scale / 40.0), 0.0, 1.0)
+        if mimic.kind == INFLAMMATORY:
+            eosin *= 1.0 - 0.25 * share
+            haem += 0.03 * share
+            nuclei += _inflammatory_nuclei(x0, y0, xs.size, ys.size, field, mimic.key)
+        else:
+            eosin *= 1.0 - 0.35 * share
+            haem += 0.12 * share
+            nuclei += _crushed_nuclei(x0, y0, xs.size, ys.size, field, mimic.key, mimic.angle)
     nuclei *= 0.82 + 0.28 * grain  # chromatin texture
     eosin *= 1.0 - 0.55 * np.clip(nuclei / 0.5, 0.0, 1.0)
     haem += nuclei
@@ -136,13 +154,16 @@ def _lookup(field: np.ndarray, x0: int, y0: int, cx: np.ndarray, cy: np.ndarray)
     return field[row, col]
 
 
-def _normal_nuclei(spec, x0, y0, w, h, exs, eys, tissue_e, lesion_e, along_x) -> np.ndarray:
-    """Stromal spindle cells along the fibres, small round dark lymphocytes, oval cells."""
+def _normal_nuclei(spec, x0, y0, w, h, exs, eys, tissue_e, hidden, along_x) -> np.ndarray:
+    """Stromal spindle cells along the fibres, small round dark lymphocytes, oval cells.
+
+    None where a field of ``hidden`` (a lesion that replaces them, crushed tissue) is positive.
+    """
     cx, cy, u = _cells(x0, y0, w, h, 17.0, spec.keys[0] + 17, 12)
     density = 0.30 + 0.16 * _lookup(value_noise(exs, eys, 380.0, spec.keys[1] + 3), x0, y0, cx, cy)
     keep = (u[0] < density) & (_lookup(tissue_e, x0, y0, cx, cy) > 0)
-    if lesion_e is not None:
-        keep &= _lookup(lesion_e, x0, y0, cx, cy) <= 0
+    for field in hidden:
+        keep &= _lookup(field, x0, y0, cx, cy) <= 0
     cx, cy, u = cx[keep], cy[keep], [v[keep] for v in u]
     kind = u[1]
     spindle, lymph = kind < 0.45, (kind >= 0.45) & (kind < 0.68)
@@ -155,16 +176,40 @@ def _normal_nuclei(spec, x0, y0, w, h, exs, eys, tissue_e, lesion_e, along_x) ->
 
 
 def _lesion_nuclei(spec, x0, y0, w, h, exs, eys, lesion_e) -> np.ndarray:
-    """Crowded, large, dark, pleomorphic nuclei: what the lesion is made of."""
+    """Crowded, large, dark, pleomorphic nuclei: what the lesion is made of (milder when harder)."""
+    s = spec.lesion_style
     cx, cy, u = _cells(x0, y0, w, h, 14.0, spec.keys[0] + 29, 12)
-    keep = (u[0] < 0.8) & (_lookup(lesion_e, x0, y0, cx, cy) > 0)
+    keep = (u[0] < s.cell_keep) & (_lookup(lesion_e, x0, y0, cx, cy) > 0)
     cx, cy, u = cx[keep], cy[keep], [v[keep] for v in u]
-    a = 5.8 + 3.4 * u[1]
-    b = a * (0.65 + 0.3 * u[2])
+    a = s.size[0] + s.size[1] * u[1]
+    b = a * (s.roundness[0] + s.roundness[1] * u[2])
     return _stamp(
-        x0, y0, w, h, cx, cy, a, b, np.pi * u[3], 0.08 + 0.14 * u[4], u[5] * 6.3, 0.05 + 0.12 * u[6], u[7] * 6.3,
-        0.8 + 0.35 * u[8],
+        x0, y0, w, h, cx, cy, a, b, np.pi * u[3], s.irregular2[0] + s.irregular2[1] * u[4], u[5] * 6.3,
+        s.irregular3[0] + s.irregular3[1] * u[6], u[7] * 6.3, s.darkness[0] + s.darkness[1] * u[8],
     )
+
+
+def _inflammatory_nuclei(x0, y0, w, h, field, key, keep: float = 0.8) -> np.ndarray:
+    """Lymphocytes: small, round, very dark nuclei, crowded in a cluster (a lesion mimic) or
+    scattered (``keep``: share of the 8 px lattice cells that hold one) in inflamed stroma."""
+    cx, cy, u = _cells(x0, y0, w, h, 8.0, key, 12)
+    keep = (u[0] < keep) & (_lookup(field, x0, y0, cx, cy) > 0)
+    cx, cy, u = cx[keep], cy[keep], [v[keep] for v in u]
+    a = 3.0 + 1.4 * u[1]
+    b = a * (0.85 + 0.15 * u[2])
+    return _stamp(x0, y0, w, h, cx, cy, a, b, np.pi * u[3], 0.04 * u[4], u[5] * 6.3, 0.03 * u[6], u[7] * 6.3,
+                  0.95 + 0.3 * u[8])
+
+
+def _crushed_nuclei(x0, y0, w, h, field, key, angle) -> np.ndarray:
+    """Crush artefact: nuclei smeared into long dark streaks, all along one direction."""
+    cx, cy, u = _cells(x0, y0, w, h, 11.0, key + 7, 12)
+    keep = (u[0] < 0.75) & (_lookup(field, x0, y0, cx, cy) > 0)
+    cx, cy, u = cx[keep], cy[keep], [v[keep] for v in u]
+    a = 6.0 + 7.0 * u[1]  # the longest smear still fits the tile MARGIN
+    b = 1.6 + 1.2 * u[2]
+    return _stamp(x0, y0, w, h, cx, cy, a, b, angle + 0.5 * (u[3] - 0.5), 0.05 + 0.1 * u[4], u[5] * 6.3,
+                  0.05 * u[6], u[7] * 6.3, 0.55 + 0.35 * u[8])
 
 
 def _lookup_tile(field: np.ndarray, x0: int, y0: int, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:

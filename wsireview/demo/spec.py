@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wsireview.demo.difficulty import LesionStyle
 from wsireview.demo.noise import fbm, pixel_centres
 
 LESION = "lesion"
@@ -135,6 +136,27 @@ class Speck:
 
 
 @dataclass(frozen=True)
+class Mimic:
+    """Something that looks suspicious and is not lesion: an inflammatory cell cluster or crushed tissue.
+
+    ``angle`` is the direction crushed nuclei are smeared along.
+    """
+
+    kind: str
+    shape: Ellipse
+    angle: float
+    key: int
+
+    def field(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Positive inside the mimic, with a ragged outline (1 - elliptical distance, plus noise)."""
+        r = min(self.shape.rx, self.shape.ry)
+        return 1.0 - self.shape.distance(xs, ys) + np.float32(0.3) * fbm(xs, ys, (r * 0.7, r * 0.3), self.key)
+
+    def bbox(self) -> tuple[float, float, float, float]:
+        return self.shape.bbox(LESION_REACH)
+
+
+@dataclass(frozen=True)
 class SlideSpec:
     width: int
     height: int
@@ -151,6 +173,10 @@ class SlideSpec:
     pens: tuple[PenArc, ...] = ()
     specks: tuple[Speck, ...] = ()
     artifacts: tuple[str, ...] = field(default=())
+    difficulty: str = "easy"
+    lesion_style: LesionStyle = field(default_factory=LesionStyle)
+    mimics: tuple[Mimic, ...] = ()
+    inflamed_threshold: float = math.inf  # inflamed stroma where its noise exceeds this (inf: none)
 
     @property
     def size(self) -> int:
@@ -192,6 +218,27 @@ class SlideSpec:
         field = self.lesion_field(xs, ys, self.tissue_field(xs, ys))
         assert field is not None  # the grid covers ``les`` itself
         return xs, ys, np.where(les.distance(xs, ys) < LESION_REACH, field, -1.0)
+
+    def inflamed_field(self, xs: np.ndarray, ys: np.ndarray, tissue: np.ndarray) -> np.ndarray | None:
+        """Positive where the stroma is inflamed (always inside tissue), or None on a slide without."""
+        if not math.isfinite(self.inflamed_threshold):
+            return None
+        return np.minimum(self.inflamed_noise(xs, ys) - np.float32(self.inflamed_threshold), tissue)
+
+    def inflamed_noise(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        return fbm(xs, ys, (520.0, 200.0), self.keys[1] + 4241)
+
+    def mimics_near(self, xs: np.ndarray, ys: np.ndarray) -> list[Mimic]:
+        """The mimics whose field may be positive on the grid ``ys x xs``."""
+        return [m for m in self.mimics if _overlaps(m.bbox(), xs, ys)]
+
+    def own_mimic_field(self, mimic: Mimic, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(xs, ys, field)``: one mimic's field sampled every ``step`` level-0 px (as :meth:`own_lesion_field`)."""
+        x0, y0, x1, y1 = mimic.bbox()
+        xs = pixel_centres(x0, math.ceil((x1 - x0) / step), step)
+        ys = pixel_centres(y0, math.ceil((y1 - y0) / step), step)
+        field = np.minimum(mimic.field(xs, ys), self.tissue_field(xs, ys))
+        return xs, ys, np.where(mimic.shape.distance(xs, ys) < LESION_REACH, field, -1.0)
 
     def fold_alpha(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray | None:
         if self.fold is None or not _overlaps(self.fold.bbox(), xs, ys):

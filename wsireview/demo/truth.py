@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 from skimage.measure import approximate_polygon, find_contours, points_in_poly
 
+from wsireview.demo.difficulty import INFLAMED_STROMA
 from wsireview.demo.noise import pixel_centres
 from wsireview.demo.spec import SlideSpec
 
@@ -41,23 +42,38 @@ def coarse_masks(spec: SlideSpec, downsample: int) -> tuple[np.ndarray, np.ndarr
 def lesion_polygons(spec: SlideSpec) -> list[list[list[tuple[float, float]]]]:
     """Each lesion region as a polygon: a list of rings (exterior first), closed, in level-0 px."""
     polygons: list[list[list[tuple[float, float]]]] = []
-    step = POLYGON_STEP
     for les in spec.lesions:
-        xs, ys, field = spec.own_lesion_field(les, step)
-        field = np.pad(field, 1, constant_values=-1.0)
-        rings = []
-        for contour in find_contours(field, 0.0):
-            contour = approximate_polygon(contour, tolerance=0.5)
-            ring = [(float(xs[0] + (c - 1) * step), float(ys[0] + (r - 1) * step)) for r, c in contour]
-            if ring[0] != ring[-1]:
-                ring.append(ring[0])
-            if len(ring) >= 4:
-                rings.append(ring)
-        rings.sort(key=lambda ring: -abs(ring_area(ring)))
-        for polygon in _nest(rings):
-            if polygon_area(polygon) >= MIN_POLYGON_AREA:
-                polygons.append(polygon)
+        polygons.extend(_trace(*spec.own_lesion_field(les, POLYGON_STEP)))
     return polygons
+
+
+def mimic_polygons(spec: SlideSpec) -> list[tuple[str, list[list[tuple[float, float]]]]]:
+    """``(kind, polygon)`` of each mimic (inflammatory cluster, crushed tissue, inflamed stroma), traced
+    like the lesions (inflamed stroma on a coarser grid: it spreads over the whole slide)."""
+    out = [(m.kind, polygon) for m in spec.mimics for polygon in _trace(*spec.own_mimic_field(m, POLYGON_STEP))]
+    if math.isfinite(spec.inflamed_threshold):
+        step = max(8.0, spec.size / 500)
+        xs = pixel_centres(0, math.ceil(spec.width / step), step)
+        ys = pixel_centres(0, math.ceil(spec.height / step), step)
+        field = spec.inflamed_field(xs, ys, spec.tissue_field(xs, ys))
+        out += [(INFLAMED_STROMA, polygon) for polygon in _trace(xs, ys, field, step)]
+    return out
+
+
+def _trace(xs: np.ndarray, ys: np.ndarray, field: np.ndarray,
+           step: float = POLYGON_STEP) -> list[list[list[tuple[float, float]]]]:
+    """The outlines of ``field > 0`` (sampled every ``step`` px at ``xs, ys``) as polygons."""
+    field = np.pad(field, 1, constant_values=-1.0)
+    rings = []
+    for contour in find_contours(field, 0.0):
+        contour = approximate_polygon(contour, tolerance=0.5)
+        ring = [(float(xs[0] + (c - 1) * step), float(ys[0] + (r - 1) * step)) for r, c in contour]
+        if ring[0] != ring[-1]:
+            ring.append(ring[0])
+        if len(ring) >= 4:
+            rings.append(ring)
+    rings.sort(key=lambda ring: -abs(ring_area(ring)))
+    return [polygon for polygon in _nest(rings) if polygon_area(polygon) >= MIN_POLYGON_AREA]
 
 
 def _nest(rings: list[list[tuple[float, float]]]) -> list[list[list[tuple[float, float]]]]:
@@ -85,13 +101,23 @@ def polygon_area(polygon: list[list[tuple[float, float]]]) -> float:
 
 def write_geojson(path: Path, polygons: list[list[list[tuple[float, float]]]]) -> None:
     """A FeatureCollection of lesion polygons (QuPath reads it as annotations classified "Lesion")."""
+    _write_features(path, [(polygon, {"classification": {"name": "Lesion"}, "label": "lesion"}) for polygon in polygons])
+
+
+def write_mimics_geojson(path: Path, mimics: list[tuple[str, list[list[tuple[float, float]]]]]) -> None:
+    """The mimics as annotations classified "Mimic", labelled ``not lesion``, with their ``kind``."""
+    _write_features(path, [(polygon, {"classification": {"name": "Mimic"}, "label": "not lesion", "kind": kind})
+                           for kind, polygon in mimics])
+
+
+def _write_features(path: Path, polygons: list[tuple[list[list[tuple[float, float]]], dict]]) -> None:
     features = [
         {
             "type": "Feature",
             "geometry": {"type": "Polygon", "coordinates": [[[round(x, 1), round(y, 1)] for x, y in ring] for ring in polygon]},
-            "properties": {"objectType": "annotation", "classification": {"name": "Lesion"}, "label": "lesion"},
+            "properties": {"objectType": "annotation", **properties},
         }
-        for polygon in polygons
+        for polygon, properties in polygons
     ]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
 

@@ -11,13 +11,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from sqlalchemy import select
 
 from wsireview.catalog import READY, Catalog, ModelVersion, PatchScore, ReviewQueueItem, SlidePrediction
+from wsireview.errors import WsireviewError
 from wsireview.features.embed import embed_slides, pending_slides
 from wsireview.learn.checkpoint import save_checkpoint
 from wsireview.learn.data import Bag, Preprocessor, load_bags
@@ -33,14 +33,13 @@ from wsireview.learn.slide_predictions import predict_slides
 from wsireview.learn.spec import RoundSpec
 from wsireview.learn.status import queue_yield
 from wsireview.learn.train import BagData, TrainParams, cross_validate, fit, make_bag, predict, torch_threads
+from wsireview.progress import ProgressCallback
 from wsireview.workspace import Workspace
 
-ProgressCallback = Callable[[str, float], None]
-"""``(what is running, fraction of the round done)``: how a screen follows a round."""
 INSERT_CHUNK = 50_000
 
 
-class NothingToLearn(RuntimeError):
+class NothingToLearn(WsireviewError):
     """No slide labels and no verdicts: the model would have nothing to learn from."""
 
 
@@ -62,9 +61,8 @@ class _RoundProgress:
         self.encoder = encoder
         self._send(f"embedding {slides} slide(s) with {encoder}", 0.0)
 
-    def embedded(self, done: int, total: int) -> None:
-        self._send(f"embedding with {self.encoder}: {done:,} of {total:,} patches",
-                   self.EMBED_SHARE * done / max(total, 1))
+    def embedded(self, what: str, fraction: float) -> None:
+        self._send(what, self.EMBED_SHARE * fraction)
 
     def embedding_done(self) -> None:
         self.offset = self.EMBED_SHARE
@@ -225,7 +223,7 @@ def retrain(
     missing, _ = pending_slides(catalog, workspace, encoder)
     if missing:
         bar.start_embedding(encoder, len(missing))
-        embed_slides(catalog, workspace, encoder=encoder, progress=False, on_patches=bar.embedded)
+        embed_slides(catalog, workspace, encoder=encoder, on_progress=bar.embedded)
         bar.embedding_done()
     timings["embed"] = time.perf_counter() - t0
 

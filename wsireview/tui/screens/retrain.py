@@ -41,7 +41,7 @@ class ConfirmRetrainScreen(ModalScreen[bool]):
 
 
 class RetrainScreen(ModalScreen[bool]):
-    BINDINGS = [Binding("escape", "close", "Close")]
+    BINDINGS = [Binding("escape,enter", "close", "Close")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -101,16 +101,23 @@ class RetrainScreen(ModalScreen[bool]):
         self._line("esc: close")
 
     def _done(self, result) -> None:
+        """Show what the new version learned (the model screen's table: metrics and label counts with
+        their change from the parent) until enter or esc opens its queue."""
+        from wsireview.catalog.queries import model_versions
+        from wsireview.tui.screens.model import ModelScreen
+
         self.running, self.ok = False, True
         self.query_one(ProgressBar).update(progress=100)
-        metrics = ", ".join(
-            f"{k} {v:.3f}" for k, v in (result.metrics or {}).items() if isinstance(v, float)
-        )
-        self.app.notify(
-            f"Model v{result.model_version_id} trained: {result.queued} patches queued. {metrics}",
-            title="Retrain done", timeout=8,
-        )
-        self.dismiss(True)
+        versions = {v.id: v for v in model_versions(self.app.catalog)}
+        version = versions.get(result.model_version_id)
+        self.query_one("#retrain-title", Label).update(
+            f"[b]Model v{result.model_version_id} trained[/b]  ·  {result.queued} patches queued"
+            f"  ·  {time.monotonic() - self.started:.0f} s")
+        if version is not None:
+            self.query_one("#retrain-log", Static).update(
+                ModelScreen.detail(version, versions.get(version.parent_id) if version.parent_id else None))
+        nxt = "review the new queue" if result.queued else "close (nothing was queued)"
+        self.query_one("#retrain-phase", Label).update(f"[b]enter[/b]/[b]esc[/b]: {nxt}")
 
     def action_close(self) -> None:
         if self.running:

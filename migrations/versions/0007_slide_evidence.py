@@ -1,14 +1,14 @@
 """slide_predictions: the bag score, the instance evidence and what drove each prediction
 
-Revision ID: 0005_slide_evidence
-Revises: 0004
+Revision ID: 0007_slide_evidence
+Revises: 0006_label_provenance
 Create Date: 2026-12-01
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_slide_evidence"
-down_revision = "0004"
+revision = "0007_slide_evidence"
+down_revision = "0006_label_provenance"
 branch_labels = None
 depends_on = None
 
