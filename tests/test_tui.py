@@ -700,10 +700,12 @@ async def test_app_retrain_continues_the_latest_round_spec(workspace, catalog):
         await settle(pilot)
         done = []
         app.start_retrain(done.append)
-        for _ in range(200):
+        for _ in range(300):  # the real round: a few seconds
             await pilot.pause(0.1)
-            if done:
+            if getattr(app.screen, "ok", False):
                 break
+        await pilot.press("enter")  # the new version's metrics were shown; enter goes on
+        await settle(pilot)
         assert done == [True]
     with catalog.session() as session:
         latest = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).first()
