@@ -48,26 +48,32 @@ def predict_slides(data: list[BagData], preds: list[Prediction], cv: CVResult,
     verdicts = [_verdicts(b) for b in data]
     confirmed = np.array([bool((labels == 1).any()) for _, labels in verdicts])
 
-    def evidence(instance: list[np.ndarray]) -> np.ndarray:
-        return np.array([instance_evidence(p, *v) for p, v in zip(instance, verdicts)])
+    none = (np.zeros(0, np.int64), np.zeros(0))
+
+    def evidence(instance: list[np.ndarray], with_verdicts: bool = True) -> np.ndarray:
+        return np.array([instance_evidence(p, *(v if with_verdicts else none)) for p, v in zip(instance, verdicts)])
 
     rule, cv_auc, cv_acc, bag_auc = SlideRule(), None, None, None
     if cv.held_out:
         # Out of fold, on a common scale: each fold model's scores standardised over every slide.
+        # The rule is fitted on the evidence before verdicts, and measured with them.
         fitted = SlideRule(fitted_on=1)
-        oof = np.full((len(data), 2), np.nan)
+        oof = np.full((len(data), 3), np.nan)
         for held, slide_p, instance in zip(cv.held_out, cv.member_slide, cv.members):
-            x_bag, x_ev = fitted.inputs(slide_p, evidence(instance))
-            oof[held, 0], oof[held, 1] = x_bag[held], x_ev[held]
+            model_ev = evidence(instance, with_verdicts=False)
+            x_bag, x_model_ev = fitted.inputs(slide_p, model_ev)
+            _, x_ev = fitted.inputs(slide_p, evidence(instance), model_ev)
+            oof[held, 0], oof[held, 1], oof[held, 2] = x_bag[held], x_model_ev[held], x_ev[held]
         labelled = [i for i in range(len(data)) if data[i].slide_id in targets and not np.isnan(oof[i, 0])]
         y = np.array([targets[data[i].slide_id] for i in labelled])
         rule = fit_rule(oof[labelled, 0], oof[labelled, 1], y)
         if rule.standardised:
-            p = rule.predict(oof[labelled, 0], oof[labelled, 1], confirmed[labelled])
+            p = rule.predict(oof[labelled, 0], oof[labelled, 2], confirmed[labelled])
             cv_auc, cv_acc, bag_auc = roc_auc(y, p), accuracy(y, p), roc_auc(y, oof[labelled, 0])
     bag = np.array([p.slide_probability for p in preds])
-    ev = evidence([p.instance_probability for p in preds])
-    x_bag, x_ev = rule.inputs(bag, ev)
+    instance = [p.instance_probability for p in preds]
+    ev = evidence(instance)
+    x_bag, x_ev = rule.inputs(bag, ev, evidence(instance, with_verdicts=False))
     prob = rule.predict(x_bag, x_ev, confirmed)
     drivers = rule.drivers(x_bag, x_ev, confirmed)
     out = {b.slide_id: SlideScore(float(prob[i]), float(bag[i]), float(ev[i]), drivers[i], bool(confirmed[i]))

@@ -11,8 +11,11 @@ and ``z`` is a logit standardised over all slides scored by the same model (medi
 every cross-validation fold model has its own scale and offset, so their out-of-fold scores only
 become comparable, and a rule fitted on them only applies to the final model, on that common
 scale. The weights are a logistic regression (L2, non-negative weights) fitted on the out-of-fold
-scores of the labelled slides, so how much each part counts is learned on the cohort, not
-picked. With too few labelled slides for cross-validation there is nothing to fit on: the two
+scores of the labelled slides, the evidence there taken before verdicts (what the model says of
+a slide nobody reviewed: once every lesion of the labelled slides is confirmed, evidence with
+verdicts would separate them perfectly and the rule would trust the model's evidence far more
+than it deserves on unreviewed slides), so how much each part counts is learned on the cohort,
+not picked. Verdicts then count where the rule is applied. With too few labelled slides for cross-validation there is nothing to fit on: the two
 plain logits count half each. A slide with a confirmed lesion patch is positive whatever the
 scores say (at least ``CONFIRMED``). Unlabelled slides follow the same rule.
 
@@ -55,14 +58,16 @@ def instance_evidence(probability: np.ndarray, verdict_rows: np.ndarray, verdict
     return float(np.partition(p, p.size - k)[p.size - k :].mean())
 
 
-def standardised_logits(probability: np.ndarray) -> np.ndarray:
-    """Logits of one model's scores of all slides, centred on their median and divided by their
-    (normal-consistent) median absolute deviation: that model's scale, removed."""
+def standardised_logits(probability: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Logits of one model's scores of all slides, centred on the median of the ``reference``
+    scores' logits (default: themselves) and divided by their (normal-consistent) median absolute
+    deviation: that model's scale, removed."""
     z = logit(probability)
-    centre = float(np.median(z))
-    scale = 1.4826 * float(np.median(np.abs(z - centre)))
+    ref = logit(reference) if reference is not None else z
+    centre = float(np.median(ref))
+    scale = 1.4826 * float(np.median(np.abs(ref - centre)))
     if scale < 1e-6:
-        scale = float(z.std()) if z.std() > 1e-6 else 1.0
+        scale = float(ref.std()) if ref.std() > 1e-6 else 1.0
     return (z - centre) / scale
 
 
@@ -81,10 +86,12 @@ class SlideRule:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def inputs(self, bag: np.ndarray, evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """What the rule weighs, from one model's bag probabilities and evidence of all slides."""
+    def inputs(self, bag: np.ndarray, evidence: np.ndarray,
+               model_evidence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """What the rule weighs, from one model's bag probabilities and evidence of all slides;
+        ``model_evidence`` (the evidence before verdicts) sets the evidence's scale."""
         if self.standardised:
-            return standardised_logits(bag), standardised_logits(evidence)
+            return standardised_logits(bag), standardised_logits(evidence, model_evidence)
         return logit(bag), logit(evidence)
 
     def terms(self, x_bag: np.ndarray, x_evidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
