@@ -501,18 +501,23 @@ def test_artifact_verdicts_leave_the_bags_and_their_look_alikes_lose_attention(w
 
 
 def test_slide_rule_learns_which_part_separates_the_slides():
-    from wsireview.learn.slide_rule import SlideRule, fit_rule, instance_evidence, logit
+    from wsireview.learn.slide_rule import SlideRule, fit_rule, instance_evidence, standardised_logits
 
     rng = np.random.default_rng(0)
     y = np.array([1, 0] * 10)
     bag = rng.uniform(0.3, 0.7, y.size)  # no information
     evidence = np.where(y == 1, rng.uniform(0.6, 0.95, y.size), rng.uniform(0.05, 0.4, y.size))
-    rule = fit_rule(bag, evidence, y)
-    # Each part's pull on the 20 slides (weight x spread of its logits): the evidence's dominates.
-    assert rule.w_bag * logit(bag).std() < 0.2 * rule.w_evidence * logit(evidence).std() and rule.fitted_on == 20
-    assert roc_auc(y, rule.predict(bag, evidence)) == 1.0
-    assert set(rule.drivers(bag, evidence, np.zeros(y.size, bool))) == {"instances"}
-    assert fit_rule(bag[:3], evidence[:3], y[:3]) == SlideRule()  # too few slides: both halves
+    x_bag, x_ev = standardised_logits(bag), standardised_logits(evidence)
+    rule = fit_rule(x_bag, x_ev, y)
+    # On the common (standardised) scale the evidence's weight dominates.
+    assert rule.w_bag < 0.2 * rule.w_evidence and rule.fitted_on == 20 and rule.standardised
+    assert np.allclose(rule.inputs(bag, evidence), (x_bag, x_ev))
+    assert roc_auc(y, rule.predict(x_bag, x_ev)) == 1.0
+    assert set(rule.drivers(x_bag, x_ev, np.zeros(y.size, bool))) == {"instances"}
+    # A model's scale is removed: the same ranking, shifted and stretched, gives the same inputs.
+    assert np.allclose(standardised_logits(1 / (1 + np.exp(-(3 * np.log(bag / (1 - bag)) + 2)))), x_bag)
+    assert fit_rule(x_bag[:3], x_ev[:3], y[:3]) == SlideRule()  # too few slides: both halves
+    assert not SlideRule().standardised
     # Evidence: the top 0.5% of P(lesion) (at least one patch), with verdicts in place.
     p = np.array([0.9, 0.2, 0.1, 0.3])
     assert instance_evidence(p, np.array([], np.int64), np.array([])) == 0.9
