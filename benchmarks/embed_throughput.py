@@ -140,7 +140,7 @@ def end_to_end(args) -> None:
                 session.execute(delete(FeatureSet))
             shutil.rmtree(ws.features, ignore_errors=True)
             report = embed_mod.embed_slides(catalog, ws, encoder, batch_size=batch, workers=args.workers,
-                                            threads=args.threads, progress=False)
+                                            threads=args.threads)
             table.add_row(label, report.backend, str(batch or "default"), str(len(report.results)),
                           f"{report.patches:,}", f"{report.patches_per_second:,.1f}", f"{report.load_seconds:.1f}")
         catalog.close()

@@ -1,4 +1,6 @@
-"""Ingest time per slide, against the floor of reading the thumbnail alone (same run).
+"""Ingest time per slide, against the floor of reading the thumbnail alone (same run); then the
+whole batch read in isolated worker processes (1 and 2, the default) against in-process reading
+(``--workers 0``, no isolation: the baseline), each into a fresh workspace.
 
 Usage: python benchmarks/ingest_time.py [SLIDE_OR_FOLDER ...]
 Default: the real test slides in tests/data/slides.
@@ -15,11 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from wsireview.catalog import open_catalog
-from wsireview.ingest import THUMBNAIL_SIDE, discover, ingest_file
+from wsireview.ingest import THUMBNAIL_SIDE, add_paths, discover, ingest_file
 from wsireview.slides import Slide, SlideError
+from wsireview.slides.isolated import ReaderLimits
 from wsireview.workspace import Workspace
 
 PROJECT = Path(__file__).resolve().parent.parent
+IN_PROCESS = ReaderLimits(workers=0)  # per slide: the work itself, without a worker's start-up
 
 
 def main(argv: list[str]) -> None:
@@ -33,7 +37,7 @@ def main(argv: list[str]) -> None:
         ws = Workspace.resolve(tmp).ensure()
         catalog = open_catalog(ws.db_url)
         # Warm imports and the first OpenSlide open so the first row is not penalised.
-        ingest_file(catalog, ws, files[0])
+        ingest_file(catalog, ws, files[0], limits=IN_PROCESS)
         catalog.close()
         ws = Workspace.resolve(Path(tmp) / "run").ensure()
         catalog = open_catalog(ws.db_url)
@@ -46,12 +50,36 @@ def main(argv: list[str]) -> None:
                 thumb_s = time.perf_counter() - t0
             except SlideError:
                 thumb_s, size = float("nan"), "-"
-            result = ingest_file(catalog, ws, path)
+            result = ingest_file(catalog, ws, path, limits=IN_PROCESS)
             overhead = f"{result.seconds / thumb_s:.1f}x" if thumb_s == thumb_s and thumb_s > 0 else "-"
             table.add_row(path.name, size, f"{thumb_s:.3f}", f"{result.seconds:.3f}", overhead, str(result.patches),
                           "" if result.tissue_fraction is None else f"{result.tissue_fraction:.2%}", result.outcome)
         catalog.close()
     console.print(table)
+    console.print(batch_table(files, Path(tmp_root := tempfile.mkdtemp())))
+    import shutil
+
+    shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def batch_table(files: list[Path], tmp: Path) -> Table:
+    """The batch in process (baseline) and in 1 and 2 isolated workers."""
+    table = Table(title=f"Batch ingest of {len(files)} files (baseline: in process, no isolation)")
+    for col in ("readers", "seconds", "vs baseline", "added", "failed"):
+        table.add_column(col, justify="left" if col == "readers" else "right")
+    baseline = None
+    for workers in (0, 1, 2):
+        ws = Workspace.resolve(tmp / f"workers-{workers}").ensure()
+        catalog = open_catalog(ws.db_url)
+        t0 = time.perf_counter()
+        report = add_paths(catalog, ws, files, limits=ReaderLimits(workers=workers))
+        seconds = time.perf_counter() - t0
+        catalog.close()
+        baseline = baseline or seconds
+        label = "in process (baseline)" if workers == 0 else f"{workers} isolated worker{'s' if workers > 1 else ''}"
+        table.add_row(label, f"{seconds:.2f}", f"{seconds / baseline:.2f}x", str(report.count("added")),
+                      str(report.failed))
+    return table
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def cohort_workspace(difficulty: str, slides: int, encoder: str) -> tuple[Path, 
             add_paths(catalog, ws, [cohort], labels_csv=cohort / "labels.csv")
             (ws.root / ".ingested").write_text("ok\n")
         t = time.perf_counter()
-        report = embed_slides(catalog, ws, encoder=encoder, progress=False)
+        report = embed_slides(catalog, ws, encoder=encoder)
         if report.results:
             err.print(f"embedded {len(report.results)} slides of the {difficulty} cohort with {encoder} "
                       f"in {time.perf_counter() - t:.0f} s")

@@ -32,6 +32,7 @@ from sqlalchemy import delete, select
 
 from wsireview.catalog import ModelVersion, PatchScore, open_catalog
 from wsireview.learn.round import retrain
+from wsireview.learn.spec import RoundSpec
 from wsireview.learn.synthetic import make_synthetic_cohort
 from wsireview.learn.train import TrainParams
 from wsireview.workspace import Workspace
@@ -92,7 +93,7 @@ def main() -> None:
             runs.append(("baseline: no PCA (full width)", TrainParams(pca_dim=0)))
         for name, params in runs:
             t = time.perf_counter()
-            result = retrain(cat, ws, encoder=ENCODER, budget=50, seed=0, params=params, progress=False)
+            result = retrain(cat, ws, RoundSpec(encoder=ENCODER, budget=50, seed=0, train=params))
             total = time.perf_counter() - t
             s = result.seconds
             rows.append((name, total, s, result.metrics))

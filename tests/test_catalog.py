@@ -58,6 +58,8 @@ def test_migrations_work_from_an_installed_wheel(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "wsireview/_migrations/env.py" in names
     assert any(n.startswith("wsireview/_migrations/versions/0001_") for n in names)
+    for static in ("openseadragon/openseadragon.min.js", "openseadragon/LICENSE.txt", "viewer.html", "viewer.js"):
+        assert f"wsireview/serve/static/{static}" in names  # the browser viewer loads nothing from the internet
 
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),

@@ -16,6 +16,7 @@ from wsireview.cli import main as cli_main
 from wsireview.learn.evaluate import Simulation, check_never_trained_on, copy_catalog, hold_out, split_test_slides
 from wsireview.learn.labels import instance_targets, slide_targets
 from wsireview.learn.round import retrain
+from wsireview.learn.spec import RoundSpec
 from wsireview.workspace import Workspace
 
 ENCODER = "stain-stats"
@@ -42,7 +43,7 @@ def embedded(demo_workspace_template, tmp_path_factory) -> Workspace:
     shutil.copytree(demo_workspace_template.root, target)
     ws = Workspace.resolve(target)
     cat = open_catalog(ws.db_url)
-    embed_slides(cat, ws, encoder=ENCODER, progress=False)
+    embed_slides(cat, ws, encoder=ENCODER)
     cat.close()
     return ws
 
@@ -58,7 +59,7 @@ def test_held_out_slides_are_predicted_but_never_trained_on(embedded, tmp_path):
     source.close()
     hold_out(copy, held)
     check_never_trained_on(copy, Simulation(encoder=ENCODER), held)
-    result = retrain(copy, ws, encoder=ENCODER, budget=30, seed=0, progress=False)
+    result = retrain(copy, ws, RoundSpec(encoder=ENCODER, budget=30, seed=0))
     # What training saw, read back from the model version: the 4 training slides, the 2 held out unlabelled.
     with copy.session() as session:
         version = session.get(ModelVersion, result.model_version_id)
@@ -97,7 +98,7 @@ def test_evaluate_with_seeds_reports_mean_spread_test_auc_and_yield(embedded, de
     # Yield: every round-0 queue was reviewed in full, by reason; mix queues for its reasons, random at random.
     yields = list(csv.DictReader((out / "yield.csv").open()))
     for seed in ("0", "1"):
-        for strategy, reasons in (("mix", {"top-attention", "uncertain", "diverse"}), ("random", {"random"})):
+        for strategy, reasons in (("mix", {"exploit", "top-attention", "uncertain", "diverse"}), ("random", {"random"})):
             mine = [y for y in yields if (y["seed"], y["strategy"], y["round"]) == (seed, strategy, "0")]
             assert sum(int(y["queued"]) for y in mine) == 8 and {y["reason"] for y in mine} <= reasons
             found = next(int(x["lesion_found"]) for x in rows if (x["seed"], x["strategy"], x["round"]) == (seed, strategy, "1"))

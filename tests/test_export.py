@@ -7,9 +7,14 @@ with agreements, a tie, a disagreement, a change of mind, an abstention and an u
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import uuid
 from contextlib import closing
 from datetime import datetime, timezone
@@ -175,7 +180,7 @@ def test_decide_rules_unit():
     assert dropped == {"undone": 1}
     labels, dropped = label_patches(rows, Selection(consensus="unanimous", include_unsure=True))
     assert set(labels) == {1} and dropped == {"undone": 1, "disagreement": 1}
-    with pytest.raises(ValueError):
+    with pytest.raises(ExportError, match="unknown verdict label 'tumour'"):
         Selection(labels=("tumour",))
 
 
@@ -319,6 +324,34 @@ def test_clam_h5_layout_and_reads(reviewed, real_slides, tmp_path):
     osr.close()
 
 
+@pytest.mark.parametrize("mpp, magnification", [(0.25, 40), (0.5, 20), (1.0, 10)])
+def test_clam_h5_target_magnification_is_the_grids(reviewed, real_slides, tmp_path, mpp, magnification):
+    """TRIDENT reads ``patch_size`` x level-0 / target magnification level-0 px and resizes them to
+    ``patch_size``: read that way, the h5 gives the exported square at the exported resolution."""
+    h5_out, png_out = tmp_path / "h5", tmp_path / "png"
+    assert export(reviewed, h5_out, "clam-h5", "--mpp", str(mpp)) == 0
+    assert export(reviewed, png_out, "imagefolder", "--mpp", str(mpp)) == 0
+    with h5py.File(h5_out / "patches" / "cmu-1-small-region.h5", "r") as h5:
+        coords = h5["coords"][:]
+        attrs = dict(h5["coords"].attrs)
+    rows = {(int(r["x"]), int(r["y"])): r for r in manifest(png_out)}
+    size0 = round(224 * mpp / 0.499)
+    assert attrs["target_magnification"] == pytest.approx(magnification, rel=0.005)
+    assert attrs["target_mpp"] == pytest.approx(mpp, rel=0.005)
+    assert attrs["level0_magnification"] == 20 and attrs["patch_size"] == 224
+    assert attrs["patch_size_level0"] == size0
+    span = round(attrs["patch_size"] * attrs["level0_magnification"] / attrs["target_magnification"])
+    assert span == size0
+    osr = openslide.OpenSlide(str(real_slides / SLIDE))
+    for x, y in coords.tolist():
+        region = osr.read_region((x, y), 0, (span, span)).convert("RGB")
+        trident = np.asarray(region.resize((attrs["patch_size"],) * 2, Image.Resampling.LANCZOS), dtype=float)
+        png = np.asarray(Image.open(png_out / rows[(x, y)]["file"]), dtype=float)
+        assert int(rows[(x, y)]["size_level0"]) == size0
+        assert np.abs(trident - png).mean() < 2 and png.std() > 5
+    osr.close()
+
+
 # -- safety ------------------------------------------------------------------------------------
 
 def _all_bytes(folder: Path) -> bytes:
@@ -385,7 +418,7 @@ def test_interrupted_export_leaves_no_out(reviewed, tmp_path, monkeypatch):
     out = tmp_path / "out"
     with closing(open_catalog(reviewed.db_url)) as cat:
         with pytest.raises(OSError, match="simulated"):
-            run_export(cat, reviewed, out, ExportOptions(format="imagefolder"), progress=False)
+            run_export(cat, reviewed, out, ExportOptions(format="imagefolder"))
         assert not out.exists()
         assert list(tmp_path.iterdir()) == []  # no partial folder left beside it either
         # With --force over an earlier export, the earlier one survives a failed replacement.
@@ -393,9 +426,63 @@ def test_interrupted_export_leaves_no_out(reviewed, tmp_path, monkeypatch):
         (out / "previous.txt").write_text("keep me")
         calls["n"] = 0
         with pytest.raises(OSError):
-            run_export(cat, reviewed, out, ExportOptions(format="imagefolder", force=True), progress=False)
+            run_export(cat, reviewed, out, ExportOptions(format="imagefolder", force=True))
         assert [p.name for p in out.iterdir()] == ["previous.txt"]
         assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+KILL_AT_THIRD_PNG = """
+import os, signal, sys
+from wsireview.cli import main
+from wsireview.export import imagefolder
+real, calls = imagefolder.save_png, [0]
+def save_then_die(image, path):
+    real(image, path)
+    calls[0] += 1
+    if calls[0] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+imagefolder.save_png = save_then_die
+main(sys.argv[1:])
+"""
+
+
+def test_killed_export_leftovers_are_removed_by_the_next_export(reviewed, tmp_path):
+    out = tmp_path / "out"
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_THIRD_PNG, "--workspace", str(reviewed.root),
+                             "export", str(out)], cwd=tmp_path, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [leftover] = tmp_path.glob(".out.partial-*")
+    assert not out.exists() and len(list(leftover.rglob("*.png"))) == 3  # named after the slide
+    # A folder that a running export holds (its lock) is not a leftover.
+    running = tmp_path / ".out.partial-running"
+    running.mkdir()
+    fd = os.open(running, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert export(reviewed, out, "imagefolder") == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial-running", "out"]
+        assert len(manifest(out)) == len(CASES[()])
+    finally:
+        os.close(fd)
+    shutil.rmtree(out)
+    assert export(reviewed, out, "csv") == 0  # released: now it is a leftover too
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_progress_through_one_callback_and_bad_options_refused_in_domain_words(reviewed, tmp_path, capsys):
+    heard: list[tuple[str, float]] = []
+    with closing(open_catalog(reviewed.db_url)) as cat:
+        report = run_export(cat, reviewed, tmp_path / "out", ExportOptions(format="qupath"),
+                            on_progress=lambda what, fraction: heard.append((what, fraction)))
+    n = len(report.patches)
+    assert n == len(CASES[()]) and heard[0] == (f"export qupath: 0 of {n} patches", 0.0)
+    assert heard[-1] == (f"export qupath: {n} of {n} patches", 1.0)
+    assert [f for _, f in heard] == sorted(f for _, f in heard)
+    for option, says in ((("--mpp", "-1"), "an export resolution must be a positive number of µm per pixel, not -1"),
+                         (("--patch-size", "4"), "an exported patch must be at least 8 px a side, not 4")):
+        assert export(reviewed, tmp_path / "refused", "csv", *option) == 2
+        assert capsys.readouterr().err.strip() == f"error: {says}"
+    assert not (tmp_path / "refused").exists()
 
 
 def test_non_empty_out_refused_without_force(reviewed, tmp_path, capsys):
@@ -416,7 +503,7 @@ def test_non_empty_out_refused_without_force(reviewed, tmp_path, capsys):
     # --force never replaces the workspace (it holds the catalog).
     with closing(open_catalog(reviewed.db_url)) as cat:
         with pytest.raises(ExportError, match="refusing"):
-            run_export(cat, reviewed, reviewed.root, ExportOptions(format="csv", force=True), progress=False)
+            run_export(cat, reviewed, reviewed.root, ExportOptions(format="csv", force=True))
     assert (reviewed.root / "catalog.sqlite").exists()
 
 

@@ -183,7 +183,7 @@ def test_torchscript_encoder_end_to_end(tiny_torchscript, demo_workspace, demo_c
     x = torch.from_numpy(encoders.imagenet_normalise(he_patches[:2]))
     assert np.allclose(encoder.embed(he_patches[:2]), _Tiny()(x).detach().numpy(), atol=1e-5)
     first = _ready_ids(demo_catalog)[:1]
-    report = embed_slides(demo_catalog, demo_workspace, name, slide_ids=first, progress=False)
+    report = embed_slides(demo_catalog, demo_workspace, name, slide_ids=first)
     assert [r.outcome for r in report.results] == [EMBEDDED]
     row = store.feature_sets(demo_catalog, name)[first[0]]
     ids, features = store.load_features(demo_workspace, row)
@@ -236,7 +236,7 @@ def test_embed_writes_aligned_matrices_and_resumes(demo_workspace, demo_catalog)
         "slides": len(ready), "patches": sum(r.n_patches for r in sets.values()), "dim": encoder.dim}
     # Resume: nothing left to do, nothing rewritten.
     mtimes = {sid: demo_workspace.absolute(r.path).stat().st_mtime_ns for sid, r in sets.items()}
-    again = embed_slides(demo_catalog, demo_workspace, "stain-stats", progress=False)
+    again = embed_slides(demo_catalog, demo_workspace, "stain-stats")
     assert again.results == [] and again.already_done == len(ready)
     assert {sid: demo_workspace.absolute(r.path).stat().st_mtime_ns for sid, r in sets.items()} == mtimes
 
@@ -261,7 +261,7 @@ def test_interrupted_run_leaves_no_complete_looking_file(demo_workspace, demo_ca
     batches_first = -(-len(_patch_ids(demo_catalog, first)) // 32)
     with pytest.raises(KeyboardInterrupt):
         embed_slides(demo_catalog, demo_workspace, _InterruptAfter(batches_first + 2),
-                     slide_ids=[first, second, third], progress=False)
+                     slide_ids=[first, second, third])
     folder = store.features_path(demo_workspace, first, "stain-stats").parent
     assert sorted(store.feature_sets(demo_catalog, "stain-stats")) == [first]
     assert sorted(p.name for p in folder.iterdir()) == [f"slide-{first}.npy"]  # no partial file of the second
@@ -275,11 +275,11 @@ def test_interrupted_run_leaves_no_complete_looking_file(demo_workspace, demo_ca
     with monkeypatch.context() as patch:
         patch.setattr(store.np, "save", save_then_die)
         with pytest.raises(KeyboardInterrupt):
-            embed_slides(demo_catalog, demo_workspace, "stain-stats", slide_ids=[second], progress=False)
+            embed_slides(demo_catalog, demo_workspace, "stain-stats", slide_ids=[second])
     assert sorted(p.name for p in folder.iterdir()) == [f"slide-{first}.npy"]
     assert sorted(store.feature_sets(demo_catalog, "stain-stats")) == [first]
     # The next run does the rest and only the rest.
-    report = embed_slides(demo_catalog, demo_workspace, "stain-stats", slide_ids=[first, second, third], progress=False)
+    report = embed_slides(demo_catalog, demo_workspace, "stain-stats", slide_ids=[first, second, third])
     assert [r.slide_id for r in report.results] == [second, third] and report.already_done == 1
 
 
@@ -299,9 +299,19 @@ def test_unreadable_slide_is_reported_and_skipped(demo_workspace, demo_catalog, 
         return real_read(slide_file, coords, out_px)
 
     monkeypatch.setattr(embed, "_read_batch", flaky)
+    heard: list[tuple[str, float]] = []
     report = embed_slides(demo_catalog, demo_workspace, "stain-stats", slide_ids=[first, second, third],
-                          batch_size=16, progress=False)
+                          batch_size=16, on_progress=lambda what, fraction: heard.append((what, fraction)))
     outcomes = {r.slide_id: r for r in report.results}
+    # Progress through the one callback: never backwards (a failed slide counts as done), ends at 1,
+    # and says which slide and how many patches.
+    fractions = [f for _, f in heard]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    total = len(_patch_ids(demo_catalog, first)) + len(_patch_ids(demo_catalog, second))
+    names = {r.name for r in report.results}
+    assert all(any(w.startswith(f"embedding {n} with stain-stats:") for w, _ in heard) for n in names)
+    assert heard[-2][0].endswith(f"{total:,} of {total:,} patches")
+    assert heard[-1][0] == f"embedded 3 slides with stain-stats: {total:,} patches"
     assert outcomes[first].outcome == EMBEDDED
     assert outcomes[second].outcome == FAILED and "corrupt tile data" in outcomes[second].reason
     assert outcomes[third].outcome == EMPTY

@@ -56,3 +56,55 @@ def test_overlay_shades_what_is_not_tissue():
     inside = mask & ~np.roll(~mask, 3, axis=0)  # away from the drawn outline
     assert np.array_equal(overlay[inside & regions["tissue"]][:100], img[inside & regions["tissue"]][:100])
     assert overlay[~mask].mean() < 0.6 * img[~mask].mean()
+
+
+# -- red and dark-red marker over real tissue ---------------------------------------------------------
+
+def _inked(rgb: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rgb`` with red and dark-red marker strokes drawn over it, and where the ink is dense."""
+    from pen_ink import DARK_RED, RED, apply_ink, stroke_density
+
+    red = stroke_density(rgb.shape[:2], seed, strokes=2, width=14)
+    dark = stroke_density(rgb.shape[:2], seed + 100, strokes=2, width=10)
+    inked = apply_ink(apply_ink(rgb, red, RED), dark, DARK_RED)
+    return inked, np.maximum(red, dark) >= 0.5
+
+
+def _thumbnail_of(path) -> np.ndarray:
+    from wsireview.slides.reader import Slide
+
+    with Slide(path) as slide:
+        return np.asarray(slide.thumbnail(1024))
+
+
+def test_red_pen_is_not_tissue_on_glass_or_over_tissue(real_slides, demo_cohort):
+    from wsireview.slides.tiling import patch_grid
+
+    cmu = _thumbnail_of(real_slides / "cmu-1-small-region.svs")
+    demo = _thumbnail_of(demo_cohort / "demo-002.tiff")
+    for name, clean in (("cmu-1", cmu), ("demo-002", demo)):
+        clean_mask = tissue_mask(clean)
+        for seed in (3, 11):  # strokes not used while choosing the rule
+            inked, ink = _inked(clean, seed)
+            mask = tissue_mask(inked)
+            assert (mask & ink).sum() < 0.10 * ink.sum(), (name, seed)
+            assert (mask & ink & clean_mask).sum() < 0.10 * (ink & clean_mask).sum(), (name, seed)  # over tissue
+            # Tissue away from the strokes stays (the ink's soft edges may take a little around them).
+            from scipy import ndimage
+
+            far = ~ndimage.binary_dilation(ink, iterations=8)
+            assert (mask & far & clean_mask).sum() > 0.97 * (far & clean_mask).sum(), (name, seed)
+            # Patches mostly under ink leave the grid.
+            size = (1000, 1000 * inked.shape[0] // inked.shape[1])
+            kept = patch_grid(mask, size, 40, 0.5)
+            scale = inked.shape[1] / 1000
+            for x, y, _ in kept:
+                cell = ink[int(y * scale): int((y + 40) * scale), int(x * scale): int((x + 40) * scale)]
+                assert cell.mean() < 0.5
+
+
+def test_red_pen_rule_keeps_eosin_rich_tissue(real_slides, demo_cohort):
+    # cmu-1 had 31.6% tissue before red ink was recognised; eosin is pink to magenta, not red.
+    assert abs(tissue_mask(_thumbnail_of(real_slides / "cmu-1-small-region.svs")).mean() - 0.3162) < 0.02
+    # The demo cohort's slides (eosin-rich, no red ink): 52-58% tissue, unchanged.
+    assert abs(tissue_mask(_thumbnail_of(demo_cohort / "demo-004.tiff")).mean() - 0.5736) < 0.02

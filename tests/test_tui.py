@@ -100,13 +100,15 @@ async def test_context_view_and_help(queued):
         await settle(pilot)
         pid = app.screen.current.patch_id
         view = app.screen.query_one("#patch")
-        assert view.shown_key == ("patch", pid)
+        home = app.screen.current_view()
+        assert view.shown_key == ("view", pid, home, view.pixel_box)
         await pilot.press("c")
         await settle(pilot)
-        assert view.shown_key == ("context", pid)
+        assert app.screen.current_view().downsample == pytest.approx(8 * home.downsample)
+        assert view.shown_key == ("view", pid, app.screen.current_view(), view.pixel_box)
         await pilot.press("c")
         await settle(pilot)
-        assert view.shown_key == ("patch", pid)
+        assert view.shown_key == ("view", pid, home, view.pixel_box)
         await pilot.press("question_mark")
         await settle(pilot)
         text = " ".join(text_of(s) for s in app.screen.query("Static"))
@@ -165,6 +167,11 @@ async def test_queue_end_summary_then_retrain_refreshes_queue(queued, monkeypatc
         await pilot.press("r", "enter")
         await settle(pilot)
         await settle(pilot)
+        assert type(app.screen).__name__ == "RetrainScreen"  # the new version's metrics, until enter
+        shown = text_of(app.screen.query_one("#retrain-log"))
+        assert f"v{version + 1} metrics vs v{version}" in shown and "AUC" in shown and "accuracy" in shown
+        await pilot.press("enter")
+        await settle(pilot)
         assert type(app.screen).__name__ == "TriageScreen"
         assert app.screen.current.model_version_id != version
         assert len(app.screen.entries) == 6
@@ -205,7 +212,10 @@ async def test_slides_screen_keys(queued):
         await pilot.press("escape")
         await settle(pilot)
         first = table.selected_id
-        await pilot.press("enter")
+        await pilot.press("enter")  # the slide view, then its queue
+        await settle(pilot)
+        assert type(app.screen).__name__ == "SlideScreen" and app.screen.slide_id == first
+        await pilot.press("r")
         await settle(pilot)
         assert type(app.screen).__name__ == "TriageScreen" and app.screen.slide_id == first
         await pilot.press("y")
@@ -266,7 +276,6 @@ async def test_failed_missing_and_vanished_slides(real_slides, demo_cohort, tmp_
     app = app_for(ws, cat, start="slides")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        table = app.screen.query_one("#slide-table")
         seen = {}
         for _ in range(3):
             slide = app.screen.selected
@@ -576,7 +585,12 @@ async def test_palette_model_opens_model_screen_and_retrain_asks_first(queued, m
         await pilot.press("y")
         for _ in range(3):
             await settle(pilot)
-        assert len(calls) == 1 and type(app.screen).__name__ == "SlidesScreen"
+        assert len(calls) == 1 and type(app.screen).__name__ == "RetrainScreen"  # its metrics table
+        assert "AUC" in text_of(app.screen.query_one("#retrain-log"))
+        await pilot.press("enter")  # then the new queue
+        await settle(pilot)
+        assert type(app.screen).__name__ == "TriageScreen" and app.screen.slide_id is None
+        assert app.screen.current.model_version_id == version + 1
     with cat.session() as session:
         assert session.scalar(select(func.count()).select_from(ModelVersion)) == 2
 
@@ -636,7 +650,10 @@ async def test_retrain_dialog_shows_the_current_phase_only(queued, monkeypatch):
             gate.set()
         for _ in range(3):
             await settle(pilot)
-        assert type(app.screen).__name__ == "SlidesScreen"
+        assert "enter" in text_of(app.screen.query_one("#retrain-phase"))
+        await pilot.press("escape")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "TriageScreen"
 
 
 async def test_attention_thumbnail_redrawn_after_retrain_in_the_app(queued, monkeypatch):
@@ -661,7 +678,36 @@ async def test_attention_thumbnail_redrawn_after_retrain_in_the_app(queued, monk
         app.start_retrain(done.append)
         for _ in range(3):
             await settle(pilot)
+        await pilot.press("enter")  # closes the metrics
+        await settle(pilot)
         assert done == [True] and type(app.screen).__name__ == "SlidesScreen"
         assert thumb.shown_key[:3] == before_key[:3] and thumb.shown_key != before_key
         after = [list(thumb.render_line(y)) for y in range(thumb.size.height)]
         assert after != before  # the new model's attention, drawn again
+
+
+async def test_app_retrain_continues_the_latest_round_spec(workspace, catalog):
+    """After `retrain --positive normal` (a round of the command line), the app's retrain trains on
+    'normal' too, with the same encoder, budget and seed: the spec is stored with the version."""
+    from wsireview.learn.round import retrain
+    from wsireview.learn.spec import RoundSpec
+    from wsireview.learn.synthetic import make_synthetic_cohort
+
+    make_synthetic_cohort(catalog, workspace, "synthetic", n_slides=8, n_patches=60, dim=16, seed=2)
+    first = retrain(catalog, workspace, RoundSpec(encoder="synthetic", positive="normal", budget=4, seed=7))
+    app = app_for(workspace, catalog, start="slides")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        done = []
+        app.start_retrain(done.append)
+        for _ in range(200):
+            await pilot.pause(0.1)
+            if done:
+                break
+        assert done == [True]
+    with catalog.session() as session:
+        latest = session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).first()
+    assert latest.id != first.model_version_id and latest.parent_id == first.model_version_id
+    assert latest.positive_label == "normal" and latest.label_counts["slides"] == {
+        "positive": 4, "negative": 4, "unlabelled": 0}
+    assert latest.params["spec"] == first.spec.as_dict()

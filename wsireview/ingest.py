@@ -7,7 +7,10 @@ an interruption never loses slides already done.
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,15 +18,20 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
-from wsireview.catalog import FAILED, MISSING, READY, Catalog, Patch, Slide
-from wsireview.learn.labels import similar_labels
-from wsireview.slides.reader import Slide as SlideFile
-from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, SlideError, explain_open_error, file_hash
-from wsireview.slides.tiling import patch_grid
-from wsireview.slides.tissue import tissue_mask, tissue_overlay
+from wsireview.catalog import FAILED, MISSING, READY, Catalog, FeatureSet, Patch, Review, Slide
+from wsireview.errors import WsireviewError
+from wsireview.learn.labels import record_label, similar_labels
+from wsireview.slides import examine as examine_jobs
+from wsireview.slides.dicom import dicom_series_files
+from wsireview.slides.examine import THUMBNAIL_SIDE, Examined, GridOptions
+from wsireview.slides.integrity import sample_indices
+from wsireview.slides.isolated import InlinePool, JobFailed, ReaderLimits, ReaderPool
+from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, explain_open_error, same_content
+from wsireview.slides.tissue import tissue_overlay
 from wsireview.status import mark_missing
+from wsireview.text import literal
 from wsireview.workspace import Workspace
 
 # What a folder scan picks up. Files named explicitly are always tried, whatever their suffix.
@@ -31,8 +39,8 @@ SLIDE_SUFFIXES = {
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm",
     ".czi", ".png", ".jpg", ".jpeg", ".bmp",
 }
-THUMBNAIL_SIDE = 1024
 DEFAULT_MIN_TISSUE = 0.5
+__all__ = ["THUMBNAIL_SIDE", "add_paths", "discover", "ingest_file", "ingest_files"]
 
 
 @dataclass
@@ -71,7 +79,8 @@ class IngestReport:
 def discover(paths: list[Path], recursive: bool = False) -> list[Path]:
     """The slide files named or contained in ``paths``, in a stable order, each once.
 
-    A DICOM slide is a folder of ``.dcm`` files: one file per folder stands for it.
+    A DICOM slide is a series of ``.dcm`` files (one per pyramid level): one file per Series
+    Instance UID stands for it, so two series in one folder are two slides.
     """
     found: list[Path] = []
     for path in map(Path, paths):
@@ -83,82 +92,44 @@ def discover(paths: list[Path], recursive: bool = False) -> list[Path]:
             )
         else:
             found.append(path)
-    seen_dicom_dirs: set[Path] = set()
-    unique: list[Path] = []
-    seen: set[Path] = set()
-    for path in found:
-        resolved = path.resolve()
-        if resolved.suffix.lower() == ".dcm":
-            if resolved.parent in seen_dicom_dirs:
-                continue
-            seen_dicom_dirs.add(resolved.parent)
-        if resolved not in seen:
-            seen.add(resolved)
-            unique.append(resolved)
-    return unique
+    unique = list(dict.fromkeys(path.resolve() for path in found))
+    dicom = [p for p in unique if p.suffix.lower() == ".dcm"]
+    if not dicom:
+        return unique
+    keep = set(dicom_series_files(dicom))
+    return [p for p in unique if p.suffix.lower() != ".dcm" or p in keep]
 
 
 # -- one slide ------------------------------------------------------------------------------------
 
-@dataclass
-class _Processed:
-    """Everything computed from a readable slide file, before it touches the catalog."""
+@dataclass(frozen=True)
+class SlideJobs:
+    """The reader jobs ingest runs in worker processes; a test swaps in doubles with the same signatures."""
 
-    meta: dict
-    thumbnail: Image.Image
-    mask: np.ndarray
-    patches: list[tuple[int, int, float]]
-    warning: str | None
+    identify: Callable = examine_jobs.identify
+    examine: Callable = examine_jobs.examine
+    verify: Callable = examine_jobs.verify
 
 
-def _process(slide: SlideFile, patch_size: int, target_mpp: float, min_tissue: float) -> _Processed:
-    thumb = slide.thumbnail(THUMBNAIL_SIDE)
-    rgb = np.asarray(thumb)
-    mask = tissue_mask(rgb)
-    resolution = slide.resolution(patch_size, target_mpp)
-    patches = patch_grid(mask, slide.dimensions, resolution.level0_size, min_tissue)
-    # The thumbnail comes from a coarse level; make sure level-0 pixels read too (first, middle, last patch).
-    for x, y, _ in patches[:1] + patches[len(patches) // 2 : len(patches) // 2 + 1] + patches[-1:]:
-        slide.read_region(x, y, resolution.level0_size, min(patch_size, resolution.level0_size))
-    warnings = []
-    if resolution.source != "mpp":
-        warnings.append(f"patch size from {resolution.source}" + (f": {resolution.note}" if resolution.note else ""))
-    if not mask.any():
-        warnings.append("no tissue detected")
-    elif min(slide.dimensions) < resolution.level0_size:
-        warnings.append(
-            f"slide ({slide.dimensions[0]} x {slide.dimensions[1]} px) is smaller than one patch "
-            f"({resolution.level0_size} px at level 0)"
-        )
-    elif not patches:
-        where = (f"{resolution.level0_size} px patch of level-0 pixels" if resolution.source == "level0-pixels"
-                 else f"{patch_size} px patch at {target_mpp} µm/px")
-        warnings.append(f"no {where} is {min_tissue:.0%} tissue")
-    meta = dict(
-        vendor=slide.vendor,
-        width=slide.dimensions[0],
-        height=slide.dimensions[1],
-        level_count=slide.level_count,
-        level_downsamples=list(slide.level_downsamples),
-        mpp_x=slide.mpp_x,
-        mpp_y=slide.mpp_y,
-        objective_power=slide.objective_power,
-        resolution_source=resolution.source,
-        target_mpp=target_mpp,
-        patch_size_px=patch_size,
-        patch_size_level0=resolution.level0_size,
-        tissue_fraction=float(mask.mean()),
-    )
-    return _Processed(meta, thumb, mask, patches, "; ".join(warnings) or None)
+def grid_description(patch_size: int | None, target_mpp: float | None, min_tissue: float | None) -> str:
+    tissue = "?" if min_tissue is None else f"{min_tissue:.0%}"
+    return f"{patch_size} px at {target_mpp} µm/px, {tissue} tissue"
 
 
-def _write_images(workspace: Workspace, slide_id: int, processed: _Processed) -> dict:
+def grid_matches(row: Slide, options: GridOptions) -> bool:
+    """Whether a slide's recorded grid was cut with these options (an unrecorded min tissue is the default)."""
+    recorded_min = row.min_tissue if row.min_tissue is not None else DEFAULT_MIN_TISSUE
+    return (row.patch_size_px == options.patch_size and row.target_mpp is not None
+            and abs(row.target_mpp - options.target_mpp) < 1e-9 and abs(recorded_min - options.min_tissue) < 1e-9)
+
+
+def _write_images(workspace: Workspace, slide_id: int, examined: Examined) -> dict:
     thumb_path = workspace.thumbs / f"slide-{slide_id}.png"
     mask_path = workspace.masks / f"slide-{slide_id}.png"
     overlay_path = workspace.masks / f"slide-{slide_id}-overlay.png"
-    processed.thumbnail.save(thumb_path)
-    Image.fromarray(processed.mask.astype(np.uint8) * 255).save(mask_path)
-    Image.fromarray(tissue_overlay(np.asarray(processed.thumbnail), processed.mask)).save(overlay_path)
+    examined.thumbnail.save(thumb_path)
+    Image.fromarray(examined.mask.astype(np.uint8) * 255).save(mask_path)
+    Image.fromarray(tissue_overlay(np.asarray(examined.thumbnail), examined.mask)).save(overlay_path)
     return dict(
         thumbnail_path=workspace.relative(thumb_path),
         mask_path=workspace.relative(mask_path),
@@ -167,14 +138,242 @@ def _write_images(workspace: Workspace, slide_id: int, processed: _Processed) ->
 
 
 def _fail(session, row: Slide | None, path: Path, content_hash: str | None, reason: str) -> Slide:
+    """Record a slide as failed. Its patches (and their reviews) stay: a file that failed to read
+    today may be a good one tomorrow, and reviews are never deleted."""
     if row is None:
         row = Slide(name=path.name, path=str(path))
         session.add(row)
-    row.status, row.reason, row.content_hash = FAILED, reason, content_hash
+    row.status, row.reason = FAILED, reason
+    row.content_hash = content_hash or row.content_hash
     row.warning = None
-    session.execute(delete(Patch).where(Patch.slide_id == row.id)) if row.id else None
     session.flush()
     return row
+
+
+def record_failure(catalog: Catalog, path: Path, reason: str, content_hash: str | None = None) -> int:
+    """Mark the slide at ``path`` failed with ``reason`` (adding its row if new); its id."""
+    with catalog.session() as session:
+        row = session.scalar(select(Slide).where(Slide.path == str(path)))
+        return _fail(session, row, path, content_hash, reason).id
+
+
+class WorkspaceFull(OSError):
+    """The workspace's disk is full: the batch stops (the slides are fine; nothing can be written)."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (an OS error, or SQLite's "database or disk is full") means no space left."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "disk is full" in str(error).lower():
+            return True
+        error = error.__cause__ or getattr(error, "orig", None)
+    return False
+
+
+class GridConflict(WsireviewError):
+    """A new grid would drop patches that carry reviews."""
+
+
+def store_grid(session, workspace: Workspace, slide: Slide, patches: list[tuple[int, int, float]], size0: int) -> bool:
+    """Make ``patches`` the slide's grid. Patches on unchanged squares keep their ids (and reviews,
+    scores, features); the others go. Raises :class:`GridConflict` instead of deleting a reviewed
+    patch. Returns whether the grid changed (its feature sets are then dropped, to be embedded again)."""
+    existing = {(p.x, p.y, p.size): p for p in session.scalars(select(Patch).where(Patch.slide_id == slide.id))}
+    wanted = {(x, y, size0): fraction for x, y, fraction in patches}
+    obsolete = [p.id for key, p in existing.items() if key not in wanted]
+    if obsolete:
+        reviewed = session.scalar(select(func.count(func.distinct(Review.patch_id))).where(Review.patch_id.in_(obsolete)))
+        if reviewed:
+            raise GridConflict(f"{reviewed} reviewed patch{'es' if reviewed != 1 else ''} would leave the grid")
+        for chunk in range(0, len(obsolete), 10_000):
+            session.execute(delete(Patch).where(Patch.id.in_(obsolete[chunk:chunk + 10_000])))
+    for key, patch in existing.items():
+        if key in wanted:
+            patch.tissue_fraction = wanted[key]
+    new = [dict(slide_id=slide.id, x=x, y=y, size=size, tissue_fraction=f)
+           for (x, y, size), f in wanted.items() if (x, y, size) not in existing]
+    if new:
+        session.execute(Patch.__table__.insert(), new)
+    changed = bool(obsolete or new)
+    if changed:
+        for feature_set in session.scalars(select(FeatureSet).where(FeatureSet.slide_id == slide.id)):
+            stale = workspace.absolute(feature_set.path)
+            if stale is not None and stale.exists():
+                stale.unlink()
+            session.delete(feature_set)
+    return changed
+
+
+def _store_examined(catalog: Catalog, workspace: Workspace, path: Path, content_hash: str, examined: Examined,
+                    result: IngestResult) -> None:
+    with catalog.session() as session:
+        row = session.scalar(select(Slide).where(Slide.path == str(path)))
+        if row is None:
+            row = Slide(name=path.name, path=str(path))
+            session.add(row)
+            session.flush()
+        try:
+            with session.begin_nested():
+                store_grid(session, workspace, row, examined.patches, examined.meta["patch_size_level0"])
+        except GridConflict as conflict:
+            result.outcome, result.slide_id = "unchanged", row.id
+            result.warning = (f"kept its grid ({grid_description(row.patch_size_px, row.target_mpp, row.min_tissue)}): "
+                              f"{conflict}")
+            result.patches = _patch_count(session, row.id)
+            result.tissue_fraction = row.tissue_fraction
+            return
+        for key, value in examined.meta.items():
+            setattr(row, key, value)
+        row.content_hash, row.status, row.reason, row.warning = content_hash, READY, None, examined.warning
+        session.flush()
+        for key, value in _write_images(workspace, row.id, examined).items():
+            setattr(row, key, value)
+        result.outcome, result.slide_id = "added", row.id
+    result.patches = len(examined.patches)
+    result.tissue_fraction = examined.meta["tissue_fraction"]
+    result.warning = examined.warning
+
+
+def _twin(session, content_hash: str) -> Slide | None:
+    """A usable slide with the same content (also one recorded with the older, shorter hash)."""
+    legacy = content_hash.split("+", 1)[0]
+    candidates = session.scalars(
+        select(Slide).where(Slide.content_hash.in_([content_hash, legacy]), Slide.status != FAILED).order_by(Slide.id)
+    ).all()
+    return next((s for s in candidates if same_content(s.content_hash, content_hash)), None)
+
+
+@dataclass
+class _Step:
+    """What the parent does next with a file after its identity is known."""
+
+    job: str | None = None  # "examine" or "verify"; None when ``result`` is final
+    args: tuple = ()
+    twin_id: int | None = None
+
+
+def _plan(catalog: Catalog, path: Path, content_hash: str, options: GridOptions, retile: bool,
+          result: IngestResult) -> _Step:
+    """Decide from the catalog: unchanged, duplicate, moved (after a pixel check), or examine."""
+    with catalog.session() as session:
+        row = session.scalar(select(Slide).where(Slide.path == str(path)))
+        if row is not None and row.status == READY and same_content(row.content_hash, content_hash):
+            if grid_matches(row, options):
+                return _unchanged(session, row, result)
+            if retile:
+                return _Step("examine", (path, options))
+            _unchanged(session, row, result)
+            result.warning = "; ".join(filter(None, [row.warning, (
+                f"kept its grid ({grid_description(row.patch_size_px, row.target_mpp, row.min_tissue)}), not the "
+                f"{grid_description(options.patch_size, options.target_mpp, options.min_tissue)} asked for: "
+                "add --retile to cut a new grid")]))
+            return _Step()
+        if row is None and (twin := _twin(session, content_hash)) is not None:
+            if Path(twin.path).exists() and twin.status != MISSING and _same_bytes(Path(twin.path), path):
+                result.outcome, result.slide_id = "duplicate", twin.id
+                result.reason = f"same content as {twin.path}"
+                return _Step()
+            if not Path(twin.path).exists() or twin.status == MISSING:
+                positions = _sample_positions(session, twin.id)
+                return _Step("verify", (path, positions, twin.patch_size_level0 or 1, twin.patch_size_px or 224),
+                             twin_id=twin.id)
+    return _Step("examine", (path, options))
+
+
+def _unchanged(session, row: Slide, result: IngestResult) -> _Step:
+    result.outcome, result.slide_id = "unchanged", row.id
+    result.patches = _patch_count(session, row.id)
+    result.tissue_fraction, result.warning = row.tissue_fraction, row.warning
+    return _Step()
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes (read in full: only for files whose hashes agree)."""
+    import filecmp
+
+    try:
+        return filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
+def _sample_positions(session, slide_id: int) -> list[tuple[int, int]]:
+    rows = session.execute(select(Patch.x, Patch.y).where(Patch.slide_id == slide_id).order_by(Patch.y, Patch.x)).all()
+    return [tuple(rows[i]) for i in sample_indices(len(rows))]
+
+
+def _accept_moved(catalog: Catalog, path: Path, twin_id: int, result: IngestResult) -> None:
+    with catalog.session() as session:
+        twin = session.get(Slide, twin_id)
+        twin.path, twin.name, twin.status, twin.reason = str(path), path.name, READY, None
+        result.outcome, result.slide_id = "moved", twin.id
+        result.patches = _patch_count(session, twin.id)
+        result.tissue_fraction = twin.tissue_fraction
+
+
+def _patch_count(session, slide_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(Patch).where(Patch.slide_id == slide_id)) or 0
+
+
+def ingest_files(
+    catalog: Catalog,
+    workspace: Workspace,
+    files: list[Path],
+    options: GridOptions,
+    retile: bool = False,
+    limits: ReaderLimits = ReaderLimits(),
+    jobs: SlideJobs = SlideJobs(),
+    on_result: Callable[[IngestResult], None] | None = None,
+) -> list[IngestResult]:
+    """Ingest ``files``, each read in an isolated worker (see :mod:`wsireview.slides.isolated`).
+
+    Every file ends with one result: added, unchanged, moved, duplicate or failed with the reason
+    (a crash, a hang or running out of memory included); the catalog is written here, in this
+    process, one file at a time. Results come back in the order of ``files``.
+    """
+    started: dict[Path, float] = {}
+    results: dict[Path, IngestResult] = {}
+    hashes: dict[Path, str] = {}
+    twins: dict[Path, int] = {}
+    pool = InlinePool() if limits.workers == 0 else ReaderPool(limits)
+    with pool:
+        for path in files:
+            path = Path(path).resolve()
+            started[path] = time.perf_counter()
+            results[path] = IngestResult(path=path, outcome="failed")
+            pool.submit(("identify", path), jobs.identify, path)
+        for (stage, path), value in pool.results():
+            result = results[path]
+            try:
+                if isinstance(value, JobFailed):
+                    result.outcome, result.reason = "failed", value.reason
+                    result.slide_id = record_failure(catalog, path, value.reason, hashes.get(path))
+                elif stage == "identify":
+                    hashes[path] = value.content_hash
+                    step = _plan(catalog, path, value.content_hash, options, retile, result)
+                    if step.job is not None:
+                        twins[path] = step.twin_id
+                        pool.submit((step.job, path), getattr(jobs, step.job), *step.args)
+                        continue
+                elif stage == "examine":
+                    _store_examined(catalog, workspace, path, hashes[path], value, result)
+                elif stage == "verify":
+                    _accept_moved(catalog, path, twins[path], result)
+            except Exception as error:  # a catalog or image write that failed: this file only
+                if is_disk_full(error):  # not the slide's fault, and every slide after it would fail too
+                    raise WorkspaceFull(f"the disk holding the workspace {workspace.root} is full: free some space "
+                                        "and run add again (slides done so far are kept)") from error
+                result.outcome, result.reason = "failed", explain_open_error(path, error)
+                try:
+                    result.slide_id = record_failure(catalog, path, result.reason, hashes.get(path))
+                except Exception:
+                    pass
+            result.seconds = time.perf_counter() - started[path]
+            if on_result is not None:
+                on_result(result)
+    return [results[Path(p).resolve()] for p in dict.fromkeys(Path(f).resolve() for f in files)]
 
 
 def ingest_file(
@@ -184,92 +383,15 @@ def ingest_file(
     patch_size: int = DEFAULT_PATCH_SIZE,
     target_mpp: float = DEFAULT_TARGET_MPP,
     min_tissue: float = DEFAULT_MIN_TISSUE,
+    limits: ReaderLimits = ReaderLimits(workers=1),
 ) -> IngestResult:
     """Add one file: new, unchanged, moved (same content elsewhere), duplicate, or failed."""
-    started = time.perf_counter()
-    path = Path(path).resolve()
-    result = IngestResult(path=path, outcome="failed")
-    try:
-        slide = SlideFile(path)
-    except SlideError as error:
-        content_hash = file_hash(path) if path.is_file() else None
-        with catalog.session() as session:
-            row = session.scalar(select(Slide).where(Slide.path == str(path)))
-            row = _fail(session, row, path, content_hash, str(error))
-            result.slide_id, result.reason = row.id, str(error)
-        result.seconds = time.perf_counter() - started
-        return result
-
-    with slide:
-        content_hash = slide.content_hash()
-        with catalog.session() as session:
-            row = session.scalar(select(Slide).where(Slide.path == str(path)))
-            if row is not None and row.status == READY and row.content_hash == content_hash:
-                result.outcome, result.slide_id = "unchanged", row.id
-                result.patches = _patch_count(session, row.id)
-                result.tissue_fraction, result.warning = row.tissue_fraction, row.warning
-                return result
-            if row is None:
-                twin = session.scalars(
-                    select(Slide).where(Slide.content_hash == content_hash, Slide.status != FAILED)
-                ).first()
-                if twin is not None:
-                    if Path(twin.path).exists() and twin.status != MISSING:
-                        result.outcome, result.slide_id = "duplicate", twin.id
-                        result.reason = f"same content as {twin.path}"
-                        return result
-                    twin.path, twin.name, twin.status, twin.reason = str(path), path.name, READY, None
-                    result.outcome, result.slide_id = "moved", twin.id
-                    result.patches = _patch_count(session, twin.id)
-                    result.tissue_fraction = twin.tissue_fraction
-                    return result
-
-        try:
-            processed = _process(slide, patch_size, target_mpp, min_tissue)
-        except SlideError as error:
-            with catalog.session() as session:
-                row = session.scalar(select(Slide).where(Slide.path == str(path)))
-                row = _fail(session, row, path, content_hash, str(error))
-                result.slide_id, result.reason = row.id, str(error)
-            result.seconds = time.perf_counter() - started
-            return result
-
-    with catalog.session() as session:
-        row = session.scalar(select(Slide).where(Slide.path == str(path)))
-        if row is None:
-            row = Slide(name=path.name, path=str(path))
-            session.add(row)
-        else:
-            session.execute(delete(Patch).where(Patch.slide_id == row.id))
-        for key, value in processed.meta.items():
-            setattr(row, key, value)
-        row.content_hash, row.status, row.reason, row.warning = content_hash, READY, None, processed.warning
-        session.flush()
-        for key, value in _write_images(workspace, row.id, processed).items():
-            setattr(row, key, value)
-        size0 = processed.meta["patch_size_level0"]
-        if processed.patches:
-            session.execute(
-                Patch.__table__.insert(),
-                [dict(slide_id=row.id, x=x, y=y, size=size0, tissue_fraction=f) for x, y, f in processed.patches],
-            )
-        result.outcome, result.slide_id = "added", row.id
-    result.patches = len(processed.patches)
-    result.tissue_fraction = processed.meta["tissue_fraction"]
-    result.warning = processed.warning
-    result.seconds = time.perf_counter() - started
-    return result
-
-
-def _patch_count(session, slide_id: int) -> int:
-    from sqlalchemy import func
-
-    return session.scalar(select(func.count()).select_from(Patch).where(Patch.slide_id == slide_id)) or 0
+    return ingest_files(catalog, workspace, [path], GridOptions(patch_size, target_mpp, min_tissue), limits=limits)[0]
 
 
 # -- the catalog as a whole -----------------------------------------------------------------------
 
-class LabelsError(ValueError):
+class LabelsError(WsireviewError, ValueError):
     """A labels CSV that is not ``slide,label`` rows: refused as a whole, before anything is ingested."""
 
 
@@ -280,30 +402,46 @@ def read_labels(csv_path: Path) -> list[tuple[int, str, str]]:
     a header naming the columns in the other order, refuses the file: a semicolon-separated or
     swapped file would otherwise be read as nothing but unmatched rows.
     """
+    try:
+        return _read_label_rows(csv_path)
+    except UnicodeDecodeError as error:
+        raise LabelsError(f"{csv_path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}): "
+                          "save it as a UTF-8 CSV") from error
+    except csv.Error as error:
+        raise LabelsError(f"{csv_path}: not a CSV text file ({error})") from error
+
+
+def _read_label_rows(csv_path: Path) -> list[tuple[int, str, str]]:
     rows = []
     first = True
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        for line, record in enumerate(csv.reader(handle), start=1):
-            cells = [cell.strip() for cell in record]
-            if not any(cells) or cells[0].startswith("#"):
-                continue
-            if len(cells) < 2:
-                separator = " (semicolon-separated? save it with commas)" if ";" in cells[0] else ""
-                raise LabelsError(f"{csv_path}:{line}: expected two comma-separated columns slide,label, "
-                                  f"got {record[0]!r}{separator}")
-            slide, label = cells[0], cells[1]
-            if first and slide.lower() == "label":
-                raise LabelsError(f"{csv_path}:{line}: the header puts the label first; the columns must be slide,label")
-            if first and (label.lower() == "label" or slide.lower() == "slide"):
-                first = False
-                continue  # header
+        text = handle.read()
+    if "\x00" in text:
+        raise csv.Error("it holds NUL bytes: a binary file")
+    for line, record in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        cells = [cell.strip() for cell in record]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if len(cells) < 2:
+            separator = " (semicolon-separated? save it with commas)" if ";" in cells[0] else ""
+            raise LabelsError(f"{csv_path}:{line}: expected two comma-separated columns slide,label, "
+                              f"got {record[0]!r}{separator}")
+        slide, label = cells[0], cells[1]
+        if first and slide.lower() == "label":
+            raise LabelsError(f"{csv_path}:{line}: the header puts the label first; the columns must be slide,label")
+        if first and (label.lower() == "label" or slide.lower() == "slide"):
             first = False
-            rows.append((line, slide, label))
+            continue  # header
+        first = False
+        rows.append((line, slide, label))
     return rows
 
 
-def apply_labels(catalog: Catalog, rows: list[tuple[int, str, str]], base: Path, report: IngestReport) -> None:
-    """Set slide labels from labels CSV rows (``base``: the CSV's folder, for relative paths).
+def apply_labels(
+    catalog: Catalog, rows: list[tuple[int, str, str]], base: Path, report: IngestReport, set_by: str = "csv"
+) -> None:
+    """Set slide labels from labels CSV rows (``base``: the CSV's folder, for relative paths), each
+    recorded as set by ``set_by`` (``csv:<file name>``).
 
     Fills the report: labels applied, rows matching no slide, rows without a label (skipped: an
     empty cell never erases a label) and label spellings that differ only by case or spaces.
@@ -325,7 +463,8 @@ def apply_labels(catalog: Catalog, rows: list[tuple[int, str, str]], base: Path,
                 report.unmatched_labels.append((line, key, label))
                 continue
             for s in matches:
-                s.label = label
+                if s.label != label.strip():  # unchanged: keep who set it and when
+                    record_label(s, label, set_by)
                 report.labels_applied += 1
         session.flush()
         report.similar_labels = similar_labels({s.label for s in slides if s.label})
@@ -340,12 +479,16 @@ def add_paths(
     patch_size: int = DEFAULT_PATCH_SIZE,
     target_mpp: float = DEFAULT_TARGET_MPP,
     min_tissue: float = DEFAULT_MIN_TISSUE,
+    retile: bool = False,
+    limits: ReaderLimits = ReaderLimits(),
+    jobs: SlideJobs = SlideJobs(),
     progress: bool = False,
     console: Console | None = None,
 ) -> IngestReport:
     """Ingest every slide in ``paths``; then mark vanished files missing and apply labels.
 
     The labels CSV is read first: a malformed one raises :class:`LabelsError` before any slide is ingested.
+    A slide already in the catalog keeps its grid unless ``retile`` (its result then says so).
     """
     label_rows = read_labels(Path(labels_csv)) if labels_csv is not None else None
     workspace.ensure()
@@ -355,18 +498,14 @@ def add_paths(
                TextColumn("{task.description}"))
     with Progress(*columns, console=console or Console(stderr=True), disable=not progress, transient=True) as bar:
         task = bar.add_task("", total=len(files))
-        for path in files:
-            bar.update(task, description=path.name)
-            try:
-                result = ingest_file(catalog, workspace, path, patch_size, target_mpp, min_tissue)
-            except Exception as error:  # never let one file stop the batch
-                result = IngestResult(path=path, outcome="failed", reason=explain_open_error(path, error))
-                with catalog.session() as session:
-                    row = session.scalar(select(Slide).where(Slide.path == str(path)))
-                    _fail(session, row, path, None, result.reason)
-            report.results.append(result)
+
+        def advance(result: IngestResult) -> None:
+            bar.update(task, description=literal(result.path.name))
             bar.advance(task)
+
+        report.results = ingest_files(catalog, workspace, files, GridOptions(patch_size, target_mpp, min_tissue),
+                                      retile=retile, limits=limits, jobs=jobs, on_result=advance)
     report.missing = mark_missing(catalog)
     if label_rows is not None:
-        apply_labels(catalog, label_rows, Path(labels_csv).resolve().parent, report)
+        apply_labels(catalog, label_rows, Path(labels_csv).resolve().parent, report, f"csv:{Path(labels_csv).name}")
     return report

@@ -37,6 +37,8 @@ def slide_rows(catalog: Catalog, workspace: Workspace) -> list[dict]:
                 "tissue_fraction": s.tissue_fraction,
                 "patches": counts.get(s.id, 0),
                 "label": s.label,
+                "label_set_by": s.label_set_by,
+                "label_set_at": s.label_set_at.isoformat() if s.label_set_at else None,
                 "thumbnail": str(workspace.absolute(s.thumbnail_path)) if s.thumbnail_path else None,
                 "mask": str(workspace.absolute(s.mask_path)) if s.mask_path else None,
                 "overlay": str(workspace.absolute(s.overlay_path)) if s.overlay_path else None,
@@ -60,6 +62,7 @@ def catalog_status(catalog: Catalog, workspace: Workspace) -> dict:
             "labels": dict(labels),
             "zero_patches": [s["name"] for s in slides if s["status"] == "ready" and s["patches"] == 0],
         },
+        "grids": [{"patch_size_px": px, "target_mpp": mpp, "slides": n} for (px, mpp), n in patch_grids(catalog).items()],
         "verdicts": verdict_counts(catalog),
     }
     try:
@@ -69,6 +72,35 @@ def catalog_status(catalog: Catalog, workspace: Workspace) -> dict:
     if model_status is not None:
         doc["model"] = model_status(catalog)
     return doc
+
+
+def patch_grids(catalog: Catalog) -> dict[tuple[int | None, float | None], int]:
+    """Ready slides by patch grid resolution (patch side in px, target µm/px). More than one means
+    the catalog's patches differ in resolution: features of one do not compare with the other."""
+    with catalog.session() as session:
+        rows = session.execute(
+            select(Slide.patch_size_px, Slide.target_mpp, func.count())
+            .where(Slide.status == READY).group_by(Slide.patch_size_px, Slide.target_mpp)
+        ).all()
+    return {(px, mpp): n for px, mpp, n in rows}
+
+
+def mixed_grids_warning(grids: dict[tuple[int | None, float | None], int]) -> str | None:
+    """One line when ready slides were cut at different patch resolutions, else None."""
+    if len(grids) < 2:
+        return None
+    parts = ", ".join(f"{n} at {px} px / {mpp} µm/px" for (px, mpp), n in sorted(grids.items(), key=lambda kv: -kv[1]))
+    return (f"slides differ in patch resolution ({parts}): their features do not compare; "
+            "re-tile them to one grid with add --retile --patch-size PX --mpp UM")
+
+
+def mark_unreadable(catalog: Catalog, slide_id: int, reason: str) -> None:
+    """Mark a ready slide failed when its pixels turn out unreadable after ingest (in embed or
+    export), so it is not left "ready"; its patches and reviews stay. `add` checks it again."""
+    with catalog.session() as session:
+        row = session.get(Slide, slide_id)
+        if row is not None and row.status == READY:
+            row.status, row.reason, row.warning = FAILED, reason, None
 
 
 def mark_missing(catalog: Catalog) -> list[str]:

@@ -64,10 +64,14 @@ class Slide(Base):
     target_mpp: Mapped[float | None] = mapped_column(Float)
     patch_size_px: Mapped[int | None] = mapped_column(Integer)
     patch_size_level0: Mapped[int | None] = mapped_column(Integer)
+    min_tissue: Mapped[float | None] = mapped_column(Float)  # tissue share a grid patch needed
     status: Mapped[str] = mapped_column(String(16), default=READY, index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     warning: Mapped[str | None] = mapped_column(Text)
     label: Mapped[str | None] = mapped_column(String(128))
+    # Who set the label (a reviewer's name, or "csv:<file>" for `add --labels`) and when.
+    label_set_by: Mapped[str | None] = mapped_column(String(128))
+    label_set_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     tissue_fraction: Mapped[float | None] = mapped_column(Float)
     thumbnail_path: Mapped[str | None] = mapped_column(Text)
     mask_path: Mapped[str | None] = mapped_column(Text)
@@ -153,7 +157,10 @@ class SlidePrediction(Base):
         ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
     )
     slide_id: Mapped[int] = mapped_column(ForeignKey("slides.id", ondelete="CASCADE"), primary_key=True)
-    probability: Mapped[float] = mapped_column(Float)  # P(positive label)
+    probability: Mapped[float] = mapped_column(Float)  # P(positive label): bag score and evidence combined
+    bag_probability: Mapped[float | None] = mapped_column(Float)  # the attention-MIL slide head alone
+    evidence: Mapped[float | None] = mapped_column(Float)  # top instance P(lesion) with verdicts in place
+    driver: Mapped[str | None] = mapped_column(String(16))  # bag, instances or verdict
 
 
 class ReviewQueueItem(Base):

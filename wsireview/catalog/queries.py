@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import aliased
 
 from wsireview.catalog.db import Catalog
 from wsireview.catalog.models import (
@@ -23,6 +24,17 @@ from wsireview.catalog.models import (
     Slide,
     SlidePrediction,
 )
+
+
+def counting():
+    """The condition a review counts under: not undone, and its reviewer's latest on the patch
+    (a verdict they changed later is superseded; see ``wsireview.learn.reviews``)."""
+    newer = aliased(Review)
+    return and_(
+        Review.undone_at.is_(None),
+        ~exists().where(newer.patch_id == Review.patch_id, newer.reviewer == Review.reviewer,
+                        newer.undone_at.is_(None), newer.id > Review.id),
+    )
 
 
 # -- model versions -------------------------------------------------------------------------------
@@ -78,7 +90,7 @@ def model_versions(catalog: Catalog) -> list[ModelVersionSummary]:
         reviews = dict(
             session.execute(
                 select(Review.model_version_id, func.count())
-                .where(Review.undone_at.is_(None))
+                .where(counting())
                 .group_by(Review.model_version_id)
             ).all()
         )
@@ -123,6 +135,8 @@ class SlideOverview:
     probability: float | None  # the latest model version's P(positive) for the slide
     reviewed: int  # patches with a verdict that counts
     queued: int  # patches of the latest queue still without a verdict
+    label_set_by: str | None = None  # who set the label (a reviewer, or csv:<file>)
+    label_set_at: datetime | None = None
 
 
 def slides_overview(catalog: Catalog) -> list[SlideOverview]:
@@ -167,6 +181,7 @@ def slides_overview(catalog: Catalog) -> list[SlideOverview]:
                 thumbnail_path=s.thumbnail_path, mask_path=s.mask_path, overlay_path=s.overlay_path,
                 patches=patches.get(s.id, 0), probability=probability.get(s.id),
                 reviewed=reviewed.get(s.id, 0), queued=queued.get(s.id, 0),
+                label_set_by=s.label_set_by, label_set_at=s.label_set_at,
             )
             for s in slides
         ]
@@ -271,6 +286,57 @@ def latest_verdicts(session, patch_ids: list[int]) -> dict[int, str]:
         ).all():
             out[patch_id] = verdict
     return out
+
+
+# -- one slide's patches --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SlidePatch:
+    """A patch of one slide that is queued in the latest queue or carries a verdict."""
+
+    patch_id: int
+    x: int
+    y: int
+    size: int
+    verdict: str | None  # the latest verdict that counts (any reviewer)
+    queue_rank: int | None  # its place in the latest queue, if queued there
+    reason: str | None  # why it was queued
+    attention: float | None  # under the latest model
+    attention_rank: int | None
+    probability: float | None
+
+
+def slide_patches(catalog: Catalog, slide_id: int, also: int | None = None) -> list[SlidePatch]:
+    """The slide's queued patches in queue order, then its other reviewed patches by attention rank
+    (and the patch ``also``, whatever its state: the one a screen was opened for)."""
+    queued = queue_entries(catalog, slide_id=slide_id)
+    in_queue = {e.patch_id for e in queued}
+    latest = latest_model_version_id(catalog)
+    with catalog.session() as session:
+        reviewed_ids = session.scalars(
+            select(Review.patch_id).join(Patch, Patch.id == Review.patch_id)
+            .where(Patch.slide_id == slide_id, Review.undone_at.is_(None)).distinct()
+        ).all()
+        others = [pid for pid in reviewed_ids if pid not in in_queue]
+        if also is not None and also not in in_queue and also not in others:
+            others.append(also)
+        verdicts = latest_verdicts(session, others)
+        rows = session.execute(
+            select(Patch, PatchScore)
+            .outerjoin(PatchScore, and_(PatchScore.patch_id == Patch.id, PatchScore.model_version_id == latest))
+            .where(Patch.id.in_(others), Patch.slide_id == slide_id)
+        ).all() if others else []
+    out = [
+        SlidePatch(e.patch_id, e.x, e.y, e.size, e.verdict, e.rank, e.reason, e.attention, e.attention_rank,
+                   e.probability)
+        for e in queued
+    ]
+    rest = [
+        SlidePatch(p.id, p.x, p.y, p.size, verdicts.get(p.id), None, None, score.attention if score else None,
+                   score.attention_rank if score else None, score.probability if score else None)
+        for p, score in rows
+    ]
+    return out + sorted(rest, key=lambda sp: (sp.attention_rank is None, sp.attention_rank or 0, sp.patch_id))
 
 
 # -- overlays and session summaries ---------------------------------------------------------------

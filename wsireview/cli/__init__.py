@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from wsireview import __version__
+from wsireview.errors import WsireviewError
 from wsireview.workspace import Workspace
 
 # One line of help per subcommand, for `wsireview --help`. Only the module of the subcommand being
@@ -25,12 +26,13 @@ from wsireview.workspace import Workspace
 SUBCOMMANDS = {
     "add": "add slides to the catalog (thumbnail, tissue mask, patch grid)",
     "status": "show the catalog: slides by status, patches, labels, model",
-    "db": "catalog schema migrations (upgrade, current, downgrade)",
+    "db": "catalog schema migrations (upgrade, current, downgrade); check for files no row owns",
     "demo": "generate a synthetic H&E cohort with known lesions (labels and ground truth included)",
     "embed": "compute patch features (resumable; `retrain` runs this for you)",
     "retrain": "train a new model version on all labels and verdicts, and queue patches to review",
     "evaluate": "simulate review rounds with known lesions and compare query strategies",
     "review": "review queued patches in the terminal app (triage screen)",
+    "serve": "open the slide viewer in a browser: Deep Zoom, overlays, triage (loopback by default)",
     "export": "export reviewed patches (PNG folders, QuPath GeoJSON, CLAM h5, CSV)",
 }
 _GLOBAL_OPTIONS_WITH_VALUE = {"--workspace", "--db", "--graphics"}
@@ -62,8 +64,8 @@ def _chosen_subcommand(argv: list[str]) -> str | None:
     return None
 
 
-class CommandError(Exception):
-    """A failure the user can fix: printed as one line (no traceback) and turned into the exit code."""
+class CommandError(WsireviewError):
+    """A command-line mistake (an option, a missing catalog): one line, and its exit code."""
 
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
@@ -164,8 +166,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="SQLAlchemy URL of the catalog, e.g. postgresql+psycopg://user@host/wsireview "
              "(default: $WSIREVIEW_DB or sqlite in the workspace)",
     )
-    parser.add_argument("--graphics", choices=["halfblock", "kitty"], default=None,
-                        help="how the app draws images (default: colour half-blocks; kitty where the terminal has it)")
+    parser.add_argument("--graphics", choices=["auto", "halfblock", "kitty", "sixel"], default=None,
+                        help="how the app draws images (default auto: Kitty graphics or Sixel when the terminal "
+                             "answers that it speaks them, else colour half-blocks, always inside tmux/screen "
+                             "and over pipes; $WSIREVIEW_GRAPHICS)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = _chosen_subcommand(argv) if argv is not None else None
     for name, help_text in SUBCOMMANDS.items():
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return open_app(args, ctx)
         return int(func(args, ctx) or 0)
-    except CommandError as error:
+    except WsireviewError as error:  # CommandError and every domain error: one line, no traceback
         ctx.err.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
         return error.code
     except KeyboardInterrupt:

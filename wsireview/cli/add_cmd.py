@@ -10,8 +10,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError
-from wsireview.ingest import DEFAULT_MIN_TISSUE, LabelsError, add_paths, discover, read_labels
+from wsireview.ingest import DEFAULT_MIN_TISSUE, LabelsError, WorkspaceFull, add_paths, discover, read_labels
+from wsireview.slides.isolated import DEFAULT_MEMORY_GB, DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, ReaderLimits
+from wsireview.learn.labels import label_first_step, needs_labels
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP
+from wsireview.status import mixed_grids_warning, patch_grids
+from wsireview.text import literal as safe_name
+
+# Warnings about label rows are capped: a 100,000-row file should not print 100,000 lines.
+MAX_LABEL_WARNINGS = 20
 
 
 def register(sub) -> None:
@@ -20,8 +27,11 @@ def register(sub) -> None:
         help=SUBCOMMANDS["add"],
         description="Add slide files or folders to the catalog. Every format OpenSlide reads (SVS, "
         "tiled TIFF, NDPI, MRXS, SCN, DICOM, ...) and plain PNG/JPEG/TIFF images. Adding the same "
-        "file again changes nothing; a moved file is recognised by its content; unreadable files are "
-        "recorded as failed with the reason, and the exit code is 1 when any file failed.",
+        "file again changes nothing; a moved file is recognised by its content (and its pixels checked); "
+        "unreadable files are recorded as failed with the reason, and the exit code is 1 when any file failed. "
+        "Each slide is read in a worker process with a time and memory limit, so a file that crashes or "
+        "hangs the reader fails alone. A slide is ready only when a sample of its tissue patches reads back. "
+        "A slide already in the catalog keeps its patch grid unless --retile is given.",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="slide files or folders")
     parser.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders too")
@@ -33,6 +43,17 @@ def register(sub) -> None:
                         help=f"target resolution in µm per pixel (default {DEFAULT_TARGET_MPP}, i.e. 20x)")
     parser.add_argument("--min-tissue", type=float, default=DEFAULT_MIN_TISSUE, metavar="SHARE",
                         help=f"keep a patch when at least this share of it is tissue (default {DEFAULT_MIN_TISSUE})")
+    parser.add_argument("--retile", action="store_true",
+                        help="cut a new patch grid for slides already in the catalog when --patch-size, --mpp or "
+                        "--min-tissue differ from theirs (squares that stay keep their reviews and features; a grid "
+                        "that would drop reviewed patches is refused)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                        help=f"slides read in parallel, each in its own process (default {DEFAULT_WORKERS}; "
+                        "0 reads in this process, without isolation)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                        help=f"fail a slide whose reading takes longer than this (default {DEFAULT_TIMEOUT_S:g} s)")
+    parser.add_argument("--max-memory", type=float, default=DEFAULT_MEMORY_GB, metavar="GB",
+                        help=f"memory each reader process may use (default {DEFAULT_MEMORY_GB:g} GB)")
     parser.add_argument("--json", action="store_true", help="print one JSON document (the catalog) instead of tables")
     parser.set_defaults(func=run)
 
@@ -44,6 +65,9 @@ def run(args: argparse.Namespace, ctx) -> int:
     if not 0 < args.min_tissue <= 1 or args.patch_size < 8 or args.mpp <= 0:
         ctx.err.print("[red]--min-tissue must be in (0, 1], --patch-size >= 8 and --mpp > 0[/]")
         return 2
+    if args.workers < 0 or args.timeout <= 0 or args.max_memory < 0.5:
+        ctx.err.print("[red]--workers must be >= 0, --timeout > 0 and --max-memory >= 0.5 (GB)[/]")
+        return 2
     if args.labels is not None:
         try:
             read_labels(args.labels)  # refuse a malformed file before anything is ingested
@@ -52,11 +76,10 @@ def run(args: argparse.Namespace, ctx) -> int:
     files, unusable = _slide_files(args, ctx)
     if not files:
         return 1  # each input was explained; no empty table, and no catalog is created
-    report = add_paths(
-        ctx.catalog(), ctx.workspace, files, labels_csv=args.labels,
-        patch_size=args.patch_size, target_mpp=args.mpp, min_tissue=args.min_tissue,
-        progress=not args.json, console=ctx.err,
-    )
+    try:
+        report = _add(args, ctx, files)
+    except WorkspaceFull as error:
+        raise CommandError(str(error), 1) from error
     if args.json:
         from wsireview.status import catalog_status
 
@@ -68,7 +91,18 @@ def run(args: argparse.Namespace, ctx) -> int:
         print(json.dumps(doc, indent=2, default=str))
     else:
         _print_report(ctx, report)
+        if len(report.results) > report.failed and needs_labels(ctx.catalog()):
+            ctx.console.print(f"[yellow]next:[/] {escape(label_first_step())}", soft_wrap=True)
     return 1 if report.failed or unusable else 0
+
+
+def _add(args: argparse.Namespace, ctx, files: list[Path]):
+    return add_paths(
+        ctx.catalog(), ctx.workspace, files, labels_csv=args.labels,
+        patch_size=args.patch_size, target_mpp=args.mpp, min_tissue=args.min_tissue, retile=args.retile,
+        limits=ReaderLimits(workers=args.workers, timeout_s=args.timeout, memory_gb=args.max_memory),
+        progress=not args.json, console=ctx.err,
+    )
 
 
 def _slide_files(args: argparse.Namespace, ctx) -> tuple[list[Path], int]:
@@ -101,29 +135,38 @@ def _print_report(ctx, report) -> None:
     for r in report.results:
         note = r.reason or r.warning
         if note:
-            notes.append((r.path.name, note))
+            notes.append((safe_name(r.path.name), note))
         table.add_row(
-            r.path.name, f"[{styles[r.outcome]}]{r.outcome}[/]" + ("*" if note else ""),
+            safe_name(r.path.name), f"[{styles[r.outcome]}]{r.outcome}[/]" + ("*" if note else ""),
             "" if r.tissue_fraction is None else f"{r.tissue_fraction:.1%}",
             str(r.patches), f"{r.seconds:.1f}s",
         )
     ctx.console.print(table)
     for name, note in notes:
-        ctx.console.print(f"[dim]*[/] [bold]{name}[/]: {note}")
+        ctx.console.print(f"[dim]*[/] [bold]{name}[/]: {safe_name(note)}")
     summary = ", ".join(f"{report.count(k)} {k}" for k in ("added", "unchanged", "moved", "duplicate", "failed"))
-    zero = [r.path.name for r in report.results if r.outcome in ("added", "unchanged", "moved") and r.patches == 0]
+    zero = [safe_name(r.path.name) for r in report.results if r.outcome in ("added", "unchanged", "moved") and r.patches == 0]
     ctx.console.print(f"[bold]{summary}[/]" + (f"; {len(zero)} with zero patches: {', '.join(zero)}" if zero else ""))
     if report.missing:
-        ctx.console.print(f"[yellow]marked missing (file gone):[/] {', '.join(report.missing)}")
+        ctx.console.print(f"[yellow]marked missing (file gone):[/] {', '.join(map(safe_name, report.missing))}")
     if report.labels_applied or report.unmatched_labels or report.empty_labels:
         ctx.console.print(f"labels applied: {report.labels_applied}")
-    for line, slide, label in report.unmatched_labels:
+    for line, slide, label in report.unmatched_labels[:MAX_LABEL_WARNINGS]:
         ctx.console.print(f"[yellow]label row {line} matches no slide:[/] {escape(repr(slide))} -> {escape(repr(label))}")
-    for line, slide in report.empty_labels:
+    if len(report.unmatched_labels) > MAX_LABEL_WARNINGS:
+        ctx.console.print(f"[yellow]... and {len(report.unmatched_labels) - MAX_LABEL_WARNINGS:,} more label rows "
+                          "that match no slide[/] (add --json to list them all)")
+    for line, slide in report.empty_labels[:MAX_LABEL_WARNINGS]:
         ctx.console.print(f"[yellow]label row {line} has an empty label, skipped:[/] {escape(repr(slide))} "
                           "keeps the label it had")
+    if len(report.empty_labels) > MAX_LABEL_WARNINGS:
+        ctx.console.print(f"[yellow]... and {len(report.empty_labels) - MAX_LABEL_WARNINGS:,} more rows with an "
+                          "empty label[/], skipped")
+    if warning := mixed_grids_warning(patch_grids(ctx.catalog())):
+        ctx.console.print(f"[yellow]{escape(warning)}[/]", soft_wrap=True)
     for group in report.similar_labels:
         spellings = ", ".join(repr(label) for label in group)
         ctx.console.print(f"[yellow]labels {escape(spellings)} differ only by case or spaces:[/] they are different "
                           f"classes (only the exact --positive spelling is positive); use one spelling in the labels CSV",
                           soft_wrap=True)
+

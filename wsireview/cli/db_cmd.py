@@ -1,25 +1,39 @@
-"""`wsireview db upgrade|downgrade|current`: catalog migrations for operators."""
+"""`wsireview db upgrade|downgrade|current|check`: catalog migrations, and files no catalog row owns."""
 
 from __future__ import annotations
 
+from rich.markup import escape
+from rich.table import Table
+
 from wsireview.catalog.db import current_revision, downgrade, head_revision, make_engine, upgrade
-from wsireview.cli import SUBCOMMANDS, catalog_errors
+from wsireview.cli import SUBCOMMANDS, catalog_errors, hint, plural
+from wsireview.leftovers import GRACE_SECONDS, find_leftovers, remove_leftovers
 
 
 def register(sub) -> None:
     parser = sub.add_parser("db", help=SUBCOMMANDS["db"],
                             description="Catalog migrations. Opening a catalog upgrades it automatically; "
-                            "these commands are for operators of a shared (PostgreSQL) catalog.")
+                            "these commands are for operators of a shared (PostgreSQL) catalog. "
+                            "`check` finds workspace files that no catalog row owns.")
     actions = parser.add_subparsers(dest="db_action", metavar="ACTION", required=True)
     up = actions.add_parser("upgrade", help="upgrade the catalog schema (default: to head)")
     up.add_argument("revision", nargs="?", default="head")
     actions.add_parser("current", help="print the catalog's schema revision and the newest one")
     down = actions.add_parser("downgrade", help="downgrade the schema (destroys data of dropped tables)")
     down.add_argument("revision")
+    check = actions.add_parser(
+        "check", help="list workspace files no catalog row owns (left by killed commands); --clean removes them",
+        description="List files in the workspace that no catalog row owns: checkpoints without a model "
+        "version, feature matrices without a feature set, thumbnails and masks without a slide, temporary "
+        "files, and hidden folders of killed exports (.OUT.partial-*). Exit code 1 while any remain. "
+        f"Files changed in the last {GRACE_SECONDS:.0f} s may belong to a running command and are kept.")
+    check.add_argument("--clean", action="store_true", help="remove them")
     parser.set_defaults(func=run)
 
 
 def run(args, ctx) -> int:
+    if args.db_action == "check":
+        return check(args, ctx)
     with catalog_errors(ctx.workspace.db_url):
         engine = make_engine(ctx.workspace.db_url)
         ctx.workspace.ensure()
@@ -37,3 +51,36 @@ def run(args, ctx) -> int:
         finally:
             engine.dispose()
     return 0
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB" if n >= 1e3 else f"{n} B"
+
+
+def check(args, ctx) -> int:
+    """Report (and with ``--clean`` remove) what no catalog row owns; 1 while anything remains."""
+    leftovers = find_leftovers(ctx.catalog(create=False), ctx.workspace)
+    if not leftovers:
+        ctx.console.print("workspace clean: every file belongs to a catalog row")
+        return 0
+    removed = remove_leftovers(leftovers) if args.clean else []
+    gone = {leftover.path for leftover in removed}
+    table = Table(title=f"Files no catalog row owns in {ctx.workspace.root}")
+    for column in ("kind", "path", "size", "state"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for leftover in leftovers:
+        state = ("[green]removed[/]" if leftover.path in gone
+                 else "[yellow]recent[/]" if leftover.recent else "")
+        table.add_row(leftover.kind, escape(ctx.workspace.relative(leftover.path)), _megabytes(leftover.bytes), state)
+    ctx.console.print(table)
+    left = len(leftovers) - len(removed)
+    size = _megabytes(sum(leftover.bytes for leftover in leftovers))
+    if any(leftover.recent for leftover in leftovers):
+        ctx.console.print(f"[yellow]recent[/]: changed in the last {GRACE_SECONDS:.0f} s (a running command may "
+                          "still own it): left alone; check again later")
+    if args.clean:
+        ctx.console.print(f"removed {plural(len(removed), 'leftover')}; {left} left")
+    else:
+        ctx.console.print(f"{plural(len(leftovers), 'leftover')} ({size}); "
+                          f"`{hint(args, 'db check --clean')}` removes them")
+    return 1 if left else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError, plural
+from wsireview.cli.progress_bar import progress_bar
 from wsireview.features.embed import DEFAULT_WORKERS, EMBEDDED, EMPTY, FAILED, embed_slides
 from wsireview.features.encoders import DEFAULT_ENCODER, PRECISIONS, RUNTIMES, EncoderError, check_encoder_name
 
@@ -50,11 +51,13 @@ def register(sub) -> None:
 def run(args, ctx) -> int:
     try:
         check_encoder_name(args.encoder)  # a typo is bad usage, whatever the workspace holds
-        report = embed_slides(
-            ctx.catalog(create=False), ctx.workspace, encoder=args.encoder, batch_size=args.batch_size,
-            workers=args.workers, slide_ids=args.slide_ids, progress=not args.no_progress,
-            precision=args.precision, runtime=args.runtime, threads=args.threads, console=ctx.err,
-        )
+        catalog = ctx.catalog(create=False)
+        with progress_bar(ctx.err, not args.no_progress) as show:
+            report = embed_slides(
+                catalog, ctx.workspace, encoder=args.encoder, batch_size=args.batch_size, workers=args.workers,
+                slide_ids=args.slide_ids, precision=args.precision, runtime=args.runtime, threads=args.threads,
+                on_progress=show,
+            )
     except EncoderError as error:
         raise CommandError(str(error), 2) from error
     if not report.results:

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from wsireview.catalog import VERDICTS
 from wsireview.cli import SUBCOMMANDS, plural
-from wsireview.export import CONSENSUS_MODES, DROP_ORDER, FORMATS, ExportError, ExportOptions, Selection, run_export
+from wsireview.cli.progress_bar import progress_bar
+from wsireview.export import CONSENSUS_MODES, DROP_ORDER, FORMATS, ExportOptions, Selection, run_export
 
 
 def _date(text: str) -> datetime:
@@ -65,10 +66,9 @@ def run(args: argparse.Namespace, ctx) -> int:
             patch_size=args.patch_size, mpp=args.mpp, anonymize=args.anonymize, force=args.force,
             object_type=args.object_type,
         )
-        report = run_export(ctx.catalog(create=False), ctx.workspace, args.out, options, progress=True, console=ctx.err)
-    except (ExportError, ValueError) as error:
-        ctx.err.print(f"[red]export refused:[/] {error}")
-        return 2
+        catalog = ctx.catalog(create=False)
+        with progress_bar(ctx.err, transient=True) as show:
+            report = run_export(catalog, ctx.workspace, args.out, options, on_progress=show)
     except KeyboardInterrupt:
         ctx.err.print(f"[yellow]Interrupted:[/] the partial export was removed; {args.out} is as it was.")
         return 130

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from typing import Callable, Iterator
 
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError, hint, plural
 from wsireview.features.encoders import DEFAULT_ENCODER, EncoderError, check_encoder_name
 from wsireview.features.store import feature_sets
-from wsireview.learn.labels import similar_labels, slide_targets
+from wsireview.learn.labels import label_first_step, needs_labels, similar_labels, slide_targets
 from wsireview.learn.query import STRATEGIES
 from wsireview.learn.round import NothingToLearn, retrain
-from wsireview.learn.train import TrainParams
+from wsireview.learn.spec import RoundSpec, latest_spec
 
 METRICS = [
     ("slide_auc", "slide AUC (cross-validated)"),
@@ -31,26 +34,36 @@ def register(sub) -> None:
             "trains a gated-attention MIL model on the slide labels (--positive is the positive class, "
             "every other label negative) and on every lesion/not-lesion verdict, cross-validates it over "
             "the labelled slides, scores every patch (attention, lesion probability, uncertainty), predicts "
-            "every slide and queues the next --budget never-reviewed patches. Earlier versions are kept."
+            "every slide (the bag score combined with the instance evidence, verdicts in place) and queues the "
+            "next --budget never-reviewed patches. Artifact patches leave the bags; verdicts spread to "
+            "look-alike patches. Every option defaults to the latest model version's round (stored with it), "
+            "else the default shown. Earlier versions are kept."
         ),
-        epilog="Strategies: mix (default: top-attention patches of slides predicted positive + uncertain "
-               "patches + diverse suspicious patches), attention, uncertainty, random. Next: `wsireview review` "
-               "(triage screen) to review the queue, then retrain again.",
+        epilog="Strategies: mix (default: the highest P(lesion) + top-attention patches of slides predicted "
+               "positive + uncertain patches (the cross-validation models disagree) + diverse suspicious "
+               "patches), attention, uncertainty, random. Next: `wsireview review` (triage screen) to review "
+               "the queue, then retrain again.",
     )
-    parser.add_argument("--budget", type=int, default=50, metavar="N", help="patches to queue (default 50)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="mix", help="how to choose them (default mix)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same model (default 0)")
-    parser.add_argument("--encoder", default=DEFAULT_ENCODER, metavar="NAME",
-                        help=f"feature encoder (default {DEFAULT_ENCODER}; stain-stats is fast)")
-    parser.add_argument("--positive", default="lesion", metavar="LABEL",
-                        help="slide label of the positive class (default lesion); other labels are negative")
-    parser.add_argument("--instance-weight", type=float, default=1.0, metavar="W",
-                        help="weight of the reviewed-patch loss against the slide loss (default 1.0)")
-    parser.add_argument("--distill", type=float, default=0.5, metavar="W",
+    parser.add_argument("--budget", type=int, default=None, metavar="N",
+                        help="patches to queue (default: the latest round's, else 50)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
+                        help="how to choose them (default: the latest round's, else mix)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed: same seed, same model (default: the latest round's, else 0)")
+    parser.add_argument("--encoder", default=None, metavar="NAME",
+                        help=f"feature encoder (default: the latest round's, else {DEFAULT_ENCODER}; stain-stats is fast)")
+    parser.add_argument("--positive", default=None, metavar="LABEL",
+                        help="slide label of the positive class (default: the latest round's, else lesion); "
+                             "other labels are negative")
+    parser.add_argument("--instance-weight", type=float, default=None, metavar="W",
+                        help="weight of the reviewed-patch loss against the slide loss (default: the latest "
+                             "round's, else 1.0)")
+    parser.add_argument("--distill", type=float, default=None, metavar="W",
                         help="weight of the attention-distillation loss that teaches the instance head what "
-                             "attention found before any verdict (default 0.5; 0 = verdicts only)")
+                             "attention found before any verdict (default: the latest round's, else 0.5; "
+                             "0 = verdicts only)")
     parser.add_argument("--epochs", type=int, default=None, metavar="N",
-                        help="train exactly N epochs (default: early stopping, at most 30)")
+                        help="train exactly N epochs (default: the latest round's, else early stopping, at most 30)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
     parser.set_defaults(func=run)
 
@@ -79,9 +92,9 @@ def check_training_options(args) -> None:
     problems = []
     if getattr(args, "epochs", None) is not None and args.epochs < 1:
         problems.append("--epochs must be 1 or more")
-    if args.instance_weight < 0:
+    if args.instance_weight is not None and args.instance_weight < 0:
         problems.append("--instance-weight must be 0 or more")
-    if args.distill < 0:
+    if args.distill is not None and args.distill < 0:
         problems.append("--distill must be 0 or more")
     if problems:
         raise CommandError("; ".join(problems), 2)
@@ -114,24 +127,48 @@ def check_positive(ctx, catalog, positive: str) -> None:
                           f"{escape(repr(positive))} is the positive class")
 
 
+def round_spec(args, catalog) -> RoundSpec:
+    """The latest version's spec (else the defaults) with the options given on the command line."""
+    base = latest_spec(catalog) or RoundSpec()
+    return base.replace(encoder=args.encoder, positive=args.positive, budget=args.budget, strategy=args.strategy,
+                        seed=args.seed, epochs=args.epochs, instance_weight=args.instance_weight,
+                        bag_instance_weight=args.distill)
+
+
+@contextlib.contextmanager
+def progress_bar(console, enabled: bool) -> Iterator[Callable[[str, float], None]]:
+    """The command line's bar over a round (a round reports its phases through one callback).
+
+    Transient: the command prints the result (or the error) where the bar was.
+    """
+    columns = (SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not enabled, transient=True) as display:
+        task = display.add_task("starting", total=1.0)
+        yield lambda what, fraction: display.update(task, description=what, completed=fraction)
+
+
 def run(args, ctx) -> int:
-    if args.budget < 0:
+    if args.budget is not None and args.budget < 0:
         raise CommandError("--budget must be 0 or more", 2)
     check_training_options(args)
     catalog = ctx.catalog(create=False)
-    check_encoder(catalog, args.encoder)
-    check_positive(ctx, catalog, args.positive)
+    spec = round_spec(args, catalog)
+    check_encoder(catalog, spec.encoder)
+    check_positive(ctx, catalog, spec.positive)
+    if needs_labels(catalog):  # before embedding: minutes of work that could not be trained on
+        ctx.err.print(f"[red]Nothing to learn from:[/] {escape(label_first_step(spec.positive))}", soft_wrap=True)
+        return 1
     try:
-        result = retrain(
-            catalog, ctx.workspace, encoder=args.encoder, budget=args.budget, strategy=args.strategy,
-            seed=args.seed, positive=args.positive, epochs=args.epochs, progress=not args.no_progress,
-            console=ctx.err, params=TrainParams(instance_weight=args.instance_weight, bag_instance_weight=args.distill),
-        )
+        with progress_bar(ctx.err, not args.no_progress) as show:
+            result = retrain(catalog, ctx.workspace, spec, on_progress=show)
     except NothingToLearn as exc:
         ctx.err.print(f"[red]Nothing to learn from:[/] {escape(str(exc))}")
         return 1
     except EncoderError as error:  # e.g. a TorchScript file that cannot be loaded
         raise CommandError(str(error), 2) from error
+    if result.embedded:
+        ctx.err.print(f"Embedded {plural(result.embedded, 'slide')} with {escape(spec.encoder)} first.")
     previous = result.previous_metrics or {}
     title = f"Model version {result.model_version_id}"
     if result.parent_id:
@@ -147,7 +184,7 @@ def run(args, ctx) -> int:
     slides, patches = counts["slides"], counts["patches"]
     negative = plural(slides["negative"], "other labelled slide")
     ctx.console.print(
-        f"trained on {slides['positive']} {escape(args.positive)} and {negative} "
+        f"trained on {slides['positive']} {escape(spec.positive)} and {negative} "
         f"({slides['unlabelled']} unlabelled), {plural(patches['lesion'], 'lesion verdict')} and "
         f"{plural(patches['not_lesion'], 'not-lesion verdict')}; {_cv_words(result.metrics['cv_folds'])}; "
         f"{result.seconds['total']:.1f} s"
@@ -157,7 +194,7 @@ def run(args, ctx) -> int:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(result.queue_reasons.items()))
         ctx.console.print(f"[bold]{plural(result.queued, 'patch')}[/] queued for review ({reasons}). "
                           f"Review them in the triage screen: `{review}`.", soft_wrap=True)
-    elif args.budget == 0:
+    elif spec.budget == 0:
         ctx.console.print("No review queue was built (--budget 0); retrain with --budget N to queue patches for review.")
     else:
         ctx.console.print("No review queue was built: every patch has been reviewed already.")

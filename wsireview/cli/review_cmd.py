@@ -18,8 +18,10 @@ def register(sub) -> None:
         description=(
             "Open the review app on the triage screen: the latest model's queue across all slides, or one "
             "slide's. One key per verdict (y lesion, n not lesion, u unsure, a artifact; z undo, space skip, "
-            "c wider context, ? all keys). Every verdict is saved the moment the key is pressed, with the "
-            "reviewer and the seconds taken. Run `wsireview retrain` first to queue patches."
+            "+/- zoom to full resolution, arrows pan, 0 back to the patch, c context, f fill the terminal, "
+            "s where on the slide, ? all keys). Every verdict is saved the moment the key is pressed, with the "
+            "reviewer and the seconds taken. The queue comes from `wsireview retrain`, which needs slide labels: "
+            "label slides first (`l` on the slides screen of `wsireview`, or `wsireview add --labels CSV`)."
         ),
     )
     parser.add_argument("--slide", metavar="NAME", help="review only this slide's queued patches (name or path)")
@@ -31,21 +33,23 @@ def register(sub) -> None:
 
 
 def _graphics(args) -> str:
-    return getattr(args, "graphics", None) or os.environ.get(ENV_GRAPHICS) or "halfblock"
+    return getattr(args, "graphics", None) or os.environ.get(ENV_GRAPHICS) or "auto"
 
 
 def _launch(args, ctx, start: str, slide_id: int | None = None) -> int:
     from wsireview.learn.reviews import default_reviewer
+    from wsireview.tui import graphics as graphics_modes
     from wsireview.tui.app import GRAPHICS, ReviewApp
 
-    graphics = _graphics(args)
-    if graphics not in GRAPHICS:
-        ctx.err.print(f"[red]Unknown graphics {graphics!r}[/]: use one of {', '.join(GRAPHICS[:2])}.")
+    requested = _graphics(args)
+    if requested not in GRAPHICS and requested != "auto":
+        ctx.err.print(f"[red]Unknown graphics {requested!r}[/]: use one of {', '.join(graphics_modes.MODES)}.")
         return 2
+    # textual-image asks the terminal when imported; inside a running app Textual owns stdin and
+    # the answer never arrives (the app hangs on a blank screen), so every question is asked now.
+    graphics = graphics_modes.resolve(requested)
     if graphics != "halfblock":
-        # textual-image probes the terminal when imported; inside a running app Textual owns stdin
-        # and the probe's answer never arrives (the app hangs on a blank screen), so import it now.
-        import textual_image.renderable  # noqa: F401
+        import textual_image.widget  # noqa: F401  (asks for the cell size in pixels)
     log = os.environ.get(ENV_LATENCY_LOG)
     app = ReviewApp(
         workspace=ctx.workspace,

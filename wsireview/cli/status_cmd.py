@@ -8,7 +8,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, hint, plural
-from wsireview.status import catalog_status, mark_missing
+from wsireview.learn.labels import label_first_step, needs_labels
+from wsireview.status import catalog_status, mark_missing, mixed_grids_warning
+from wsireview.text import literal
 
 
 def register(sub) -> None:
@@ -37,11 +39,11 @@ def run(args, ctx) -> int:
         print(json.dumps(doc, indent=2, default=str))
         return 0
     if not doc["slides"]:
-        ctx.console.print(f"The catalog in {doc['workspace']} is empty. Add slides with "
+        ctx.console.print(f"The catalog in {literal(doc['workspace'])} is empty. Add slides with "
                           f"[bold]{escape(hint(args, 'add PATH... --labels labels.csv'))}[/], or make a demo cohort with "
                           f"[bold]{escape(hint(args, 'demo'))}[/].")
         return 0
-    table = Table(title=f"Catalog: {doc['workspace']}")
+    table = Table(title=f"Catalog: {literal(doc['workspace'])}")
     for column in ("slide", "status", "size", "mpp", "tissue", "patches", "label"):
         table.add_column(column, justify="right" if column in ("mpp", "tissue", "patches") else "left",
                          no_wrap=column != "slide")
@@ -49,22 +51,27 @@ def run(args, ctx) -> int:
     for s in doc["slides"]:
         size = f"{s['width']} x {s['height']}" if s["width"] else ""
         table.add_row(
-            s["name"], f"[{colours.get(s['status'], 'white')}]{s['status']}[/]", size,
+            literal(s["name"]), f"[{colours.get(s['status'], 'white')}]{s['status']}[/]", size,
             _mpp_cell(s),
             f"{s['tissue_fraction']:.1%}" if s["tissue_fraction"] is not None else "",
-            str(s["patches"]) + ("*" if s["reason"] or s["warning"] else ""), s["label"] or "",
+            str(s["patches"]) + ("*" if s["reason"] or s["warning"] else ""), literal(s["label"] or ""),
         )
     ctx.console.print(table)
     for s in doc["slides"]:
         if s["reason"] or s["warning"]:
-            ctx.console.print(f"[dim]*[/] [bold]{s['name']}[/]: {s['reason'] or s['warning']}")
+            ctx.console.print(f"[dim]*[/] [bold]{literal(s['name'])}[/]: {literal(s['reason'] or s['warning'])}")
     totals = doc["totals"]
     statuses = ", ".join(f"{n} {k}" for k, n in sorted(totals["by_status"].items()))
-    labels = ", ".join(f"{n} {k}" for k, n in sorted(totals["labels"].items())) or "none"
+    labels = literal(", ".join(f"{n} {k}" for k, n in sorted(totals["labels"].items()))) or "none"
     ctx.console.print(f"{plural(totals['slides'], 'slide')} ({statuses}); {plural(totals['patches'], 'patch')}; "
                       f"labels: {labels}")
+    if totals["by_status"].get("ready") and needs_labels(catalog):
+        ctx.console.print(f"[yellow]first step:[/] {escape(label_first_step())}", soft_wrap=True)
     if totals["zero_patches"]:
-        ctx.console.print(f"[yellow]ready slides with zero patches:[/] {', '.join(totals['zero_patches'])}")
+        ctx.console.print(f"[yellow]ready slides with zero patches:[/] {literal(', '.join(totals['zero_patches']))}")
+    grids = {(g["patch_size_px"], g["target_mpp"]): g["slides"] for g in doc["grids"]}
+    if warning := mixed_grids_warning(grids):
+        ctx.console.print(f"[yellow]{literal(warning)}[/]", soft_wrap=True)
     verdicts = doc["verdicts"]
     if verdicts["total"]:
         ctx.console.print("verdicts: " + ", ".join(f"{n} {k}" for k, n in sorted(verdicts["by_verdict"].items())))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE
+from wsireview.export.atomic import ExportError
 from wsireview.export.plan import ExportPatch, ExportPlan
 
 OBJECT_TYPES = ("detection", "annotation")
@@ -45,7 +46,7 @@ def feature(p: ExportPatch, object_type: str = "detection") -> dict:
 def write(out_dir: Path, plan: ExportPlan, advance: Callable[[int], None],
           object_type: str = "detection") -> list[Path]:
     if object_type not in OBJECT_TYPES:
-        raise ValueError(f"object type must be one of {', '.join(OBJECT_TYPES)}")
+        raise ExportError(f"unknown QuPath object type {object_type!r}: choose {', '.join(OBJECT_TYPES)}")
     files = []
     for slide_id, patches in plan.by_slide().items():
         path = out_dir / f"{plan.slides[slide_id].stem}.geojson"

@@ -8,16 +8,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
 from wsireview.catalog import Catalog, Slide
 from wsireview.export import clam_h5, imagefolder, qupath
-from wsireview.export.atomic import atomic_dir, check_target
+from wsireview.export.atomic import ExportError, atomic_dir, check_target
 from wsireview.export.manifest import write_manifest
 from wsireview.export.plan import ExportPatch, build_plan
 from wsireview.export.selection import DROP_UNREADABLE, Selection, select_patches
+from wsireview.progress import ProgressCallback
 from wsireview.workspace import Workspace
 
 FORMATS = ("imagefolder", "qupath", "clam-h5", "csv")
@@ -36,13 +35,13 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise ValueError(f"unknown format {self.format!r}; expected one of {', '.join(FORMATS)}")
+            raise ExportError(f"unknown export format {self.format!r}: choose {', '.join(FORMATS)}")
         if self.patch_size is not None and self.patch_size < 8:
-            raise ValueError("--patch-size must be at least 8 px")
+            raise ExportError(f"an exported patch must be at least 8 px a side, not {self.patch_size}")
         if self.mpp is not None and self.mpp <= 0:
-            raise ValueError("--mpp must be > 0")
+            raise ExportError(f"an export resolution must be a positive number of µm per pixel, not {self.mpp:g}")
         if self.object_type not in qupath.OBJECT_TYPES:
-            raise ValueError(f"object type must be one of {', '.join(qupath.OBJECT_TYPES)}")
+            raise ExportError(f"unknown QuPath object type {self.object_type!r}: choose {', '.join(qupath.OBJECT_TYPES)}")
 
 
 @dataclass
@@ -96,8 +95,11 @@ def _protected(catalog: Catalog, workspace: Workspace) -> list[Path]:
 
 
 def run_export(catalog: Catalog, workspace: Workspace, out: Path, options: ExportOptions,
-               progress: bool = True, console: Console | None = None) -> ExportReport:
-    """Export the labeled patches to ``out``; raises ExportError when OUT cannot be written."""
+               on_progress: ProgressCallback | None = None) -> ExportReport:
+    """Export the labeled patches to ``out``; raises ExportError when OUT cannot be written.
+
+    ``on_progress`` hears the patches written so far.
+    """
     out = Path(out)
     protected = _protected(catalog, workspace)
     check_target(out, options.force, protected)  # fail before any slide is read
@@ -105,15 +107,16 @@ def run_export(catalog: Catalog, workspace: Workspace, out: Path, options: Expor
     plan = build_plan(catalog, workspace, chosen.patches, anonymize=options.anonymize,
                       patch_size=options.patch_size, mpp=options.mpp)
     report = ExportReport(out=out.absolute(), format=options.format, dropped=chosen.dropped, reviewed=chosen.reviewed)
-    bar = Progress(TextColumn("[bold]export[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=console or Console(stderr=True), disable=not progress,
-                   transient=True)
-    with atomic_dir(out, options.force, protected) as tmp, bar:
-        task = bar.add_task(options.format, total=len(plan.patches))
+    total = len(plan.patches)
+    written = [0]
 
-        def advance(n: int) -> None:
-            bar.advance(task, n)
+    def advance(n: int) -> None:
+        written[0] += n
+        if on_progress is not None:
+            on_progress(f"export {options.format}: {written[0]:,} of {total:,} patches", written[0] / max(total, 1))
 
+    with atomic_dir(out, options.force, protected) as tmp:
+        advance(0)
         patches = plan.patches
         if options.format == "imagefolder":
             patches, unreadable = imagefolder.write(tmp, plan, advance)

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from wsireview.catalog import UNSURE, VERDICTS, Catalog, Patch, PatchScore, Review
+from wsireview.export.atomic import ExportError
 
 CONSENSUS_MODES = ("majority", "unanimous", "latest")
 
@@ -61,10 +62,10 @@ class Selection:
 
     def __post_init__(self) -> None:
         if self.consensus not in CONSENSUS_MODES:
-            raise ValueError(f"unknown consensus {self.consensus!r}; expected one of {', '.join(CONSENSUS_MODES)}")
+            raise ExportError(f"unknown consensus rule {self.consensus!r}: choose {', '.join(CONSENSUS_MODES)}")
         for label in self.labels or ():
             if label not in VERDICTS:
-                raise ValueError(f"unknown label {label!r}; expected one of {', '.join(VERDICTS)}")
+                raise ExportError(f"unknown verdict label {label!r}: choose {', '.join(VERDICTS)}")
 
 
 @dataclass(frozen=True)

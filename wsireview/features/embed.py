@@ -13,27 +13,17 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 from sqlalchemy import select
 
 from wsireview.catalog import READY, Catalog, Patch, Slide
 from wsireview.features.encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from wsireview.features.store import feature_sets, save_features
+from wsireview.progress import ProgressCallback
 from wsireview.slides.reader import Slide as SlideFile
 from wsireview.slides.reader import SlideError
+from wsireview.status import mark_unreadable
 from wsireview.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -111,15 +101,6 @@ def _read_batch(slide: SlideFile, coords: np.ndarray, out_px: int) -> np.ndarray
     return np.stack([slide.read_array(int(x), int(y), int(size), out_px) for x, y, size in coords])
 
 
-class _Rate(ProgressColumn):
-    """Patches per second since the task started."""
-
-    def render(self, task) -> Text:
-        elapsed = task.elapsed or 0.0
-        rate = task.completed / elapsed if elapsed > 0 else 0.0
-        return Text(f"{rate:,.0f} patches/s", style="progress.data.speed")
-
-
 def _embed_one(coords: np.ndarray, slide_file: SlideFile, encoder: Encoder, pool: ThreadPoolExecutor, out_px: int,
                batch_size: int, lookahead: int, on_batch) -> np.ndarray:
     """The slide's feature matrix for ``coords`` (N x 3: level-0 x, y, size); reading runs
@@ -158,26 +139,30 @@ def embed_slides(
     batch_size: int | None = None,
     workers: int = DEFAULT_WORKERS,
     slide_ids: list[int] | None = None,
-    progress: bool = True,
     precision: str = "auto",
     runtime: str = "auto",
     threads: int | None = None,
-    console: Console | None = None,
-    on_patches: Callable[[int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> EmbedReport:
     """Embed the ready slides that have no features yet for ``encoder``; return what happened.
 
     ``encoder`` is a name for :func:`get_encoder` or an encoder object. A slide whose pixels cannot
     be read is reported as failed and skipped; the others go on. The model is only loaded when
-    there is something to embed. ``on_patches(done, total)`` follows the patches (for a screen).
+    there is something to embed. ``on_progress`` hears the slide and the patches done so far.
     """
     name = encoder if isinstance(encoder, str) else encoder.name
     report = EmbedReport(encoder=name)
     todo, report.already_done = pending_slides(catalog, workspace, name, slide_ids)
     if not todo:
         return report
+
+    def tell(what: str, fraction: float) -> None:
+        if on_progress is not None:
+            on_progress(what, fraction)
+
     started = time.perf_counter()
     if isinstance(encoder, str):
+        tell(f"loading {encoder}", 0.0)
         encoder = get_encoder(encoder, precision=precision, runtime=runtime, threads=threads, batch_size=batch_size)
     report.backend = encoder.backend
     report.load_seconds = time.perf_counter() - started
@@ -186,46 +171,37 @@ def embed_slides(
 
     jobs = [(slide, *_patch_grid(catalog, slide.id)) for slide in todo]
     total = sum(len(ids) for _, ids, _ in jobs)
-    columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-    )
     started = time.perf_counter()
     overall = [0]
 
-    def advance_all(n: int) -> None:
+    def advance(n: int, slide_name: str) -> None:
         overall[0] += n
-        if on_patches is not None:
-            on_patches(overall[0], total)
+        tell(f"embedding {slide_name} with {name}: {overall[0]:,} of {total:,} patches", overall[0] / max(total, 1))
 
-    with Progress(*columns, console=console or Console(stderr=True), disable=not progress, transient=False) as bar, \
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read-patches") as pool:
-        task = bar.add_task(f"embed ({encoder.name})", total=total)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read-patches") as pool:
         for slide, ids, coords in jobs:
             t0 = time.perf_counter()
-            bar.update(task, description=f"embed {slide.name}")
             out_px = encoder.input_px or slide.patch_size_px or 224
             done = [0]
 
-            def advance(n: int) -> None:
+            def advance_slide(n: int, done: list[int] = done, slide_name: str = slide.name) -> None:
                 done[0] += n
-                bar.advance(task, n)
-                advance_all(n)
+                advance(n, slide_name)
 
+            advance_slide(0)
             try:
                 with SlideFile(workspace.absolute(slide.path)) as slide_file:
                     matrix = _embed_one(coords, slide_file, encoder, pool, out_px, batch_size,
-                                        workers * PREFETCH_PER_WORKER, advance)
+                                        workers * PREFETCH_PER_WORKER, advance_slide)
             except SlideError as error:
-                bar.advance(task, len(ids) - done[0])  # what this slide would have added
-                advance_all(len(ids) - done[0])
+                advance_slide(len(ids) - done[0])  # what this slide would have added
                 report.results.append(SlideOutcome(slide.id, slide.name, FAILED, 0, time.perf_counter() - t0, str(error)))
+                mark_unreadable(catalog, slide.id, f"unreadable while embedding: {error}")
                 log.warning("embedding %s failed: %s", slide.name, error)
                 continue
             save_features(catalog, workspace, slide, name, ids, matrix, slide.patch_size_px or out_px)
             outcome = EMBEDDED if len(ids) else EMPTY
             report.results.append(SlideOutcome(slide.id, slide.name, outcome, len(ids), time.perf_counter() - t0))
-        # The bar's last line names the run, not the last slide (often one with no patches).
-        bar.update(task, description=f"embed ({encoder.name}): {len(jobs)} slide{'s' if len(jobs) != 1 else ''}")
+    tell(f"embedded {len(jobs)} slide{'s' if len(jobs) != 1 else ''} with {name}: {total:,} patches", 1.0)
     report.seconds = time.perf_counter() - started
     return report

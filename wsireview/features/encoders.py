@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wsireview.errors import WsireviewError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "effnet-lite0"
@@ -30,7 +32,7 @@ IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.asarray([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-class EncoderError(Exception):
+class EncoderError(WsireviewError):
     """An encoder that cannot be built (unknown name, unreadable model file), with the reason."""
 
 
@@ -70,7 +72,7 @@ class Encoder(ABC):
     def _embed_chunk(self, batch: np.ndarray) -> np.ndarray:
         """One chunk of at most ``batch_size`` patches."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: most encoders hold nothing to release
         """Release sessions or compiled graphs (optional)."""
 
 

@@ -35,6 +35,7 @@ from wsireview.learn.labels import instance_targets, slide_targets
 from wsireview.learn.metrics import roc_auc
 from wsireview.learn.reviews import record_verdict
 from wsireview.learn.round import RoundResult, retrain
+from wsireview.learn.spec import RoundSpec
 from wsireview.learn.train import TrainParams
 from wsireview.learn.truth import truth_labels
 from wsireview.workspace import Workspace
@@ -174,9 +175,9 @@ def _queue(catalog: Catalog, version_id: int) -> list[tuple[int, str]]:
 
 def _round(catalog: Catalog, workspace: Workspace, sim: Simulation, strategy: str, seed: int) -> RoundResult:
     """One training round: the single place evaluate calls into the learning core."""
-    params = dataclasses.replace(sim.params) if sim.params else None
-    return retrain(catalog, workspace, encoder=sim.encoder, budget=sim.budget, strategy=strategy, seed=seed,
-                   positive=sim.positive, progress=False, params=params)
+    spec = RoundSpec(encoder=sim.encoder, positive=sim.positive, budget=sim.budget, strategy=strategy, seed=seed,
+                     train=dataclasses.replace(sim.params) if sim.params else TrainParams())
+    return retrain(catalog, workspace, spec)
 
 
 def check_never_trained_on(catalog: Catalog, sim: Simulation, held: set[int]) -> None:

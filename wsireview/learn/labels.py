@@ -2,17 +2,22 @@
 
 A patch's instance label comes from the reviews that count (not undone): each reviewer's latest
 verdict, then the majority of lesion against not-lesion votes; unsure and artifact are no vote,
-and a tie gives no label.
+and a tie gives no label. A patch is an artifact when artifact is its most common latest verdict
+(more votes than lesion and than not lesion): it leaves the bags of every later version.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from wsireview.catalog import LESION, NOT_LESION, READY, Catalog, Review, Slide
+from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, READY, Catalog, Review, Slide
+
+# Offered in the app when no slide carries a label yet: `retrain`'s default positive class and a negative.
+SUGGESTED_LABELS = ("lesion", "normal")
 
 
 def slide_targets(catalog: Catalog, positive: str) -> tuple[dict[int, int], dict[int, str | None]]:
@@ -39,8 +44,8 @@ def reviewed_patches(catalog: Catalog) -> set[int]:
         return set(session.scalars(select(Review.patch_id).where(Review.undone_at.is_(None)).distinct()))
 
 
-def instance_targets(catalog: Catalog) -> dict[int, int]:
-    """``{patch_id: 1 (lesion) | 0 (not lesion)}`` from the reviews that count."""
+def _latest_votes(catalog: Catalog) -> dict[int, Counter]:
+    """``{patch_id: Counter of verdicts}`` over each reviewer's latest verdict that counts."""
     with catalog.session() as session:
         rows = session.execute(
             select(Review.patch_id, Review.reviewer, Review.verdict)
@@ -52,10 +57,86 @@ def instance_targets(catalog: Catalog) -> dict[int, int]:
         latest[(patch_id, reviewer)] = verdict
     votes: dict[int, Counter] = {}
     for (patch_id, _reviewer), verdict in latest.items():
-        if verdict in (LESION, NOT_LESION):
-            votes.setdefault(patch_id, Counter())[verdict] += 1
+        votes.setdefault(patch_id, Counter())[verdict] += 1
+    return votes
+
+
+def instance_targets(catalog: Catalog) -> dict[int, int]:
+    """``{patch_id: 1 (lesion) | 0 (not lesion)}`` from the reviews that count."""
     targets: dict[int, int] = {}
-    for patch_id, counter in votes.items():
+    for patch_id, counter in _latest_votes(catalog).items():
         if counter[LESION] != counter[NOT_LESION]:
             targets[patch_id] = int(counter[LESION] > counter[NOT_LESION])
     return targets
+
+
+def record_label(slide: Slide, label: str | None, set_by: str) -> None:
+    """Set (or clear, with None) a slide's label with who set it and when: the one rule every
+    writer of labels follows (the app, `add --labels`)."""
+    label = label.strip() if label else None
+    slide.label = label or None
+    slide.label_set_by = set_by
+    slide.label_set_at = datetime.now(timezone.utc)
+
+
+def set_slide_label(catalog: Catalog, slide_id: int, label: str | None, set_by: str) -> None:
+    """Set or clear one slide's label and commit it; the next `retrain` learns from it."""
+    with catalog.session() as session:
+        slide = session.get(Slide, slide_id)
+        if slide is None:
+            raise ValueError(f"no slide with id {slide_id}")
+        record_label(slide, label, set_by)
+
+
+def known_labels(catalog: Catalog) -> list[tuple[str, int]]:
+    """``[(label, slides carrying it)]``, most used first; while the cohort has fewer than two
+    labels, the suggestions follow with a count of 0 (a person labelling the first slides sees what
+    `retrain` expects, and can give the second class without typing it)."""
+    with catalog.session() as session:
+        rows = session.execute(
+            select(Slide.label, func.count()).where(Slide.label.is_not(None), Slide.label != "")
+            .group_by(Slide.label).order_by(func.count().desc(), Slide.label)
+        ).all()
+    known = [(label, int(n)) for label, n in rows]
+    if len(known) < 2:
+        used = {label.casefold() for label, _ in known}
+        known += [(label, 0) for label in SUGGESTED_LABELS if label.casefold() not in used]
+    return known
+
+
+def labelled_slides(catalog: Catalog) -> int:
+    """Ready slides that carry a label: with none (and no verdicts) there is nothing to train on."""
+    with catalog.session() as session:
+        return int(session.scalar(
+            select(func.count()).select_from(Slide).where(Slide.status == READY, Slide.label.is_not(None), Slide.label != "")
+        ) or 0)
+
+
+LABEL_FIRST = ("no slide has a label yet: label some slides first (at least one {positive} slide and one "
+               "other), in the app (`wsireview`, select a slide, press `l`) or with "
+               "`wsireview add SLIDES --labels labels.csv`; then `wsireview retrain`.")
+
+
+def needs_labels(catalog: Catalog) -> bool:
+    """True while no ready slide has a label and no patch has a lesion/not-lesion verdict: the
+    first step is then labelling slides (retraining would have nothing to learn from)."""
+    return labelled_slides(catalog) == 0 and not instance_targets(catalog)
+
+
+def label_first_step(positive: str = "lesion") -> str:
+    """What to do first in a cohort without labels (the CLI's hints and the app say the same)."""
+    return LABEL_FIRST.format(positive=positive)
+
+
+def nothing_queued_step(catalog: Catalog) -> str:
+    """What to do when there is nothing to review: label slides first, or retrain."""
+    if needs_labels(catalog):
+        return ("No slide has a label yet: on the slides screen (esc) press `l` on a slide to label it "
+                "(lesion or normal, at least one of each), then retrain (ctrl+p).")
+    return "Retrain (ctrl+p, or `wsireview retrain`) to train a model and queue patches."
+
+
+def artifact_patches(catalog: Catalog) -> set[int]:
+    """Patches whose most common latest verdict is artifact: out of every later version's bags."""
+    return {patch_id for patch_id, counter in _latest_votes(catalog).items()
+            if counter[ARTIFACT] > max(counter[LESION], counter[NOT_LESION])}

@@ -2,7 +2,14 @@
 
 Each patch feature becomes a hidden vector h; gated attention gives it a weight within its
 slide; the weighted mean of h is the slide's representation, classified by one head, while a
-second head classifies every h on its own (the instance head, P(lesion) of the patch). Bags are
+second head classifies every patch on its own (the instance head, P(lesion) of the patch).
+
+With ``instance_hidden`` > 0 the instance head has a hidden layer of its own instead of sharing
+h: the many verdicts of later rounds then shape the instance head without pulling the slide
+head's representation away from what the slide labels taught it (on the demo cohorts, sharing
+it cost the bag score up to a third of its slide AUC after the first reviewed queue). The
+verdicts reach the slide prediction through the instance evidence instead
+(``wsireview.learn.slide_rule``); the attention still learns from them directly. Bags are
 processed as padded batches with a mask so several slides share one matrix multiply.
 """
 
@@ -33,14 +40,16 @@ class SeededDropout(nn.Module):
 
 class GatedAttentionMIL(nn.Module):
     def __init__(self, in_dim: int, hidden: int = 64, attention: int = 32, dropout: float = 0.1,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, instance_hidden: int = 0):
         super().__init__()
         self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), SeededDropout(dropout, generator))
         self.attention_v = nn.Linear(hidden, attention)
         self.attention_u = nn.Linear(hidden, attention)
         self.attention_w = nn.Linear(attention, 1)
         self.slide_head = nn.Linear(hidden, 1)
-        self.instance_head = nn.Linear(hidden, 1)
+        self.instance_head = nn.Linear(instance_hidden or hidden, 1)
+        self.instance_embed = (nn.Sequential(nn.Linear(in_dim, instance_hidden), nn.Tanh(),
+                                             SeededDropout(dropout, generator)) if instance_hidden else None)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x`` (B, N, D) padded bags, ``mask`` (B, N) True for real patches.
@@ -58,7 +67,8 @@ class GatedAttentionMIL(nn.Module):
             "slide_logit": self.slide_head(pooled).squeeze(-1),
             "attention": weights,
             "attention_logit": a_logits,
-            "instance_logit": self.instance_head(h).squeeze(-1),
+            "instance_logit": self.instance_head(self.instance_embed(x) if self.instance_embed is not None
+                                                 else h).squeeze(-1),
         }
 
 

@@ -2,13 +2,15 @@
 
 - ``attention``: the top-attention patches of the slides predicted positive, taken round-robin
   over those slides (most probable slide first) so one slide cannot fill the queue.
-- ``uncertainty``: the instances whose probability is closest to 0.5.
+- ``uncertainty``: the most uncertain instances (the CV fold models' disagreement, see
+  ``wsireview.learn.scoring``).
 - ``random``: uniform over never-reviewed patches (the baseline).
-- ``mix`` (default): 40% top-attention, 30% uncertain and 30% diverse. Uncertain picks are
-  weighted by their distance in feature space to what is already chosen (k-means++-like), and
-  the diverse share is k-center greedy over the suspicious patches (upper fifth by instance
-  probability), starting from everything chosen or reviewed, so the queue covers the
-  different-looking candidates instead of 50 neighbours of one spot.
+- ``mix`` (default): 30% exploit (the unreviewed patches with the highest P(lesion): the model's
+  best guesses are always shown), 30% top-attention, 20% uncertain and 20% diverse. Uncertain
+  picks are weighted by their distance in feature space to what is already chosen
+  (k-means++-like), and the diverse share is k-center greedy over the suspicious patches (upper
+  fifth by instance probability), starting from everything chosen or reviewed, so the queue
+  covers the different-looking candidates instead of 50 neighbours of one spot.
 
 Only patches never reviewed are queued; every entry records why it was chosen.
 """
@@ -22,8 +24,9 @@ import numpy as np
 from wsireview.learn.scoring import PatchScores
 
 STRATEGIES = ("mix", "attention", "uncertainty", "random")
-TOP_ATTENTION, UNCERTAIN, DIVERSE, RANDOM = "top-attention", "uncertain", "diverse", "random"
-MIX_SHARES = {TOP_ATTENTION: 0.4, UNCERTAIN: 0.3}
+EXPLOIT, TOP_ATTENTION, UNCERTAIN, DIVERSE, RANDOM = "exploit", "top-attention", "uncertain", "diverse", "random"
+REASONS = (EXPLOIT, TOP_ATTENTION, UNCERTAIN, DIVERSE, RANDOM)
+MIX_SHARES = {EXPLOIT: 0.3, TOP_ATTENTION: 0.3, UNCERTAIN: 0.2}  # the rest is diverse
 
 
 @dataclass
@@ -139,8 +142,11 @@ def build_queue(
         idx = np.flatnonzero(eligible)
         take(list(idx[np.argsort(-scores.uncertainty[idx], kind="stable")[:budget]]), UNCERTAIN, scores.uncertainty)
     else:
+        n_exp = int(round(MIX_SHARES[EXPLOIT] * budget))
         n_att = int(round(MIX_SHARES[TOP_ATTENTION] * budget))
         n_unc = int(round(MIX_SHARES[UNCERTAIN] * budget))
+        idx = np.flatnonzero(eligible)
+        take(list(idx[np.argsort(-scores.probability[idx], kind="stable")[:n_exp]]), EXPLOIT, scores.probability)
         take(top_attention(scores, eligible, slide_probability, n_att), TOP_ATTENTION, scores.attention)
         chosen = [int(i) for i in np.flatnonzero(np.isin(scores.patch_ids, [e.patch_id for e in entries]))]
         take(uncertain_spread(scores, features, eligible, chosen, n_unc), UNCERTAIN, scores.uncertainty)

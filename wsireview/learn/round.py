@@ -6,39 +6,40 @@ and queue) and a new checkpoint file; nothing of an earlier version is touched.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
 from wsireview.catalog import READY, Catalog, ModelVersion, PatchScore, ReviewQueueItem, SlidePrediction
+from wsireview.errors import WsireviewError
 from wsireview.features.embed import embed_slides, pending_slides
-from wsireview.features.encoders import DEFAULT_ENCODER
 from wsireview.learn.checkpoint import save_checkpoint
 from wsireview.learn.data import Bag, Preprocessor, load_bags
-from wsireview.learn.labels import instance_targets, reviewed_patches, slide_targets
+from wsireview.learn.labels import artifact_patches, instance_targets, reviewed_patches, slide_targets
+from wsireview.learn.lookalike import ARTIFACT as ARTIFACT_CLASS
+from wsireview.learn.lookalike import LESION as LESION_CLASS
+from wsireview.learn.lookalike import NOT_LESION as NOT_LESION_CLASS
+from wsireview.learn.lookalike import Spread, spread_verdicts
 from wsireview.learn.metrics import roc_auc
 from wsireview.learn.query import build_queue
 from wsireview.learn.scoring import PatchScores, score_patches
+from wsireview.learn.slide_predictions import predict_slides
+from wsireview.learn.spec import RoundSpec
+from wsireview.learn.status import queue_yield
 from wsireview.learn.train import BagData, TrainParams, cross_validate, fit, make_bag, predict, torch_threads
+from wsireview.progress import ProgressCallback
 from wsireview.workspace import Workspace
 
-ProgressCallback = Callable[[str, float], None]
-"""``(what is running, fraction of the round done)``: how a screen follows a round."""
 INSERT_CHUNK = 50_000
 
 
-class NothingToLearn(RuntimeError):
+class NothingToLearn(WsireviewError):
     """No slide labels and no verdicts: the model would have nothing to learn from."""
 
 
@@ -56,13 +57,12 @@ class _RoundProgress:
         if self.callback is not None:
             self.callback(what, fraction)
 
-    def start_embedding(self, encoder: str) -> None:
+    def start_embedding(self, encoder: str, slides: int) -> None:
         self.encoder = encoder
-        self._send(f"embedding with {encoder}", 0.0)
+        self._send(f"embedding {slides} slide(s) with {encoder}", 0.0)
 
-    def embedded(self, done: int, total: int) -> None:
-        self._send(f"embedding with {self.encoder}: {done:,} of {total:,} patches",
-                   self.EMBED_SHARE * done / max(total, 1))
+    def embedded(self, what: str, fraction: float) -> None:
+        self._send(what, self.EMBED_SHARE * fraction)
 
     def embedding_done(self) -> None:
         self.offset = self.EMBED_SHARE
@@ -72,23 +72,11 @@ class _RoundProgress:
         self._send(what, self.offset + (1.0 - self.offset) * fraction)
 
 
-@contextlib.contextmanager
-def _phase_bar(console: Console, enabled: bool) -> Iterator[ProgressCallback]:
-    """The command line's bar over a round's training phases (embedding shows its own before).
-
-    Transient: the command prints the result (or the error) where the bar was.
-    """
-    columns = (SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not enabled, transient=True) as display:
-        task = display.add_task("loading features and labels", total=1.0)
-        yield lambda what, fraction: display.update(task, description=what, completed=fraction)
-
-
 @dataclass
 class RoundResult:
     model_version_id: int
     parent_id: int | None
+    spec: RoundSpec
     metrics: dict
     previous_metrics: dict | None
     label_counts: dict
@@ -107,28 +95,75 @@ def latest_version(catalog: Catalog, encoder: str | None = None) -> ModelVersion
         return session.scalar(stmt.order_by(ModelVersion.id.desc()).limit(1))
 
 
+@dataclass
+class Prepared:
+    """A round's training data: bags without artifact patches, their tensors, the preprocessing,
+    and what the verdicts spread to."""
+
+    bags: list[Bag]
+    data: list[BagData]
+    pre: Preprocessor
+    spread: Spread
+    artifacts: int  # artifact patches taken out of the bags
+
+
 def prepare_bags(
-    bags: list[Bag], targets: dict[int, int], inst: dict[int, int], params: TrainParams, seed: int
-) -> tuple[list[BagData], Preprocessor]:
-    """Fit the preprocessing on the training slides' patches and wrap every bag for training."""
+    bags: list[Bag], targets: dict[int, int], inst: dict[int, int], params: TrainParams, seed: int,
+    artifacts: set[int] | None = None,
+) -> Prepared:
+    """Fit the preprocessing on the training slides' patches, spread the verdicts to look-alikes,
+    drop artifact patches and wrap every bag for training."""
+    artifacts = artifacts or set()
+    art_ids = np.fromiter(artifacts, dtype=np.int64, count=len(artifacts))
     train = [b for b in bags if b.slide_id in targets or np.isin(b.patch_ids, list(inst)).any()]
     if not train:
         raise NothingToLearn(
             "no slide has a label and no patch has a lesion/not-lesion verdict: add labels with "
             "`wsireview add ... --labels labels.csv` or review some patches first"
         )
-    pre = Preprocessor.fit([b.features for b in train], params.pca_dim, seed)
-    inst_ids = np.fromiter(inst, dtype=np.int64, count=len(inst))
-    inst_y = np.fromiter(inst.values(), dtype=np.float32, count=len(inst))
-    order = np.argsort(inst_ids)
-    inst_ids, inst_y = inst_ids[order], inst_y[order]
-    out = []
+    pre = Preprocessor.fit([b.features[~np.isin(b.patch_ids, art_ids)] for b in train], params.pca_dim, seed)
+    x_all = np.concatenate([pre.transform(b.features) for b in bags])
+    ids_all = np.concatenate([b.patch_ids for b in bags])
+    negative_rows = np.concatenate([np.full(len(b), targets.get(b.slide_id) == 0) for b in bags])
+
+    # Verdict classes per row (-1: none) and their spread to look-alikes.
+    verdict = np.full(ids_all.size, -1, np.int64)
+    row_of = {int(p): r for r, p in enumerate(ids_all)}
+    for pid, y in inst.items():
+        if pid in row_of:
+            verdict[row_of[pid]] = LESION_CLASS if y else NOT_LESION_CLASS
+    for pid in artifacts:
+        if pid in row_of:
+            verdict[row_of[pid]] = ARTIFACT_CLASS
+    reviewed_rows = np.flatnonzero(verdict >= 0)
+    spread = spread_verdicts(x_all, reviewed_rows, verdict[reviewed_rows], negative_rows, params.spread, seed)
+
+    # Per row: instance label (NaN none), its weight, and the attention target.
+    label = np.full(ids_all.size, np.nan, np.float32)
+    weight = np.zeros(ids_all.size, np.float32)
+    label[spread.rows] = (spread.label == LESION_CLASS).astype(np.float32)  # an artifact look-alike is not lesion
+    weight[spread.rows] = spread.weight
+    hard = verdict >= 0
+    label[hard] = (verdict[hard] == LESION_CLASS).astype(np.float32)
+    weight[hard] = 1.0
+    attention = label.copy()
+    keep = ~np.isin(ids_all, art_ids)
+    label[~keep] = np.nan
+
+    out_bags, out = [], []
+    start = 0
     for b in bags:
-        pos = np.flatnonzero(np.isin(b.patch_ids, inst_ids)) if inst_ids.size else np.zeros(0, np.int64)
-        y = inst_y[np.searchsorted(inst_ids, b.patch_ids[pos])] if pos.size else np.zeros(0, np.float32)
+        rows = slice(start, start + len(b))
+        start += len(b)
+        k = keep[rows]
+        if not k.any():
+            continue
+        positions = np.flatnonzero(~np.isnan(label[rows][k]))
         target = float(targets[b.slide_id]) if b.slide_id in targets else None
-        out.append(make_bag(b.slide_id, torch.from_numpy(pre.transform(b.features)), target, pos, y))
-    return out, pre
+        out_bags.append(Bag(b.slide_id, b.patch_ids[k], b.features[k]))
+        out.append(make_bag(b.slide_id, torch.from_numpy(np.ascontiguousarray(x_all[rows][k])), target, positions,
+                            label[rows][k][positions], weight[rows][k][positions], attention[rows][k]))
+    return Prepared(out_bags, out, pre, spread, int((~keep).sum()))
 
 
 def count_labels(targets: dict[int, int], labels: dict[int, str | None], inst: dict[int, int], reviewed: int) -> dict:
@@ -169,62 +204,43 @@ def _insert(session, model, columns: list[str], rows: list[tuple]) -> None:
 def retrain(
     catalog: Catalog,
     workspace: Workspace,
-    encoder: str = DEFAULT_ENCODER,
-    budget: int = 50,
-    strategy: str = "mix",
-    seed: int = 0,
-    positive: str = "lesion",
-    instance_weight: float | None = None,
-    epochs: int | None = None,
-    params: TrainParams | None = None,
-    progress: bool = True,
-    console: Console | None = None,
+    spec: RoundSpec | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> RoundResult:
-    """Run one round and record a new model version (parent: the latest one for ``encoder``).
+    """Run one round of ``spec`` and record a new model version (parent: the latest one for its encoder).
 
-    ``instance_weight`` and ``epochs``, when given, override ``params``: ``epochs`` caps the training
-    epochs (default: early stopping decides, up to 30).
-    ``on_progress`` hears each phase with the fraction done (cross-validation reports each fold).
+    ``on_progress`` hears each phase with the fraction of the round done (embedding, when needed,
+    reports its patches; cross-validation each fold): the one way a command or a screen follows it.
     """
+    spec = spec or RoundSpec()
     bar = _RoundProgress(on_progress)
-    console = console or Console(stderr=True, quiet=not progress)
-    params = dataclasses.replace(params) if params is not None else TrainParams()
-    params.seed = seed
-    if instance_weight is not None:
-        params.instance_weight = instance_weight
-    if epochs is not None:
-        params.max_epochs = epochs
-        params.min_epochs = min(params.min_epochs, epochs)
+    params = spec.train_params()
+    seed, encoder = spec.seed, spec.encoder
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
     # The same rule as `wsireview embed`: a feature set whose file is gone is embedded again.
     missing, _ = pending_slides(catalog, workspace, encoder)
     if missing:
-        console.print(f"Embedding {len(missing)} slide(s) with {encoder} first.")
-        bar.start_embedding(encoder)
-        embed_slides(catalog, workspace, encoder=encoder, progress=progress, on_patches=bar.embedded)
+        bar.start_embedding(encoder, len(missing))
+        embed_slides(catalog, workspace, encoder=encoder, on_progress=bar.embedded)
         bar.embedding_done()
     timings["embed"] = time.perf_counter() - t0
 
     # One torch thread for everything after embedding (see TrainParams.threads): with two, every
     # matrix multiply waits for both cores, and a second busy process made loading 7x slower.
-    with _phase_bar(console, progress) as show, torch_threads(params.threads):
-
-        def report(what: str, fraction: float) -> None:
-            bar.phase(what, fraction)
-            show(what, fraction)
-
+    with torch_threads(params.threads):
+        report = bar.phase
         t = time.perf_counter()
         report("loading features and labels", 0.05)
         bags = load_bags(catalog, workspace, encoder)
         if not bags:
             raise NothingToLearn(f"no slide has features for encoder {encoder!r}; run `wsireview embed` first")
-        targets, labels = slide_targets(catalog, positive)
+        targets, labels = slide_targets(catalog, spec.positive)
         inst = instance_targets(catalog)
         reviewed = reviewed_patches(catalog)
-        data, pre = prepare_bags(bags, targets, inst, params, seed)
+        prepared = prepare_bags(bags, targets, inst, params, seed, artifact_patches(catalog))
+        bags, data, pre = prepared.bags, prepared.data, prepared.pre
         timings["load"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -240,40 +256,47 @@ def retrain(
         report("training the new model", 0.65)
         # The final model trains on every slide for the median epoch count early stopping chose
         # in the cross-validation folds (each fold stopped on its own held-out slides).
-        if cv.best_epochs and epochs is None:
+        if cv.best_epochs and spec.epochs is None:
             final_epochs = max(params.min_epochs, int(np.median(cv.best_epochs)))
             model, info = fit(data, params, seed, epochs=final_epochs)
         else:
-            model, info = fit(data, params, seed, epochs=epochs)
+            model, info = fit(data, params, seed, epochs=spec.epochs)
         timings["train"] = time.perf_counter() - t
 
         t = time.perf_counter()
         report("scoring every patch and building the queue", 0.85)
         preds = predict(model, data)  # predict runs under no_grad
-        scores = score_patches([b.slide_id for b in bags], [b.patch_ids for b in bags], preds)
-        slide_prob = {b.slide_id: p.slide_probability for b, p in zip(bags, preds)}
+        scores = score_patches([b.slide_id for b in bags], [b.patch_ids for b in bags], preds, cv.members)
+        slides = predict_slides(data, preds, cv, targets)
+        slide_prob = {sid: p.probability for sid, p in slides.predictions.items()}
         features = np.concatenate([d.x.numpy() for d in data])
-        queue = build_queue(scores, features, slide_prob, reviewed, budget, strategy, seed)
+        queue = build_queue(scores, features, slide_prob, reviewed, spec.budget, spec.strategy, seed)
         timings["score_and_queue"] = time.perf_counter() - t
 
+        parent = latest_version(catalog, encoder)
         metrics = {
-            "slide_auc": cv.slide_auc,
-            "slide_accuracy": cv.slide_accuracy,
+            "slide_auc": slides.cv_auc,
+            "slide_accuracy": slides.cv_accuracy,
+            "slide_auc_bag": slides.bag_auc,
             "instance_auc": cv.instance_auc,
             "instance_auc_fit": _fit_instance_auc(scores, inst),
             "cv_folds": cv.folds,
             "epochs": info.best_epoch,
             "slides": len(bags),
             "patches": len(scores),
+            "artifacts_removed": prepared.artifacts,
+            "lookalike_radius": round(prepared.spread.radius, 4),
+            "lookalikes": int(prepared.spread.rows.size),
+            "slide_rule": slides.rule.as_dict(),
+            "queue_yield": queue_yield(catalog, parent.id) if parent else {},  # what the last queue found
         }
         label_counts = count_labels(targets, labels, inst, len(reviewed))
-        parent = latest_version(catalog, encoder)
 
         t = time.perf_counter()
         report("writing the new model version", 0.9)
         version_id, checkpoint = _record(
-            catalog, workspace, encoder, positive, parent, params, strategy, budget, epochs, info, metrics,
-            label_counts, model, pre, scores, slide_prob, queue,
+            catalog, workspace, spec, parent, params, info, metrics, label_counts, model, pre, scores,
+            slides.predictions, queue,
         )
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
@@ -284,6 +307,7 @@ def retrain(
     return RoundResult(
         model_version_id=version_id,
         parent_id=parent.id if parent else None,
+        spec=spec,
         metrics=metrics,
         previous_metrics=parent.metrics if parent else None,
         label_counts=label_counts,
@@ -306,11 +330,13 @@ def _fit_instance_auc(scores: PatchScores, inst: dict[int, int]) -> float | None
     return roc_auc(y[keep], scores.probability[[pos[int(ids[k])] for k in keep]])
 
 
-def _record(catalog, workspace, encoder, positive, parent, params, strategy, budget, epochs, info, metrics,
-            label_counts, model, pre, scores, slide_prob, queue) -> tuple[int, Path]:
+def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, label_counts, model, pre, scores,
+            slide_prob, queue) -> tuple[int, Path]:
     """One transaction: the version row, its checkpoint file, scores, predictions and queue."""
+    encoder, positive = spec.encoder, spec.positive
     run_params = {
-        "train": params.as_dict(), "strategy": strategy, "budget": budget, "epochs_requested": epochs,
+        "spec": spec.as_dict(), "train": params.as_dict(), "strategy": spec.strategy, "budget": spec.budget,
+        "epochs_requested": spec.epochs,
         "epochs_trained": info.best_epoch, "val_slides": info.val_slides, "in_dim": pre.out_dim,
         "feature_dim": int(pre.mean.shape[0]),
     }
@@ -334,8 +360,10 @@ def _record(catalog, workspace, encoder, positive, parent, params, strategy, bud
                     list(zip(itertools.repeat(vid), scores.patch_ids.tolist(), scores.attention.tolist(),
                              scores.attention_rank.tolist(), scores.probability.tolist(),
                              scores.uncertainty.tolist())))
-            _insert(session, SlidePrediction, ["model_version_id", "slide_id", "probability"],
-                    [(vid, int(sid), float(p)) for sid, p in slide_prob.items()])
+            _insert(session, SlidePrediction,
+                    ["model_version_id", "slide_id", "probability", "bag_probability", "evidence", "driver"],
+                    [(vid, int(sid), p.probability, p.bag_probability, p.evidence, p.driver)
+                     for sid, p in slide_prob.items()])
             _insert(session, ReviewQueueItem, ["model_version_id", "patch_id", "rank", "reason", "score"],
                     [(vid, int(e.patch_id), k, e.reason, float(e.score) if e.score is not None else None)
                      for k, e in enumerate(queue, start=1)])

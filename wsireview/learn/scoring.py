@@ -1,5 +1,12 @@
 """Turning predictions into per-patch scores: attention normalised within each slide, its rank,
-the instance probability and an uncertainty."""
+the instance probability and an uncertainty.
+
+The uncertainty is the disagreement of an ensemble when there is one (the cross-validation fold
+models a round trains anyway, with the final model): the mutual information between a patch's
+label and the member (BALD), divided by log 2 so it lies in 0..1. Members that agree on 0.5 are
+not uncertain in this sense, members that split 0.1 / 0.9 are. Without an ensemble (no
+cross-validation) it is the margin ``1 - |2p - 1|`` of the one model.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,17 @@ from wsireview.learn.train import Prediction
 def uncertainty(probability: np.ndarray) -> np.ndarray:
     """1 at p = 0.5, 0 at p = 0 or 1 (a margin measure: cheap and monotone in entropy)."""
     return 1.0 - np.abs(2.0 * np.asarray(probability, dtype=np.float64) - 1.0)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(p * np.log(p) + (1 - p) * np.log1p(-p))
+
+
+def disagreement(members: np.ndarray) -> np.ndarray:
+    """BALD of (members, patches) probabilities: H(mean) - mean(H), in 0..1 (divided by log 2)."""
+    members = np.asarray(members, dtype=np.float64)
+    return np.clip((_entropy(members.mean(0)) - _entropy(members).mean(0)) / np.log(2.0), 0.0, 1.0)
 
 
 @dataclass
@@ -30,7 +48,10 @@ class PatchScores:
         return int(self.patch_ids.shape[0])
 
 
-def score_patches(slide_ids: list[int], patch_ids: list[np.ndarray], predictions: list[Prediction]) -> PatchScores:
+def score_patches(slide_ids: list[int], patch_ids: list[np.ndarray], predictions: list[Prediction],
+                  members: list[list[np.ndarray]] | None = None) -> PatchScores:
+    """Scores of every patch; ``members``: other models' P(lesion) per bag (the CV folds), for the
+    ensemble uncertainty."""
     att_parts, rank_parts, sid_parts = [], [], []
     for sid, ids, pred in zip(slide_ids, patch_ids, predictions):
         att = pred.attention.astype(np.float64)
@@ -47,5 +68,6 @@ def score_patches(slide_ids: list[int], patch_ids: list[np.ndarray], predictions
         attention=np.concatenate(att_parts),
         attention_rank=np.concatenate(rank_parts),
         probability=probability,
-        uncertainty=uncertainty(probability),
+        uncertainty=(disagreement(np.stack([probability] + [np.concatenate(m) for m in members]))
+                     if members else uncertainty(probability)),
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from wsireview.catalog import READY, Catalog, ModelVersion, Review, ReviewQueueItem
+from wsireview.catalog import READY, Catalog, ModelVersion, Review, ReviewQueueItem, Slide, SlidePrediction
+from wsireview.learn.labels import instance_targets
 
 
 def queued_patches(catalog: Catalog, model_version_id: int) -> int:
@@ -39,7 +40,51 @@ def model_status(catalog: Catalog) -> dict:
         "versions": versions,
         "queued": queued_patches(catalog, version.id),
         "queue_size": _queue_size(catalog, version.id),
+        "spec": (version.params or {}).get("spec"),
+        "queue_yield": {str(v): queue_yield(catalog, v) for v in _version_ids(catalog)},
+        "slides": slide_predictions(catalog, version.id),
     }
+
+
+def queue_yield(catalog: Catalog, model_version_id: int) -> dict[str, dict[str, int]]:
+    """Per reason a version queued patches for (exploit, top-attention, uncertain, diverse, random):
+    how many it queued, how many have a lesion/not-lesion verdict now, and how many are lesion.
+
+    What each way of choosing patches finds: the numbers the next round's choices can learn from,
+    and what `evaluate` and the model screen show.
+    """
+    with catalog.session() as session:
+        rows = session.execute(select(ReviewQueueItem.patch_id, ReviewQueueItem.reason)
+                               .where(ReviewQueueItem.model_version_id == model_version_id)).all()
+    targets = instance_targets(catalog)
+    out: dict[str, dict[str, int]] = {}
+    for patch_id, reason in rows:
+        entry = out.setdefault(reason, {"queued": 0, "reviewed": 0, "lesion": 0})
+        entry["queued"] += 1
+        if patch_id in targets:
+            entry["reviewed"] += 1
+            entry["lesion"] += targets[patch_id]
+    return out
+
+
+def slide_predictions(catalog: Catalog, model_version_id: int) -> list[dict]:
+    """A version's prediction of every slide: the combined probability, its two parts, what drove
+    it, and whether an unlabelled slide is a candidate positive (a confirmed lesion patch)."""
+    with catalog.session() as session:
+        rows = session.execute(
+            select(Slide.name, Slide.label, SlidePrediction.probability, SlidePrediction.bag_probability,
+                   SlidePrediction.evidence, SlidePrediction.driver)
+            .join(Slide, Slide.id == SlidePrediction.slide_id)
+            .where(SlidePrediction.model_version_id == model_version_id).order_by(Slide.name)
+        ).all()
+    return [{"name": name, "label": label, "probability": p, "bag_probability": bag, "evidence": ev,
+             "driver": driver, "candidate_positive": label is None and driver == "verdict"}
+            for name, label, p, bag, ev, driver in rows]
+
+
+def _version_ids(catalog: Catalog) -> list[int]:
+    with catalog.session() as session:
+        return list(session.scalars(select(ModelVersion.id).order_by(ModelVersion.id)))
 
 
 def _queue_size(catalog: Catalog, model_version_id: int) -> int:

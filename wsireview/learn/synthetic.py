@@ -6,7 +6,7 @@ which a few patches of each positive slide carry a signal along one hidden direc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import insert, select
@@ -22,6 +22,7 @@ class SyntheticCohort:
     labels: dict[int, str]
     lesion_patches: set[int]  # patch ids that carry the signal
     patch_slide: dict[int, int]
+    dust_patches: set[int] = field(default_factory=set)  # near-identical look-alikes (see make_synthetic_cohort)
 
 
 def make_synthetic_cohort(
@@ -35,18 +36,25 @@ def make_synthetic_cohort(
     signal: float = 5.0,
     seed: int = 0,
     unlabelled: int = 0,
+    dust: int = 0,
 ) -> SyntheticCohort:
     """Slides alternate lesion/normal (the last ``unlabelled`` get no label); lesion slides hold
     a small cluster of neighbouring patches shifted by ``signal`` along a random unit direction.
 
     Wide features (``dim`` > 64) are, like real embeddings, a 32-d latent signal mixed into
     ``dim`` numbers plus a little noise; the lesion shift lives in the latent space.
+
+    ``dust`` > 0: every lesion slide and the first normal one carry ``dust`` near-identical
+    patches far from all others (a dust speck scanned on many slides, mostly lesion ones, so it
+    draws attention): what an ``artifact`` verdict on one of them should teach about the rest.
     """
     rng = np.random.default_rng(seed)
     latent = min(dim, 32) if dim > 64 else dim
     mixing = rng.normal(size=(latent, dim)) / np.sqrt(latent) if latent != dim else None
     direction = rng.normal(size=latent)
     direction /= np.linalg.norm(direction)
+    dust_rng = np.random.default_rng([seed, 99])  # its own stream: cohorts without dust stay as they were
+    dust_centre = 4.0 * dust_rng.normal(size=latent)
     side = int(np.ceil(np.sqrt(n_patches)))
     cohort = SyntheticCohort([], {}, set(), {})
     for s in range(n_slides):
@@ -70,6 +78,11 @@ def make_synthetic_cohort(
             hit = np.arange(start, start + k)
             feats[hit] += signal * direction
             cohort.lesion_patches.update(int(p) for p in patch_ids[hit])
+        if dust and (label == "lesion" or s == 1):
+            spot = dust_rng.choice(np.setdiff1d(np.arange(n_patches), cohort_rows(cohort, patch_ids)), dust,
+                                   replace=False)
+            feats[spot] = dust_centre + 0.05 * dust_rng.normal(size=(dust, latent))
+            cohort.dust_patches.update(int(p) for p in patch_ids[spot])
         if mixing is not None:
             feats = feats @ mixing + 0.1 * rng.standard_normal((n_patches, dim), dtype=np.float32)
         with catalog.session() as session:
@@ -79,3 +92,8 @@ def make_synthetic_cohort(
         cohort.labels[sid] = label
         cohort.patch_slide.update({int(p): sid for p in patch_ids})
     return cohort
+
+
+def cohort_rows(cohort: SyntheticCohort, patch_ids: np.ndarray) -> np.ndarray:
+    """Rows of ``patch_ids`` that already carry the lesion signal."""
+    return np.flatnonzero(np.isin(patch_ids, list(cohort.lesion_patches)))

@@ -6,7 +6,13 @@ The loss of a batch of slides:
 - ``bag_instance_weight`` x attention distillation: the instance head learns, class-balanced
   within each slide, what the attention found in positive slides and that every patch of a
   negative slide is negative. Without it the instance head would know nothing before the first
-  verdict and uncertainty sampling would be noise. Set it to 0 for the plain two-term loss.
+  verdict and uncertainty sampling would be noise. Set it to 0 for the plain two-term loss;
+- ``attention_weight`` x attention supervision: a confirmed lesion patch (and, with a smaller
+  weight, its look-alikes) should get more attention than its slide's average patch, a rejected
+  one or an artifact's look-alike less (a BCE on the attention logit minus the bag's mean logit).
+
+Verdicts reach look-alike patches as soft labels (see ``wsireview.learn.lookalike``): the
+instance and attention terms weigh each row by how sure its label is (1 for a verdict).
 
 Large slides are trained on at most ``max_instances`` patches per step: every reviewed patch,
 the slide's top candidates by a label-contrast direction (mean of patches from positive slides
@@ -35,6 +41,7 @@ from wsireview.learn.model import GatedAttentionMIL, pad_bags
 @dataclass
 class TrainParams:
     hidden: int = 32
+    instance_hidden: int = 32  # the instance head's own hidden layer (0: it shares the slide head's)
     attention: int = 16
     dropout: float = 0.1
     lr: float = 2e-3
@@ -47,9 +54,11 @@ class TrainParams:
     candidate_share: float = 0.5
     instance_weight: float = 1.0
     bag_instance_weight: float = 0.5
+    attention_weight: float = 0.5  # attention supervision from verdicts (0 = attention learns from slide labels only)
+    spread: float = 0.5  # weight of a verdict's soft label on its nearest look-alike (0 = no spreading)
     val_fraction: float = 0.25
     folds: int = 3
-    pca_dim: int = 64
+    pca_dim: int | None = None  # None: chosen from the data (see Preprocessor.fit); 0: no projection
     threads: int = 1  # torch threads for a round after embedding: the matrices are small, and extra
     # threads wait for each other; on a busy 2-core machine two threads made training 6x slower and
     # loading 7x slower
@@ -69,6 +78,14 @@ class BagData:
     x: torch.Tensor  # (N, K) float32
     target: float | None  # 1 / 0 / None (no label)
     inst: torch.Tensor  # (N,) float32 instance labels, NaN where the patch has none
+    inst_w: torch.Tensor | None = None  # (N,) how sure each label is: 1 for a verdict, < 1 for a look-alike
+    att: torch.Tensor | None = None  # (N,) attention targets: 1 more, 0 less than average, NaN none
+
+    def __post_init__(self) -> None:
+        if self.inst_w is None:
+            self.inst_w = torch.where(torch.isnan(self.inst), 0.0, 1.0)
+        if self.att is None:
+            self.att = torch.full_like(self.inst, float("nan"))
 
     @property
     def labelled(self) -> bool:
@@ -79,11 +96,18 @@ class BagData:
         return bool((~torch.isnan(self.inst)).any())
 
 
-def make_bag(slide_id: int, x: torch.Tensor, target: float | None, positions: np.ndarray, labels: np.ndarray) -> BagData:
+def make_bag(slide_id: int, x: torch.Tensor, target: float | None, positions: np.ndarray, labels: np.ndarray,
+             weights: np.ndarray | None = None, attention: np.ndarray | None = None) -> BagData:
+    """A bag with instance labels ``labels`` at rows ``positions`` (weights 1 unless given) and
+    optional per-row attention targets (NaN where none)."""
     inst = torch.full((x.shape[0],), float("nan"))
+    inst_w = torch.zeros(x.shape[0])
     if len(positions):
-        inst[torch.as_tensor(positions, dtype=torch.long)] = torch.as_tensor(labels, dtype=torch.float32)
-    return BagData(slide_id, x, target, inst)
+        rows = torch.as_tensor(positions, dtype=torch.long)
+        inst[rows] = torch.as_tensor(labels, dtype=torch.float32)
+        inst_w[rows] = torch.as_tensor(weights, dtype=torch.float32) if weights is not None else 1.0
+    att = torch.as_tensor(attention, dtype=torch.float32) if attention is not None else None
+    return BagData(slide_id, x, target, inst, inst_w, att)
 
 
 def contrast_direction(bags: list[BagData]) -> torch.Tensor | None:
@@ -105,6 +129,8 @@ class Batch:
     inst: torch.Tensor  # (B, W), NaN where unknown or padding
     mask: torch.Tensor  # (B, W) True for real rows
     targets: list[float | None]
+    inst_w: torch.Tensor | None = None  # (B, W) label weights, 0 where unknown
+    att: torch.Tensor | None = None  # (B, W) attention targets, NaN where none
 
 
 class BagSampler:
@@ -124,6 +150,8 @@ class BagSampler:
         self.width = int(min(self.limit, self.sizes.max(initial=0)))
         self.x = torch.cat([b.x for b in bags]) if bags else None
         self.inst = torch.cat([b.inst for b in bags]) if bags else None
+        self.inst_w = torch.cat([b.inst_w for b in bags]) if bags else None
+        self.att = torch.cat([b.att for b in bags]) if bags else None
         n_top = int(params.max_instances * params.candidate_share)
         self.priority: list[np.ndarray] = []
         self.rest: list[np.ndarray] = []
@@ -133,9 +161,15 @@ class BagSampler:
                 self.priority.append(np.arange(n))
                 self.rest.append(np.zeros(0, np.int64))
                 continue
-            reviewed = np.flatnonzero(~torch.isnan(b.inst).numpy())
-            top = torch.topk(b.x @ direction, min(n_top, n)).indices.numpy() if direction is not None else reviewed[:0]
-            priority = np.unique(np.concatenate([reviewed, top]))[: self.limit]
+            # Verdicts first, then look-alikes with a soft label or attention target, then the top
+            # of the contrast direction; the first occurrence of each row counts.
+            known = (~torch.isnan(b.inst)).numpy()
+            hard = np.flatnonzero(known & (b.inst_w.numpy() >= 1.0))
+            soft = np.flatnonzero((known & (b.inst_w.numpy() < 1.0)) | ~torch.isnan(b.att).numpy())
+            top = torch.topk(b.x @ direction, min(n_top, n)).indices.numpy() if direction is not None else hard[:0]
+            order = np.concatenate([hard, soft, top])
+            _, first = np.unique(order, return_index=True)
+            priority = order[np.sort(first)][: self.limit]
             self.priority.append(priority)
             self.rest.append(np.setdiff1d(np.arange(n), priority, assume_unique=True))
 
@@ -154,7 +188,9 @@ class BagSampler:
         mask_t = torch.from_numpy(mask)
         x = self.x[flat].view(len(which), self.width, -1)
         inst = self.inst[flat].view(len(which), self.width).masked_fill(~mask_t, float("nan"))
-        return Batch(x, inst, mask_t, [self.bags[j].target for j in which])
+        inst_w = self.inst_w[flat].view(len(which), self.width).masked_fill(~mask_t, 0.0)
+        att = self.att[flat].view(len(which), self.width).masked_fill(~mask_t, float("nan"))
+        return Batch(x, inst, mask_t, [self.bags[j].target for j in which], inst_w, att)
 
 
 class AdamW:
@@ -230,6 +266,7 @@ def seeded_model(in_dim: int, params: TrainParams, seed: int) -> GatedAttentionM
         torch.manual_seed(seed)
         try:
             model = GatedAttentionMIL(in_dim, params.hidden, params.attention, params.dropout,
+                                      instance_hidden=params.instance_hidden,
                                       generator=torch.Generator().manual_seed(seed))
         finally:
             torch.random.set_rng_state(state)
@@ -272,12 +309,37 @@ def batch_loss(model: GatedAttentionMIL, batch: Batch, params: TrainParams, slid
             terms.append(params.bag_instance_weight * distillation_loss(out["attention"][idx], inst[idx], mask[idx], y))
     known = ~torch.isnan(inst_y)
     if params.instance_weight > 0 and bool(known.any()):
-        # Class-balanced: the few lesion verdicts weigh as much as the many rejections.
+        # Class-balanced: the few lesion verdicts weigh as much as the many rejections; each row
+        # weighs as sure as its label is (look-alikes less than verdicts).
         logits, labels = inst[known], inst_y[known]
-        per = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        parts = [per[labels == c].mean() for c in (0.0, 1.0) if bool((labels == c).any())]
+        weights = batch.inst_w[known] if batch.inst_w is not None else torch.ones_like(labels)
+        per = F.binary_cross_entropy_with_logits(logits, (labels >= 0.5).float(), reduction="none") * weights
+        parts = [per[labels == c].sum() / weights[labels == c].sum().clamp_min(1e-6)
+                 for c in (0.0, 1.0) if bool((labels == c).any())]
         terms.append(params.instance_weight * torch.stack(parts).mean())
+    if params.attention_weight > 0 and batch.att is not None:
+        term = attention_supervision(out["attention_logit"], mask, batch.att, batch.inst_w)
+        if term is not None:
+            terms.append(params.attention_weight * term)
     return torch.stack(terms).sum() if terms else torch.zeros((), requires_grad=True)
+
+
+def attention_supervision(logits: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
+                          weight: torch.Tensor | None) -> torch.Tensor | None:
+    """BCE of each targeted row's attention logit minus its bag's mean logit against the target
+    (1: more attention than the slide's average patch, 0: less); softmax ignores a shift of all
+    logits, so only this difference means anything. Class-balanced like the instance term."""
+    has = ~torch.isnan(target) & mask
+    if not bool(has.any()):
+        return None
+    finite = logits.masked_fill(~mask, 0.0)
+    centre = finite.sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp_min(1)
+    rel = (finite - centre)[has]
+    y = target[has]
+    w = weight[has].clamp_min(1e-3) if weight is not None else torch.ones_like(y)
+    per = F.binary_cross_entropy_with_logits(rel, y, reduction="none") * w
+    parts = [per[y == c].sum() / w[y == c].sum() for c in (0.0, 1.0) if bool((y == c).any())]
+    return torch.stack(parts).mean()
 
 
 def split_validation(bags: list[BagData], fraction: float, rng: np.random.Generator) -> tuple[list[int], list[int]]:
@@ -392,7 +454,11 @@ class CVResult:
     slide_accuracy: float | None
     instance_auc: float | None
     best_epochs: list[int]
-    oof_slide: dict[int, float]  # slide id -> out-of-fold probability
+    oof_slide: dict[int, float]  # slide id -> out-of-fold bag probability
+    oof_instance: dict[int, np.ndarray] = field(default_factory=dict)  # slide id -> out-of-fold P(lesion)
+    members: list[list[np.ndarray]] = field(default_factory=list)  # per fold model: P(lesion) of every bag
+    member_slide: list[np.ndarray] = field(default_factory=list)  # per fold model: bag probability of every bag
+    held_out: list[list[int]] = field(default_factory=list)  # per fold: indices of the bags it held out
 
 
 def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
@@ -400,7 +466,8 @@ def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
     """k-fold over labelled slides (k = min(params.folds, smaller class)): out-of-fold metrics.
 
     Unlabelled slides with reviewed patches train in every fold; instance AUC is measured on the
-    reviewed patches of held-out slides only. ``on_fold(done, k)`` is called after each fold.
+    verdicts of held-out slides only. Each fold's model also scores every bag: the folds are an
+    ensemble whose disagreement is the queue's uncertainty. ``on_fold(done, k)`` after each fold.
     """
     labels = [b.target for b in bags if b.labelled]
     k = min(params.folds, sum(1 for t in labels if t == 1), sum(1 for t in labels if t == 0))
@@ -412,7 +479,7 @@ def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
         held_set = set(held)
         train = [b for i, b in enumerate(bags) if i not in held_set]
         model, info = fit(train, params, seed=seed * 1000 + f + 1)
-        return info.best_epoch, predict(model, [bags[i] for i in held])
+        return info.best_epoch, predict(model, bags)
 
     # Each fold's model depends on its own seed only (see seeded_model), so running them in
     # parallel threads gives the same numbers as one after the other.
@@ -423,20 +490,27 @@ def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
             if on_fold is not None:
                 on_fold(done, k)
     oof: dict[int, float] = {}
+    oof_instance: dict[int, np.ndarray] = {}
+    members: list[list[np.ndarray]] = []
+    member_slide: list[np.ndarray] = []
     inst_y: list[np.ndarray] = []
     inst_p: list[np.ndarray] = []
     best_epochs = []
     for held, future in zip(folds, futures):
         best_epoch, predictions = future.result()
         best_epochs.append(best_epoch)
-        for i, pred in zip(held, predictions):
-            b = bags[i]
+        members.append([p.instance_probability for p in predictions])
+        member_slide.append(np.array([p.slide_probability for p in predictions]))
+        for i in held:
+            b, pred = bags[i], predictions[i]
             oof[b.slide_id] = pred.slide_probability
-            known = ~torch.isnan(b.inst).numpy()
-            if known.any():
-                inst_y.append(b.inst.numpy()[known])
-                inst_p.append(pred.instance_probability[known])
+            oof_instance[b.slide_id] = pred.instance_probability
+            verdict = (~torch.isnan(b.inst) & (b.inst_w >= 1.0)).numpy()
+            if verdict.any():
+                inst_y.append(b.inst.numpy()[verdict])
+                inst_p.append(pred.instance_probability[verdict])
     y = np.array([b.target for b in bags if b.labelled])
     p = np.array([oof[b.slide_id] for b in bags if b.labelled])
     instance_auc = roc_auc(np.concatenate(inst_y), np.concatenate(inst_p)) if inst_y else None
-    return CVResult(k, roc_auc(y, p), accuracy(y, p), instance_auc, best_epochs, oof)
+    return CVResult(k, roc_auc(y, p), accuracy(y, p), instance_auc, best_epochs, oof, oof_instance, members,
+                    member_slide, folds)

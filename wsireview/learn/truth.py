@@ -17,6 +17,7 @@ from skimage.draw import polygon as fill_polygon
 from sqlalchemy import select
 
 from wsireview.catalog import READY, Catalog, Patch, Slide
+from wsireview.errors import WsireviewError
 
 CELLS_PER_PATCH = 32  # cells a side: shares are exact to about 1/32 of a patch side
 
@@ -70,7 +71,7 @@ def lesion_share(polygons: list[list[np.ndarray]], xs: np.ndarray, ys: np.ndarra
     return np.minimum(share, 1.0)
 
 
-class NoTruthFiles(ValueError):
+class NoTruthFiles(WsireviewError, ValueError):
     """No ``<slide stem>.geojson`` in the truth folder belongs to a catalog slide: a wrong or empty
     folder, which would otherwise score every patch as "no lesion" and evaluate nothing."""
 

@@ -10,6 +10,9 @@ import numpy as np
 import openslide
 from PIL import Image, UnidentifiedImageError
 
+from wsireview.errors import WsireviewError
+from wsireview.slides.magnification import mpp_from_magnification
+
 # A microscope's level 0 lies between about 0.05 and 20 µm per pixel. Values outside are file
 # defaults (a plain TIFF at 72 dpi reads as 352.8 µm/px) and are not used to size patches.
 PLAUSIBLE_MPP = (0.05, 20.0)
@@ -18,18 +21,34 @@ PLAUSIBLE_MPP = (0.05, 20.0)
 DEFAULT_PATCH_SIZE = 224
 DEFAULT_TARGET_MPP = 0.5
 
+# A thumbnail reads a pyramid level whole up to this many pixels (64 MB as RGBA), else region by
+# region of this side, reduced as it goes.
+WHOLE_LEVEL_PIXELS = 4096 * 4096
+REGION_SIDE = 2048
+
 # Plain images are decoded whole; guard against decompression bombs but allow big scans.
 Image.MAX_IMAGE_PIXELS = 2_000_000_000
 
 
-class SlideError(Exception):
+class SlideError(WsireviewError):
     """A slide that cannot be used, with a reason a person can act on."""
 
 
 def explain_open_error(path: Path, error: BaseException) -> str:
     """Turn a reader's exception into a specific, human reason."""
-    text = str(error).strip()
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        if truncation := truncated_tiff(path):
+            return truncation
+    except OSError:
+        pass
+    text = str(error).strip().replace(str(path), path.name)
     lowered = text.lower()
+    if "short read" in lowered:
+        return f"truncated file: {text}"
+    if "invalid tiff" in lowered or "cannot get required tiff tag" in lowered or "cannot handle" in lowered:
+        return f"damaged TIFF header: {text}"
     if "unsupported tiff compression" in lowered or "compression" in lowered:
         return f"unsupported compression ({text})"
     if isinstance(error, UnidentifiedImageError) or "unsupported or missing image file" in lowered:
@@ -39,6 +58,23 @@ def explain_open_error(path: Path, error: BaseException) -> str:
     if isinstance(error, PermissionError):
         return "permission denied"
     return f"cannot open: {type(error).__name__}: {text}"
+
+
+def truncated_tiff(path: Path) -> str | None:
+    """Why a TIFF is cut short when its first image directory lies past the end of the file, else None."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    formats = {b"II*\0": "<I", b"MM\0*": ">I", b"II+\0": "<Q", b"MM\0+": ">Q"}
+    fmt = formats.get(head[:4])
+    if fmt is None or len(head) < 16:
+        return None
+    offset = struct.unpack(fmt, head[4:8] if fmt[1] == "I" else head[8:16])[0]
+    if offset < size:
+        return None
+    return f"truncated file: its first image directory lies at offset {offset:,}, past its end ({size:,} bytes)"
 
 
 def explain_read_error(error: BaseException) -> str:
@@ -52,6 +88,31 @@ def file_hash(path: Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return "sha256:" + digest.hexdigest()
+
+
+def sampled_file_hash(path: Path, samples: int = 64, chunk: int = 1 << 16) -> str:
+    """A short hash of the file's size and ``samples`` chunks spread over all of it.
+
+    Cheap on multi-GB files, and unlike OpenSlide's quickhash (which for a generic TIFF covers
+    only the smallest level) it sees every part of the file, so damaged copies differ.
+    """
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    digest.update(str(size).encode())
+    with open(path, "rb") as handle:
+        step = max(chunk, size // samples)
+        for offset in range(0, size, step):
+            handle.seek(offset)
+            digest.update(handle.read(chunk))
+    return digest.hexdigest()[:16]
+
+
+def same_content(stored: str | None, current: str) -> bool:
+    """Whether a stored content hash names the same file as ``current``.
+
+    A hash recorded before the sampled part was added (``quickhash1:X``) matches ``quickhash1:X+...``.
+    """
+    return stored is not None and (stored == current or current.startswith(stored + "+"))
 
 
 def _float(value: str | None) -> float | None:
@@ -83,13 +144,22 @@ def patch_resolution(
     The one rule ingest and export share: mpp when plausible, else the objective power (20x is
     0.5 µm/px, the convention CLAM and TRIDENT use), else level-0 pixels.
     """
-    if plausible_mpp(mpp):
-        return Resolution(max(1, round(patch_size * target_mpp / mpp)), "mpp")
-    note = f"recorded mpp {mpp:.4g} µm/px is implausible for a microscope" if mpp else None
-    if objective_power:
-        implied_mpp = 10.0 / objective_power
-        return Resolution(max(1, round(patch_size * target_mpp / implied_mpp)), "objective-power", note)
+    level0, source = level0_mpp(mpp, objective_power)
+    note = f"recorded mpp {mpp:.4g} µm/px is implausible for a microscope" if mpp and not plausible_mpp(mpp) else None
+    if level0 is not None:
+        return Resolution(max(1, round(patch_size * target_mpp / level0)), source, note)
     return Resolution(patch_size, "level0-pixels", note or "no mpp and no objective power in the file")
+
+
+def level0_mpp(mpp: float | None, objective_power: float | None) -> tuple[float | None, str]:
+    """The µm per level-0 pixel and where it came from: the file's mpp when plausible ("mpp"), else
+    the objective power (20x is 0.5 µm/px, the convention CLAM and TRIDENT use: "objective-power"),
+    else unknown (None, "level0-pixels"): sizes are then only in pixels."""
+    if plausible_mpp(mpp):
+        return mpp, "mpp"
+    if objective_power:
+        return mpp_from_magnification(objective_power), "objective-power"
+    return None, "level0-pixels"
 
 
 class Slide:
@@ -112,6 +182,8 @@ class Slide:
         self.mpp_y = _float(props.get(openslide.PROPERTY_NAME_MPP_Y))
         self.objective_power = _float(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
         self.quickhash = props.get(openslide.PROPERTY_NAME_QUICKHASH1)
+        # µm per level-0 pixel (None: sizes only in pixels), and whether the file or the objective said so.
+        self.level0_mpp, self.mpp_source = level0_mpp(self.mpp_x, self.objective_power)
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -119,8 +191,11 @@ class Slide:
         return self.path.name
 
     def content_hash(self) -> str:
-        """OpenSlide's quickhash where there is one (fast on huge files), else a hash of the file."""
-        return f"quickhash1:{self.quickhash}" if self.quickhash else file_hash(self.path)
+        """OpenSlide's quickhash plus a sampled hash of the file where there is one (fast on huge
+        files), else a hash of the whole file."""
+        if not self.quickhash:
+            return file_hash(self.path)
+        return f"quickhash1:{self.quickhash}+sample:{sampled_file_hash(self.path)}"
 
     # -- resolution -----------------------------------------------------------------------------
     def resolution(self, patch_size: int, target_mpp: float) -> Resolution:
@@ -129,30 +204,67 @@ class Slide:
 
     # -- pixels ---------------------------------------------------------------------------------
     def thumbnail(self, max_side: int = 1024) -> Image.Image:
-        """An RGB thumbnail, long side up to ``max_side``, read from the best pyramid level."""
+        """An RGB thumbnail, long side up to ``max_side``, read from the best pyramid level.
+
+        A small level is read whole; a big one (a single-level slide, or a sparse pyramid) is read
+        in regions, each reduced as it is read, so memory stays bounded whatever the level's size.
+        """
+        width, height = self.dimensions
+        downsample = max(width, height) / max_side
+        level = self._osr.get_best_level_for_downsample(downsample) if downsample > 1 else 0
+        level_width, level_height = self.level_dimensions[level]
         try:
-            return self._osr.get_thumbnail((max_side, max_side)).convert("RGB")
+            if self.is_plain_image or level_width * level_height <= WHOLE_LEVEL_PIXELS:
+                return self._osr.get_thumbnail((max_side, max_side)).convert("RGB")
+            return self._thumbnail_by_regions(level, max_side)
+        except SlideError:
+            raise
         except Exception as error:
             raise SlideError(explain_read_error(error)) from error
 
-    def read_region(self, x: int, y: int, size0: int, out_px: int) -> Image.Image:
-        """The square at level-0 ``(x, y)`` of side ``size0``, as an ``out_px`` RGB image.
+    def _thumbnail_by_regions(self, level: int, max_side: int) -> Image.Image:
+        level_width, level_height = self.level_dimensions[level]
+        level_ds = self.level_downsamples[level]
+        factor = max(1, int(max(level_width, level_height) / max_side))  # whole level px per reduced px
+        step = factor * max(1, REGION_SIDE // factor)  # region side: a multiple of the factor
+        if step * step > 4 * REGION_SIDE * REGION_SIDE:
+            raise SlideError(f"no pyramid level small enough for a thumbnail: the smallest is "
+                             f"{level_width} x {level_height} px")
+        reduced = Image.new("RGB", (-(-level_width // factor), -(-level_height // factor)), (255, 255, 255))
+        for y in range(0, level_height, step):
+            for x in range(0, level_width, step):
+                size = (min(step, level_width - x), min(step, level_height - y))
+                region = self._osr.read_region((round(x * level_ds), round(y * level_ds)), level, size)
+                rgb = Image.new("RGB", region.size, (255, 255, 255))
+                rgb.paste(region, mask=region.getchannel("A"))
+                reduced.paste(rgb.reduce(factor) if factor > 1 else rgb, (x // factor, y // factor))
+        reduced.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        return reduced
 
-        Reads from the coarsest pyramid level that is still at least as fine as needed, then
-        resizes; transparent (out-of-slide) pixels come back white.
+    def read_region(self, x: int, y: int, size0: int, out_px: int) -> Image.Image:
+        """The square at level-0 ``(x, y)`` of side ``size0``, as an ``out_px`` RGB image."""
+        return self.read_field(x, y, size0, size0, out_px, out_px)
+
+    def read_field(self, x: int, y: int, w0: int, h0: int, out_w: int, out_h: int) -> Image.Image:
+        """The rectangle at level-0 ``(x, y)`` of ``w0 x h0`` level-0 pixels, as an ``out_w x out_h`` RGB image.
+
+        Reads from the coarsest pyramid level that is still at least as fine as needed
+        (OpenSlide's best level for the downsample), then resizes; pixels outside the slide and
+        transparent ones come back white.
         """
-        downsample = size0 / out_px
+        downsample = min(w0 / out_w, h0 / out_h)
         level = self._osr.get_best_level_for_downsample(downsample) if downsample > 1 else 0
         level_ds = self.level_downsamples[level]
-        side = max(1, round(size0 / level_ds))
+        size = (max(1, round(w0 / level_ds)), max(1, round(h0 / level_ds)))
         try:
-            region = self._osr.read_region((int(x), int(y)), level, (side, side))
+            region = self._osr.read_region((int(x), int(y)), level, size)
         except Exception as error:
             raise SlideError(explain_read_error(error)) from error
         rgb = Image.new("RGB", region.size, (255, 255, 255))
         rgb.paste(region, mask=region.getchannel("A"))
-        if rgb.size != (out_px, out_px):
-            rgb = rgb.resize((out_px, out_px), Image.Resampling.LANCZOS if side > out_px else Image.Resampling.BICUBIC)
+        if rgb.size != (out_w, out_h):
+            shrink = size[0] > out_w or size[1] > out_h
+            rgb = rgb.resize((out_w, out_h), Image.Resampling.LANCZOS if shrink else Image.Resampling.BICUBIC)
         return rgb
 
     def read_array(self, x: int, y: int, size0: int, out_px: int) -> np.ndarray:

@@ -14,13 +14,13 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from wsireview.catalog import Catalog
-from wsireview.catalog.queries import latest_model_version_id, model_versions, slides_overview
+from wsireview.catalog.queries import SlideOverview, latest_model_version_id, model_versions, slides_overview
 from wsireview.tui.gc_policy import IdleCollector
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchSource
 from wsireview.workspace import DEFAULT_WORKSPACE, Workspace
 
-GRAPHICS = ("halfblock", "kitty", "textual-image")
+GRAPHICS = ("halfblock", "kitty", "sixel", "textual-image")
 
 
 class ReviewApp(App):
@@ -79,6 +79,38 @@ class ReviewApp(App):
 
         self.push_screen(TriageScreen(slide_id))
 
+    def open_slide(self, slide_id: int, focus_patch_id: int | None = None) -> None:
+        """The slide view: its picture with layers, its patches; ``focus_patch_id`` boxed and selected."""
+        from wsireview.tui.screens.slide import SlideScreen
+
+        self.push_screen(SlideScreen(slide_id, focus_patch_id=focus_patch_id))
+
+    def open_history(self, slide_id: int | None = None, focus_patch_id: int | None = None) -> None:
+        """The reviewer's verdicts, newest first (one slide's when given), to change or withdraw."""
+        from wsireview.tui.screens.history import HistoryScreen
+
+        self.push_screen(HistoryScreen(slide_id, focus_patch_id=focus_patch_id))
+
+    def edit_label(self, slide: SlideOverview) -> None:
+        """Ask for a slide's label (the cohort's labels offered first) and record it with the reviewer's
+        name and the time; every screen reloads."""
+        from wsireview.learn.labels import known_labels, set_slide_label
+        from wsireview.tui.screens.label import LabelScreen
+
+        def answered(choice: tuple[str | None] | None) -> None:
+            if choice is None:
+                return
+            (label,) = choice
+            if label == slide.label:
+                return
+            set_slide_label(self.catalog, slide.id, label, self.reviewer)
+            self.notify(f"{slide.name}: " + (f"labelled {label}" if label else "label removed")
+                        + " (used by the next retrain)", timeout=3)
+            for screen in self.screen_stack:
+                screen.post_message(CatalogChanged())
+
+        self.push_screen(LabelScreen(slide.name, slide.label, known_labels(self.catalog)), answered)
+
     def open_models(self) -> None:
         from wsireview.tui.screens.model import ModelScreen
 
@@ -108,7 +140,8 @@ class ReviewApp(App):
         return " ".join(parts)
 
     def start_retrain(self, callback: Callable[[bool | None], None] | None = None) -> None:
-        """Run one round in a worker behind a progress screen; every screen reloads when it is done."""
+        """Run one round in a worker behind a progress screen, which then shows the new version's
+        metrics; every screen reloads, and without a ``callback`` the new queue opens."""
         from wsireview.tui.screens.retrain import RetrainScreen
 
         def finished(ok: bool | None) -> None:
@@ -118,8 +151,10 @@ class ReviewApp(App):
                     screen.post_message(CatalogChanged())
             if callback is not None:
                 callback(ok)
+            elif ok and type(self.screen).__name__ != "TriageScreen":  # a triage screen reloads its queue itself
+                self.open_triage(None)  # the new queue, right after its metrics were shown
 
-        self.push_screen(RetrainScreen(self.latest_encoder()), finished)
+        self.push_screen(RetrainScreen(), finished)
 
     def confirm_retrain(self, callback: Callable[[bool | None], None] | None = None) -> None:
         """Ask first, then start_retrain: a round takes minutes and replaces the review queue."""
@@ -128,6 +163,13 @@ class ReviewApp(App):
         def answered(start: bool | None) -> None:
             if start:
                 self.start_retrain(callback)
+
+        from wsireview.learn.labels import needs_labels
+
+        if needs_labels(self.catalog):  # the round would have nothing to learn from: say what comes first
+            self.notify("No slide has a label yet: press l on a slide (slides screen or slide view) to label it, "
+                        "at least one lesion and one other, then retrain.", severity="warning", timeout=8)
+            return
 
         queued = sum(s.queued for s in slides_overview(self.catalog))
         self.push_screen(ConfirmRetrainScreen(queued), answered)
@@ -139,6 +181,8 @@ class ReviewApp(App):
         yield SystemCommand("Model versions", "metrics and label counts per version", self.open_models)
         yield SystemCommand("Review queue", "triage the latest model's queue across all slides",
                             lambda: self.open_triage(None))
+        yield SystemCommand("History", "your verdicts, newest first: change or withdraw any of them",
+                            self.open_history)
         yield SystemCommand("Retrain now", "train a new model version on every label and verdict, then "
                             "replace the queue (asks first)", self.confirm_retrain)
         yield SystemCommand("Keys", "every key of this screen", self.action_help)

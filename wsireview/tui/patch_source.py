@@ -1,4 +1,4 @@
-"""Reading what the triage screen shows: patches, wider context and thumbnails (no Textual).
+"""Reading what the triage screen shows: fields of a slide at any zoom, and thumbnails (no Textual).
 
 Open slides are kept (a few at a time) because opening a slide costs far more than reading one
 patch. Reads are thread-safe: workers read ahead while the UI thread shows the current patch.
@@ -13,14 +13,14 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from wsireview.catalog.queries import QueueEntry
+from wsireview.errors import WsireviewError
 from wsireview.slides.reader import Slide, SlideError
-from wsireview.tui.imaging import CONTEXT_COLOUR
+from wsireview.tui.imaging import OUTLINE_COLOUR
+from wsireview.tui.viewport import Viewport
 from wsireview.workspace import Workspace
 
-CONTEXT_FACTOR = 8  # the context view covers 8 x 8 patches around the one under review
 
-
-class PatchUnavailable(Exception):
+class PatchUnavailable(WsireviewError):
     """A patch or picture that cannot be shown, with the reason a person can act on."""
 
 
@@ -59,31 +59,38 @@ class PatchSource:
                     old.close()
             return slide, self._slide_locks[path]
 
-    def _read(self, path: str, x: int, y: int, side0: int, out_px: int) -> Image.Image:
-        """A square field of ``side0`` level-0 pixels at ``out_px``, under the slide's lock."""
-        slide, lock = self._slide(path)
+    def patch(self, entry: QueueEntry) -> Image.Image:
+        """The patch at the resolution it was embedded at (``patch_size_px``, default 224)."""
+        slide, lock = self._slide(entry.slide_path)
+        out_px = entry.patch_size_px or self.patch_px
         try:
             with lock:
-                return slide.read_region(x, y, side0, out_px)
+                return slide.read_region(entry.x, entry.y, entry.size, out_px)
         except SlideError as error:
             raise PatchUnavailable(str(error)) from error
 
-    def patch(self, entry: QueueEntry) -> Image.Image:
-        """The patch at the resolution it was embedded at (``patch_size_px``, default 224)."""
-        return self._read(entry.slide_path, entry.x, entry.y, entry.size, entry.patch_size_px or self.patch_px)
-
-    def context(self, entry: QueueEntry, factor: int = CONTEXT_FACTOR) -> Image.Image:
-        """A ``factor``-times wider field around the patch, read at lower magnification, patch outlined."""
-        out_px = entry.patch_size_px or self.patch_px
-        side0 = entry.size * factor
-        x0 = entry.x + entry.size // 2 - side0 // 2
-        y0 = entry.y + entry.size // 2 - side0 // 2
-        image = self._read(entry.slide_path, x0, y0, side0, out_px)
-        scale = out_px / side0
-        a = (entry.x - x0) * scale
-        b = a + entry.size * scale
-        ImageDraw.Draw(image).rectangle([round(a) - 1, round(a) - 1, round(b), round(b)], outline=CONTEXT_COLOUR, width=2)
+    def view(self, entry: QueueEntry, view: Viewport, box_px: tuple[int, int]) -> Image.Image:
+        """The field ``view`` shows in a box of ``box_px`` pixels, read from the best pyramid level
+        for its downsample, with the patch outlined wherever it falls in the field."""
+        x0, y0, w0, h0 = view.field(box_px)
+        slide, lock = self._slide(entry.slide_path)
+        try:
+            with lock:
+                image = slide.read_field(x0, y0, w0, h0, *box_px)
+        except SlideError as error:
+            raise PatchUnavailable(str(error)) from error
+        sx, sy = box_px[0] / w0, box_px[1] / h0
+        a = ((entry.x - x0) * sx, (entry.y - y0) * sy)
+        b = ((entry.x + entry.size - x0) * sx, (entry.y + entry.size - y0) * sy)
+        # just outside the patch, so every pixel of the patch itself stays visible
+        box = [round(a[0]) - 1, round(a[1]) - 1, round(b[0]), round(b[1])]
+        ImageDraw.Draw(image).rectangle(box, outline=OUTLINE_COLOUR, width=1)
         return image
+
+    def scale(self, entry: QueueEntry) -> tuple[float | None, str]:
+        """The slide's µm per level-0 pixel (None when unknown) and where that came from."""
+        slide, _ = self._slide(entry.slide_path)
+        return slide.level0_mpp, slide.mpp_source
 
     def thumbnail(self, stored_path: str | None) -> Image.Image:
         """A workspace thumbnail (or overlay) picture, decoded once."""

@@ -11,19 +11,34 @@ from textual.widgets import Static
 
 KEY_NAMES = {
     "question_mark": "?", "slash": "/", "space": "space", "escape": "esc", "backspace": "backspace",
-    "enter": "enter", "ctrl+p": "ctrl+p",
+    "enter": "enter", "ctrl+p": "ctrl+p", "plus": "+", "equals_sign": "=", "minus": "-",
+    "left": "←", "right": "→", "up": "↑", "down": "↓",
 }
 # Textual adds the palette binding to every app as "palette": say what our palette holds instead.
 PALETTE_ACTIONS = {"command_palette", "app.command_palette"}
 PALETTE_DESCRIPTION = "command palette (retrain, screens)"
 
 
+def _own_actions(node) -> set[str]:
+    """The actions bound in this app's own classes (a screen, the app) along the node's class
+    hierarchy: Textual's generic keys (tab focus, copy text, table cursor moves) are not ours."""
+    actions = set()
+    for cls in type(node).__mro__:
+        if cls.__module__.startswith("wsireview.") and "BINDINGS" in vars(cls):
+            actions.update(b.action for b in cls.BINDINGS if isinstance(b, Binding))
+    return actions
+
+
 def key_table(screen: Screen) -> Table:
-    """The screen's active bindings (its own, its focused widget's and the app's), one row per action."""
+    """The app's own keys active on the screen, one row per action (plus the command palette)."""
     rows: dict[str, list[str]] = {}
+    own: dict[int, set[str]] = {}
     for key, active in screen.active_bindings.items():
         binding: Binding = active.binding
         if not binding.description or binding.system:
+            continue
+        mine = own.setdefault(id(active.node), _own_actions(active.node))
+        if binding.action not in mine and binding.action not in PALETTE_ACTIONS:
             continue
         description = PALETTE_DESCRIPTION if binding.action in PALETTE_ACTIONS else binding.description
         names = rows.setdefault(description, [])

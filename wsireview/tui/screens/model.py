@@ -1,4 +1,5 @@
-"""Model versions: their metrics and label counts, and how each changed from its parent."""
+"""Model versions: their metrics and label counts, how each changed from its parent, what each
+queue found (yield per reason) and what drove the slide predictions."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from wsireview.catalog.queries import ModelVersionSummary, model_versions
 from wsireview.learn.reviews import verdict_counts
+from wsireview.learn.status import queue_yield, slide_predictions
 from wsireview.tui.messages import CatalogChanged
 
 # Shown as table columns when present; every other numeric metric is in the detail pane.
@@ -21,7 +23,8 @@ HEADLINE = ("slide_auc", "slide_accuracy", "instance_auc", "auc", "accuracy")
 # Metric keys as words; any other key is shown with its underscores as spaces.
 METRIC_NAMES = {
     "slide_auc": "slide AUC", "instance_auc": "instance AUC", "instance_auc_fit": "instance AUC (train)",
-    "auc": "AUC", "cv_folds": "CV folds",
+    "auc": "AUC", "cv_folds": "CV folds", "slide_auc_bag": "slide AUC (bag)",
+    "lookalike_radius": "look-alike radius", "lookalikes": "look-alike patches",
 }
 
 
@@ -133,7 +136,32 @@ class ModelScreen(Screen):
         if v is None:
             return
         parent = self.versions.get(v.parent_id) if v.parent_id else None
-        self.query_one("#model-detail", Static).update(self.detail(v, parent))
+        extra = [line for line in (self.yield_line(queue_yield(self.app.catalog, v.id)),
+                                   self.drivers_line(slide_predictions(self.app.catalog, v.id))) if line]
+        self.query_one("#model-detail", Static).update(Group(*extra, self.detail(v, parent)))
+
+    @staticmethod
+    def yield_line(yields: dict[str, dict[str, int]]) -> Text | None:
+        """What this version's queue found, per reason: lesion of reviewed (of queued)."""
+        if not any(y["reviewed"] for y in yields.values()):
+            return None
+        parts = [f"{reason} {y['lesion']}/{y['reviewed']}" + (f" of {y['queued']}" if y["queued"] != y["reviewed"] else "")
+                 for reason, y in sorted(yields.items(), key=lambda item: -item[1]["lesion"])]
+        return Text("queue yield (lesion/reviewed): " + " · ".join(parts))
+
+    @staticmethod
+    def drivers_line(predictions: list[dict]) -> Text | None:
+        """What drove the slide predictions (bag score, instance evidence, a confirmed lesion), and
+        the unlabelled slides with a confirmed lesion: candidate positives."""
+        drivers = [p["driver"] for p in predictions if p["driver"]]
+        if not drivers:
+            return None
+        counts = " · ".join(f"{drivers.count(d)} {d}" for d in ("bag", "instances", "verdict") if d in drivers)
+        candidates = [p["name"] for p in predictions if p["candidate_positive"]]
+        text = f"slide predictions driven by: {counts}"
+        if candidates:
+            text += f" · candidate positives: {', '.join(candidates[:5])}" + (" ..." if len(candidates) > 5 else "")
+        return Text(text)
 
     @staticmethod
     def detail(v: ModelVersionSummary, parent: ModelVersionSummary | None) -> Group:

@@ -1,40 +1,21 @@
 """Retraining from inside the app: the round runs in a thread worker, the screen shows progress.
 
-The round (``wsireview.learn.round.retrain``) is the same function the `retrain` command calls;
-its console output is captured here and shown line by line instead of touching the terminal.
+The round (``wsireview.learn.round.retrain``) is the same function the `retrain` command calls,
+with the latest model version's round spec (encoder, positive label, budget, strategy, seed,
+training parameters): the app's retrain continues the rounds run from the command line.
 """
 
 from __future__ import annotations
 
-import io
 import time
 
-from rich.console import Console
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, ProgressBar, Static
-
-
-class _LineSink(io.TextIOBase):
-    """A file for Rich that hands every finished line to a callback (from the worker thread)."""
-
-    def __init__(self, on_line) -> None:
-        self._on_line = on_line
-        self._buffer = ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self._buffer += text
-        while "\n" in self._buffer:
-            line, self._buffer = self._buffer.split("\n", 1)
-            if line.strip():
-                self._on_line(line.strip())
-        return len(text)
 
 
 class ConfirmRetrainScreen(ModalScreen[bool]):
@@ -60,13 +41,10 @@ class ConfirmRetrainScreen(ModalScreen[bool]):
 
 
 class RetrainScreen(ModalScreen[bool]):
-    BINDINGS = [Binding("escape", "close", "Close")]
+    BINDINGS = [Binding("escape,enter", "close", "Close")]
 
-    def __init__(self, encoder: str | None, budget: int = 50, seed: int = 0) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.budget = budget
-        self.seed = seed
         self.started = time.monotonic()
         self.running = True
         self.ok = False
@@ -76,7 +54,7 @@ class RetrainScreen(ModalScreen[bool]):
             yield Label("[b]Retraining[/b] with every label and verdict so far", id="retrain-title")
             yield ProgressBar(total=100, show_eta=False, id="retrain-progress")
             yield Label("starting ...", id="retrain-phase")  # the current phase only
-            yield Static("", id="retrain-log")  # what the round prints, if anything
+            yield Static("", id="retrain-log")  # the round's settings, or why it failed
 
     def on_mount(self) -> None:
         self.lines: list[str] = []
@@ -97,15 +75,15 @@ class RetrainScreen(ModalScreen[bool]):
     def run_round(self) -> None:
         self.app.call_from_thread(self._progress, "loading torch and the model code", 0.0)
         from wsireview.learn.round import retrain
+        from wsireview.learn.spec import RoundSpec, latest_spec
 
-        sink = _LineSink(lambda line: self.app.call_from_thread(self._line, line))
-        console = Console(file=sink, width=70, force_terminal=False, color_system=None)
-        kwargs = dict(budget=self.budget, seed=self.seed, progress=False, console=console,
-                      on_progress=lambda what, fraction: self.app.call_from_thread(self._progress, what, fraction))
-        if self.encoder:
-            kwargs["encoder"] = self.encoder
+        spec = latest_spec(self.app.catalog) or RoundSpec()
+        self.app.call_from_thread(
+            self._line, escape(f"{spec.encoder} · positive {spec.positive!r} · {spec.strategy} · "
+                               f"budget {spec.budget} · seed {spec.seed}"))
         try:
-            result = retrain(self.app.catalog, self.app.workspace, **kwargs)
+            result = retrain(self.app.catalog, self.app.workspace, spec=spec,
+                             on_progress=lambda what, fraction: self.app.call_from_thread(self._progress, what, fraction))
         except Exception as error:  # shown to the person; the catalog is unchanged by a failed round
             self.app.call_from_thread(self._failed, f"{type(error).__name__}: {error}")
             return
@@ -123,16 +101,23 @@ class RetrainScreen(ModalScreen[bool]):
         self._line("esc: close")
 
     def _done(self, result) -> None:
+        """Show what the new version learned (the model screen's table: metrics and label counts with
+        their change from the parent) until enter or esc opens its queue."""
+        from wsireview.catalog.queries import model_versions
+        from wsireview.tui.screens.model import ModelScreen
+
         self.running, self.ok = False, True
         self.query_one(ProgressBar).update(progress=100)
-        metrics = ", ".join(
-            f"{k} {v:.3f}" for k, v in (result.metrics or {}).items() if isinstance(v, float)
-        )
-        self.app.notify(
-            f"Model v{result.model_version_id} trained: {result.queued} patches queued. {metrics}",
-            title="Retrain done", timeout=8,
-        )
-        self.dismiss(True)
+        versions = {v.id: v for v in model_versions(self.app.catalog)}
+        version = versions.get(result.model_version_id)
+        self.query_one("#retrain-title", Label).update(
+            f"[b]Model v{result.model_version_id} trained[/b]  ·  {result.queued} patches queued"
+            f"  ·  {time.monotonic() - self.started:.0f} s")
+        if version is not None:
+            self.query_one("#retrain-log", Static).update(
+                ModelScreen.detail(version, versions.get(version.parent_id) if version.parent_id else None))
+        nxt = "review the new queue" if result.queued else "close (nothing was queued)"
+        self.query_one("#retrain-phase", Label).update(f"[b]enter[/b]/[b]esc[/b]: {nxt}")
 
     def action_close(self) -> None:
         if self.running:

@@ -13,9 +13,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from wsireview.catalog.queries import SlideOverview, slide_attention, slides_overview
+from wsireview.learn.labels import needs_labels
 from wsireview.tui.imaging import attention_overlay, mask_overlay
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchUnavailable
+from wsireview.tui.widgets.legend import attention_legend, tissue_legend
 from wsireview.tui.widgets.slide_info import SlideInfo
 from wsireview.tui.widgets.slide_table import SlideTable
 from wsireview.tui.widgets.textual_image_view import make_image_view
@@ -44,7 +46,9 @@ class SlidesScreen(Screen):
         Binding("s", "sort", "Sort"),
         Binding("t", "toggle_overlay", "Overlay"),
         Binding("r", "review_queue", "Review"),  # short: "? Keys" and "q Quit" stay on an 80-column footer
-        Binding("m", "models", "Models"),
+        Binding("l", "label", "Label"),
+        Binding("m", "models", "Models", show=False),  # in ? and the palette: the footer keeps ? and q at 80 columns
+        Binding("h", "history", "History", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("question_mark", "app.help", "Keys"),
         Binding("q", "app.quit", "Quit"),
@@ -60,12 +64,14 @@ class SlidesScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="title", classes="title")
         yield Input(placeholder="filter by name or label (enter: keep, esc: clear)", id="filter")
+        yield Static(id="first-step")
         with Horizontal(id="slides-body"):
             yield SlideTable(id="slide-table")
             yield Static(id="empty")
             with Vertical(id="slide-side"):
                 yield Static(id="overlay-label", classes="caption")
                 yield make_image_view(self.app.graphics, id="slide-thumb")
+                yield Static(id="slide-legend")
                 yield SlideInfo(id="slide-info")
         yield Footer(compact=True)  # compact: every key fits 80 columns
 
@@ -85,6 +91,11 @@ class SlidesScreen(Screen):
             self.query_one("#empty", Static).update(EMPTY_HELP.format(root=self.app.workspace.root))
         table.set_slides(overview)
         self.show_title()
+        first = self.query_one("#first-step", Static)
+        first.display = not empty and needs_labels(self.app.catalog)
+        if first.display:
+            first.update("[b]First step:[/b] no slide has a label yet. Select a slide and press [b]l[/b] to label it "
+                         "(lesion or normal; at least one of each), then retrain from [b]ctrl+p[/b].")
         if not empty:
             table.focus()
             self.show_selected()
@@ -149,6 +160,8 @@ class SlidesScreen(Screen):
         self.query_one("#overlay-label", Static).update(  # 24 cells: fits the 80-column side panel
             "[dim]t[/] " + " ".join(f"[reverse]{o}[/]" if o == self.overlay else o for o in OVERLAYS)
         )
+        legend = {"attention": attention_legend, "tissue": tissue_legend}.get(self.overlay)
+        self.query_one("#slide-legend", Static).update(legend() if legend and slide is not None else "")
         view = self.query_one("#slide-thumb")
         if slide is None:
             view.show_message("")
@@ -190,16 +203,14 @@ class SlidesScreen(Screen):
     # -- actions --------------------------------------------------------------------------------
     @on(DataTable.RowSelected)
     def open_slide(self) -> None:
+        """The slide view: its picture with tissue, attention and verdicts, and its patches."""
         slide = self.selected
         if slide is None:
             return
         if slide.status != "ready":
             self.notify(f"{slide.name} is {slide.status}: {slide.reason or slide.path}", severity="warning")
             return
-        if not slide.queued and not slide.reviewed:
-            self.notify(f"nothing queued on {slide.name}: run `wsireview retrain` first", severity="warning")
-            return
-        self.app.open_triage(slide.id)
+        self.app.open_slide(slide.id)
 
     @on(DataTable.HeaderSelected)
     def header_sort(self, event: DataTable.HeaderSelected) -> None:
@@ -248,3 +259,11 @@ class SlidesScreen(Screen):
 
     def action_models(self) -> None:
         self.app.open_models()
+
+    def action_label(self) -> None:
+        slide = self.selected
+        if slide is not None:
+            self.app.edit_label(slide)
+
+    def action_history(self) -> None:
+        self.app.open_history()

@@ -1,8 +1,11 @@
 """Triage: one patch at a time, one key per verdict, every verdict committed the moment it is given.
 
-The next patches are read and rendered to half-block lines in a thread worker that starts after
-the current frame is drawn, so a keypress only swaps prepared lines (the key handler itself never
-touches a slide file or converts pixels).
+The patch is shown in its place on the slide, outlined, and can be looked at from the context view
+(8 patch fields wide) down to the slide's full resolution, panned with the arrow keys. Each field
+is read from the best pyramid level for its magnification. After every frame a thread worker
+reads and renders what one key away would show (zoom in, zoom out, the four pans) and the next
+patches, so a keypress only swaps prepared lines: the key handler never touches a slide file or
+converts pixels when the step was prefetched.
 """
 
 from __future__ import annotations
@@ -25,15 +28,18 @@ from textual.worker import get_current_worker
 
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE
 from wsireview.catalog.queries import QueueEntry, queue_entries
-from wsireview.learn.reviews import record_verdict, undo_last
-from wsireview.tui.imaging import mark_region, placeholder
-from wsireview.tui.messages import CatalogChanged
+from wsireview.learn.labels import nothing_queued_step
+from wsireview.learn.reviews import record_verdict, undo_review
+from wsireview.tui.imaging import MARK_COLOUR, VIEW_COLOUR, mark_rect, placeholder
+from wsireview.tui.messages import CatalogChanged, ImageBoxChanged
 from wsireview.tui.patch_source import PatchUnavailable
+from wsireview.tui.text import Shortened
+from wsireview.tui.viewport import Scale, Viewport, home_view, neighbours, pan, view_scale, zoom, zoom_ladder
 from wsireview.tui.widgets.halfblock import fit_image
 from wsireview.tui.widgets.textual_image_view import make_image_view
 
 READ_AHEAD = 4
-KEEP_IMAGES = 32
+KEEP_IMAGES = 64
 VERDICT_TEXT = {LESION: "lesion", NOT_LESION: "not lesion", UNSURE: "unsure", ARTIFACT: "artifact"}
 VERDICT_STYLE = {LESION: "bold red", NOT_LESION: "bold green", UNSURE: "bold yellow", ARTIFACT: "bold magenta"}
 REASON_TEXT = {
@@ -42,6 +48,7 @@ REASON_TEXT = {
     "diverse": "diverse (unlike the others)",
     "random": "random (baseline)",
 }
+SCALE_BAR = "━"
 
 
 class TriageScreen(Screen):
@@ -53,7 +60,17 @@ class TriageScreen(Screen):
         Binding("z", "undo", "Undo"),
         Binding("backspace", "undo", "Undo", show=False),
         Binding("space", "skip", "Skip"),
-        Binding("c", "context", "Context", show=False),  # in ? help: the footer has no room at 80 columns
+        # In ? help; the footer has no room for them at 80 columns (the caption under the image says +/-).
+        Binding("plus,equals_sign", "zoom(1)", "Zoom in (to full resolution)", show=False),
+        Binding("minus", "zoom(-1)", "Zoom out (to the context view)", show=False),
+        Binding("left", "pan(-1, 0)", "Pan a quarter field", show=False),
+        Binding("right", "pan(1, 0)", "Pan a quarter field", show=False),
+        Binding("up", "pan(0, -1)", "Pan a quarter field", show=False),
+        Binding("down", "pan(0, 1)", "Pan a quarter field", show=False),
+        Binding("0", "home", "Back to the patch", show=False),
+        Binding("c", "context", "Context (8 fields wide) / back", show=False),
+        Binding("f", "fill", "Image on the whole terminal / back", show=False),
+        Binding("s", "on_slide", "Where on the slide (slide view)", show=False),
         Binding("escape", "back", "Slides"),
         Binding("question_mark", "app.help", "Keys"),
         Binding("q", "app.quit", "Quit", show=False),
@@ -66,20 +83,23 @@ class TriageScreen(Screen):
         self.verdicts: dict[int, str] = {}
         self.skipped: set[int] = set()
         self.index: int | None = None
-        self.session_reviews: list[int] = []
+        self.session_reviews: list[int] = []  # review ids recorded in this queue view, oldest first
         self.shown_at = time.monotonic()
-        self.context_on = False
+        self.view: Viewport | None = None  # None: home, the patch fitted to the box
         self.last_action = ""
         self.loaded_generation = -1
-        self._images: OrderedDict[int, Image.Image] = OrderedDict()
+        self._images: OrderedDict[tuple, Image.Image] = OrderedDict()  # (patch id, view, box) -> field
         self._errors: dict[int, str] = {}
+        self._scales: dict[str, tuple[float | None, str]] = {}  # slide path -> (level-0 mpp, its source)
         self._fitted: dict[tuple, Image.Image] = {}
         self._lock = threading.Lock()
 
     def compose(self) -> ComposeResult:
         yield Static(id="triage-title", classes="title")
         with Horizontal(id="triage-body"):
-            yield make_image_view(self.app.graphics, id="patch")
+            with Vertical(id="triage-main"):
+                yield make_image_view(self.app.graphics, id="patch")
+                yield Static(id="triage-scale")
             with Vertical(id="triage-side"):
                 yield make_image_view(self.app.graphics, id="triage-thumb")
                 yield Static(id="triage-info")
@@ -98,6 +118,7 @@ class TriageScreen(Screen):
         self.entries = queue_entries(self.app.catalog, slide_id=self.slide_id)
         self.verdicts = {e.patch_id: e.verdict for e in self.entries if e.verdict}
         self.skipped.clear()
+        self.session_reviews.clear()
         self.last_action = ""
         with self._lock:
             self._images.clear()
@@ -105,10 +126,7 @@ class TriageScreen(Screen):
         self.index = None
         if not self.entries:
             where = "this slide" if self.slide_id is not None else "any slide"
-            self.patch_view.show_message(
-                f"Nothing queued for {where}.\n\nRun `wsireview retrain` to train a model and queue patches, "
-                "then open the review again."
-            )
+            self.patch_view.show_message(f"Nothing queued for {where}.\n\n{nothing_queued_step(self.app.catalog)}")
             self._update_text()
             return
         nxt = self._next_pending(0)
@@ -139,112 +157,145 @@ class TriageScreen(Screen):
                     break
         return out
 
-    # -- showing a patch ------------------------------------------------------------------------
+    # -- views ----------------------------------------------------------------------------------
     @property
     def current(self) -> QueueEntry | None:
         return self.entries[self.index] if self.index is not None else None
 
+    def _box(self) -> tuple[int, int]:
+        return self.patch_view.pixel_box
+
+    def _home(self, entry: QueueEntry, box: tuple[int, int] | None = None) -> Viewport:
+        return home_view(entry.x, entry.y, entry.size, box or self._box())
+
+    def current_view(self) -> Viewport | None:
+        """The field shown for the current patch (its home view unless zoomed or panned)."""
+        entry = self.current
+        if entry is None:
+            return None
+        return self.view or self._home(entry)
+
+    def _slide_size(self, entry: QueueEntry) -> tuple[int, int]:
+        return entry.slide_width or 0, entry.slide_height or 0
+
+    def scale(self, entry: QueueEntry, view: Viewport) -> Scale | None:
+        """How the view's pixels relate to the tissue, once the slide has been opened by a worker."""
+        known = self._scales.get(entry.slide_path)
+        return view_scale(view, *known) if known else None
+
     def show_entry(self, index: int, started: float | None = None) -> None:
-        self.index, self.context_on = index, False
-        entry = self.entries[index]
-        view = self.patch_view
-        with self._lock:
-            image = self._images.get(entry.patch_id)
-            error = self._errors.get(entry.patch_id)
-        if image is not None:
-            view.show(("patch", entry.patch_id), image)
-        elif error is not None:
-            view.show_message(f"This patch cannot be shown:\n{error}\n\nspace: skip it")
-        else:
-            view.show_message("reading patch ...")
-            self.read_current(index)
-        self._show_thumb(entry)
-        self._update_text()
+        self.index, self.view = index, None
         self.shown_at = time.monotonic()
+        self._show_view(started)
+
+    def _show_view(self, started: float | None = None) -> None:
+        """Show the current view: prepared lines when prefetched, else read it in a worker."""
+        entry, view = self.current, self.current_view()
+        if entry is None or view is None:
+            return
+        box = self._box()
+        if min(box) <= 0:  # not laid out yet: shown once the image box has its size
+            self.set_timer(0.02, partial(self._show_view, started))
+            return
+        pid = entry.patch_id
+        with self._lock:
+            image = self._images.get((pid, view, box))
+            error = self._errors.get(pid)
+        if image is not None:
+            self.patch_view.show(("view", pid, view, box), image)
+        elif error is not None:
+            self.patch_view.show_message(f"This patch cannot be shown:\n{error}\n\nspace: skip it")
+        else:
+            self.patch_view.show_message("reading ...")
+            self.read_current(self.index, view, box)
+        self.thumb_view.show(("mark", pid, view, box), partial(self._marked_thumb, entry, view, box))
+        self._update_text()
         self.call_after_refresh(self._frame_drawn, started)
 
     def _frame_drawn(self, started: float | None) -> None:
-        """The new patch is on screen: log the latency, then prepare what comes next."""
+        """The new frame is on screen: log the latency, then prepare what one key away shows."""
         if started is not None:
             self.app.log_latency(time.perf_counter() - started)
         if self.index is not None:
-            self.read_ahead(self.index)
+            self.prefetch(self.index, self.current_view(), self._box())
 
-    def _marked_thumb(self, entry: QueueEntry, box: tuple[int, int]) -> Image.Image:
-        """The slide's thumbnail fitted to ``box`` with the patch's place marked (drawn at display
-        resolution, so the marker stays visible on a small thumbnail)."""
-        key = (entry.slide_id, box)
+    def _marked_thumb(self, entry: QueueEntry, view: Viewport, box: tuple[int, int], cells: tuple[int, int]) -> Image.Image:
+        """The slide's thumbnail fitted to ``cells`` with the patch (cyan) and, when zoomed or
+        panned, the field shown (magenta) marked: the minimap. Drawn at display resolution so the
+        marks stay visible on a small thumbnail."""
+        key = (entry.slide_id, cells)
         fitted = self._fitted.get(key)
         if fitted is None:
             try:
-                fitted = fit_image(self.app.source.thumbnail(entry.thumbnail_path), *box)
+                fitted = fit_image(self.app.source.thumbnail(entry.thumbnail_path), *cells)
             except PatchUnavailable as error:
-                return fit_image(placeholder(str(error)), *box)
+                return fit_image(placeholder(str(error)), *cells)
             self._fitted[key] = fitted
-        return mark_region(fitted, entry.x, entry.y, entry.size, (entry.slide_width or 0, entry.slide_height or 0))
-
-    def _show_thumb(self, entry: QueueEntry) -> None:
-        self.thumb_view.show(("mark", entry.patch_id), partial(self._marked_thumb, entry))
+        out = fitted.copy()
+        slide_size = self._slide_size(entry)
+        if view != self._home(entry, box):
+            x0, y0, w0, h0 = view.field(box)
+            mark_rect(out, x0, y0, w0, h0, slide_size, VIEW_COLOUR)
+        return mark_rect(out, entry.x, entry.y, entry.size, entry.size, slide_size, MARK_COLOUR)
 
     # -- workers --------------------------------------------------------------------------------
-    def _prepare(self, entry: QueueEntry) -> Image.Image | None:
-        """Read one patch (and mark its thumbnail) and render both for the current boxes."""
+    def _prepare(self, entry: QueueEntry, view: Viewport, box: tuple[int, int]) -> bool:
+        """Read one field and render it (and the minimap marking it) for the current boxes."""
         pid = entry.patch_id
         with self._lock:
-            image, failed = self._images.get(pid), pid in self._errors
-        if image is None and not failed:
+            image, failed = self._images.get((pid, view, box)), pid in self._errors
+        if failed:
+            return False
+        if image is None:
             try:
-                image = self.app.source.patch(entry)
+                if entry.slide_path not in self._scales:
+                    self._scales[entry.slide_path] = self.app.source.scale(entry)
+                image = self.app.source.view(entry, view, box)
             except PatchUnavailable as error:
                 with self._lock:
                     self._errors[pid] = str(error)
-                return None
+                return False
             with self._lock:
-                self._images[pid] = image
+                self._images[(pid, view, box)] = image
                 while len(self._images) > KEEP_IMAGES:
                     self._images.popitem(last=False)
-        if image is not None:
-            self.patch_view.prerender(("patch", pid), image)
-            self.thumb_view.prerender(("mark", pid), partial(self._marked_thumb, entry))
-        return image
+        if box == self._box():  # not prepared for a box the screen has left (fill view toggled)
+            self.patch_view.prerender(("view", pid, view, box), image)
+            self.thumb_view.prerender(("mark", pid, view, box), partial(self._marked_thumb, entry, view, box))
+        return True
 
     @work(thread=True, exclusive=True, group="current")
-    def read_current(self, index: int) -> None:
-        self._prepare(self.entries[index])
-        self.app.call_from_thread(self._current_ready, index)
+    def read_current(self, index: int, view: Viewport, box: tuple[int, int]) -> None:
+        self._prepare(self.entries[index], view, box)
+        self.app.call_from_thread(self._current_ready, index, view, box)
 
-    def _current_ready(self, index: int) -> None:
-        if self.index == index and not self.context_on:
-            self.show_entry(index)
+    def _current_ready(self, index: int, view: Viewport, box: tuple[int, int]) -> None:
+        if self.index == index and self.current_view() == view and self._box() == box:
+            self._show_view()
 
-    @work(thread=True, exclusive=True, group="read-ahead")
-    def read_ahead(self, index: int) -> None:
+    @work(thread=True, exclusive=True, group="prefetch")
+    def prefetch(self, index: int, view: Viewport | None, box: tuple[int, int]) -> None:
+        """The views one key away from ``view``, then the next patches' home views."""
         worker = get_current_worker()
+        entry = self.entries[index]
+        if view is not None:
+            home = self._home(entry, box).downsample
+            for near in neighbours(view, home, box, self._slide_size(entry)):
+                if worker.is_cancelled:
+                    return
+                self._prepare(entry, near, box)
         for i in self._upcoming(index, READ_AHEAD):
             if worker.is_cancelled:
                 return
-            self._prepare(self.entries[i])
+            self._prepare(self.entries[i], self._home(self.entries[i], box), box)
 
-    @work(thread=True, exclusive=True, group="context")
-    def read_context(self, index: int) -> None:
-        entry = self.entries[index]
-        view = self.patch_view
-        try:
-            image = self.app.source.context(entry)
-        except PatchUnavailable as error:
-            self.app.call_from_thread(view.show_message, f"no context: {error}")
-            return
-        view.prerender(("context", entry.patch_id), image)
-        if self.index == index and self.context_on:
-            self.app.call_from_thread(view.show, ("context", entry.patch_id), image)
-
-    # -- actions --------------------------------------------------------------------------------
+    # -- verdicts -------------------------------------------------------------------------------
     def action_verdict(self, verdict: str) -> None:
         started = time.perf_counter()
         entry = self.current
         if entry is None:
             return
-        if self.patch_view.shown_key not in (("patch", entry.patch_id), ("context", entry.patch_id)):
+        if self.patch_view.shown_key is None:
             if entry.patch_id in self._errors:
                 self.notify("This patch cannot be shown: skip it with space.", severity="warning")
             else:
@@ -276,34 +327,79 @@ class TriageScreen(Screen):
             self.show_entry(nxt, started)
 
     def action_undo(self) -> None:
-        review = undo_last(self.app.catalog, self.app.reviewer)
-        if review is None:
-            self.notify("Nothing to undo.", timeout=2)
+        """Undo the latest verdict given in this queue view (never one from elsewhere), and say which."""
+        while self.session_reviews:
+            review = undo_review(self.app.catalog, self.session_reviews.pop())
+            if review is None:  # already withdrawn elsewhere (another screen): look further back
+                continue
+            index = next(i for i, e in enumerate(self.entries) if e.patch_id == review.patch_id)
+            entry = self.entries[index]
+            self.verdicts.pop(entry.patch_id, None)
+            self.skipped.discard(entry.patch_id)
+            where = self._where_text(entry)
+            self.last_action = f"undid {VERDICT_TEXT.get(review.verdict, review.verdict)}"
+            self.notify(f"Undid {VERDICT_TEXT.get(review.verdict, review.verdict)} on {entry.slide_name}, "
+                        f"patch at {where}.", timeout=4)
+            self.show_entry(index, time.perf_counter())
             return
-        for i, entry in enumerate(self.entries):
-            if entry.patch_id == review.patch_id:
-                self.verdicts.pop(entry.patch_id, None)
-                self.skipped.discard(entry.patch_id)
-                self.last_action = f"undid {VERDICT_TEXT.get(review.verdict, review.verdict)}"
-                self.show_entry(i, time.perf_counter())
-                return
-        self.notify(f"Undid {review.verdict} on patch {review.patch_id} (not in this queue).")
+        self.notify("Nothing to undo: no verdict given in this queue view yet.", timeout=3)
 
-    def action_context(self) -> None:
+    def _where_text(self, entry: QueueEntry) -> str:
+        known = self._scales.get(entry.slide_path)
+        scale = view_scale(Viewport(0, 0, 1), *known) if known else Scale(None, 1, "level0-pixels")
+        return scale.position_text(entry.x, entry.y)
+
+    # -- looking around -------------------------------------------------------------------------
+    def _go(self, view: Viewport) -> None:
+        started = time.perf_counter()
         entry = self.current
         if entry is None or entry.patch_id in self._errors:
             return
-        view = self.patch_view
-        self.context_on = not self.context_on
-        if self.context_on:
-            view.show_message("reading context ...")
-            self.read_context(self.index)
-        else:
-            with self._lock:
-                image = self._images.get(entry.patch_id)
-            if image is not None:
-                view.show(("patch", entry.patch_id), image)
-        self._update_text()
+        home = self._home(entry)
+        new = None if view == home else view
+        if new == self.view:
+            return
+        self.view = new
+        self._show_view(started)
+
+    def action_zoom(self, steps: int) -> None:
+        entry, view = self.current, self.current_view()
+        if entry is not None and view is not None:
+            self._go(zoom(view, self._home(entry).downsample, steps))
+
+    def action_pan(self, dx: int, dy: int) -> None:
+        entry, view = self.current, self.current_view()
+        if entry is not None and view is not None:
+            self._go(pan(view, dx, dy, self._box(), self._slide_size(entry)))
+
+    def action_home(self) -> None:
+        entry = self.current
+        if entry is not None:
+            self._go(self._home(entry))
+
+    def action_context(self) -> None:
+        """The context view (8 patch fields wide, around the patch), or back to the patch."""
+        entry = self.current
+        if entry is None:
+            return
+        home = self._home(entry)
+        context = Viewport(home.cx, home.cy, zoom_ladder(home.downsample)[-1])
+        self._go(home if self.view == context else context)
+
+    def action_fill(self) -> None:
+        """The image on the whole terminal (title, side panel and footer hidden), or back."""
+        self.toggle_class("-fill")
+
+    def on_image_box_changed(self, message: ImageBoxChanged) -> None:
+        """The image box has a new size (fill view, a resized terminal): the same place at the
+        same magnification, read for the new box."""
+        if message.view is self.patch_view and self.index is not None:
+            self._show_view()
+
+    def action_on_slide(self) -> None:
+        """The slide view with this patch boxed: where it sits, and what else was found around it."""
+        if self.current is not None:
+            self.app.open_slide(self.current.slide_id, focus_patch_id=self.current.patch_id)
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -330,7 +426,7 @@ class TriageScreen(Screen):
             self._finished()
         elif result == "undo":
             self.action_undo()
-            if self.index is None:  # the undone verdict was not in this queue
+            if self.index is None:  # nothing of this queue view to undo
                 self._finished()
         elif result == "retrained":
             self.session_reviews.clear()
@@ -346,36 +442,75 @@ class TriageScreen(Screen):
 
     # -- text -----------------------------------------------------------------------------------
     def _update_text(self) -> None:
-        """Title and info have fixed heights (CSS), so a keypress repaints them without a layout
-        pass over the whole screen (which cost about 25 ms a verdict)."""
+        """Title, caption and info have fixed heights (CSS), so a keypress repaints them without a
+        layout pass over the whole screen (which cost about 25 ms a verdict)."""
         done = sum(1 for e in self.entries if e.patch_id in self.verdicts)
-        scope = self.entries[0].slide_name if self.slide_id is not None and self.entries else "all slides"
         model = f"model v{self.entries[0].model_version_id}" if self.entries else "no model yet"
-        self.query_one("#triage-title", Static).update(
-            f"[b]Triage[/b] {scope}  ·  [b]{done}[/b]/{len(self.entries)} reviewed"
-            + (f", {len(self.skipped)} skipped" if self.skipped else "")
-            + f"  ·  {self.app.reviewer}  ·  {model}",
-            layout=False,
-        )
+        title = Table.grid(padding=0)
+        title.add_column(no_wrap=True)
+        title.add_column()  # the scope: shortened in its middle when the line is too narrow
+        title.add_column(no_wrap=True)
+        counts = f"[b]{done}[/b]/{len(self.entries)} reviewed" + (f", {len(self.skipped)} skipped" if self.skipped else "")
+        scope = self.entries[0].slide_name if self.slide_id is not None and self.entries else "all slides"
+        title.add_row(Text.from_markup("[b]Triage[/b] "), Shortened(scope),
+                      Text.from_markup(f"  ·  {counts}  ·  {self.app.reviewer}  ·  {model}"))
+        self.query_one("#triage-title", Static).update(title, layout=False)
+        self.query_one("#triage-scale", Static).update(self._caption(), layout=False)
         self.query_one("#triage-info", Static).update(self._info(), layout=False)
 
+    def _caption(self) -> Text:
+        """Under the image: a scale bar, the magnification, and (in fill view) the field."""
+        entry, view = self.current, self.current_view()
+        if entry is None or view is None:
+            return Text("")
+        scale = self.scale(entry, view)
+        if scale is None:
+            return Text("reading ...", style="dim")
+        cells_w = self.patch_view.box[0]
+        px_per_cell = self._box()[0] / max(1, cells_w)
+        bar_cells, bar_label = scale.scale_bar(px_per_cell, max(4, cells_w // 4))
+        out = Text(SCALE_BAR * bar_cells, style="bold")
+        out.append(f" {bar_label}  ")
+        out.append(scale.magnification_text, style="bold cyan")
+        extra = []
+        if self.has_class("-fill"):
+            x0, y0, w0, h0 = view.field(self._box())
+            extra.append(f"field {scale.field_text(w0, h0)} at {scale.position_text(view.cx, view.cy)}")
+        hints = ("+/- zoom, arrows pan, 0 patch", "+/- zoom") if self.view is None else ("0: back to the patch", "0: patch")
+        for options in (extra, hints):
+            part = next((p for p in options if out.cell_len + 5 + len(p) <= cells_w), None)
+            if part:
+                out.append(f"  ·  {part}", style="dim")
+        out.truncate(max(1, cells_w), overflow="ellipsis")
+        return out
+
     def _info(self) -> Table | str:
-        entry = self.current
-        if entry is None:
+        entry, view = self.current, self.current_view()
+        if entry is None or view is None:
             return self.last_action
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="dim", no_wrap=True, min_width=5)  # the longest name: never squeezed
-        grid.add_column(no_wrap=True, overflow="ellipsis")  # one line per row: the panel's height is fixed
-        grid.add_row("slide", Text(entry.slide_name, style="bold"))
+        grid.add_column()  # rows are one line each but "why", which may wrap: the panel's height is fixed
+        grid.add_row("slide", Shortened(entry.slide_name, style="bold"))
         pred = f"  P {entry.slide_probability:.2f}" if entry.slide_probability is not None else ""
-        grid.add_row("label", f"{entry.slide_label or '-'}{pred}")
-        grid.add_row("why", REASON_TEXT.get(entry.reason, entry.reason))
+        grid.add_row("label", one_line(f"{entry.slide_label or '-'}{pred}"))
+        grid.add_row("why", Text(REASON_TEXT.get(entry.reason, entry.reason)))
         rank = f"#{entry.attention_rank}" if entry.attention_rank is not None else "-"
         prob = f"{entry.probability:.2f}" if entry.probability is not None else "-"
-        grid.add_row("attn", f"rank {rank}  P(lesion) {prob}")
-        grid.add_row("at", f"{entry.x:,}, {entry.y:,} ({entry.size} px)")
-        if self.context_on:
-            grid.add_row("view", Text("8x wider context, c: back", style="yellow"))
+        grid.add_row("attn", one_line(f"rank {rank}  P(lesion) {prob}"))
+        scale = self.scale(entry, view)
+        if scale is not None:
+            grid.add_row("patch", one_line(f"{scale.length_text(entry.size)} at {scale.position_text(entry.x, entry.y)}"))
+            x0, y0, w0, h0 = view.field(self._box())
+            grid.add_row("view", one_line(scale.magnification_text))
+            grid.add_row("field", one_line(scale.field_text(w0, h0)))
         if self.last_action:
-            grid.add_row("last", Text.from_markup(self.last_action))
+            grid.add_row("last", one_line(Text.from_markup(self.last_action)))
         return grid
+
+
+def one_line(text: str | Text) -> Text:
+    """A panel row that never wraps (the panel's height is fixed): cut with an ellipsis."""
+    out = Text(text) if isinstance(text, str) else text
+    out.no_wrap, out.overflow = True, "ellipsis"
+    return out

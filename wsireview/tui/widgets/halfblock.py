@@ -27,6 +27,8 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
+from wsireview.tui.messages import ImageBoxChanged
+
 UPPER_HALF = "▀"
 _ANSI_CONSOLE = Console(color_system="truecolor", force_terminal=True, width=400)
 
@@ -132,7 +134,7 @@ class HalfBlockImage(Widget):
     DEFAULT_CSS = """
     HalfBlockImage { width: 1fr; height: 1fr; }
     """
-    CACHE_SIZE = 12
+    CACHE_SIZE = 32  # the shown image, the views one key away and the next patches, with room to spare
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
@@ -151,6 +153,11 @@ class HalfBlockImage(Widget):
         """The content size in cells, as of the last resize: safe to read from worker threads
         (asking the widget itself from a thread could run layout off the UI thread)."""
         return self._box
+
+    @property
+    def pixel_box(self) -> tuple[int, int]:
+        """The box in image pixels: a cell shows two (upper and lower half), so pixels are about square."""
+        return self._box[0], 2 * self._box[1]
 
     def prerender(self, key: Hashable, source: ImageSource) -> None:
         """Render an image for the current box into the cache (thread-safe; call from a worker)."""
@@ -209,10 +216,12 @@ class HalfBlockImage(Widget):
         size = self.content_size
         background = self.styles.background
         with self._lock:
-            self._box = (size.width, size.height)
+            changed, self._box = self._box != (size.width, size.height), (size.width, size.height)
         self._pad = Style(bgcolor=background.rich_color) if background.a > 0 else Style()
         self._strips = self._strips_for_box()
         self.refresh()
+        if changed:
+            self.post_message(ImageBoxChanged(self))
 
     def render_line(self, y: int) -> Strip:
         w = self._box[0]  # not content_size: that property recomputes the box on every call

@@ -44,7 +44,7 @@ def describe(s: SlideOverview, file_found: bool = True) -> Table:
         grid.add_row("patch", _line(f"{s.patch_size_px} px ({s.patch_size_level0} at lv0)"))
     if s.tissue_fraction is not None:
         grid.add_row("tissue", _line(f"{s.tissue_fraction:.1%}"))
-    grid.add_row("label", _line(s.label or "-"))
+    grid.add_row("label", _line((s.label or "-") + (f" ({s.label_set_by})" if s.label and s.label_set_by else "")))
     if s.probability is not None:
         grid.add_row("P(pos)", _line(f"{s.probability:.2f}"))
     grid.add_row("patches", _line(f"{s.patches:,}"))

@@ -1,7 +1,7 @@
 """textual-image widgets with the same small surface as ``HalfBlockImage``.
 
-Kitty graphics (``--graphics kitty``) draw real pixels where the terminal speaks the Kitty
-protocol (not through tmux). The plain half-cell widget is kept only as the benchmark's baseline:
+Kitty graphics (``--graphics kitty``) and Sixel (``--graphics sixel``) draw real pixels where the
+terminal speaks them (not through tmux). The plain half-cell widget is kept only as the benchmark's baseline:
 it converts pixels to cells on the UI thread at every swap. textual-image is imported here only,
 when one of these is chosen (its import probes the terminal).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Hashable
 
 from wsireview.tui.imaging import placeholder
+from wsireview.tui.messages import ImageBoxChanged
 from wsireview.tui.widgets.halfblock import ImageSource
 
 
@@ -29,7 +30,18 @@ def _with_show(base):
             return self._box
 
         def on_resize(self) -> None:
-            self._box = (self.content_size.width, self.content_size.height)
+            box = (self.content_size.width, self.content_size.height)
+            if box != self._box:
+                self._box = box
+                self.post_message(ImageBoxChanged(self))
+
+        @property
+        def pixel_box(self) -> tuple[int, int]:
+            """The box in the terminal's pixels (cells times the cell size the terminal reported)."""
+            from textual_image._terminal import get_cell_size
+
+            cell = get_cell_size()
+            return self._box[0] * cell.width, self._box[1] * cell.height
 
         @property
         def shown_key(self) -> Hashable | None:
@@ -55,6 +67,12 @@ def kitty_image(id: str | None = None, classes: str | None = None):
     return _with_show(TGPImage)(id=id, classes=classes)
 
 
+def sixel_image(id: str | None = None, classes: str | None = None):
+    from textual_image.widget import SixelImage
+
+    return _with_show(SixelImage)(id=id, classes=classes)
+
+
 def halfcell_baseline_image(id: str | None = None, classes: str | None = None):
     from textual_image.widget import HalfcellImage
 
@@ -62,9 +80,11 @@ def halfcell_baseline_image(id: str | None = None, classes: str | None = None):
 
 
 def make_image_view(graphics: str, id: str | None = None, classes: str | None = None):
-    """The image widget for a graphics mode: halfblock (default), kitty, or textual-image (baseline)."""
+    """The image widget for a graphics mode: halfblock, kitty, sixel, or textual-image (baseline)."""
     if graphics == "kitty":
         return kitty_image(id=id, classes=classes)
+    if graphics == "sixel":
+        return sixel_image(id=id, classes=classes)
     if graphics == "textual-image":
         return halfcell_baseline_image(id=id, classes=classes)
     from wsireview.tui.widgets.halfblock import HalfBlockImage

@@ -1,0 +1,85 @@
+"""What a viewer draws over one slide, in level-0 pixels: the patch grid, the model's attention,
+the review queue and the verdicts.
+
+Plain dataclasses out (no ORM objects), one short session per call, like ``queries``: the web
+viewer and any other front end read the same rows the terminal app reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from wsireview.catalog.db import Catalog
+from wsireview.catalog.models import Patch, PatchScore, Review, ReviewQueueItem
+from wsireview.catalog.queries import latest_model_version_id
+
+
+@dataclass(frozen=True)
+class PatchVerdict:
+    """One reviewer's latest verdict on a patch that counts (not undone)."""
+
+    patch_id: int
+    verdict: str
+    reviewer: str
+    review_id: int
+
+
+@dataclass
+class SlideOverlays:
+    """Columns aligned by patch: ``x[i], y[i], size[i]`` is patch ``patch_ids[i]`` (top-left, level 0)."""
+
+    model_version_id: int | None
+    patch_ids: list[int] = field(default_factory=list)
+    x: list[int] = field(default_factory=list)
+    y: list[int] = field(default_factory=list)
+    size: list[int] = field(default_factory=list)
+    attention: list[float | None] = field(default_factory=list)  # 0..1 within the slide; None: not scored
+    queued: list[int] = field(default_factory=list)  # patch ids of the model's queue, in rank order
+    verdicts: list[PatchVerdict] = field(default_factory=list)
+
+
+def slide_overlays(catalog: Catalog, slide_id: int, model_version_id: int | None = None) -> SlideOverlays:
+    """Every patch of a slide with its attention and queue place under a model version (default: the
+    latest), and each reviewer's latest verdict per patch."""
+    mv = model_version_id if model_version_id is not None else latest_model_version_id(catalog)
+    out = SlideOverlays(model_version_id=mv)
+    with catalog.session() as session:
+        patches = session.execute(
+            select(Patch.id, Patch.x, Patch.y, Patch.size).where(Patch.slide_id == slide_id).order_by(Patch.id)
+        ).all()
+        attention: dict[int, float] = {}
+        if mv is not None:
+            attention = dict(
+                session.execute(
+                    select(PatchScore.patch_id, PatchScore.attention)
+                    .join(Patch, Patch.id == PatchScore.patch_id)
+                    .where(Patch.slide_id == slide_id, PatchScore.model_version_id == mv)
+                ).all()
+            )
+            out.queued = list(
+                session.scalars(
+                    select(ReviewQueueItem.patch_id)
+                    .join(Patch, Patch.id == ReviewQueueItem.patch_id)
+                    .where(Patch.slide_id == slide_id, ReviewQueueItem.model_version_id == mv)
+                    .order_by(ReviewQueueItem.rank, ReviewQueueItem.id)
+                ).all()
+            )
+        latest: dict[tuple[int, str], PatchVerdict] = {}
+        for review_id, patch_id, verdict, reviewer in session.execute(
+            select(Review.id, Review.patch_id, Review.verdict, Review.reviewer)
+            .join(Patch, Patch.id == Review.patch_id)
+            .where(Patch.slide_id == slide_id, Review.undone_at.is_(None))
+            .order_by(Review.id)
+        ).all():
+            latest[(patch_id, reviewer)] = PatchVerdict(patch_id, verdict, reviewer, review_id)
+    for pid, x, y, size in patches:
+        out.patch_ids.append(pid)
+        out.x.append(int(x))
+        out.y.append(int(y))
+        out.size.append(int(size))
+        value = attention.get(pid)
+        out.attention.append(float(value) if value is not None else None)
+    out.verdicts = sorted(latest.values(), key=lambda v: v.review_id)
+    return out

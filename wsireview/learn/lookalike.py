@@ -1,0 +1,94 @@
+"""Spreading verdicts to look-alike patches: nearest neighbours in feature space, within a radius
+learned from the verdicts themselves.
+
+A verdict on one patch says something about the patches that look like it: a dust speck marked
+``artifact`` has twins elsewhere, a rejected mimic has neighbours that are mimics too. Each
+verdict gives its unreviewed neighbours within the radius a soft label: the same class with a
+weight falling from ``spread`` at distance 0 to 0 at the radius (the nearest verdict wins). A
+lesion verdict never spreads into a slide labelled negative (its patches are known not lesion).
+
+The radius: candidate radii are distances between reviewed patches, capped at the distance to
+about the ``NEIGHBOURS``-th nearest patch of a reviewed one (a verdict reaches a handful of
+look-alikes, never a whole slide). The radius is the largest candidate within which reviewed
+pairs still agree (``PURITY`` of the pairs of reviewed patches closer than it share their
+verdict); when no two verdicts of different classes are that close, the cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NEIGHBOURS = 8  # a verdict reaches about this many look-alikes at most
+PURITY = 0.9  # share of reviewed pairs within the radius that must agree
+LESION, NOT_LESION, ARTIFACT = 1, 0, 2  # verdict classes as numbers
+
+
+@dataclass
+class Spread:
+    """Soft labels for unreviewed patches (rows of the cohort's feature matrix)."""
+
+    radius: float
+    rows: np.ndarray  # rows that received a soft label
+    label: np.ndarray  # the class of the nearest verdict (LESION, NOT_LESION or ARTIFACT)
+    weight: np.ndarray  # spread x (1 - distance / radius)
+
+
+def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = np.square(a).sum(1)[:, None] - 2.0 * a @ b.T + np.square(b).sum(1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def learn_radius(features: np.ndarray, reviewed: np.ndarray, classes: np.ndarray, seed: int = 0) -> float:
+    """The look-alike radius for ``reviewed`` rows of ``features`` with verdict ``classes``."""
+    if reviewed.size == 0:
+        return 0.0
+    rng = np.random.default_rng([seed, 41])
+    sample = features[rng.choice(features.shape[0], size=min(features.shape[0], 20_000), replace=False)]
+    scale = features.shape[0] / sample.shape[0]
+    # Distance to about the NEIGHBOURS-th nearest patch of the cohort, median over reviewed patches.
+    kth = min(sample.shape[0] - 1, max(1, int(round(NEIGHBOURS / scale))))
+    probe = features[reviewed[: 500]]
+    cap = float(np.median(np.sqrt(np.partition(_sq_dist(probe, sample), kth, axis=1)[:, kth])))
+    if reviewed.size < 2:
+        return cap
+    d = np.sqrt(_sq_dist(features[reviewed], features[reviewed]))
+    iu = np.triu_indices(reviewed.size, 1)
+    pair_d, same = d[iu], (classes[:, None] == classes[None, :])[iu]
+    order = np.argsort(pair_d, kind="stable")
+    pair_d, same = pair_d[order], same[order]
+    within = pair_d < cap
+    if within.sum() == 0 or same[within].all():
+        return cap
+    purity = np.cumsum(same) / np.arange(1, same.size + 1)
+    ok = np.flatnonzero((purity >= PURITY) & within)
+    return float(pair_d[ok[-1]]) if ok.size else float(pair_d[0]) * 0.5
+
+
+def spread_verdicts(features: np.ndarray, reviewed: np.ndarray, classes: np.ndarray, negative_rows: np.ndarray,
+                    spread: float, seed: int = 0, chunk: int = 8192) -> Spread:
+    """Soft labels for the unreviewed look-alikes of ``reviewed`` rows (verdict ``classes``).
+
+    ``negative_rows`` (bool over rows): patches of slides labelled negative, where a lesion
+    verdict does not spread.
+    """
+    empty = Spread(0.0, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    if reviewed.size == 0 or spread <= 0:
+        return empty
+    radius = learn_radius(features, reviewed, classes, seed)
+    if radius <= 0:
+        return empty
+    src = features[reviewed]
+    best_d = np.full(features.shape[0], np.inf)
+    best_c = np.zeros(features.shape[0], np.int64)
+    for start in range(0, features.shape[0], chunk):
+        d = np.sqrt(_sq_dist(features[start : start + chunk], src))
+        lesion_blocked = negative_rows[start : start + chunk, None] & (classes[None, :] == LESION)
+        d[lesion_blocked] = np.inf
+        j = np.argmin(d, axis=1)
+        best_d[start : start + chunk] = d[np.arange(d.shape[0]), j]
+        best_c[start : start + chunk] = classes[j]
+    best_d[reviewed] = np.inf  # a reviewed patch keeps its own verdict
+    rows = np.flatnonzero(best_d < radius)
+    return Spread(radius, rows, best_c[rows], spread * (1.0 - best_d[rows] / radius))

@@ -1,0 +1,170 @@
+"""Deep Zoom tiles of catalog slides: open slides in an LRU, OpenSlide's tile cache, encoded tiles kept.
+
+Slides are found by catalog id only; the path comes from the catalog, never from a request. The
+Deep Zoom image covers the whole level-0 plane (``limit_bounds=False``), so an image coordinate
+in the viewer is a level-0 pixel and overlays need no offset. Only the main pyramid is ever read:
+associated images (label, macro) have no route.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import openslide
+from openslide.deepzoom import DeepZoomGenerator
+from sqlalchemy import select
+
+from wsireview.catalog import READY, Catalog, Slide
+from wsireview.serve.config import ENCODED_TILE_CACHE_BYTES, OPENSLIDE_CACHE_BYTES, ServeConfig
+from wsireview.workspace import Workspace
+
+
+class TileNotFound(Exception):
+    """A tile or slide that cannot be served; the message is safe to show (no paths, no traceback)."""
+
+
+@dataclass(frozen=True)
+class SlideFile:
+    """What the catalog says about a slide the viewer serves."""
+
+    id: int
+    name: str
+    path: str
+    content_hash: str
+
+
+class _OpenSlide:
+    def __init__(self, meta: SlideFile, osr: openslide.AbstractSlide, dz: DeepZoomGenerator) -> None:
+        self.meta, self.osr, self.dz = meta, osr, dz
+
+
+class _BytesLRU:
+    """Encoded tiles (JPEG bytes, ETag) by key, bounded by total bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.used = capacity, 0
+        self._items: OrderedDict[tuple, tuple[bytes, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> tuple[bytes, str] | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: tuple, item: tuple[bytes, str]) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = item
+            self.used += len(item[0])
+            while self.used > self.capacity and self._items:
+                _, old = self._items.popitem(last=False)
+                self.used -= len(old[0])
+
+
+class TileSource:
+    """Deep Zoom descriptors and JPEG tiles for the catalog's ready slides, safe to call from threads."""
+
+    def __init__(self, catalog: Catalog, workspace: Workspace, config: ServeConfig) -> None:
+        self.catalog, self.workspace, self.config = catalog, workspace, config
+        self._open: OrderedDict[int, _OpenSlide] = OrderedDict()
+        self._lock = threading.Lock()
+        self._opening: dict[int, threading.Lock] = {}
+        self._cache = openslide.OpenSlideCache(OPENSLIDE_CACHE_BYTES)
+        self._tiles = _BytesLRU(ENCODED_TILE_CACHE_BYTES)
+
+    # -- slides ---------------------------------------------------------------------------------
+    def slide_file(self, slide_id: int) -> SlideFile:
+        """A ready catalog slide's file, or TileNotFound."""
+        with self.catalog.session() as session:
+            row = session.execute(
+                select(Slide.id, Slide.name, Slide.path, Slide.content_hash, Slide.status).where(Slide.id == slide_id)
+            ).first()
+        if row is None:
+            raise TileNotFound(f"no slide {slide_id} in the catalog")
+        if row.status != READY:
+            raise TileNotFound(f"slide {row.name} is {row.status}, not ready")
+        return SlideFile(row.id, row.name, row.path, row.content_hash or "")
+
+    def _slide(self, slide_id: int) -> _OpenSlide:
+        with self._lock:
+            opened = self._open.get(slide_id)
+            if opened is not None:
+                self._open.move_to_end(slide_id)
+                return opened
+            gate = self._opening.setdefault(slide_id, threading.Lock())
+        with gate:  # one thread opens a slide; the others wait for it instead of opening it again
+            with self._lock:
+                if slide_id in self._open:
+                    return self._open[slide_id]
+            opened = self._open_file(self.slide_file(slide_id))
+            with self._lock:
+                self._open[slide_id] = opened
+                while len(self._open) > self.config.open_slides:
+                    # Dropped, not closed: a thread may still be reading it; OpenSlide closes it when
+                    # the last reference goes.
+                    self._open.popitem(last=False)
+            return opened
+
+    def _open_file(self, meta: SlideFile) -> _OpenSlide:
+        path = self.workspace.absolute(meta.path)
+        if path is None or not path.is_file():
+            raise TileNotFound(f"the file of slide {meta.name} is missing (moved or deleted?)")
+        try:
+            osr = openslide.open_slide(str(path))
+        except Exception as error:  # OpenSlide and PIL raise many types; the reason is what matters
+            raise TileNotFound(f"slide {meta.name} cannot be opened ({type(error).__name__})") from error
+        osr.set_cache(self._cache)
+        dz = DeepZoomGenerator(osr, tile_size=self.config.tile_size, overlap=self.config.overlap, limit_bounds=False)
+        return _OpenSlide(meta, osr, dz)
+
+    # -- Deep Zoom ------------------------------------------------------------------------------
+    def dzi(self, slide_id: int) -> str:
+        """The Deep Zoom descriptor (XML) of a slide."""
+        return self._slide(slide_id).dz.get_dzi("jpeg")
+
+    def level_count(self, slide_id: int) -> int:
+        return self._slide(slide_id).dz.level_count
+
+    def _etag(self, slide_id: int, level: int, col: int, row: int, content_hash: str) -> str:
+        """Changes when the slide's content, the tile geometry or the quality changes."""
+        c = self.config
+        digest = hashlib.blake2s(f"{content_hash}|{c.tile_size}|{c.overlap}|{c.quality}".encode(), digest_size=8)
+        return f'"{slide_id}-{level}-{col}-{row}-{digest.hexdigest()}"'
+
+    def cached(self, slide_id: int, level: int, col: int, row: int) -> tuple[bytes, str] | None:
+        """A tile served before, with its ETag, without touching the slide or the catalog."""
+        return self._tiles.get((slide_id, level, col, row))
+
+    def tile_with_etag(self, slide_id: int, level: int, col: int, row: int) -> tuple[bytes, str]:
+        """One JPEG tile and its ETag; TileNotFound when the slide, level or address does not exist or
+        cannot be read."""
+        key = (slide_id, level, col, row)
+        hit = self._tiles.get(key)
+        if hit is not None:
+            return hit
+        opened = self._slide(slide_id)
+        dz = opened.dz
+        if not 0 <= level < dz.level_count:
+            raise TileNotFound(f"no level {level}: the slide has levels 0 to {dz.level_count - 1}")
+        cols, rows = dz.level_tiles[level]
+        if not (0 <= col < cols and 0 <= row < rows):
+            raise TileNotFound(f"no tile {col}_{row} at level {level}: it has {cols} x {rows}")
+        try:
+            image = dz.get_tile(level, (col, row))
+        except Exception as error:  # corrupt tile data: OpenSlideError, or a PIL decode error
+            raise TileNotFound(f"tile {level}/{col}_{row} cannot be read ({type(error).__name__})") from error
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, "JPEG", quality=self.config.quality)
+        hit = (buffer.getvalue(), self._etag(slide_id, level, col, row, opened.meta.content_hash))
+        self._tiles.put(key, hit)
+        return hit
+
+    def tile(self, slide_id: int, level: int, col: int, row: int) -> bytes:
+        return self.tile_with_etag(slide_id, level, col, row)[0]
