@@ -77,6 +77,7 @@ def test_held_out_slides_are_predicted_but_never_trained_on(embedded, tmp_path):
     copy.close()
 
 
+@pytest.mark.slow
 def test_evaluate_with_seeds_reports_mean_spread_test_auc_and_yield(embedded, demo_cohort, tmp_path, capsys):
     out = tmp_path / "eval"
     code = cli_main(["--workspace", str(embedded.root), "evaluate", "--truth", str(demo_cohort), "--encoder", ENCODER,
