@@ -269,11 +269,13 @@ def test_demo_evaluate_mix_beats_random(demo, demo_cohort, tmp_path):
     with cat.session() as session:
         assert session.scalar(select(func.count()).select_from(Review)) == 0
     out = tmp_path / "eval"
+    # No test split (test_share=0): the 6-slide cohort holds 3 lesion patches, and this test measures the queue.
     result = evaluate(cat, ws, demo_cohort, rounds=2, budget=10, strategies=("mix", "random"), out_dir=out,
-                      encoder=ENCODER, seed=0)
+                      encoder=ENCODER, seed=0, test_share=0)
     assert result.truth_lesion_patches >= 2
     rows = list(csv.DictReader((out / "curve.csv").open()))
-    assert list(rows[0]) == ["strategy", "round", "verdicts", "lesion_found", "instance_auc", "slide_auc"]
+    assert list(rows[0]) == ["strategy", "seed", "round", "verdicts", "lesion_found", "instance_auc", "slide_auc",
+                             "test_slide_auc"]
     assert len(rows) == 6
     last = {r["strategy"]: r for r in rows if r["round"] == "2"}
     assert last["mix"]["verdicts"] == last["random"]["verdicts"] == "20"
