@@ -539,3 +539,26 @@ def test_retrain_options_default_from_the_latest_round(workspace, catalog, synth
     assert second.encoder == SYN and second.positive_label == "normal"
     assert second.params["spec"] == {**first.params["spec"], "budget": 6}
     assert second.label_counts["slides"]["positive"] == 6 and len(queue_of(catalog, second.id)) == 6
+
+
+def test_an_unsure_verdict_is_not_overwritten_by_a_neighbours_verdict(workspace, catalog):
+    """Verdicts spread to unreviewed look-alikes only: a patch a reviewer marked `unsure` (or a
+    held-out slide's patch in `evaluate`) keeps no label, while the other look-alikes keep theirs."""
+    from wsireview.learn.data import load_bags
+    from wsireview.learn.labels import slide_targets
+    from wsireview.learn.round import prepare_bags
+
+    cohort = make_synthetic_cohort(catalog, workspace, SYN, n_slides=8, n_patches=60, dim=16, seed=5)
+    bags = load_bags(catalog, workspace, SYN)
+    targets, _ = slide_targets(catalog, "lesion")
+    lesion = sorted(cohort.lesion_patches)[:4]
+    normal = [int(b.patch_ids[0]) for b in bags if targets.get(b.slide_id) == 0][:4]
+    inst = {**{p: 1 for p in lesion}, **{p: 0 for p in normal}}
+    params = TrainParams()
+    spread_to = prepare_bags(bags, targets, inst, params, seed=0).spread.rows
+    ids = np.concatenate([b.patch_ids for b in bags])
+    assert spread_to.size >= 2  # the verdicts reach some look-alikes
+    unsure = {int(ids[spread_to[0]])}
+    after = prepare_bags(bags, targets, inst, params, seed=0, abstained=unsure).spread.rows
+    assert int(ids[spread_to[0]]) not in set(ids[after].tolist())
+    assert set(ids[after].tolist()) == set(ids[spread_to].tolist()) - unsure

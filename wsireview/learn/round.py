@@ -110,9 +110,14 @@ class Prepared:
 def prepare_bags(
     bags: list[Bag], targets: dict[int, int], inst: dict[int, int], params: TrainParams, seed: int,
     artifacts: set[int] | None = None,
+    abstained: set[int] | None = None,
 ) -> Prepared:
     """Fit the preprocessing on the training slides' patches, spread the verdicts to look-alikes,
-    drop artifact patches and wrap every bag for training."""
+    drop artifact patches and wrap every bag for training.
+
+    ``abstained``: reviewed patches without a lesion/not-lesion/artifact verdict (``unsure``, ties).
+    A reviewer's abstention stands: no neighbour's verdict is spread onto them.
+    """
     artifacts = artifacts or set()
     art_ids = np.fromiter(artifacts, dtype=np.int64, count=len(artifacts))
     train = [b for b in bags if b.slide_id in targets or np.isin(b.patch_ids, list(inst)).any()]
@@ -137,6 +142,9 @@ def prepare_bags(
             verdict[row_of[pid]] = ARTIFACT_CLASS
     reviewed_rows = np.flatnonzero(verdict >= 0)
     spread = spread_verdicts(x_all, reviewed_rows, verdict[reviewed_rows], negative_rows, params.spread, seed)
+    if abstained:
+        open_rows = ~np.isin(ids_all[spread.rows], np.fromiter(abstained, dtype=np.int64, count=len(abstained)))
+        spread = Spread(spread.radius, spread.rows[open_rows], spread.label[open_rows], spread.weight[open_rows])
 
     # Per row: instance label (NaN none), its weight, and the attention target.
     label = np.full(ids_all.size, np.nan, np.float32)
@@ -239,7 +247,8 @@ def retrain(
         targets, labels = slide_targets(catalog, spec.positive)
         inst = instance_targets(catalog)
         reviewed = reviewed_patches(catalog)
-        prepared = prepare_bags(bags, targets, inst, params, seed, artifact_patches(catalog))
+        artifacts = artifact_patches(catalog)
+        prepared = prepare_bags(bags, targets, inst, params, seed, artifacts, reviewed - set(inst) - artifacts)
         bags, data, pre = prepared.bags, prepared.data, prepared.pre
         timings["load"] = time.perf_counter() - t
 
