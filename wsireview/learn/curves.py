@@ -115,6 +115,15 @@ def write_yield(points: list[CurvePoint], path: Path) -> None:
                 writer.writerow([p.strategy, p.seed, p.round, reason, n, p.lesion_queued.get(reason, 0)])
 
 
+def _draw(ax, pts: list, x: list, colour: str, metric: str, label: str, style: str = "-") -> None:
+    """One strategy's mean curve of ``metric``, with its spread over seeds as a band."""
+    mean = np.array([np.nan if r.metrics[metric].mean is None else r.metrics[metric].mean for r in pts])
+    sd = np.array([np.nan if r.metrics[metric].sd is None else r.metrics[metric].sd for r in pts])
+    ax.plot(x, mean, style, marker="o", color=colour, label=label)
+    if any(r.seeds > 1 for r in pts):
+        ax.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.15)
+
+
 def plot_curve(points: list[CurvePoint], path: Path, total_lesion: int) -> None:
     import matplotlib
 
@@ -128,17 +137,10 @@ def plot_curve(points: list[CurvePoint], path: Path, total_lesion: int) -> None:
         pts = [r for r in rows if r.strategy == strategy]
         x = [r.verdicts for r in pts]
 
-        def draw(ax, metric: str, label: str, style: str = "-") -> None:
-            mean = np.array([np.nan if r.metrics[metric].mean is None else r.metrics[metric].mean for r in pts])
-            sd = np.array([np.nan if r.metrics[metric].sd is None else r.metrics[metric].sd for r in pts])
-            ax.plot(x, mean, style, marker="o", color=colour, label=label)
-            if any(r.seeds > 1 for r in pts):
-                ax.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.15)
-
-        draw(ax1, "lesion_found", strategy)
-        draw(ax2, "instance_auc", strategy)
-        draw(ax3, "test_slide_auc", f"{strategy}: test split")
-        draw(ax3, "slide_auc", f"{strategy}: cross-validated", "--")
+        _draw(ax1, pts, x, colour, "lesion_found", strategy)
+        _draw(ax2, pts, x, colour, "instance_auc", strategy)
+        _draw(ax3, pts, x, colour, "test_slide_auc", f"{strategy}: test split")
+        _draw(ax3, pts, x, colour, "slide_auc", f"{strategy}: cross-validated", "--")
     seeds = len({p.seed for p in points})
     ax1.axhline(total_lesion, color="grey", linestyle=":", label="lesion patches in truth")
     ax1.set(xlabel="verdicts", ylabel="lesion patches found", title="Lesion patches found")
