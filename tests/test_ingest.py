@@ -224,3 +224,15 @@ def test_cli_add_json_and_exit_code(tmp_path, real_slides):
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0
     assert json.loads(status.stdout)["totals"]["patches"] == good["patches"]
+
+
+def test_slide_ids_follow_the_order_of_the_files_whatever_worker_finishes_first(catalog, workspace, real_slides):
+    """Two workers finish in any order (the big SVS last); the catalog is written in file order,
+    so ids, and every list ordered by id, are the same on every run."""
+    files = [real_slides / name for name in
+             ("cmu-1-small-region.svs", "boxes-pyramid.tiff", "corrupt-truncated.svs", "kidney-48-5.tif")]
+    report = add_paths(catalog, workspace, files)
+    assert [r.path.name for r in report.results] == [f.name for f in files]
+    with catalog.session() as session:
+        names = session.scalars(select(Slide.name).order_by(Slide.id)).all()
+    assert names == [f.name for f in files]

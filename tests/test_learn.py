@@ -269,11 +269,13 @@ def test_demo_evaluate_mix_beats_random(demo, demo_cohort, tmp_path):
     with cat.session() as session:
         assert session.scalar(select(func.count()).select_from(Review)) == 0
     out = tmp_path / "eval"
+    # No test split (test_share=0): the 6-slide cohort holds 3 lesion patches, and this test measures the queue.
     result = evaluate(cat, ws, demo_cohort, rounds=2, budget=10, strategies=("mix", "random"), out_dir=out,
-                      encoder=ENCODER, seed=0)
+                      encoder=ENCODER, seed=0, test_share=0)
     assert result.truth_lesion_patches >= 2
     rows = list(csv.DictReader((out / "curve.csv").open()))
-    assert list(rows[0]) == ["strategy", "round", "verdicts", "lesion_found", "instance_auc", "slide_auc"]
+    assert list(rows[0]) == ["strategy", "seed", "round", "verdicts", "lesion_found", "instance_auc", "slide_auc",
+                             "test_slide_auc"]
     assert len(rows) == 6
     last = {r["strategy"]: r for r in rows if r["round"] == "2"}
     assert last["mix"]["verdicts"] == last["random"]["verdicts"] == "20"
@@ -501,18 +503,23 @@ def test_artifact_verdicts_leave_the_bags_and_their_look_alikes_lose_attention(w
 
 
 def test_slide_rule_learns_which_part_separates_the_slides():
-    from wsireview.learn.slide_rule import SlideRule, fit_rule, instance_evidence, logit
+    from wsireview.learn.slide_rule import SlideRule, fit_rule, instance_evidence, standardised_logits
 
     rng = np.random.default_rng(0)
     y = np.array([1, 0] * 10)
     bag = rng.uniform(0.3, 0.7, y.size)  # no information
     evidence = np.where(y == 1, rng.uniform(0.6, 0.95, y.size), rng.uniform(0.05, 0.4, y.size))
-    rule = fit_rule(bag, evidence, y)
-    # Each part's pull on the 20 slides (weight x spread of its logits): the evidence's dominates.
-    assert rule.w_bag * logit(bag).std() < 0.2 * rule.w_evidence * logit(evidence).std() and rule.fitted_on == 20
-    assert roc_auc(y, rule.predict(bag, evidence)) == 1.0
-    assert set(rule.drivers(bag, evidence, np.zeros(y.size, bool))) == {"instances"}
-    assert fit_rule(bag[:3], evidence[:3], y[:3]) == SlideRule()  # too few slides: both halves
+    x_bag, x_ev = standardised_logits(bag), standardised_logits(evidence)
+    rule = fit_rule(x_bag, x_ev, y)
+    # On the common (standardised) scale the evidence's weight dominates.
+    assert rule.w_bag < 0.2 * rule.w_evidence and rule.fitted_on == 20 and rule.standardised
+    assert np.allclose(rule.inputs(bag, evidence), (x_bag, x_ev))
+    assert roc_auc(y, rule.predict(x_bag, x_ev)) == 1.0
+    assert set(rule.drivers(x_bag, x_ev, np.zeros(y.size, bool))) == {"instances"}
+    # A model's scale is removed: the same ranking, shifted and stretched, gives the same inputs.
+    assert np.allclose(standardised_logits(1 / (1 + np.exp(-(3 * np.log(bag / (1 - bag)) + 2)))), x_bag)
+    assert fit_rule(x_bag[:3], x_ev[:3], y[:3]) == SlideRule()  # too few slides: both halves
+    assert not SlideRule().standardised
     # Evidence: the top 0.5% of P(lesion) (at least one patch), with verdicts in place.
     p = np.array([0.9, 0.2, 0.1, 0.3])
     assert instance_evidence(p, np.array([], np.int64), np.array([])) == 0.9

@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import select
-
 from tui_support import make_queue
+
 from wsireview.catalog import Review, open_catalog
 
 pytestmark = pytest.mark.slow
-WSIREVIEW = str(Path(sys.executable).parent / "wsireview")
+# This checkout's code, in 24-bit colour, whatever environment the tmux server was started with.
+PROJECT = Path(__file__).resolve().parent.parent
+WSIREVIEW = f"env PYTHONPATH={PROJECT} COLORTERM=truecolor {sys.executable} -m wsireview"
 
 
 def tmux(*args: str, check: bool = True) -> str:
@@ -146,10 +148,7 @@ def test_zoom_to_level0_on_cmu1_shows_its_level0_pixels(real_slides, workspace, 
     catalog.close()
     cols, rows = 100, 30
     session = f"wsireview-zoom-{os.getpid()}"
-    # this checkout's code (the tmux server keeps the environment it was started with), in 24-bit colour
-    project = Path(__file__).resolve().parent.parent
-    command = (f"env PYTHONPATH={project} COLORTERM=truecolor {sys.executable} -m wsireview "
-               f"--workspace {workspace.root} review --reviewer zoom")
+    command = f"{WSIREVIEW} --workspace {workspace.root} review --reviewer zoom"
     tmux("new-session", "-d", "-s", session, "-x", str(cols), "-y", str(rows), command)
     try:
         wait_for(session, "0/1 reviewed", "µm/px")

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 from sqlalchemy import select
-
 from tui_support import make_queue, settle
+
 from wsireview.catalog import Review
+from wsireview.catalog import Slide as SlideRow
 from wsireview.learn.reviews import record_verdict
 from wsireview.slides.reader import Slide
 from wsireview.tui.app import ReviewApp
@@ -211,3 +212,25 @@ async def test_undo_takes_back_only_this_queue_views_verdicts(queued):
     assert rows[elsewhere].undone_at is None  # never touched
     undone = [r for r in rows.values() if r.id != elsewhere]
     assert len(undone) == 1 and undone[0].undone_at is not None and undone[0].verdict == "not_lesion"
+
+
+async def test_long_names_keep_their_ends_and_the_why_line_wraps(queued):
+    ws, cat = queued
+    make_queue(cat, per_slide=3, seed=2)  # a newer queue, with "diverse" patches (every third)
+    with cat.session() as s:
+        for i, slide in enumerate(s.scalars(select(SlideRow).order_by(SlideRow.id))):
+            slide.name = f"cmu-1-small-region-scan-2024-03-{i:02d}.svs"  # the same but for the end
+    app = app_for(ws, cat)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        while screen.current.reason != "diverse":  # the longest reason
+            await pilot.press("space")
+            await settle(pilot)
+        info = screen.query_one("#triage-info")
+        lines = ["".join(seg.text for seg in info.render_line(y)).rstrip() for y in range(info.size.height)]
+        name = screen.current.slide_name
+        slide_line = next(line for line in lines if line.startswith("slide"))
+        assert "…" in slide_line and slide_line.endswith(name[-8:]) and name[:8] in slide_line
+        why = lines.index(next(line for line in lines if line.startswith("why")))
+        assert (lines[why] + " " + lines[why + 1].strip()).split(None, 1)[1] == "diverse (unlike the others)"

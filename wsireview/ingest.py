@@ -336,50 +336,65 @@ def ingest_files(
     (a crash, a hang or running out of memory included); the catalog is written here, in this
     process, one file at a time. Results come back in the order of ``files``.
     """
+    order = list(dict.fromkeys(Path(f).resolve() for f in files))
     started: dict[Path, float] = {}
     results: dict[Path, IngestResult] = {}
     hashes: dict[Path, str] = {}
     twins: dict[Path, int] = {}
+    # Workers finish in any order; the catalog is written in the order of ``files``, so slide ids
+    # (and everything listed by id) are the same on every run.
+    finished: dict[Path, tuple[str, object]] = {}
+    written = 0
+
+    def write(path: Path, stage: str, value: object) -> None:
+        result = results[path]
+        try:
+            if isinstance(value, JobFailed):
+                result.outcome, result.reason = "failed", value.reason
+                result.slide_id = record_failure(catalog, path, value.reason, hashes.get(path))
+            elif stage == "examine":
+                _store_examined(catalog, workspace, path, hashes[path], cast(Examined, value), result)
+            elif stage == "verify":
+                _accept_moved(catalog, path, twins[path], result)
+        except Exception as error:  # a catalog or image write that failed: this file only
+            if is_disk_full(error):  # not the slide's fault, and every slide after it would fail too
+                raise WorkspaceFull(f"the disk holding the workspace {workspace.root} is full: free some space "
+                                    "and run add again (slides done so far are kept)") from error
+            result.outcome, result.reason = "failed", explain_open_error(path, error)
+            try:
+                result.slide_id = record_failure(catalog, path, result.reason, hashes.get(path))
+            except Exception:
+                pass
+        result.seconds = time.perf_counter() - started[path]
+        if on_result is not None:
+            on_result(result)
+
     pool = InlinePool() if limits.workers == 0 else ReaderPool(limits)
     with pool:
-        for path in files:
-            path = Path(path).resolve()
+        for path in order:
             started[path] = time.perf_counter()
             results[path] = IngestResult(path=path, outcome="failed")
             pool.submit(("identify", path), jobs.identify, path)
         for key, value in pool.results():
-            stage, path = cast("tuple[str, Path]", key)  # as submitted below
-            result = results[path]
-            try:
-                if isinstance(value, JobFailed):
-                    result.outcome, result.reason = "failed", value.reason
-                    result.slide_id = record_failure(catalog, path, value.reason, hashes.get(path))
-                elif stage == "identify":
-                    identity = cast(Identity, value)  # what the identify job returns
-                    hashes[path] = identity.content_hash
-                    step = _plan(catalog, path, identity.content_hash, options, retile, result)
+            stage, path = cast("tuple[str, Path]", key)  # as submitted above
+            if stage == "identify" and not isinstance(value, JobFailed):
+                identity = cast(Identity, value)  # what the identify job returns
+                hashes[path] = identity.content_hash
+                try:
+                    step = _plan(catalog, path, identity.content_hash, options, retile, results[path])
+                except Exception as error:
+                    value = JobFailed(explain_open_error(path, error))
+                else:
                     if step.job is not None:
                         if step.twin_id is not None:  # the slide a "verify" job checks against
                             twins[path] = step.twin_id
                         pool.submit((step.job, path), getattr(jobs, step.job), *step.args)
                         continue
-                elif stage == "examine":
-                    _store_examined(catalog, workspace, path, hashes[path], cast(Examined, value), result)
-                elif stage == "verify":
-                    _accept_moved(catalog, path, twins[path], result)
-            except Exception as error:  # a catalog or image write that failed: this file only
-                if is_disk_full(error):  # not the slide's fault, and every slide after it would fail too
-                    raise WorkspaceFull(f"the disk holding the workspace {workspace.root} is full: free some space "
-                                        "and run add again (slides done so far are kept)") from error
-                result.outcome, result.reason = "failed", explain_open_error(path, error)
-                try:
-                    result.slide_id = record_failure(catalog, path, result.reason, hashes.get(path))
-                except Exception:
-                    pass
-            result.seconds = time.perf_counter() - started[path]
-            if on_result is not None:
-                on_result(result)
-    return [results[Path(p).resolve()] for p in dict.fromkeys(Path(f).resolve() for f in files)]
+            finished[path] = (stage, value)
+            while written < len(order) and order[written] in finished:
+                write(order[written], *finished.pop(order[written]))
+                written += 1
+    return [results[path] for path in order]
 
 
 def ingest_file(

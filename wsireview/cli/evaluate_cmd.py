@@ -10,6 +10,7 @@ from rich.table import Table
 from wsireview.cli import SUBCOMMANDS, CommandError, plural
 from wsireview.cli.retrain_cmd import check_encoder, check_positive, check_training_options
 from wsireview.features.encoders import DEFAULT_ENCODER, EncoderError
+from wsireview.learn.evaluate import TEST_SHARE
 from wsireview.learn.query import STRATEGIES
 from wsireview.learn.round import NothingToLearn
 from wsireview.learn.train import TrainParams
@@ -20,11 +21,14 @@ def register(sub) -> None:
         "evaluate", help=SUBCOMMANDS["evaluate"],
         description=(
             "Simulate the review loop on the catalog's slides with a perfect reviewer: a patch is lesion "
-            "when more than half of it lies inside a lesion polygon of --truth. For each strategy, on a "
+            "when more than half of it lies inside a lesion polygon of --truth. For each seed and strategy, on a "
             "throw-away copy of the catalog: retrain, review the queue with the truth, repeat --rounds "
-            "times. Writes curve.csv (strategy, round, verdicts, lesion_found, instance_auc, slide_auc; "
-            "instance AUC over all patches against the truth) and curve.png, and prints the table. The "
-            "real catalog is not changed."
+            "times. A test split of the labelled slides (--test-share of each class, drawn from the seed) is held "
+            "out of every round: no label, no verdict, never queued; the slide AUC on it is reported beside the "
+            "cross-validated one. Writes curve.csv (strategy, seed, round, verdicts, lesion_found, instance_auc, "
+            "slide_auc, test_slide_auc; instance AUC over all patches against the truth), summary.csv (mean and "
+            "standard deviation over the seeds), yield.csv (per queue reason: patches queued, of which lesion) and "
+            "curve.png, and prints the tables. The real catalog is not changed."
         ),
         epilog="--truth DIR holds <slide file stem>.geojson FeatureCollections of Polygon lesion regions in "
                "level-0 pixels (slide-07.tiff -> slide-07.geojson); a slide without a file has no lesion. "
@@ -35,11 +39,16 @@ def register(sub) -> None:
     parser.add_argument("--budget", type=int, default=20, metavar="N", help="patches reviewed per round (default 20)")
     parser.add_argument("--strategies", default="mix,random", metavar="LIST",
                         help=f"comma-separated, from {', '.join(STRATEGIES)} (default mix,random)")
-    parser.add_argument("--out", metavar="DIR", help="where to write curve.csv and curve.png "
+    parser.add_argument("--out", metavar="DIR", help="where to write curve.csv, summary.csv, yield.csv and curve.png "
                         "(default: a new folder under <workspace>/evaluations)")
     parser.add_argument("--encoder", default=DEFAULT_ENCODER, metavar="NAME", help=f"feature encoder (default {DEFAULT_ENCODER})")
     parser.add_argument("--positive", default="lesion", metavar="LABEL", help="positive slide label (default lesion)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seeds", metavar="LIST", help="comma-separated seeds (e.g. 0,1,2): repeat the whole "
+                        "simulation with each, test split included, and report mean and spread (overrides --seed)")
+    parser.add_argument("--test-share", type=float, default=TEST_SHARE, metavar="F",
+                        help="share of each class's labelled slides held out as the test split "
+                             f"(default {TEST_SHARE:.2f}; a class keeps at least 2 slides for training; 0 = none)")
     parser.add_argument("--instance-weight", type=float, default=1.0, metavar="W",
                         help="weight of the reviewed-patch loss (default 1.0)")
     parser.add_argument("--distill", type=float, default=0.5, metavar="W",
@@ -48,11 +57,20 @@ def register(sub) -> None:
     parser.set_defaults(func=run)
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _seeds(args) -> tuple[int, ...]:
+    if not args.seeds:
+        return (args.seed,)
+    try:
+        seeds = tuple(dict.fromkeys(int(s) for s in args.seeds.split(",") if s.strip()))
+    except ValueError:
+        raise CommandError(f"--seeds must be comma-separated integers, e.g. 0,1,2, not {args.seeds!r}", 2) from None
+    if not seeds:
+        raise CommandError("--seeds names no seed", 2)
+    return seeds
 
 
 def run(args, ctx) -> int:
+    from wsireview.learn.curves import queue_yield, summarise
     from wsireview.learn.evaluate import evaluate
 
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
@@ -65,6 +83,9 @@ def run(args, ctx) -> int:
         return 2
     if args.rounds < 0 or args.budget < 1:
         raise CommandError("--rounds must be 0 or more and --budget 1 or more (patches reviewed per round)", 2)
+    if not 0 <= args.test_share < 1:
+        raise CommandError("--test-share must be at least 0 and below 1", 2)
+    seeds = _seeds(args)
     check_training_options(args)
     catalog = ctx.catalog(create=False)
     check_encoder(catalog, args.encoder)
@@ -73,8 +94,9 @@ def run(args, ctx) -> int:
         result = evaluate(
             catalog, ctx.workspace, Path(args.truth), rounds=args.rounds, budget=args.budget,
             strategies=strategies, out_dir=Path(args.out) if args.out else None, encoder=args.encoder,
-            seed=args.seed, positive=args.positive, console=ctx.err,
+            seeds=seeds, positive=args.positive, test_share=args.test_share,
             params=TrainParams(instance_weight=args.instance_weight, bag_instance_weight=args.distill),
+            report=lambda line: ctx.err.print(f"  {escape(line)}"),
         )
     except (NothingToLearn, FileExistsError, ValueError) as exc:
         ctx.err.print(f"[red]{escape(str(exc))}[/]")
@@ -82,11 +104,28 @@ def run(args, ctx) -> int:
     except EncoderError as error:  # e.g. a TorchScript file that cannot be loaded
         raise CommandError(str(error), 2) from error
     found = plural(result.truth_lesion_patches, "lesion patch")
-    table = Table(title=f"Learning curve: {found} of {result.patches} in the truth")
-    for col in ("strategy", "round", "verdicts", "lesion found", "instance AUC", "slide AUC"):
+    over = f", mean ± sd over {plural(len(seeds), 'seed')}" if len(seeds) > 1 else ""
+    table = Table(title=f"Learning curve: {found} of {result.patches} in the truth{over}")
+    for col in ("strategy", "round", "verdicts", "lesion found", "instance AUC", "slide AUC test", "slide AUC CV"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
-    for p in result.points:
-        table.add_row(p.strategy, str(p.round), str(p.verdicts), str(p.lesion_found), _fmt(p.instance_auc), _fmt(p.slide_auc))
+    for row in summarise(result.points):
+        m = row.metrics
+        table.add_row(row.strategy, str(row.round), str(row.verdicts), m["lesion_found"].format(1),
+                      m["instance_auc"].format(), m["test_slide_auc"].format(), m["slide_auc"].format())
     ctx.console.print(table)
-    ctx.console.print(f"wrote {result.out_dir / 'curve.csv'} and {result.out_dir / 'curve.png'}")
+    held = "; ".join(f"seed {s}: {', '.join(names) or 'none'}" for s, names in result.test_slides.items())
+    ctx.console.print(f"Test split (never trained on): {held}")
+    ctx.console.print(yield_table(queue_yield(result.points)))
+    ctx.console.print(f"wrote curve.csv, summary.csv, yield.csv and curve.png in {result.out_dir}")
     return 0
+
+
+def yield_table(yields: dict[str, dict[str, tuple[int, int]]]) -> Table:
+    """Per strategy and queue reason: patches queued and reviewed, of which lesion, over all rounds and seeds."""
+    table = Table(title="Queue yield (all rounds and seeds)")
+    for col in ("strategy", "reason", "queued", "lesion", "yield"):
+        table.add_column(col, justify="left" if col in ("strategy", "reason") else "right")
+    for strategy, reasons in yields.items():
+        for reason, (queued, lesion) in sorted(reasons.items()):
+            table.add_row(strategy, reason, str(queued), str(lesion), f"{100 * lesion / queued:.1f}%" if queued else "-")
+    return table

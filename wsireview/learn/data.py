@@ -14,22 +14,24 @@ from wsireview.workspace import Workspace
 
 PCA_SAMPLE = 10_000  # patches used to fit the projection: plenty for a few dozen components
 PATCHES_PER_COMPONENT = 30  # the automatic PCA size: one whitened component per 30 training patches,
-PCA_MIN, PCA_MAX = 64, 128  # kept between these
+PCA_MIN, PCA_MAX = 32, 64  # kept between these; features no wider than PCA_MAX are not projected
+TRANSFORM_ROWS = 256  # rows projected at a time (see Preprocessor.transform)
 
 
 def auto_pca_dim(n_patches: int) -> int:
-    """PCA components for ``n_patches`` training patches: ``n / 30`` within 64..128.
+    """PCA components for ``n_patches`` training patches: ``n / 30``, kept within 32..64.
 
     Whitening gives every kept component unit variance, so a component the training patches
-    cannot pin down is noise the first layer must learn to ignore; about 30 patches per
-    component keeps the first layer's weights determined, and a larger cohort can afford more of
-    the encoder's detail. 12 demo slides (~1,900 patches) keep 64 components, as the fixed size
-    did; from about 3,800 training patches (24 demo slides) 128. Below 64 it does not go: on the
-    6-slide demo (960 patches) 32 components of the 49 stain-stats features lost the lesions'
-    attention (top-3 attention hits 0.0 against 0.5 with all 49).
+    cannot pin down is noise the first layer must learn to ignore: about 30 patches per component
+    keeps the first layer's weights determined. From 12 demo slides (~1,900 patches) on this is
+    the 64 components of before; a 6-slide cohort gets 32. More than 64 hurt where it was tried:
+    on a synthetic 24-slide cohort whose 96 features are 32 latent ones mixed with a little noise,
+    80 whitened components (2,400 patches / 30) took the held-out slide AUC from 1.00 to 0.56,
+    the extra components being whitened noise. Features no wider than 64 (stain-stats' 49) are
+    only standardised, as before: projecting them to 32 lost the lesions' attention on the
+    6-slide demo.
     """
     return int(np.clip(n_patches // PATCHES_PER_COMPONENT, PCA_MIN, PCA_MAX))
-TRANSFORM_ROWS = 256  # rows projected at a time (see Preprocessor.transform)
 
 
 @dataclass
@@ -79,7 +81,7 @@ class Preprocessor:
         rng = np.random.default_rng([seed, 5])
         total = sum(a.shape[0] for a in arrays)
         if pca_dim is None:
-            pca_dim = auto_pca_dim(total)
+            pca_dim = auto_pca_dim(total) if arrays[0].shape[1] > PCA_MAX else 0
         picked = np.sort(rng.choice(total, size=min(total, PCA_SAMPLE), replace=False))
         offsets = np.cumsum([0] + [a.shape[0] for a in arrays])
         rows = []

@@ -1,46 +1,66 @@
 """Simulated review rounds against known lesion regions: learning curves per query strategy.
 
-Each strategy runs on its own throw-away copy of the catalog (slides, patches and feature sets
-only, no reviews or models), in a temporary workspace that reads the real feature files: the
-real catalog is never written. Round 0 trains on the slide labels alone; after each round an
-oracle reviews the queue with the ground truth (reviewer ``oracle``) and the next round retrains.
+Each strategy and seed runs on its own throw-away copy of the catalog (slides, patches and
+feature sets only, no reviews or models), in a temporary workspace that reads the real feature
+files: the real catalog is never written. Round 0 trains on the slide labels alone; after each
+round an oracle reviews the queue with the ground truth (reviewer ``oracle``) and the next round
+retrains.
+
+A **test split** of the labelled slides (stratified by class, drawn from the seed) is held out of
+every round of that seed: in the copy its slides have no label, and each of their patches carries
+an ``unsure`` verdict by reviewer ``held-out``, which is no training label and keeps the patch out
+of every queue. The round still predicts them (as it predicts any unlabelled slide), so the slide
+AUC on the test split is measured beside the cross-validated one, on slides no round learnt from.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import tempfile
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from rich.console import Console
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from wsireview.catalog import LESION, NOT_LESION, Catalog, FeatureSet, Patch, PatchScore, ReviewQueueItem, Slide, open_catalog
+from wsireview.catalog import (
+    LESION, NOT_LESION, READY, UNSURE, Catalog, FeatureSet, Patch, PatchScore, Review, ReviewQueueItem, Slide,
+    SlidePrediction, open_catalog,
+)
+from wsireview.features.encoders import DEFAULT_ENCODER
+from wsireview.learn.labels import instance_targets, slide_targets
 from wsireview.learn.metrics import roc_auc
 from wsireview.learn.reviews import record_verdict
-from wsireview.features.encoders import DEFAULT_ENCODER
-from wsireview.learn.round import retrain
+from wsireview.learn.round import RoundResult, retrain
 from wsireview.learn.spec import RoundSpec
 from wsireview.learn.train import TrainParams
 from wsireview.learn.truth import truth_labels
 from wsireview.workspace import Workspace
 
 ORACLE = "oracle"
-CURVE_COLUMNS = ["strategy", "round", "verdicts", "lesion_found", "instance_auc", "slide_auc"]
+HELD_OUT = "held-out"
+TEST_SHARE = 1 / 3  # of each class's labelled slides, when the class has enough (see split_test_slides)
+
+Report = Callable[[str], None]
+"""Hears one line per finished round (the CLI prints it; tests and benchmarks may ignore it)."""
 
 
 @dataclass
 class CurvePoint:
     strategy: str
+    seed: int
     round: int
     verdicts: int  # verdicts the model of this round was trained with
     lesion_found: int  # lesion verdicts among them
     instance_auc: float | None  # instance probability against the truth, over all patches
-    slide_auc: float | None  # cross-validated, from the round's model
+    slide_auc: float | None  # cross-validated over the training slides, from the round's model
+    test_slide_auc: float | None  # the round's slide predictions on the held-out test split
+    # The queue this round's model chose (what the next round learns from), by reason:
+    queued: dict[str, int] = field(default_factory=dict)  # patches queued and reviewed
+    lesion_queued: dict[str, int] = field(default_factory=dict)  # of which lesion
 
 
 @dataclass
@@ -49,6 +69,19 @@ class Evaluation:
     out_dir: Path
     truth_lesion_patches: int
     patches: int
+    test_slides: dict[int, list[str]]  # seed -> names of the slides held out
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """What one simulated review loop runs with (the same for every strategy and seed)."""
+
+    encoder: str = DEFAULT_ENCODER
+    rounds: int = 3
+    budget: int = 20
+    positive: str = "lesion"
+    test_share: float = TEST_SHARE
+    params: TrainParams | None = None
 
 
 def copy_catalog(source: Catalog, source_ws: Workspace, target: Catalog) -> None:
@@ -63,6 +96,38 @@ def copy_catalog(source: Catalog, source_ws: Workspace, target: Catalog) -> None
         for table, rows in ((Slide.__table__, slides), (Patch.__table__, patches), (FeatureSet.__table__, sets)):
             if rows:
                 connection.execute(table.insert(), [dict(r) for r in rows])
+
+
+def split_test_slides(targets: dict[int, int], share: float, seed: int) -> set[int]:
+    """Slide ids held out for testing: ``share`` of each class, drawn with ``seed``.
+
+    A class gives at least one slide when ``share`` > 0, and always leaves two for training (what
+    cross-validation needs), so a class of fewer than three slides gives none.
+    """
+    if share <= 0:
+        return set()
+    rng = np.random.default_rng([seed, 1009])
+    held: set[int] = set()
+    for cls in (1, 0):
+        ids = sorted(sid for sid, t in targets.items() if t == cls)
+        n = min(max(1, int(round(share * len(ids)))), len(ids) - 2)
+        if n > 0:
+            held.update(int(i) for i in rng.permutation(ids)[:n])
+    return held
+
+
+def hold_out(catalog: Catalog, slide_ids: set[int]) -> None:
+    """Take ``slide_ids`` out of training in a throw-away catalog: no label, and every patch an
+    ``unsure`` verdict (no instance label, never queued). The round still predicts the slides."""
+    if not slide_ids:
+        return
+    with catalog.session() as session:
+        session.execute(update(Slide).where(Slide.id.in_(slide_ids)).values(label=None))
+        patches = session.scalars(select(Patch.id).where(Patch.slide_id.in_(slide_ids))).all()
+        now = datetime.now(timezone.utc)
+        session.connection().execute(Review.__table__.insert(), [
+            {"patch_id": int(p), "verdict": UNSURE, "reviewer": HELD_OUT, "created_at": now} for p in patches
+        ])
 
 
 def new_out_dir(workspace: Workspace) -> Path:
@@ -88,41 +153,79 @@ def _instance_auc(catalog: Catalog, version_id: int, truth: dict[int, bool]) -> 
     return roc_auc(y, np.array([p for _, p in rows]))
 
 
-def _queue(catalog: Catalog, version_id: int) -> list[int]:
+def _test_slide_auc(catalog: Catalog, version_id: int, truth: dict[int, int]) -> float | None:
+    """AUC of the version's slide predictions on the held-out slides (``truth``: their real targets)."""
+    if not truth:
+        return None
     with catalog.session() as session:
-        return list(session.scalars(
-            select(ReviewQueueItem.patch_id).where(ReviewQueueItem.model_version_id == version_id)
-            .order_by(ReviewQueueItem.rank)
-        ))
+        rows = session.execute(
+            select(SlidePrediction.slide_id, SlidePrediction.probability)
+            .where(SlidePrediction.model_version_id == version_id, SlidePrediction.slide_id.in_(list(truth)))
+        ).all()
+    return roc_auc(np.array([truth[sid] for sid, _ in rows]), np.array([p for _, p in rows]))
 
 
-def run_strategy(catalog: Catalog, workspace: Workspace, truth: dict[int, bool], strategy: str, rounds: int,
-                 budget: int, encoder: str, seed: int, positive: str, console: Console,
-                 params: TrainParams | None = None) -> list[CurvePoint]:
+def _queue(catalog: Catalog, version_id: int) -> list[tuple[int, str]]:
+    with catalog.session() as session:
+        return [tuple(r) for r in session.execute(
+            select(ReviewQueueItem.patch_id, ReviewQueueItem.reason)
+            .where(ReviewQueueItem.model_version_id == version_id).order_by(ReviewQueueItem.rank)
+        )]
+
+
+def _round(catalog: Catalog, workspace: Workspace, sim: Simulation, strategy: str, seed: int) -> RoundResult:
+    """One training round: the single place evaluate calls into the learning core."""
+    spec = RoundSpec(encoder=sim.encoder, positive=sim.positive, budget=sim.budget, strategy=strategy, seed=seed,
+                     train=dataclasses.replace(sim.params) if sim.params else TrainParams())
+    return retrain(catalog, workspace, spec)
+
+
+def check_never_trained_on(catalog: Catalog, sim: Simulation, held: set[int]) -> None:
+    """What the round reads for training holds no label of a held-out slide and no verdict on its patches."""
+    targets, _ = slide_targets(catalog, sim.positive)
+    inst = instance_targets(catalog)
+    with catalog.session() as session:
+        held_patches = set(session.scalars(select(Patch.id).where(Patch.slide_id.in_(held))))
+    leaked = (held & set(targets)) | (held_patches & set(inst))
+    if leaked:
+        raise RuntimeError(f"held-out test slides reached training: {sorted(leaked)[:5]}")
+
+
+def run_strategy(catalog: Catalog, workspace: Workspace, truth: dict[int, bool], strategy: str, seed: int,
+                 sim: Simulation, report: Report | None = None) -> list[CurvePoint]:
+    """``sim.rounds`` review rounds (and round 0) of ``strategy`` with ``seed`` on a copy of the catalog."""
     points: list[CurvePoint] = []
     verdicts = found = 0
+    targets, _ = slide_targets(catalog, sim.positive)
+    held = split_test_slides(targets, sim.test_share, seed)
+    held_truth = {sid: targets[sid] for sid in held}
     with tempfile.TemporaryDirectory(prefix=f"wsireview-eval-{strategy}-") as tmp:
         ws = Workspace.resolve(Path(tmp) / "ws").ensure()
         copy = open_catalog(ws.db_url)
         try:
             copy_catalog(catalog, workspace, copy)
-            for r in range(rounds + 1):
-                spec = RoundSpec(encoder=encoder, positive=positive, budget=budget, strategy=strategy, seed=seed,
-                                 train=dataclasses.replace(params) if params else TrainParams())
-                result = retrain(copy, ws, spec)
-                point = CurvePoint(strategy, r, verdicts, found,
-                                   _instance_auc(copy, result.model_version_id, truth), result.metrics.get("slide_auc"))
+            hold_out(copy, held)
+            for r in range(sim.rounds + 1):
+                check_never_trained_on(copy, sim, held)
+                result = _round(copy, ws, sim, strategy, seed)
+                vid = result.model_version_id
+                point = CurvePoint(strategy, seed, r, verdicts, found, _instance_auc(copy, vid, truth),
+                                   result.metrics.get("slide_auc"), _test_slide_auc(copy, vid, held_truth))
                 points.append(point)
-                console.print(f"  {strategy} round {r}: {verdicts} verdicts, {found} lesion found, "
-                              f"instance AUC {_fmt(point.instance_auc)}")
-                if r == rounds:
-                    break
-                for patch_id in _queue(copy, result.model_version_id):
-                    is_lesion = truth.get(patch_id, False)
-                    record_verdict(copy, patch_id, LESION if is_lesion else NOT_LESION, ORACLE,
-                                   model_version_id=result.model_version_id)
-                    verdicts += 1
-                    found += int(is_lesion)
+                if r < sim.rounds:
+                    queued, lesion = Counter(), Counter()
+                    for patch_id, reason in _queue(copy, vid):
+                        is_lesion = truth.get(patch_id, False)
+                        record_verdict(copy, patch_id, LESION if is_lesion else NOT_LESION, ORACLE, model_version_id=vid)
+                        queued[reason] += 1
+                        lesion[reason] += int(is_lesion)
+                        verdicts += 1
+                        found += int(is_lesion)
+                    point.queued, point.lesion_queued = dict(queued), {k: lesion[k] for k in queued}
+                if report:
+                    report(f"{strategy} seed {seed} round {r}: {point.verdicts} verdicts, {point.lesion_found} lesion "
+                           f"found, instance AUC {_fmt(point.instance_auc)}, slide AUC test {_fmt(point.test_slide_auc)} "
+                           f"CV {_fmt(point.slide_auc)}")
         finally:
             copy.close()
     return points
@@ -130,40 +233,6 @@ def run_strategy(catalog: Catalog, workspace: Workspace, truth: dict[int, bool],
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def write_curve(points: list[CurvePoint], path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CURVE_COLUMNS)
-        writer.writeheader()
-        for p in points:
-            row = asdict(p)
-            writer.writerow({k: ("" if row[k] is None else row[k]) for k in CURVE_COLUMNS})
-
-
-def plot_curve(points: list[CurvePoint], path: Path, total_lesion: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for strategy in dict.fromkeys(p.strategy for p in points):
-        pts = [p for p in points if p.strategy == strategy]
-        ax1.plot([p.verdicts for p in pts], [p.lesion_found for p in pts], marker="o", label=strategy)
-        ax2.plot([p.verdicts for p in pts], [np.nan if p.instance_auc is None else p.instance_auc for p in pts],
-                 marker="o", label=strategy)
-    ax1.axhline(total_lesion, color="grey", linestyle=":", label="lesion patches in truth")
-    ax1.set(xlabel="verdicts", ylabel="lesion patches found", title="Lesion patches found")
-    ax2.set(xlabel="verdicts", ylabel="instance AUC (all patches vs truth)", title="Instance AUC")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    tmp = path.with_suffix(".partial.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def evaluate(
@@ -177,23 +246,34 @@ def evaluate(
     encoder: str = DEFAULT_ENCODER,
     seed: int = 0,
     positive: str = "lesion",
-    console: Console | None = None,
     params: TrainParams | None = None,
+    seeds: tuple[int, ...] | None = None,
+    test_share: float = TEST_SHARE,
+    report: Report | None = None,
 ) -> Evaluation:
-    """Simulate ``rounds`` review rounds per strategy; write curve.csv and curve.png into ``out_dir``."""
-    console = console or Console(stderr=True, quiet=True)
+    """Simulate ``rounds`` review rounds per strategy and seed (``seeds``, else ``seed``); write
+    curve.csv, yield.csv, summary.csv and curve.png into ``out_dir``."""
+    from wsireview.learn.curves import OUTPUTS, write_outputs
+
     truth = truth_labels(catalog, Path(truth_dir))
     if not truth:
         raise ValueError("the catalog has no patches of ready slides to evaluate on")
     out = Path(out_dir) if out_dir else new_out_dir(workspace)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("curve.csv", "curve.png"):
+    for name in OUTPUTS:
         if (out / name).exists():
             raise FileExistsError(f"{out / name} exists: choose another --out (results are never overwritten)")
+    sim = Simulation(encoder=encoder, rounds=rounds, budget=budget, positive=positive, test_share=test_share,
+                     params=params)
+    seeds = tuple(seeds) if seeds else (seed,)
     points: list[CurvePoint] = []
-    for strategy in strategies:
-        points.extend(run_strategy(catalog, workspace, truth, strategy, rounds, budget, encoder, seed, positive, console, params))
+    targets, _ = slide_targets(catalog, positive)
+    with catalog.session() as session:
+        names = dict(session.execute(select(Slide.id, Slide.name).where(Slide.status == READY)).all())
+    test_slides = {s: sorted(names[i] for i in split_test_slides(targets, test_share, s)) for s in seeds}
+    for s in seeds:
+        for strategy in strategies:
+            points.extend(run_strategy(catalog, workspace, truth, strategy, s, sim, report))
     total_lesion = int(sum(truth.values()))
-    write_curve(points, out / "curve.csv")
-    plot_curve(points, out / "curve.png", total_lesion)
-    return Evaluation(points, out, total_lesion, len(truth))
+    write_outputs(points, out, total_lesion)
+    return Evaluation(points, out, total_lesion, len(truth), test_slides)

@@ -12,7 +12,12 @@
   fifth by instance probability), starting from everything chosen or reviewed, so the queue
   covers the different-looking candidates instead of 50 neighbours of one spot.
 
-Only patches never reviewed are queued; every entry records why it was chosen.
+Only patches never reviewed are queued; every entry records why it was chosen. ``mix`` skips
+the slides labelled negative while other patches are left: by their label none of their patches
+is lesion, so a verdict there tells the model what it knows already (and the model's false
+alarms there, lesion mimics, taught the instance head to distrust lesion-like patches before any
+lesion was found: instance AUC fell after the first queue). A mimic on a positive or unlabelled
+slide is still queued, and its rejection teaches what tells the two apart.
 """
 
 from __future__ import annotations
@@ -118,12 +123,19 @@ def build_queue(
     budget: int,
     strategy: str = "mix",
     seed: int = 0,
+    negative_slides: set[int] | None = None,
 ) -> list[QueueEntry]:
-    """``budget`` never-reviewed patches chosen by ``strategy``, in the order to show them."""
+    """``budget`` never-reviewed patches chosen by ``strategy``, in the order to show them.
+
+    ``negative_slides``: slides labelled negative, which ``mix`` leaves out while it can.
+    """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     eligible = ~np.isin(scores.patch_ids, np.fromiter(reviewed, dtype=np.int64, count=len(reviewed)))
     budget = min(budget, int(eligible.sum()))
+    known_negative = np.isin(scores.slide_ids, list(negative_slides or ()))
+    if strategy == "mix" and int((eligible & ~known_negative).sum()) >= budget:
+        eligible &= ~known_negative
     entries: list[QueueEntry] = []
 
     def take(indices: list[int], reason: str, values: np.ndarray) -> None:

@@ -270,14 +270,15 @@ def retrain(
         slides = predict_slides(data, preds, cv, targets)
         slide_prob = {sid: p.probability for sid, p in slides.predictions.items()}
         features = np.concatenate([d.x.numpy() for d in data])
-        queue = build_queue(scores, features, slide_prob, reviewed, spec.budget, spec.strategy, seed)
+        queue = build_queue(scores, features, slide_prob, reviewed, spec.budget, spec.strategy, seed,
+                            negative_slides={sid for sid, t in targets.items() if t == 0})
         timings["score_and_queue"] = time.perf_counter() - t
 
         parent = latest_version(catalog, encoder)
         metrics = {
             "slide_auc": slides.cv_auc,
             "slide_accuracy": slides.cv_accuracy,
-            "slide_auc_bag": cv.slide_auc,
+            "slide_auc_bag": slides.bag_auc,
             "instance_auc": cv.instance_auc,
             "instance_auc_fit": _fit_instance_auc(scores, inst),
             "cv_folds": cv.folds,

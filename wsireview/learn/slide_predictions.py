@@ -1,9 +1,10 @@
 """Every slide's prediction from a round's models (see ``wsireview.learn.slide_rule`` for the rule).
 
 The rule is fitted on the out-of-fold scores of the labelled slides (what cross-validation
-predicted for each slide while it was held out), then applied to the final model's scores of
-every slide, labelled or not. The cross-validated slide AUC reported for the version is that of
-the rule on the out-of-fold scores.
+predicted for each slide while it was held out, each fold model's scores standardised over all
+the slides it scored), then applied to the final model's scores of every slide, labelled or
+not. The cross-validated slide AUC reported for the version is that of the rule on the
+out-of-fold scores; ``bag_auc`` that of the bag score alone, on the same common scale.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class SlidePredictions:
     rule: SlideRule
     cv_auc: float | None
     cv_accuracy: float | None
+    bag_auc: float | None = None
 
 
 def _verdicts(bag: BagData) -> tuple[np.ndarray, np.ndarray]:
@@ -43,27 +45,37 @@ def _verdicts(bag: BagData) -> tuple[np.ndarray, np.ndarray]:
 
 def predict_slides(data: list[BagData], preds: list[Prediction], cv: CVResult,
                    targets: dict[int, int]) -> SlidePredictions:
-    verdicts = {b.slide_id: _verdicts(b) for b in data}
-    confirmed = {sid: bool((labels == 1).any()) for sid, (_, labels) in verdicts.items()}
+    verdicts = [_verdicts(b) for b in data]
+    confirmed = np.array([bool((labels == 1).any()) for _, labels in verdicts])
 
-    def evidence(sid: int, probability: np.ndarray) -> float:
-        return instance_evidence(probability, *verdicts[sid])
+    none = (np.zeros(0, np.int64), np.zeros(0))
 
-    rule, cv_auc, cv_acc = SlideRule(), None, None
-    labelled = [b.slide_id for b in data if b.slide_id in cv.oof_slide]
-    if labelled:
-        bag = np.array([cv.oof_slide[s] for s in labelled])
-        ev = np.array([evidence(s, cv.oof_instance[s]) for s in labelled])
-        y = np.array([targets[s] for s in labelled])
-        rule = fit_rule(bag, ev, y)
-        p = rule.predict(bag, ev, np.array([confirmed[s] for s in labelled]))
-        cv_auc, cv_acc = roc_auc(y, p), accuracy(y, p)
-    ids = [b.slide_id for b in data]
+    def evidence(instance: list[np.ndarray], with_verdicts: bool = True) -> np.ndarray:
+        return np.array([instance_evidence(p, *(v if with_verdicts else none)) for p, v in zip(instance, verdicts)])
+
+    rule, cv_auc, cv_acc, bag_auc = SlideRule(), None, None, None
+    if cv.held_out:
+        # Out of fold, on a common scale: each fold model's scores standardised over every slide.
+        # The rule is fitted on the evidence before verdicts, and measured with them.
+        fitted = SlideRule(fitted_on=1)
+        oof = np.full((len(data), 3), np.nan)
+        for held, slide_p, instance in zip(cv.held_out, cv.member_slide, cv.members):
+            model_ev = evidence(instance, with_verdicts=False)
+            x_bag, x_model_ev = fitted.inputs(slide_p, model_ev)
+            _, x_ev = fitted.inputs(slide_p, evidence(instance), model_ev)
+            oof[held, 0], oof[held, 1], oof[held, 2] = x_bag[held], x_model_ev[held], x_ev[held]
+        labelled = [i for i in range(len(data)) if data[i].slide_id in targets and not np.isnan(oof[i, 0])]
+        y = np.array([targets[data[i].slide_id] for i in labelled])
+        rule = fit_rule(oof[labelled, 0], oof[labelled, 1], y)
+        if rule.standardised:
+            p = rule.predict(oof[labelled, 0], oof[labelled, 2], confirmed[labelled])
+            cv_auc, cv_acc, bag_auc = roc_auc(y, p), accuracy(y, p), roc_auc(y, oof[labelled, 0])
     bag = np.array([p.slide_probability for p in preds])
-    ev = np.array([evidence(sid, p.instance_probability) for sid, p in zip(ids, preds)])
-    conf = np.array([confirmed[sid] for sid in ids])
-    prob = rule.predict(bag, ev, conf)
-    drivers = rule.drivers(bag, ev, conf)
-    out = {sid: SlideScore(float(prob[i]), float(bag[i]), float(ev[i]), drivers[i], bool(conf[i]))
-           for i, sid in enumerate(ids)}
-    return SlidePredictions(out, rule, cv_auc, cv_acc)
+    instance = [p.instance_probability for p in preds]
+    ev = evidence(instance)
+    x_bag, x_ev = rule.inputs(bag, ev, evidence(instance, with_verdicts=False))
+    prob = rule.predict(x_bag, x_ev, confirmed)
+    drivers = rule.drivers(x_bag, x_ev, confirmed)
+    out = {b.slide_id: SlideScore(float(prob[i]), float(bag[i]), float(ev[i]), drivers[i], bool(confirmed[i]))
+           for i, b in enumerate(data)}
+    return SlidePredictions(out, rule, cv_auc, cv_acc, bag_auc)

@@ -457,6 +457,8 @@ class CVResult:
     oof_slide: dict[int, float]  # slide id -> out-of-fold bag probability
     oof_instance: dict[int, np.ndarray] = field(default_factory=dict)  # slide id -> out-of-fold P(lesion)
     members: list[list[np.ndarray]] = field(default_factory=list)  # per fold model: P(lesion) of every bag
+    member_slide: list[np.ndarray] = field(default_factory=list)  # per fold model: bag probability of every bag
+    held_out: list[list[int]] = field(default_factory=list)  # per fold: indices of the bags it held out
 
 
 def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
@@ -490,6 +492,7 @@ def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
     oof: dict[int, float] = {}
     oof_instance: dict[int, np.ndarray] = {}
     members: list[list[np.ndarray]] = []
+    member_slide: list[np.ndarray] = []
     inst_y: list[np.ndarray] = []
     inst_p: list[np.ndarray] = []
     best_epochs = []
@@ -497,6 +500,7 @@ def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
         best_epoch, predictions = future.result()
         best_epochs.append(best_epoch)
         members.append([p.instance_probability for p in predictions])
+        member_slide.append(np.array([p.slide_probability for p in predictions]))
         for i in held:
             b, pred = bags[i], predictions[i]
             oof[b.slide_id] = pred.slide_probability
@@ -508,4 +512,5 @@ def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
     y = np.array([b.target for b in bags if b.labelled])
     p = np.array([oof[b.slide_id] for b in bags if b.labelled])
     instance_auc = roc_auc(np.concatenate(inst_y), np.concatenate(inst_p)) if inst_y else None
-    return CVResult(k, roc_auc(y, p), accuracy(y, p), instance_auc, best_epochs, oof, oof_instance, members)
+    return CVResult(k, roc_auc(y, p), accuracy(y, p), instance_auc, best_epochs, oof, oof_instance, members,
+                    member_slide, folds)

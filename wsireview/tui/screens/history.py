@@ -21,6 +21,7 @@ from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchUnavailable
 from wsireview.tui.screens.base import ReviewScreen
 from wsireview.tui.screens.slide import VERDICT_STYLE
+from wsireview.tui.text import Shortened
 from wsireview.tui.widgets.legend import VERDICT_WORDS
 from wsireview.tui.widgets.image_view import image_view
 from wsireview.tui.widgets.textual_image_view import make_image_view
@@ -105,7 +106,7 @@ class HistoryScreen(ReviewScreen):
             table.add_row(
                 e.changed_at.astimezone().strftime("%m-%d %H:%M"),
                 verdict_text(e.verdict),
-                Text(e.slide_name, no_wrap=True, overflow="ellipsis"),
+                Shortened(e.slide_name),
                 key=str(e.patch_id),
             )
         index = next((i for i, e in enumerate(entries) if e.patch_id == keep), 0)
@@ -149,7 +150,7 @@ class HistoryScreen(ReviewScreen):
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column(no_wrap=True, overflow="ellipsis")
-        grid.add_row("slide", Text(e.slide_name, style="bold"))
+        grid.add_row("slide", Shortened(e.slide_name, style="bold"))
         grid.add_row("at", f"{e.x:,}, {e.y:,} (patch {e.patch_id})")
         history = [VERDICT_WORDS.get(v, v) for v in e.earlier] + [verdict_text(e.verdict).plain]
         grid.add_row("now", verdict_text(e.verdict))

@@ -34,7 +34,16 @@ from wsireview.tui.imaging import MARK_COLOUR, VIEW_COLOUR, mark_rect, placehold
 from wsireview.tui.messages import CatalogChanged, ImageBoxChanged
 from wsireview.tui.patch_source import PatchUnavailable
 from wsireview.tui.text import Shortened
-from wsireview.tui.viewport import Scale, Viewport, home_view, neighbours, pan, view_scale, zoom, zoom_ladder
+from wsireview.tui.viewport import (
+    Scale,
+    Viewport,
+    home_view,
+    neighbours,
+    pan,
+    view_scale,
+    zoom,
+    zoom_ladder,
+)
 from wsireview.tui.widgets.halfblock import fit_image
 from wsireview.tui.widgets.textual_image_view import make_image_view
 
@@ -43,6 +52,7 @@ KEEP_IMAGES = 64
 VERDICT_TEXT = {LESION: "lesion", NOT_LESION: "not lesion", UNSURE: "unsure", ARTIFACT: "artifact"}
 VERDICT_STYLE = {LESION: "bold red", NOT_LESION: "bold green", UNSURE: "bold yellow", ARTIFACT: "bold magenta"}
 REASON_TEXT = {
+    "exploit": "highest P(lesion)",
     "top-attention": "top attention",
     "uncertain": "uncertain (P near 0.5)",
     "diverse": "diverse (unlike the others)",
@@ -93,6 +103,9 @@ class TriageScreen(Screen):
         self._scales: dict[str, tuple[float | None, str]] = {}  # slide path -> (level-0 mpp, its source)
         self._fitted: dict[tuple, Image.Image] = {}
         self._lock = threading.Lock()
+        # Set from a key until its frame is drawn: the prefetch worker waits meanwhile, so the UI
+        # thread does not share the GIL (and a 2-core machine) with it while it makes the frame.
+        self._frame_pending = threading.Event()
 
     def compose(self) -> ComposeResult:
         yield Static(id="triage-title", classes="title")
@@ -197,6 +210,8 @@ class TriageScreen(Screen):
         if min(box) <= 0:  # not laid out yet: shown once the image box has its size
             self.set_timer(0.02, partial(self._show_view, started))
             return
+        if started is not None:  # a key's frame: the prefetch worker waits until it is drawn
+            self._frame_pending.set()
         pid = entry.patch_id
         with self._lock:
             image = self._images.get((pid, view, box))
@@ -214,6 +229,7 @@ class TriageScreen(Screen):
 
     def _frame_drawn(self, started: float | None) -> None:
         """The new frame is on screen: log the latency, then prepare what one key away shows."""
+        self._frame_pending.clear()
         if started is not None:
             self.app.log_latency(time.perf_counter() - started)
         if self.index is not None:
@@ -239,8 +255,15 @@ class TriageScreen(Screen):
         return mark_rect(out, entry.x, entry.y, entry.size, entry.size, slide_size, MARK_COLOUR)
 
     # -- workers --------------------------------------------------------------------------------
-    def _prepare(self, entry: QueueEntry, view: Viewport, box: tuple[int, int]) -> bool:
-        """Read one field and render it (and the minimap marking it) for the current boxes."""
+    def _yield_to_frame(self) -> None:
+        """In the prefetch worker: wait (at most 0.25 s) while a key's frame is being made."""
+        deadline = time.monotonic() + 0.25
+        while self._frame_pending.is_set() and time.monotonic() < deadline:
+            time.sleep(0.003)
+
+    def _prepare(self, entry: QueueEntry, view: Viewport, box: tuple[int, int], background: bool = False) -> bool:
+        """Read one field and render it (and the minimap marking it) for the current boxes;
+        ``background`` (prefetching): give way to a frame in the making between the steps."""
         pid = entry.patch_id
         with self._lock:
             image, failed = self._images.get((pid, view, box)), pid in self._errors
@@ -260,7 +283,11 @@ class TriageScreen(Screen):
                 while len(self._images) > KEEP_IMAGES:
                     self._images.popitem(last=False)
         if box == self._box():  # not prepared for a box the screen has left (fill view toggled)
+            if background:
+                self._yield_to_frame()
             self.patch_view.prerender(("view", pid, view, box), image)
+            if background:
+                self._yield_to_frame()
             self.thumb_view.prerender(("mark", pid, view, box), partial(self._marked_thumb, entry, view, box))
         return True
 
@@ -275,19 +302,21 @@ class TriageScreen(Screen):
 
     @work(thread=True, exclusive=True, group="prefetch")
     def prefetch(self, index: int, view: Viewport | None, box: tuple[int, int]) -> None:
-        """The views one key away from ``view``, then the next patches' home views."""
+        """What one key away shows, the likeliest first: the next patch (a verdict), zoom in,
+        the other zoom and pan steps and the patch itself (`0`), then the patches after it."""
         worker = get_current_worker()
         entry = self.entries[index]
+        near: list[tuple[QueueEntry, Viewport]] = []
         if view is not None:
-            home = self._home(entry, box).downsample
-            for near in neighbours(view, home, box, self._slide_size(entry)):
-                if worker.is_cancelled:
-                    return
-                self._prepare(entry, near, box)
-        for i in self._upcoming(index, READ_AHEAD):
+            home = self._home(entry, box)
+            steps = neighbours(view, home.downsample, box, self._slide_size(entry))
+            near = [(entry, v) for v in steps + ([home] if view != home and home not in steps else [])]
+        upcoming = [(self.entries[i], self._home(self.entries[i], box)) for i in self._upcoming(index, READ_AHEAD)]
+        for item_entry, item_view in upcoming[:1] + near + upcoming[1:]:
+            self._yield_to_frame()
             if worker.is_cancelled:
                 return
-            self._prepare(self.entries[i], self._home(self.entries[i], box), box)
+            self._prepare(item_entry, item_view, box, background=True)
 
     # -- verdicts -------------------------------------------------------------------------------
     def action_verdict(self, verdict: str) -> None:
@@ -474,7 +503,7 @@ class TriageScreen(Screen):
         out.append(scale.magnification_text, style="bold cyan")
         extra = []
         if self.has_class("-fill"):
-            x0, y0, w0, h0 = view.field(self._box())
+            _, _, w0, h0 = view.field(self._box())
             extra.append(f"field {scale.field_text(w0, h0)} at {scale.position_text(view.cx, view.cy)}")
         hints = ("+/- zoom, arrows pan, 0 patch", "+/- zoom") if self.view is None else ("0: back to the patch", "0: patch")
         for options in (extra, hints):
@@ -501,7 +530,7 @@ class TriageScreen(Screen):
         scale = self.scale(entry, view)
         if scale is not None:
             grid.add_row("patch", one_line(f"{scale.length_text(entry.size)} at {scale.position_text(entry.x, entry.y)}"))
-            x0, y0, w0, h0 = view.field(self._box())
+            _, _, w0, h0 = view.field(self._box())
             grid.add_row("view", one_line(scale.magnification_text))
             grid.add_row("field", one_line(scale.field_text(w0, h0)))
         if self.last_action:

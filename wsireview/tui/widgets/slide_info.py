@@ -7,6 +7,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from wsireview.catalog.queries import SlideOverview
+from wsireview.tui.text import Shortened
 from wsireview.tui.widgets.slide_table import STATUS_STYLE
 
 
@@ -25,7 +26,7 @@ def describe(s: SlideOverview, file_found: bool = True) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column()  # wrappable, so the grid narrows it rather than the names; _line keeps one line
-    grid.add_row("slide", _line(s.name, "bold"))
+    grid.add_row("slide", Shortened(s.name, "bold"))
     grid.add_row("status", _line(s.status, STATUS_STYLE.get(s.status, "")))
     if s.reason:
         grid.add_row("why", _paragraph(s.reason, "red"))

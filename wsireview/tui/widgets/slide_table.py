@@ -11,6 +11,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
 from wsireview.catalog.queries import SlideOverview
+from wsireview.tui.text import Shortened
 
 STATUS_STYLE = {"ready": "green", "failed": "bold red", "missing": "yellow"}
 
@@ -44,7 +45,7 @@ def _num(value: float | None) -> float:
 
 # Every fixed width holds the column's title and the sort arrow: the arrow shows whichever column sorts.
 COLUMNS = [
-    Column("name", "slide", lambda s: Text(s.name, no_wrap=True, overflow="ellipsis"), lambda s: s.name.lower()),
+    Column("name", "slide", lambda s: Shortened(s.name), lambda s: s.name.lower()),
     Column("status", "status", lambda s: Text(s.status, style=STATUS_STYLE.get(s.status, "")), lambda s: s.status, 7),
     Column("size", "size", lambda s: Text(_size(s)), lambda s: (s.width or 0) * (s.height or 0), 9),
     Column("mpp", "mpp", lambda s: Text(f"{s.mpp:.3f}" if s.mpp else "-"), lambda s: _num(s.mpp), 5),
