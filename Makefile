@@ -8,7 +8,7 @@ DEMO_SLIDES ?= 12
 SEED ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: venv demo serve test lint bench clean-demo constraints
+.PHONY: venv demo serve test lint typecheck bench clean-demo constraints
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ test: venv lint
 
 lint: venv
 	$(PY) -m ruff check wsireview tests benchmarks
+
+# mypy, not strict (settings in pyproject.toml): zero errors expected.
+typecheck: venv
+	$(PY) -m mypy wsireview
 
 bench: venv
 	$(PY) benchmarks/ingest_time.py

@@ -12,6 +12,7 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from wsireview.errors import WsireviewError
 from wsireview.learn.labels import record_label, similar_labels
 from wsireview.slides import examine as examine_jobs
 from wsireview.slides.dicom import dicom_series_files
-from wsireview.slides.examine import THUMBNAIL_SIDE, Examined, GridOptions
+from wsireview.slides.examine import THUMBNAIL_SIDE, Examined, GridOptions, Identity
 from wsireview.slides.integrity import sample_indices
 from wsireview.slides.isolated import InlinePool, JobFailed, ReaderLimits, ReaderPool
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, explain_open_error, same_content
@@ -163,12 +164,13 @@ class WorkspaceFull(OSError):
 
 def is_disk_full(error: BaseException) -> bool:
     """Whether ``error`` (an OS error, or SQLite's "database or disk is full") means no space left."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
             return True
-        if "disk is full" in str(error).lower():
+        if "disk is full" in str(cause).lower():
             return True
-        error = error.__cause__ or getattr(error, "orig", None)
+        cause = cause.__cause__ or getattr(cause, "orig", None)
     return False
 
 
@@ -195,7 +197,8 @@ def store_grid(session, workspace: Workspace, slide: Slide, patches: list[tuple[
     new = [dict(slide_id=slide.id, x=x, y=y, size=size, tissue_fraction=f)
            for (x, y, size), f in wanted.items() if (x, y, size) not in existing]
     if new:
-        session.execute(Patch.__table__.insert(), new)
+        table = Patch.metadata.tables[Patch.__tablename__]  # the Table itself: a Core bulk insert
+        session.execute(table.insert(), new)
     changed = bool(obsolete or new)
     if changed:
         for feature_set in session.scalars(select(FeatureSet).where(FeatureSet.slide_id == slide.id)):
@@ -306,7 +309,7 @@ def _sample_positions(session, slide_id: int) -> list[tuple[int, int]]:
 
 def _accept_moved(catalog: Catalog, path: Path, twin_id: int, result: IngestResult) -> None:
     with catalog.session() as session:
-        twin = session.get(Slide, twin_id)
+        twin = session.get_one(Slide, twin_id)
         twin.path, twin.name, twin.status, twin.reason = str(path), path.name, READY, None
         result.outcome, result.slide_id = "moved", twin.id
         result.patches = _patch_count(session, twin.id)
@@ -350,7 +353,7 @@ def ingest_files(
                 result.outcome, result.reason = "failed", value.reason
                 result.slide_id = record_failure(catalog, path, value.reason, hashes.get(path))
             elif stage == "examine":
-                _store_examined(catalog, workspace, path, hashes[path], value, result)
+                _store_examined(catalog, workspace, path, hashes[path], cast(Examined, value), result)
             elif stage == "verify":
                 _accept_moved(catalog, path, twins[path], result)
         except Exception as error:  # a catalog or image write that failed: this file only
@@ -372,16 +375,19 @@ def ingest_files(
             started[path] = time.perf_counter()
             results[path] = IngestResult(path=path, outcome="failed")
             pool.submit(("identify", path), jobs.identify, path)
-        for (stage, path), value in pool.results():
+        for key, value in pool.results():
+            stage, path = cast("tuple[str, Path]", key)  # as submitted above
             if stage == "identify" and not isinstance(value, JobFailed):
-                hashes[path] = value.content_hash
+                identity = cast(Identity, value)  # what the identify job returns
+                hashes[path] = identity.content_hash
                 try:
-                    step = _plan(catalog, path, value.content_hash, options, retile, results[path])
+                    step = _plan(catalog, path, identity.content_hash, options, retile, results[path])
                 except Exception as error:
                     value = JobFailed(explain_open_error(path, error))
                 else:
                     if step.job is not None:
-                        twins[path] = step.twin_id
+                        if step.twin_id is not None:  # the slide a "verify" job checks against
+                            twins[path] = step.twin_id
                         pool.submit((step.job, path), getattr(jobs, step.job), *step.args)
                         continue
             finished[path] = (stage, value)
@@ -521,6 +527,6 @@ def add_paths(
         report.results = ingest_files(catalog, workspace, files, GridOptions(patch_size, target_mpp, min_tissue),
                                       retile=retile, limits=limits, jobs=jobs, on_result=advance)
     report.missing = mark_missing(catalog)
-    if label_rows is not None:
+    if label_rows is not None and labels_csv is not None:
         apply_labels(catalog, label_rows, Path(labels_csv).resolve().parent, report, f"csv:{Path(labels_csv).name}")
     return report

@@ -68,9 +68,8 @@ def catalog_status(catalog: Catalog, workspace: Workspace) -> dict:
     try:
         from wsireview.learn.status import model_status
     except ImportError:  # the learning package is optional for a bare catalog
-        model_status = None
-    if model_status is not None:
-        doc["model"] = model_status(catalog)
+        return doc
+    doc["model"] = model_status(catalog)
     return doc
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import aliased
@@ -199,6 +199,21 @@ def find_slide(catalog: Catalog, name: str) -> int | None:
 
 
 # -- the review queue -----------------------------------------------------------------------------
+
+class PatchLocation(Protocol):
+    """Where a patch lies, as the patch reader needs it: a queue entry and a history entry both carry it."""
+
+    @property
+    def slide_path(self) -> str: ...
+    @property
+    def x(self) -> int: ...
+    @property
+    def y(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def patch_size_px(self) -> int | None: ...
+
 
 @dataclass(frozen=True)
 class QueueEntry:
@@ -395,3 +410,4 @@ def review_summary(catalog: Catalog, review_ids: list[int]) -> ReviewSummary:
                 summary.total += 1
                 summary.seconds_total += seconds or 0.0
     return summary
+

@@ -74,8 +74,8 @@ def run(args, ctx) -> int:
 
     table = Table(title=f"Demo cohort in {out} (seed {args.seed}, {args.difficulty})")
     mimics = args.difficulty != DEFAULT_DIFFICULTY
-    columns = ["slide", "label", "lesion % of tissue", "artifacts"] + (["mimics"] if mimics else []) + ["levels", "seconds"]
-    for column in columns:
+    headers = ["slide", "label", "lesion % of tissue", "artifacts"] + (["mimics"] if mimics else []) + ["levels", "seconds"]
+    for column in headers:
         table.add_column(column, justify="right" if column in ("lesion % of tissue", "levels", "seconds") else "left")
     for s in cohort.slides:
         share = f"{100 * s.lesion_share:.2f}" if s.label == "lesion" else "-"

@@ -196,8 +196,9 @@ def select_patches(catalog: Catalog, selection: Selection) -> SelectionResult:
             for p in session.scalars(select(Patch).where(Patch.id.in_(chunk))):
                 geometry[p.id] = (p.slide_id, p.x, p.y, p.size)
         flags = {pid: _latest([v for v in votes if v.verdict == label]) for pid, (label, votes) in labels.items()}
-        scores: dict[tuple[int, int], PatchScore] = {}
-        for mvid in {f.model_version_id for f in flags.values()} - {None}:
+        # keyed by (model version, patch): a flag without a model version finds nothing
+        scores: dict[tuple[int | None, int], PatchScore] = {}
+        for mvid in {f.model_version_id for f in flags.values() if f.model_version_id is not None}:
             pids = [pid for pid, f in flags.items() if f.model_version_id == mvid]
             for start in range(0, len(pids), 500):
                 for s in session.scalars(select(PatchScore).where(

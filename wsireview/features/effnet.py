@@ -24,6 +24,7 @@ import io
 import logging
 import time
 import warnings
+from typing import Callable
 
 import numpy as np
 import torch
@@ -114,7 +115,7 @@ class EffNetLite0(Encoder):
         # Batch 8 beats 64 on CPU: activations stay in cache.
         self.batch_size = batch_size
         self.model = Lite0Features()
-        self._compiled = None
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None  # torch.compile's module
         self._session = None
         self.compile_seconds: float | None = None
         if self.runtime == "onnx":
@@ -136,7 +137,9 @@ class EffNetLite0(Encoder):
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                self.model, (example,), buffer, dynamo=False, opset_version=17,
+                # torch's hint says a path, but the TorchScript exporter (dynamo=False) writes to any binary file
+                self.model, (example,), buffer,  # type: ignore[arg-type]
+                dynamo=False, opset_version=17,
                 input_names=["x"], output_names=["features"],
                 dynamic_axes={"x": {0: "n"}, "features": {0: "n"}},
             )

@@ -190,7 +190,9 @@ def embed_slides(
 
             advance_slide(0)
             try:
-                with SlideFile(workspace.absolute(slide.path)) as slide_file:
+                slide_path = workspace.absolute(slide.path)
+                assert slide_path is not None  # a slide's path column is never empty
+                with SlideFile(slide_path) as slide_file:
                     matrix = _embed_one(coords, slide_file, encoder, pool, out_px, batch_size,
                                         workers * PREFETCH_PER_WORKER, advance_slide)
             except SlideError as error:

@@ -92,6 +92,7 @@ def save_features(
 def load_features(workspace: Workspace, feature_set: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
     """``(patch_ids int64, features float16)`` of one recorded feature set."""
     path = workspace.absolute(feature_set.path)
+    assert path is not None  # a feature set's path column is never empty
     if path.suffix == ".npz":  # written before the store moved to .npy records
         with np.load(path) as data:
             return data["patch_ids"], data["features"]

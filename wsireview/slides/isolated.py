@@ -168,7 +168,7 @@ class ReaderPool:
         while self._queue or any(w.job for w in self._workers):
             self._dispatch()
             busy = [w for w in self._workers if w.job]
-            deadline = min(w.job[1] for w in busy)
+            deadline = min(w.job[1] for w in busy if w.job)
             waitables = [w.conn for w in busy] + [w.process.sentinel for w in busy]
             wait(waitables, timeout=max(0.0, deadline - time.monotonic()))
             for worker in busy:
@@ -194,6 +194,7 @@ class ReaderPool:
             idle.job = (key, time.monotonic() + STARTUP_S + self.limits.timeout_s)
 
     def _collect(self, worker: _Worker) -> tuple[Hashable, object] | None:
+        assert worker.job is not None  # called for busy workers only
         key = worker.job[0]
         while worker.conn.poll():
             try:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from wsireview.tui.widgets.image_view import ImageView
 
 
 class CatalogChanged(Message):
@@ -12,6 +17,6 @@ class CatalogChanged(Message):
 class ImageBoxChanged(Message):
     """An image view has a new size: what it shows must be read again for the new box."""
 
-    def __init__(self, view) -> None:
+    def __init__(self, view: ImageView) -> None:
         super().__init__()
         self.view = view

@@ -6,6 +6,7 @@ from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
@@ -19,13 +20,13 @@ PALETTE_ACTIONS = {"command_palette", "app.command_palette"}
 PALETTE_DESCRIPTION = "command palette (retrain, screens)"
 
 
-def _own_actions(node) -> set[str]:
+def _own_actions(node: DOMNode) -> set[str]:
     """The actions bound in this app's own classes (a screen, the app) along the node's class
     hierarchy: Textual's generic keys (tab focus, copy text, table cursor moves) are not ours."""
-    actions = set()
+    actions: set[str] = set()
     for cls in type(node).__mro__:
         if cls.__module__.startswith("wsireview.") and "BINDINGS" in vars(cls):
-            actions.update(b.action for b in cls.BINDINGS if isinstance(b, Binding))
+            actions.update(b.action for b in vars(cls)["BINDINGS"] if isinstance(b, Binding))
     return actions
 
 

@@ -13,16 +13,17 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE, VERDICTS
 from wsireview.learn.reviews import WITHDRAWN, HistoryEntry, change_verdict, reviewer_history, withdraw_verdict
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchUnavailable
+from wsireview.tui.screens.base import ReviewScreen
 from wsireview.tui.screens.slide import VERDICT_STYLE
 from wsireview.tui.text import Shortened
 from wsireview.tui.widgets.legend import VERDICT_WORDS
+from wsireview.tui.widgets.image_view import image_view
 from wsireview.tui.widgets.textual_image_view import make_image_view
 
 FILTERS = (None, *VERDICTS, WITHDRAWN)
@@ -34,7 +35,7 @@ def verdict_text(verdict: str) -> Text:
     return Text(VERDICT_WORDS.get(verdict, verdict), style=VERDICT_STYLE.get(verdict, ""))
 
 
-class HistoryScreen(Screen):
+class HistoryScreen(ReviewScreen):
     HELP_TITLE = "History"
     AUTO_FOCUS = ""  # the table takes focus in reload(); the hidden filter box must not
     BINDINGS = [
@@ -71,7 +72,7 @@ class HistoryScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.view = self.query_one("#history-patch")
+        self.view = image_view(self, "#history-patch")
         table = self.query_one(DataTable)
         table.add_column("when", key="when", width=11)
         table.add_column("verdict", key="verdict", width=10)

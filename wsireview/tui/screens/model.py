@@ -10,13 +10,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from wsireview.catalog.queries import ModelVersionSummary, model_versions
 from wsireview.learn.reviews import verdict_counts
 from wsireview.learn.status import queue_yield, slide_predictions
 from wsireview.tui.messages import CatalogChanged
+from wsireview.tui.screens.base import ReviewScreen
 
 # Shown as table columns when present; every other numeric metric is in the detail pane.
 HEADLINE = ("slide_auc", "slide_accuracy", "instance_auc", "auc", "accuracy")
@@ -74,7 +74,7 @@ def _flatten(counts: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-class ModelScreen(Screen):
+class ModelScreen(ReviewScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("question_mark", "app.help", "Keys"),

@@ -14,11 +14,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Label, ProgressBar, Static
 
+from wsireview.tui.screens.base import ReviewModalScreen
 
-class ConfirmRetrainScreen(ModalScreen[bool]):
+
+class ConfirmRetrainScreen(ReviewModalScreen[bool]):
     """Asks before a retrain: it takes minutes, adds a model version and replaces the review queue,
     so a stray key or a palette search must not start one."""
 
@@ -40,7 +41,7 @@ class ConfirmRetrainScreen(ModalScreen[bool]):
             yield Label("[b]enter[/b]/[b]y[/b] start  ·  [b]esc[/b]/[b]n[/b] cancel", id="confirm-keys")
 
 
-class RetrainScreen(ModalScreen[bool]):
+class RetrainScreen(ReviewModalScreen[bool]):
     BINDINGS = [Binding("escape,enter", "close", "Close")]
 
     def __init__(self) -> None:

@@ -16,7 +16,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from wsireview.catalog.queries import (
@@ -31,8 +30,10 @@ from wsireview.learn.labels import needs_labels
 from wsireview.tui.imaging import attention_overlay, mask_overlay, patch_markers
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchUnavailable
+from wsireview.tui.screens.base import ReviewScreen
 from wsireview.tui.widgets.halfblock import fit_image
 from wsireview.tui.widgets.legend import VERDICT_WORDS, attention_legend, legend, tissue_legend, verdict_items
+from wsireview.tui.widgets.image_view import image_view
 from wsireview.tui.widgets.textual_image_view import make_image_view
 
 LAYERS = ("tissue", "attention", "patches")
@@ -57,7 +58,7 @@ def state_text(p: SlidePatch) -> Text:
     return Text("-", style="dim")
 
 
-class SlideScreen(Screen):
+class SlideScreen(ReviewScreen):
     HELP_TITLE = "Slide"
     BINDINGS = [
         Binding("r", "review", "Review"),
@@ -97,7 +98,7 @@ class SlideScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.view = self.query_one("#slide-view-picture")
+        self.view = image_view(self, "#slide-view-picture")
         table = self.query_one(DataTable)
         table.add_column("patch", key="state", width=10)  # 35 cells with the padding: fits the 40-cell side
         table.add_column("attn", key="attn", width=4)
@@ -153,6 +154,7 @@ class SlideScreen(Screen):
     # -- text -----------------------------------------------------------------------------------
     def show_title(self) -> None:
         s = self.slide
+        assert s is not None  # called by reload() once the slide is found
         prob = f"  ·  P {s.probability:.2f}" if s.probability is not None else ""
         self.query_one("#slide-view-title", Static).update(Text.assemble(
             (s.name, "bold"), f"  ·  {s.label or 'no label'}{prob}  ·  {s.queued} queued · {s.reviewed} reviewed",
@@ -231,7 +233,9 @@ class SlideScreen(Screen):
             return base
         tissue, attention, _ = key
         s, source = self.slide, self.app.source
-        if tissue and s.overlay_path and self.app.workspace.absolute(s.overlay_path).exists():
+        assert s is not None  # draw() starts the picture only for a slide found
+        overlay_file = self.app.workspace.absolute(s.overlay_path)  # None when there is none
+        if tissue and overlay_file is not None and overlay_file.exists():
             base = source.thumbnail(s.overlay_path)
         elif tissue:
             base = mask_overlay(source.thumbnail(s.thumbnail_path), source.thumbnail(s.mask_path))
@@ -250,6 +254,7 @@ class SlideScreen(Screen):
         if fitted is None:
             fitted = self._fitted[(base_key, box)] = fit_image(base, *box)
         s = self.slide
+        assert s is not None  # draw() starts the picture only for a slide found
         return patch_markers(fitted, self.patches, (s.width or 0, s.height or 0), verdicts, focus)
 
     # -- actions --------------------------------------------------------------------------------

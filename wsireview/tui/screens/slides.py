@@ -9,7 +9,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from wsireview.catalog.queries import SlideOverview, slide_attention, slides_overview
@@ -17,9 +16,11 @@ from wsireview.learn.labels import needs_labels
 from wsireview.tui.imaging import attention_overlay, mask_overlay
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchUnavailable
+from wsireview.tui.screens.base import ReviewScreen
 from wsireview.tui.widgets.legend import attention_legend, tissue_legend
 from wsireview.tui.widgets.slide_info import SlideInfo
 from wsireview.tui.widgets.slide_table import SlideTable
+from wsireview.tui.widgets.image_view import ImageView, image_view
 from wsireview.tui.widgets.textual_image_view import make_image_view
 
 OVERLAYS = ("plain", "tissue", "attention")
@@ -39,7 +40,7 @@ or make a synthetic cohort to try the whole loop:
 then run [b]wsireview[/b] again.  Workspace: {root}"""
 
 
-class SlidesScreen(Screen):
+class SlidesScreen(ReviewScreen):
     AUTO_FOCUS = ""  # the table takes focus in reload(); the hidden filter box must not
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
@@ -162,7 +163,7 @@ class SlidesScreen(Screen):
         )
         legend = {"attention": attention_legend, "tissue": tissue_legend}.get(self.overlay)
         self.query_one("#slide-legend", Static).update(legend() if legend and slide is not None else "")
-        view = self.query_one("#slide-thumb")
+        view = image_view(self, "#slide-thumb")
         if slide is None:
             view.show_message("")
             return
@@ -175,7 +176,7 @@ class SlidesScreen(Screen):
         self.load_thumbnail(view, slide, self.overlay)
 
     @work(thread=True, exclusive=True, group="thumbnail")
-    def load_thumbnail(self, view, slide: SlideOverview, overlay: str) -> None:
+    def load_thumbnail(self, view: ImageView, slide: SlideOverview, overlay: str) -> None:
         # The attention picture belongs to a model: a retrain in the app must not reuse the old one.
         key = ("slide-thumb", slide.id, overlay, self.app.generation if overlay == "attention" else 0)
         try:
@@ -190,7 +191,8 @@ class SlidesScreen(Screen):
         source = self.app.source
         thumb = source.thumbnail(slide.thumbnail_path)
         if overlay == "tissue":
-            if slide.overlay_path and self.app.workspace.absolute(slide.overlay_path).exists():
+            overlay_file = self.app.workspace.absolute(slide.overlay_path)  # None when there is none
+            if overlay_file is not None and overlay_file.exists():
                 return source.thumbnail(slide.overlay_path)
             return mask_overlay(thumb, source.thumbnail(slide.mask_path))
         if overlay == "attention":

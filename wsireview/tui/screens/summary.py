@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from wsireview.catalog import VERDICTS
 from wsireview.catalog.queries import review_summary
+from wsireview.tui.screens.base import ReviewScreen
 from wsireview.tui.screens.triage import VERDICT_STYLE, VERDICT_TEXT
 
 
-class SummaryScreen(Screen[str]):
+class SummaryScreen(ReviewScreen[str]):
     BINDINGS = [
         Binding("r", "retrain", "Retrain"),
         Binding("s", "dismiss('skipped')", "Review skipped"),
@@ -48,7 +48,7 @@ class SummaryScreen(Screen[str]):
             table.add_row(Text(VERDICT_TEXT[verdict], style=VERDICT_STYLE[verdict]), str(s.by_verdict.get(verdict, 0)))
         table.add_row(Text("total", style="bold"), Text(str(s.total), style="bold"))
         per = f"{s.seconds_per_verdict:.1f} s per verdict" if s.seconds_per_verdict is not None else "no verdicts"
-        lines = [
+        lines: list[RenderableType] = [
             table,
             Text(""),
             Text(f"{per}  ·  {s.undone} undone  ·  {self.skipped} skipped  ·  {self.queued} in the queue"),

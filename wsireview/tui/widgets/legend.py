@@ -20,8 +20,8 @@ def attention_legend(steps: int = 6) -> Text:
     """``attention low ▮▮▮▮▮▮ high``: the heatmap's colour ramp, lowest to highest attention."""
     text = Text("attention ", style="dim").append("low ")
     for i in range(steps):
-        rgb = tuple(int(c) for c in COLORMAP[round(i * 255 / (steps - 1))])
-        text.append_text(_swatch(rgb, "█"))
+        r, g, b = (int(c) for c in COLORMAP[round(i * 255 / (steps - 1))])
+        text.append_text(_swatch((r, g, b), "█"))
     return text.append(" high")
 
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from wsireview.catalog.queries import SlideOverview
 from wsireview.tui.text import Shortened
@@ -117,7 +118,7 @@ class SlideTable(DataTable):
     def _laid_out(self, shown: list[Column], name_width: int) -> bool:
         """Whether the table already has these columns and this name width."""
         return (bool(self.columns) and [c.key for c in shown] == [c.key for c in self.shown]
-                and self.columns["name"].width == name_width)
+                and self.columns[ColumnKey("name")].width == name_width)
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip().lower()
@@ -129,7 +130,8 @@ class SlideTable(DataTable):
         self.sort_key, self.sort_reverse = key, reverse
         self._populate()
 
-    def visible(self) -> list[SlideOverview]:
+    def visible_slides(self) -> list[SlideOverview]:
+        """The slides the filter lets through, in the sort order (not Textual's ``visible``: a style)."""
         needle = self.filter_text
         rows = [s for s in self.slides if not needle or needle in s.name.lower() or needle in (s.label or "").lower()]
         column = next(c for c in COLUMNS if c.key == self.sort_key)
@@ -140,7 +142,8 @@ class SlideTable(DataTable):
         if not self.row_count:
             return None
         try:
-            return int(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+            value = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+            return int(value) if value is not None else None
         except Exception:
             return None
 
@@ -150,7 +153,7 @@ class SlideTable(DataTable):
         keep = self.selected_id
         self.clear()
         self._generation += 1
-        rows = self.visible()
+        rows = self.visible_slides()
         self.matching = len(rows)
         self._add_rows(rows[:FIRST_ROWS])
         if len(rows) > FIRST_ROWS:
@@ -178,4 +181,4 @@ class SlideTable(DataTable):
     def _mark_sort_column(self) -> None:
         for column in self.shown:  # mark the sort column in its header
             arrow = ARROWS[self.sort_reverse] if column.key == self.sort_key else ""
-            self.columns[column.key].label = Text(column.label + arrow)
+            self.columns[ColumnKey(column.key)].label = Text(column.label + arrow)
