@@ -8,6 +8,7 @@ pixels: tiles join without seams and a seed reproduces a slide exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def value_noise(xs: np.ndarray, ys: np.ndarray, cell: float | tuple[float, float
     ``cell`` is the lattice spacing in level-0 px, or ``(cell_x, cell_y)`` for streaky,
     direction-dependent noise. Separable interpolation makes this two small matrix products.
     """
-    cx, cy = (cell, cell) if np.isscalar(cell) else cell
+    cx, cy = cast("tuple[float, float]", (cell, cell) if np.isscalar(cell) else cell)
     wx, bx = _interp_matrix(xs, cx)
     wy, by = _interp_matrix(ys, cy)
     lattice = hash_uniform(np.arange(bx, bx + wx.shape[1])[None, :], np.arange(by, by + wy.shape[1])[:, None], key)

@@ -139,8 +139,8 @@ def _cells(x0, y0, w, h, cell, key, n_values):
     """Per-cell uniforms for the lattice cells whose jittered centre may reach the tile."""
     i = np.arange(math.floor((x0 - MARGIN) / cell), math.floor((x0 + w + MARGIN) / cell) + 1)
     j = np.arange(math.floor((y0 - MARGIN) / cell), math.floor((y0 + h + MARGIN) / cell) + 1)
-    jj, ii = np.meshgrid(j, i, indexing="ij")
-    ii, jj = ii.ravel(), jj.ravel()
+    jj_grid, ii_grid = np.meshgrid(j, i, indexing="ij")
+    ii, jj = ii_grid.ravel(), jj_grid.ravel()
     u = [hash_uniform(ii, jj, key + 101 * k) for k in range(n_values)]
     cx = (ii + 0.1 + 0.8 * u[0]) * cell
     cy = (jj + 0.1 + 0.8 * u[1]) * cell

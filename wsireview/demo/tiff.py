@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import imagecodecs
 import numpy as np
@@ -50,7 +51,7 @@ class _Level:
         self.rows = -(-height // TILE)
         self.parent_cols = -(-parent[0] // TILE)
         self.parent_rows = -(-parent[1] // TILE)
-        self.tiles: list[bytes] = []
+        self.tiles: list[bytes | bytearray] = []
         self.strip = np.full((TILE, self.cols * TILE, 3), 255, dtype=np.uint8)
         self.child: _Level | None = None
 
@@ -84,8 +85,8 @@ class _Level:
 def _box_mean(tile: np.ndarray) -> np.ndarray:
     """Mean of each DOWNSAMPLE x DOWNSAMPLE block (rounded), by strided adds: faster than reduce."""
     wide = tile.astype(np.uint16)
-    rows = sum(wide[k::DOWNSAMPLE] for k in range(DOWNSAMPLE))
-    total = sum(rows[:, k::DOWNSAMPLE] for k in range(DOWNSAMPLE))
+    rows = cast(np.ndarray, sum(wide[k::DOWNSAMPLE] for k in range(DOWNSAMPLE)))  # sum() starts from 0
+    total = cast(np.ndarray, sum(rows[:, k::DOWNSAMPLE] for k in range(DOWNSAMPLE)))
     return (total + DOWNSAMPLE**2 // 2) // DOWNSAMPLE**2
 
 
@@ -111,7 +112,7 @@ def write_pyramid_tiff(
             yield tile
 
     pixels_per_cm = 1e4 / mpp
-    options = dict(
+    options: dict[str, Any] = dict(
         tile=(TILE, TILE), photometric="rgb", compression="jpeg", compressionargs={"level": JPEG_QUALITY},
         resolution=(pixels_per_cm, pixels_per_cm), resolutionunit="CENTIMETER", metadata=None,
     )

@@ -56,6 +56,7 @@ def mimic_polygons(spec: SlideSpec) -> list[tuple[str, list[list[tuple[float, fl
         xs = pixel_centres(0, math.ceil(spec.width / step), step)
         ys = pixel_centres(0, math.ceil(spec.height / step), step)
         field = spec.inflamed_field(xs, ys, spec.tissue_field(xs, ys))
+        assert field is not None  # the threshold is finite
         out += [(INFLAMED_STROMA, polygon) for polygon in _trace(xs, ys, field, step)]
     return out
 

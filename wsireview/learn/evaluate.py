@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from wsireview.catalog import (
     LESION, NOT_LESION, READY, UNSURE, Catalog, FeatureSet, Patch, PatchScore, Review, ReviewQueueItem, Slide,
@@ -90,12 +90,12 @@ def copy_catalog(source: Catalog, source_ws: Workspace, target: Catalog) -> None
         slides = session.execute(select(Slide.__table__)).mappings().all()
         patches = session.execute(select(Patch.__table__)).mappings().all()
         sets = session.execute(select(FeatureSet.__table__)).mappings().all()
-    sets = [{**row, "path": str(source_ws.absolute(row["path"]))} for row in sets]
+    set_rows = [{**row, "path": str(source_ws.absolute(row["path"]))} for row in sets]
     with target.session() as session:
         connection = session.connection()
-        for table, rows in ((Slide.__table__, slides), (Patch.__table__, patches), (FeatureSet.__table__, sets)):
+        for model, rows in ((Slide, slides), (Patch, patches), (FeatureSet, set_rows)):
             if rows:
-                connection.execute(table.insert(), [dict(r) for r in rows])
+                connection.execute(insert(model), [dict(r) for r in rows])
 
 
 def split_test_slides(targets: dict[int, int], share: float, seed: int) -> set[int]:
@@ -125,7 +125,7 @@ def hold_out(catalog: Catalog, slide_ids: set[int]) -> None:
         session.execute(update(Slide).where(Slide.id.in_(slide_ids)).values(label=None))
         patches = session.scalars(select(Patch.id).where(Patch.slide_id.in_(slide_ids))).all()
         now = datetime.now(timezone.utc)
-        session.connection().execute(Review.__table__.insert(), [
+        session.connection().execute(insert(Review), [
             {"patch_id": int(p), "verdict": UNSURE, "reviewer": HELD_OUT, "created_at": now} for p in patches
         ])
 
@@ -167,7 +167,7 @@ def _test_slide_auc(catalog: Catalog, version_id: int, truth: dict[int, int]) ->
 
 def _queue(catalog: Catalog, version_id: int) -> list[tuple[int, str]]:
     with catalog.session() as session:
-        return [tuple(r) for r in session.execute(
+        return [(patch_id, reason) for patch_id, reason in session.execute(
             select(ReviewQueueItem.patch_id, ReviewQueueItem.reason)
             .where(ReviewQueueItem.model_version_id == version_id).order_by(ReviewQueueItem.rank)
         )]
@@ -213,7 +213,8 @@ def run_strategy(catalog: Catalog, workspace: Workspace, truth: dict[int, bool],
                                    result.metrics.get("slide_auc"), _test_slide_auc(copy, vid, held_truth))
                 points.append(point)
                 if r < sim.rounds:
-                    queued, lesion = Counter(), Counter()
+                    queued: Counter[str] = Counter()
+                    lesion: Counter[str] = Counter()
                     for patch_id, reason in _queue(copy, vid):
                         is_lesion = truth.get(patch_id, False)
                         record_verdict(copy, patch_id, LESION if is_lesion else NOT_LESION, ORACLE, model_version_id=vid)

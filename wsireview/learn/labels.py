@@ -97,7 +97,7 @@ def known_labels(catalog: Catalog) -> list[tuple[str, int]]:
             select(Slide.label, func.count()).where(Slide.label.is_not(None), Slide.label != "")
             .group_by(Slide.label).order_by(func.count().desc(), Slide.label)
         ).all()
-    known = [(label, int(n)) for label, n in rows]
+    known = [(label, int(n)) for label, n in rows if label is not None]  # (the query has none)
     if len(known) < 2:
         used = {label.casefold() for label, _ in known}
         known += [(label, 0) for label in SUGGESTED_LABELS if label.casefold() not in used]

@@ -312,7 +312,7 @@ def retrain(
         timings["total"] = time.perf_counter() - t0
         report("done", 1.0)
     with catalog.session() as session:
-        version = session.get(ModelVersion, version_id)
+        version = session.get_one(ModelVersion, version_id)
         version.params = {**version.params, "seconds": {k: round(v, 3) for k, v in timings.items()}}
     return RoundResult(
         model_version_id=version_id,

@@ -86,7 +86,7 @@ def make_synthetic_cohort(
         if mixing is not None:
             feats = feats @ mixing + 0.1 * rng.standard_normal((n_patches, dim), dtype=np.float32)
         with catalog.session() as session:
-            slide = session.get(Slide, sid)
+            slide = session.get_one(Slide, sid)
         save_features(catalog, workspace, slide, encoder, patch_ids, feats, 224)
         cohort.slide_ids.append(sid)
         cohort.labels[sid] = label

@@ -78,14 +78,8 @@ class BagData:
     x: torch.Tensor  # (N, K) float32
     target: float | None  # 1 / 0 / None (no label)
     inst: torch.Tensor  # (N,) float32 instance labels, NaN where the patch has none
-    inst_w: torch.Tensor | None = None  # (N,) how sure each label is: 1 for a verdict, < 1 for a look-alike
-    att: torch.Tensor | None = None  # (N,) attention targets: 1 more, 0 less than average, NaN none
-
-    def __post_init__(self) -> None:
-        if self.inst_w is None:
-            self.inst_w = torch.where(torch.isnan(self.inst), 0.0, 1.0)
-        if self.att is None:
-            self.att = torch.full_like(self.inst, float("nan"))
+    inst_w: torch.Tensor  # (N,) how sure each label is: 1 for a verdict, < 1 for a look-alike
+    att: torch.Tensor  # (N,) attention targets: 1 more, 0 less than average, NaN none
 
     @property
     def labelled(self) -> bool:
@@ -106,7 +100,7 @@ def make_bag(slide_id: int, x: torch.Tensor, target: float | None, positions: np
         rows = torch.as_tensor(positions, dtype=torch.long)
         inst[rows] = torch.as_tensor(labels, dtype=torch.float32)
         inst_w[rows] = torch.as_tensor(weights, dtype=torch.float32) if weights is not None else 1.0
-    att = torch.as_tensor(attention, dtype=torch.float32) if attention is not None else None
+    att = torch.as_tensor(attention, dtype=torch.float32) if attention is not None else torch.full_like(inst, float("nan"))
     return BagData(slide_id, x, target, inst, inst_w, att)
 
 
@@ -184,6 +178,7 @@ class BagSampler:
                 rows = np.concatenate([rows, self.rest[j][rng.integers(0, self.rest[j].size, fill)]])
             index[row, : rows.size] = self.offsets[j] + rows
             mask[row, : rows.size] = True
+        assert self.x is not None and self.inst is not None and self.inst_w is not None and self.att is not None  # bags exist
         flat = torch.from_numpy(index.reshape(-1))
         mask_t = torch.from_numpy(mask)
         x = self.x[flat].view(len(which), self.width, -1)
@@ -346,7 +341,7 @@ def split_validation(bags: list[BagData], fraction: float, rng: np.random.Genera
     """Hold out about ``fraction`` of the labelled slides, stratified, when each class can spare one."""
     by_class: dict[float, list[int]] = {}
     for i, b in enumerate(bags):
-        if b.labelled:
+        if b.target is not None:  # labelled
             by_class.setdefault(b.target, []).append(i)
     if len(by_class) < 2 or min(len(v) for v in by_class.values()) < 2 or sum(map(len, by_class.values())) < 4:
         return list(range(len(bags))), []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from wsireview.catalog.queries import QueueEntry
+from wsireview.catalog.queries import PatchLocation, QueueEntry
 from wsireview.errors import WsireviewError
 from wsireview.slides.reader import Slide, SlideError
 from wsireview.tui.imaging import OUTLINE_COLOUR
@@ -59,7 +59,7 @@ class PatchSource:
                     old.close()
             return slide, self._slide_locks[path]
 
-    def patch(self, entry: QueueEntry) -> Image.Image:
+    def patch(self, entry: PatchLocation) -> Image.Image:
         """The patch at the resolution it was embedded at (``patch_size_px``, default 224)."""
         slide, lock = self._slide(entry.slide_path)
         out_px = entry.patch_size_px or self.patch_px
@@ -101,8 +101,9 @@ class PatchSource:
         if cached is not None:
             return cached
         path = self.workspace.absolute(stored_path)
+        assert path is not None  # stored_path is not empty
         try:
-            image = Image.open(path)
+            image: Image.Image = Image.open(path)
             image.load()
             image = image.convert("RGB")
         except (OSError, ValueError) as error:

@@ -22,7 +22,6 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
@@ -33,6 +32,7 @@ from wsireview.learn.reviews import record_verdict, undo_review
 from wsireview.tui.imaging import MARK_COLOUR, VIEW_COLOUR, mark_rect, placeholder
 from wsireview.tui.messages import CatalogChanged, ImageBoxChanged
 from wsireview.tui.patch_source import PatchUnavailable
+from wsireview.tui.screens.base import ReviewScreen
 from wsireview.tui.text import Shortened
 from wsireview.tui.viewport import (
     Scale,
@@ -45,6 +45,7 @@ from wsireview.tui.viewport import (
     zoom_ladder,
 )
 from wsireview.tui.widgets.halfblock import fit_image
+from wsireview.tui.widgets.image_view import image_view
 from wsireview.tui.widgets.textual_image_view import make_image_view
 
 READ_AHEAD = 4
@@ -61,7 +62,7 @@ REASON_TEXT = {
 SCALE_BAR = "━"
 
 
-class TriageScreen(Screen):
+class TriageScreen(ReviewScreen):
     BINDINGS = [
         Binding("y", f"verdict('{LESION}')", "Lesion"),
         Binding("n", f"verdict('{NOT_LESION}')", "Not lesion"),
@@ -121,8 +122,8 @@ class TriageScreen(Screen):
 
     def on_mount(self) -> None:
         # Kept as attributes: workers use them without querying the DOM from their thread.
-        self.patch_view = self.query_one("#patch")
-        self.thumb_view = self.query_one("#triage-thumb")
+        self.patch_view = image_view(self, "#patch")
+        self.thumb_view = image_view(self, "#triage-thumb")
         self.load_queue()
 
     # -- the queue ------------------------------------------------------------------------------
@@ -337,6 +338,7 @@ class TriageScreen(Screen):
         self.session_reviews.append(review_id)
         self.verdicts[entry.patch_id] = verdict
         self.last_action = f"[{VERDICT_STYLE[verdict]}]{VERDICT_TEXT[verdict]}[/] in {seconds:.1f} s"
+        assert self.index is not None  # there is a current entry
         self._advance(self.index + 1, started)
 
     def action_skip(self) -> None:
@@ -346,6 +348,7 @@ class TriageScreen(Screen):
             return
         self.skipped.add(entry.patch_id)
         self.last_action = "skipped, not recorded"
+        assert self.index is not None  # there is a current entry
         self._advance(self.index + 1, started)
 
     def _advance(self, start: int, started: float) -> None:
