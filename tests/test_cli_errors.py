@@ -204,7 +204,7 @@ def test_add_a_path_that_does_not_exist(tmp_path, capsys):
     ws = tmp_path / "ws"
     assert main(["--workspace", str(ws), "add", str(tmp_path / "nowhere")]) == 1
     captured = capsys.readouterr()
-    assert _one_line_error(captured.err) == f"not found: {tmp_path / 'nowhere'}: check the path"
+    assert _one_line_error(captured.err) == f"error: not found: {tmp_path / 'nowhere'}: check the path"
     assert "Ingest" not in captured.out and "0 added" not in captured.out  # no empty table
     assert not ws.exists()
 
@@ -215,13 +215,13 @@ def test_add_a_folder_without_slide_files(tmp_path, demo_cohort, capsys):
     (folder / "notes.txt").write_text("not a slide")
     assert main(["--workspace", str(ws), "add", str(folder)]) == 1
     captured = capsys.readouterr()
-    assert _one_line_error(captured.err).startswith(f"no slide files found in {folder}: give slide files")
+    assert _one_line_error(captured.err).startswith(f"error: no slide files found in {folder}: give slide files")
     assert "Ingest" not in captured.out and not ws.exists()
 
     (folder / "sub" / "demo-000.tiff").symlink_to(demo_cohort / "demo-000.tiff")
     assert main(["--workspace", str(ws), "add", str(folder)]) == 1
     assert _one_line_error(capsys.readouterr().err) == (
-        f"no slide files found in {folder}: its sub-folders hold some, add --recursive")
+        f"error: no slide files found in {folder}: its sub-folders hold some, add --recursive")
 
 
 # -- 7 and 8. next-step hints and counts ----------------------------------------------------------
