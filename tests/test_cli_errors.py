@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from wsireview.catalog import ModelVersion, Slide, open_catalog
 from wsireview.cli import build_parser, main
+from wsireview.workspace import Workspace
 
 
 def _one_line_error(err: str) -> str:
@@ -204,7 +205,7 @@ def test_add_a_path_that_does_not_exist(tmp_path, capsys):
     ws = tmp_path / "ws"
     assert main(["--workspace", str(ws), "add", str(tmp_path / "nowhere")]) == 1
     captured = capsys.readouterr()
-    assert _one_line_error(captured.err) == f"not found: {tmp_path / 'nowhere'}: check the path"
+    assert _one_line_error(captured.err) == f"error: not found: {tmp_path / 'nowhere'}: check the path"
     assert "Ingest" not in captured.out and "0 added" not in captured.out  # no empty table
     assert not ws.exists()
 
@@ -215,13 +216,13 @@ def test_add_a_folder_without_slide_files(tmp_path, demo_cohort, capsys):
     (folder / "notes.txt").write_text("not a slide")
     assert main(["--workspace", str(ws), "add", str(folder)]) == 1
     captured = capsys.readouterr()
-    assert _one_line_error(captured.err).startswith(f"no slide files found in {folder}: give slide files")
+    assert _one_line_error(captured.err).startswith(f"error: no slide files found in {folder}: give slide files")
     assert "Ingest" not in captured.out and not ws.exists()
 
     (folder / "sub" / "demo-000.tiff").symlink_to(demo_cohort / "demo-000.tiff")
     assert main(["--workspace", str(ws), "add", str(folder)]) == 1
     assert _one_line_error(capsys.readouterr().err) == (
-        f"no slide files found in {folder}: its sub-folders hold some, add --recursive")
+        f"error: no slide files found in {folder}: its sub-folders hold some, add --recursive")
 
 
 # -- 7 and 8. next-step hints and counts ----------------------------------------------------------
@@ -254,3 +255,52 @@ def test_evaluate_refuses_rounds_and_budget_it_cannot_run(demo_workspace, tmp_pa
     assert code == 2
     assert "--rounds must be 0 or more and --budget 1 or more" in _one_line_error(capsys.readouterr().err)
     assert (sorted(evaluations.iterdir()) if evaluations.exists() else []) == before  # nothing written
+
+
+# -- 9. one error style ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command, code, says", [
+    (["demo", "--size", "10x10"], 2, "error: a demo slide needs at least 1024 px a side, got 10x10"),
+    (["demo", "--slides", "0"], 2, "error: --slides must be at least 1"),
+    (["add", "SLIDE", "--labels", "MISSING"], 2, "error: labels file not found: MISSING"),
+    (["add", "SLIDE", "--min-tissue", "0"], 2, "error: --min-tissue must be in (0, 1]"),
+    (["evaluate", "--truth", "MISSING"], 2, "error: --truth must be a folder of GeoJSON files: MISSING"),
+    (["evaluate", "--truth", "TRUTH", "--strategies", "nosuch"], 2, "error: unknown strategy nosuch; choose from"),
+    (["review", "--slide", "nosuch.tiff"], 1, "error: no slide named 'nosuch.tiff' in the catalog"),
+    (["retrain", "--encoder", "stain-stats", "--no-progress", "--positive", "Lesion"], 1,
+     "error: no slide is labelled 'Lesion'"),
+])
+def test_every_refusal_is_one_error_line_and_a_code(demo_workspace, demo_cohort, tmp_path, capsys, command, code,
+                                                    says):
+    words = {"SLIDE": str(demo_cohort / "demo-000.tiff"), "MISSING": str(tmp_path / "missing"),
+             "TRUTH": str(demo_cohort)}
+    command = [words.get(word, word) for word in command]
+    says = says.replace("MISSING", words["MISSING"])
+    assert main(["--workspace", str(demo_workspace.root), *command]) == code
+    captured = capsys.readouterr()
+    assert _one_line_error(captured.err).startswith(says)
+    assert captured.out == ""
+
+
+def test_add_reports_a_missing_input_in_the_same_style_and_ingests_the_rest(tmp_path, demo_cohort, capsys):
+    ws = tmp_path / "ws"
+    code = main(["--workspace", str(ws), "add", str(tmp_path / "nowhere"), str(demo_cohort / "demo-000.tiff")])
+    assert code == 1  # one input was unusable
+    assert _one_line_error(capsys.readouterr().err) == f"error: not found: {tmp_path / 'nowhere'}: check the path"
+    assert list(_labels(Workspace.resolve(str(ws), None))) == ["demo-000.tiff"]
+
+
+@pytest.mark.parametrize("command, target", [
+    (["demo", "--slides", "1", "--size", "1024x1024"], "wsireview.cli.demo_cmd.generate_cohort"),
+    (["evaluate", "--truth", "TRUTH", "--encoder", "stain-stats"], "wsireview.learn.evaluate.evaluate"),
+    (["retrain", "--encoder", "stain-stats", "--no-progress"], "wsireview.cli.retrain_cmd.retrain"),
+])
+def test_a_bug_in_the_domain_keeps_its_traceback(demo_workspace, demo_cohort, monkeypatch, command, target):
+    """Only a WsireviewError becomes a message; a ValueError from the domain is a bug and escapes."""
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not a user mistake")
+
+    monkeypatch.setattr(target, broken)
+    command = [str(demo_cohort) if word == "TRUTH" else word for word in command]
+    with pytest.raises(ValueError, match="a bug, not a user mistake"):
+        main(["--workspace", str(demo_workspace.root), *command])

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from wsireview.catalog import open_catalog
 from wsireview.catalog.models import Patch, Slide
 from wsireview.cli import main as cli_main
-from wsireview.demo import generate_cohort, parse_size, read_mask
+from wsireview.demo import DemoError, generate_cohort, parse_size, read_mask
 
 from conftest import DEMO_SEED, DEMO_SLIDES
 
@@ -236,9 +236,9 @@ def test_parse_size():
     assert parse_size("small") == (4480, 3360)
     assert parse_size("large") == (40000, 30000)
     assert parse_size("8000x6000") == (8000, 6000)
-    with pytest.raises(ValueError):
+    with pytest.raises(DemoError, match="at least 1024 px a side, got 10x10"):
         parse_size("10x10")
-    with pytest.raises(ValueError):
+    with pytest.raises(DemoError, match="size must be small, large or WxH"):
         parse_size("wide")
 
 

@@ -262,7 +262,7 @@ def test_demo_verdicts_change_the_instance_head_and_undo_restores(demo):
 
 
 def test_demo_evaluate_mix_beats_random(demo, demo_cohort, tmp_path):
-    from wsireview.learn.evaluate import evaluate
+    from wsireview.learn.evaluate import EvaluationError, evaluate
 
     ws, cat, truth = demo
     db_file = ws.root / "catalog.sqlite"
@@ -297,7 +297,7 @@ def test_demo_evaluate_mix_beats_random(demo, demo_cohort, tmp_path):
         assert session.scalar(select(func.count()).select_from(Review)) == 0
         assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
     assert db_file.exists()
-    with pytest.raises(FileExistsError):
+    with pytest.raises(EvaluationError, match="choose another --out"):  # results are never overwritten
         evaluate(cat, ws, demo_cohort, rounds=0, budget=5, strategies=("random",), out_dir=out, encoder=ENCODER)
 
 

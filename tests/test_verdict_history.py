@@ -167,5 +167,5 @@ def test_labels_csv_recorded_as_its_source_and_hints_for_a_cohort_without_labels
     assert "first step: no slide has a label yet" in out and "press `l`" in out
     assert main(["--workspace", str(ws), "retrain", "--encoder", "stain-stats", "--no-progress"]) == 1
     err = " ".join(capsys.readouterr().err.split())
-    assert "Nothing to learn from: no slide has a label yet" in err and "review some patches" not in err
+    assert "error: nothing to learn from: no slide has a label yet" in err and "review some patches" not in err
     assert not (ws / "features").exists() or not any((ws / "features").iterdir())  # refused before embedding

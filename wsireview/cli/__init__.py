@@ -72,6 +72,11 @@ class CommandError(WsireviewError):
         self.code = code
 
 
+def print_error(console: Console, message: str) -> None:
+    """A failure as the command line shows every one: a single ``error: ...`` line on stderr."""
+    console.print(f"[red]error:[/] {escape(message)}", highlight=False)
+
+
 def plural(count: int, noun: str) -> str:
     """``1 slide``, ``2 slides``, ``1 patch``, ``2 patches``: counts as a person writes them."""
     if count == 1:
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             return open_app(args, ctx)
         return int(func(args, ctx) or 0)
     except WsireviewError as error:  # CommandError and every domain error: one line, no traceback
-        ctx.err.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
+        print_error(ctx.err, str(error))
         return error.code
     except KeyboardInterrupt:
         ctx.err.print("[yellow]Interrupted.[/] Work finished before the interruption is kept.")

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from wsireview.cli import SUBCOMMANDS, CommandError
+from wsireview.cli import SUBCOMMANDS, CommandError, print_error
 from wsireview.ingest import DEFAULT_MIN_TISSUE, LabelsError, WorkspaceFull, add_paths, discover, read_labels
 from wsireview.slides.isolated import DEFAULT_MEMORY_GB, DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, ReaderLimits
 from wsireview.learn.labels import label_first_step, needs_labels
@@ -60,22 +60,17 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace, ctx) -> int:
     if args.labels is not None and not args.labels.is_file():
-        ctx.err.print(f"[red]labels file not found:[/] {escape(str(args.labels))}")
-        return 2
+        raise CommandError(f"labels file not found: {args.labels}", 2)
     if not 0 < args.min_tissue <= 1 or args.patch_size < 8 or args.mpp <= 0:
-        ctx.err.print("[red]--min-tissue must be in (0, 1], --patch-size >= 8 and --mpp > 0[/]")
-        return 2
+        raise CommandError("--min-tissue must be in (0, 1], --patch-size >= 8 and --mpp > 0", 2)
     if args.workers < 0 or args.timeout <= 0 or args.max_memory < 0.5:
-        ctx.err.print("[red]--workers must be >= 0, --timeout > 0 and --max-memory >= 0.5 (GB)[/]")
-        return 2
+        raise CommandError("--workers must be >= 0, --timeout > 0 and --max-memory >= 0.5 (GB)", 2)
     if args.labels is not None:
         try:
             read_labels(args.labels)  # refuse a malformed file before anything is ingested
         except LabelsError as error:
             raise CommandError(f"{error}: fix the labels file and run add again", 2) from error
     files, unusable = _slide_files(args, ctx)
-    if not files:
-        return 1  # each input was explained; no empty table, and no catalog is created
     try:
         report = _add(args, ctx, files)
     except WorkspaceFull as error:
@@ -106,23 +101,29 @@ def _add(args: argparse.Namespace, ctx, files: list[Path]):
 
 
 def _slide_files(args: argparse.Namespace, ctx) -> tuple[list[Path], int]:
-    """The slide files the inputs name or hold, and how many inputs gave none (each reported)."""
+    """The slide files the inputs name or hold, and how many inputs gave none.
+
+    When no input gives any, that is the command's error; otherwise each such input is reported
+    (an ``error:`` line, as every failure) and the others are ingested.
+    """
     files: list[Path] = []
-    unusable = 0
+    problems: list[str] = []
     for path in args.paths:
         found = discover([path], recursive=args.recursive) if path.exists() else []
         if found:
             files.extend(found)
-            continue
-        unusable += 1
-        if not path.exists():
-            ctx.err.print(f"[red]not found:[/] {escape(str(path))}: check the path")
+        elif not path.exists():
+            problems.append(f"not found: {path}: check the path")
         elif not args.recursive and discover([path], recursive=True):
-            ctx.err.print(f"[red]no slide files found in {escape(str(path))}[/]: its sub-folders hold some, add --recursive")
+            problems.append(f"no slide files found in {path}: its sub-folders hold some, add --recursive")
         else:
-            ctx.err.print(f"[red]no slide files found in {escape(str(path))}[/]: give slide files (.svs, .tiff, "
-                          ".ndpi, .mrxs, ...) or a folder holding them")
-    return files, unusable
+            problems.append(f"no slide files found in {path}: give slide files (.svs, .tiff, .ndpi, .mrxs, ...) "
+                            "or a folder holding them")
+    if not files:  # no empty table, and no catalog is created
+        raise CommandError("; ".join(problems))
+    for problem in problems:
+        print_error(ctx.err, problem)
+    return files, len(problems)
 
 
 def _print_report(ctx, report) -> None:

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from wsireview.cli import SUBCOMMANDS, hint, plural
+from wsireview.cli import SUBCOMMANDS, CommandError, hint, plural
 from wsireview.demo import generate_cohort, parse_size
 from wsireview.demo.difficulty import DEFAULT_DIFFICULTY, DIFFICULTIES
 from wsireview.demo.tiff import tile_grid
@@ -51,14 +51,9 @@ def register(sub) -> None:
 
 
 def run(args, ctx) -> int:
-    try:
-        width, height = parse_size(args.size)
-    except ValueError as error:
-        ctx.err.print(f"[red]{error}[/]")
-        return 2
+    width, height = parse_size(args.size)  # a DemoError (exit 2) says what sizes there are
     if args.slides < 1:
-        ctx.err.print("[red]--slides must be at least 1[/]")
-        return 2
+        raise CommandError("--slides must be at least 1", 2)
     out = Path(args.out) if args.out else ctx.workspace.root / DEFAULT_FOLDER
     if out.exists() and any(out.glob("demo-*.tiff")):
         ctx.console.print(f"[yellow]Overwriting the demo slides in {out}.[/]")

@@ -12,7 +12,6 @@ from wsireview.cli.retrain_cmd import check_encoder, check_positive, check_train
 from wsireview.features.encoders import DEFAULT_ENCODER, EncoderError
 from wsireview.learn.evaluate import TEST_SHARE
 from wsireview.learn.query import STRATEGIES
-from wsireview.learn.round import NothingToLearn
 from wsireview.learn.train import TrainParams
 
 
@@ -76,11 +75,9 @@ def run(args, ctx) -> int:
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
-        ctx.err.print(f"[red]unknown strategy {', '.join(unknown) or '(none)'}[/]; choose from {', '.join(STRATEGIES)}")
-        return 2
+        raise CommandError(f"unknown strategy {', '.join(unknown) or '(none)'}; choose from {', '.join(STRATEGIES)}", 2)
     if not Path(args.truth).is_dir():
-        ctx.err.print(f"[red]--truth must be a folder of GeoJSON files:[/] {escape(args.truth)}")
-        return 2
+        raise CommandError(f"--truth must be a folder of GeoJSON files: {args.truth}", 2)
     if args.rounds < 0 or args.budget < 1:
         raise CommandError("--rounds must be 0 or more and --budget 1 or more (patches reviewed per round)", 2)
     if not 0 <= args.test_share < 1:
@@ -98,9 +95,6 @@ def run(args, ctx) -> int:
             params=TrainParams(instance_weight=args.instance_weight, bag_instance_weight=args.distill),
             report=lambda line: ctx.err.print(f"  {escape(line)}"),
         )
-    except (NothingToLearn, FileExistsError, ValueError) as exc:
-        ctx.err.print(f"[red]{escape(str(exc))}[/]")
-        return 1
     except EncoderError as error:  # e.g. a TorchScript file that cannot be loaded
         raise CommandError(str(error), 2) from error
     found = plural(result.truth_lesion_patches, "lesion patch")

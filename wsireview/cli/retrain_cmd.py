@@ -157,14 +157,10 @@ def run(args, ctx) -> int:
     check_encoder(catalog, spec.encoder)
     check_positive(ctx, catalog, spec.positive)
     if needs_labels(catalog):  # before embedding: minutes of work that could not be trained on
-        ctx.err.print(f"[red]Nothing to learn from:[/] {escape(label_first_step(spec.positive))}", soft_wrap=True)
-        return 1
+        raise NothingToLearn(label_first_step(spec.positive))
     try:
         with progress_bar(ctx.err, not args.no_progress) as show:
             result = retrain(catalog, ctx.workspace, spec, on_progress=show)
-    except NothingToLearn as exc:
-        ctx.err.print(f"[red]Nothing to learn from:[/] {escape(str(exc))}")
-        return 1
     except EncoderError as error:  # e.g. a TorchScript file that cannot be loaded
         raise CommandError(str(error), 2) from error
     if result.embedded:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wsireview.cli import SUBCOMMANDS
+from wsireview.cli import SUBCOMMANDS, CommandError
 
 ENV_GRAPHICS = "WSIREVIEW_GRAPHICS"  # also accepts "textual-image" (the latency benchmark's baseline)
 ENV_LATENCY_LOG = "WSIREVIEW_LATENCY_LOG"
@@ -43,8 +43,7 @@ def _launch(args, ctx, start: str, slide_id: int | None = None) -> int:
 
     requested = _graphics(args)
     if requested not in GRAPHICS and requested != "auto":
-        ctx.err.print(f"[red]Unknown graphics {requested!r}[/]: use one of {', '.join(graphics_modes.MODES)}.")
-        return 2
+        raise CommandError(f"unknown graphics {requested!r}: use one of {', '.join(graphics_modes.MODES)}", 2)
     # textual-image asks the terminal when imported; inside a running app Textual owns stdin and
     # the answer never arrives (the app hangs on a blank screen), so every question is asked now.
     graphics = graphics_modes.resolve(requested)
@@ -71,8 +70,7 @@ def run(args, ctx) -> int:
 
         slide_id = find_slide(ctx.catalog(), args.slide)
         if slide_id is None:
-            ctx.err.print(f"[red]No slide named {args.slide!r}[/] in the catalog (see `wsireview status`).")
-            return 1
+            raise CommandError(f"no slide named {args.slide!r} in the catalog (see `wsireview status`)")
     return _launch(args, ctx, "review", slide_id)
 
 

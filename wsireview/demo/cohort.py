@@ -38,6 +38,7 @@ from wsireview.demo.truth import (
     coarse_masks, lesion_polygons, mimic_polygons, polygon_area, truth_downsample, write_geojson, write_mask,
     write_mimics_geojson,
 )
+from wsireview.errors import WsireviewError
 
 SIZES: dict[str, tuple[int, int]] = {
     # 20 x 15 patches of 224 px at 0.5 µm/px; tissue covers ~55%, so ~150-250 tissue patches.
@@ -99,6 +100,12 @@ class DemoCohort:
         return [s.path for s in self.slides]
 
 
+class DemoError(WsireviewError):
+    """A demo cohort the options cannot make (a size too small, say): a usage mistake, exit code 2."""
+
+    code = 2
+
+
 def parse_size(size: str | tuple[int, int]) -> tuple[int, int]:
     """``small``, ``large`` or ``WxH`` (level-0 pixels) as (width, height)."""
     if isinstance(size, tuple):
@@ -108,10 +115,10 @@ def parse_size(size: str | tuple[int, int]) -> tuple[int, int]:
     else:
         match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(size))
         if not match:
-            raise ValueError(f"size must be small, large or WxH (e.g. 8000x6000), not {size!r}")
+            raise DemoError(f"size must be small, large or WxH (e.g. 8000x6000), not {size!r}")
         width, height = int(match.group(1)), int(match.group(2))
     if min(width, height) < 1024:
-        raise ValueError(f"a demo slide needs at least 1024 px a side, got {width}x{height}")
+        raise DemoError(f"a demo slide needs at least 1024 px a side, got {width}x{height}")
     return int(width), int(height)
 
 

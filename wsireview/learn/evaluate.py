@@ -38,11 +38,16 @@ from wsireview.learn.round import RoundResult, retrain
 from wsireview.learn.spec import RoundSpec
 from wsireview.learn.train import TrainParams
 from wsireview.learn.truth import truth_labels
+from wsireview.errors import WsireviewError
 from wsireview.workspace import Workspace
 
 ORACLE = "oracle"
 HELD_OUT = "held-out"
 TEST_SHARE = 1 / 3  # of each class's labelled slides, when the class has enough (see split_test_slides)
+
+class EvaluationError(WsireviewError):
+    """An evaluation that cannot run or would overwrite results: nothing was trained or written."""
+
 
 Report = Callable[[str], None]
 """Hears one line per finished round (the CLI prints it; tests and benchmarks may ignore it)."""
@@ -258,12 +263,12 @@ def evaluate(
 
     truth = truth_labels(catalog, Path(truth_dir))
     if not truth:
-        raise ValueError("the catalog has no patches of ready slides to evaluate on")
+        raise EvaluationError("the catalog has no patches of ready slides to evaluate on")
     out = Path(out_dir) if out_dir else new_out_dir(workspace)
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:
         if (out / name).exists():
-            raise FileExistsError(f"{out / name} exists: choose another --out (results are never overwritten)")
+            raise EvaluationError(f"{out / name} exists: choose another --out (results are never overwritten)")
     sim = Simulation(encoder=encoder, rounds=rounds, budget=budget, positive=positive, test_share=test_share,
                      params=params)
     seeds = tuple(seeds) if seeds else (seed,)

@@ -42,6 +42,9 @@ INSERT_CHUNK = 50_000
 class NothingToLearn(WsireviewError):
     """No slide labels and no verdicts: the model would have nothing to learn from."""
 
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"nothing to learn from: {reason}")
+
 
 class _RoundProgress:
     """One 0-to-1 bar for a round: embedding, when the round needs it, takes the first half."""
