@@ -37,7 +37,7 @@ demo: venv
 serve: venv
 	$(WSI) --workspace $(WORKSPACE) serve
 
-test: venv lint
+test: venv lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
