@@ -148,7 +148,7 @@ def slides_overview(catalog: Catalog) -> list[SlideOverview]:
             session.execute(
                 select(Patch.slide_id, func.count(func.distinct(Review.patch_id)))
                 .join(Review, Review.patch_id == Patch.id)
-                .where(Review.undone_at.is_(None))
+                .where(counting())
                 .group_by(Patch.slide_id)
             ).all()
         )
@@ -162,7 +162,7 @@ def slides_overview(catalog: Catalog) -> list[SlideOverview]:
                     )
                 ).all()
             )
-            has_verdict = select(Review.patch_id).where(Review.undone_at.is_(None))
+            has_verdict = select(Review.patch_id).where(counting())
             queued = dict(
                 session.execute(
                     select(Patch.slide_id, func.count())
@@ -281,7 +281,7 @@ def latest_verdicts(session, patch_ids: list[int]) -> dict[int, str]:
         chunk = ids[start:start + 500]
         for patch_id, verdict in session.execute(
             select(Review.patch_id, Review.verdict)
-            .where(Review.undone_at.is_(None), Review.patch_id.in_(chunk))
+            .where(counting(), Review.patch_id.in_(chunk))
             .order_by(Review.id)
         ).all():
             out[patch_id] = verdict
@@ -315,7 +315,7 @@ def slide_patches(catalog: Catalog, slide_id: int, also: int | None = None) -> l
     with catalog.session() as session:
         reviewed_ids = session.scalars(
             select(Review.patch_id).join(Patch, Patch.id == Review.patch_id)
-            .where(Patch.slide_id == slide_id, Review.undone_at.is_(None)).distinct()
+            .where(Patch.slide_id == slide_id, counting()).distinct()
         ).all()
         others = [pid for pid in reviewed_ids if pid not in in_queue]
         if also is not None and also not in in_queue and also not in others:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from wsireview.catalog import READY, Catalog, ModelVersion, Review, ReviewQueueItem, Slide, SlidePrediction
+from wsireview.catalog.queries import counting
 from wsireview.learn.labels import instance_targets
 
 
 def queued_patches(catalog: Catalog, model_version_id: int) -> int:
     """Patches in a version's queue that nobody has reviewed yet (reviews that count)."""
     with catalog.session() as session:
-        reviewed = select(Review.patch_id).where(Review.undone_at.is_(None))
+        reviewed = select(Review.patch_id).where(counting())
         return int(session.scalar(
             select(func.count()).select_from(ReviewQueueItem).where(
                 ReviewQueueItem.model_version_id == model_version_id, ReviewQueueItem.patch_id.not_in(reviewed)
