@@ -39,12 +39,20 @@ def counting():
 
 # -- model versions -------------------------------------------------------------------------------
 
-def latest_model_version_id(catalog: Catalog) -> int | None:
-    """The newest model version that finished (status ready), or None before the first training."""
+def latest_model_version(catalog: Catalog, encoder: str | None = None) -> ModelVersion | None:
+    """The newest model version that finished (status ready), optionally of one encoder; None
+    before the first training. A version still training or failed is never the latest."""
     with catalog.session() as session:
-        return session.scalar(
-            select(ModelVersion.id).where(ModelVersion.status == READY).order_by(ModelVersion.id.desc()).limit(1)
-        )
+        stmt = select(ModelVersion).where(ModelVersion.status == READY)
+        if encoder is not None:
+            stmt = stmt.where(ModelVersion.encoder == encoder)
+        return session.scalar(stmt.order_by(ModelVersion.id.desc()).limit(1))
+
+
+def latest_model_version_id(catalog: Catalog) -> int | None:
+    """The id of :func:`latest_model_version`, or None before the first training."""
+    version = latest_model_version(catalog)
+    return version.id if version is not None else None
 
 
 @dataclass(frozen=True)
