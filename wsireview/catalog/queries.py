@@ -145,6 +145,7 @@ class SlideOverview:
     queued: int  # patches of the latest queue still without a verdict
     label_set_by: str | None = None  # who set the label (a reviewer, or csv:<file>)
     label_set_at: datetime | None = None
+    resolution_source: str | None = None  # where mpp came from (file metadata, --mpp, ...)
 
 
 def slides_overview(catalog: Catalog) -> list[SlideOverview]:
@@ -189,7 +190,7 @@ def slides_overview(catalog: Catalog) -> list[SlideOverview]:
                 thumbnail_path=s.thumbnail_path, mask_path=s.mask_path, overlay_path=s.overlay_path,
                 patches=patches.get(s.id, 0), probability=probability.get(s.id),
                 reviewed=reviewed.get(s.id, 0), queued=queued.get(s.id, 0),
-                label_set_by=s.label_set_by, label_set_at=s.label_set_at,
+                label_set_by=s.label_set_by, label_set_at=s.label_set_at, resolution_source=s.resolution_source,
             )
             for s in slides
         ]

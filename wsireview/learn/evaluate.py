@@ -38,6 +38,7 @@ from wsireview.learn.round import RoundResult, retrain
 from wsireview.learn.spec import RoundSpec
 from wsireview.learn.train import TrainParams
 from wsireview.learn.truth import truth_labels
+from wsireview.numbers import metric_text
 from wsireview.workspace import Workspace
 
 ORACLE = "oracle"
@@ -224,15 +225,11 @@ def run_strategy(catalog: Catalog, workspace: Workspace, truth: dict[int, bool],
                     point.queued, point.lesion_queued = dict(queued), {k: lesion[k] for k in queued}
                 if report:
                     report(f"{strategy} seed {seed} round {r}: {point.verdicts} verdicts, {point.lesion_found} lesion "
-                           f"found, instance AUC {_fmt(point.instance_auc)}, slide AUC test {_fmt(point.test_slide_auc)} "
-                           f"CV {_fmt(point.slide_auc)}")
+                           f"found, instance AUC {metric_text(point.instance_auc)}, slide AUC test {metric_text(point.test_slide_auc)} "
+                           f"CV {metric_text(point.slide_auc)}")
         finally:
             copy.close()
     return points
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def evaluate(
