@@ -483,7 +483,7 @@ async def test_everything_essential_fits_80x24(queued):
         await pilot.press("m")
         await settle(pilot)
         model_table = app.screen.query_one("#model-table")
-        assert {"version", "AUC", "accuracy", "queued", "verdicts"} <= set(visible_columns(model_table))
+        assert {"version", "slide AUC", "slide accuracy", "queued", "verdicts"} <= set(visible_columns(model_table))
         assert {"? Keys", "q Quit"} <= set(footer_keys(app.screen))
 
         await pilot.press("escape", "r")

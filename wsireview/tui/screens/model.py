@@ -20,11 +20,11 @@ from wsireview.numbers import change_text, metric_text, rounded_change
 from wsireview.tui.messages import CatalogChanged
 
 # Shown as table columns when present; every other numeric metric is in the detail pane.
-HEADLINE = ("slide_auc", "slide_accuracy", "instance_auc", "auc", "accuracy")
+HEADLINE = ("slide_auc", "slide_accuracy", "instance_auc")
 # Metric keys as words; any other key is shown with its underscores as spaces.
 METRIC_NAMES = {
     "slide_auc": "slide AUC", "instance_auc": "instance AUC", "instance_auc_fit": "instance AUC (train)",
-    "auc": "AUC", "cv_folds": "CV folds", "slide_auc_bag": "slide AUC (bag)",
+    "cv_folds": "CV folds", "slide_auc_bag": "slide AUC (bag)",
     "lookalike_radius": "look-alike radius", "lookalikes": "look-alike patches",
 }
 
