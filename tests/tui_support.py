@@ -129,3 +129,35 @@ def fake_round(catalog: Catalog, parent_id: int, seed: int) -> RoundResult:
             label_counts=dict(version.label_counts), queued=sum(reasons.values()), queue_reasons=reasons,
             checkpoint=Path(f"model-{new}.pt"),  # never written: the app does not load it
         )
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "the condition") -> None:
+    """Pause until ``condition()`` holds, checking every 50 ms: a wait on what the test needs, not a
+    fixed delay that is too long on a fast machine and too short on a busy one."""
+    import asyncio
+
+    from textual.css.query import NoMatches
+
+    def holds() -> bool:
+        try:
+            return bool(condition())
+        except NoMatches:  # the widget it reads is not mounted yet
+            return False
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not holds():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        await pilot.pause(0.05)
+
+
+def palette_found(app, query: str) -> bool:
+    """The command palette has finished searching and lists a command that matches ``query``."""
+    from textual.command import CommandList, CommandPalette
+
+    screen = app.screen
+    if not isinstance(screen, CommandPalette):
+        return False
+    if any(w.group == CommandPalette._GATHER_COMMANDS_GROUP and not w.is_finished for w in app.workers):
+        return False
+    return any(query.lower() in option.prompt.plain.lower() for option in screen.query_one(CommandList).options)
