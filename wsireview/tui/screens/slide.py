@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from wsireview.catalog import READY
 from wsireview.catalog.queries import (
     SlideOverview,
     SlidePatch,
@@ -198,7 +199,7 @@ class SlideScreen(Screen):
         s = self.slide
         if s is None:
             return
-        if s.status != "ready":
+        if s.status != READY:
             self.view.show_message(f"{s.status}: {s.reason or s.path}")
             return
         layers, focus = dict(self.shown_layers), self.selected.patch_id if self.selected else None
