@@ -30,7 +30,7 @@ from sqlalchemy import delete
 from wsireview.catalog import FeatureSet, open_catalog
 from wsireview.features import embed as embed_mod
 from wsireview.features.encoders import Encoder, cpu_has_bf16, get_encoder
-from wsireview.slides.reader import Slide as SlideFile
+from wsireview.slides.reader import SlideFile
 from wsireview.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent

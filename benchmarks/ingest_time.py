@@ -18,7 +18,7 @@ from rich.table import Table
 
 from wsireview.catalog import open_catalog
 from wsireview.ingest import THUMBNAIL_SIDE, add_paths, discover, ingest_file
-from wsireview.slides import Slide, SlideError
+from wsireview.slides import SlideFile, SlideError
 from wsireview.slides.isolated import ReaderLimits
 from wsireview.workspace import Workspace
 
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> None:
         for path in files:
             try:
                 t0 = time.perf_counter()
-                with Slide(path) as slide:
+                with SlideFile(path) as slide:
                     slide.thumbnail(THUMBNAIL_SIDE)
                     size = f"{slide.dimensions[0]} x {slide.dimensions[1]}"
                 thumb_s = time.perf_counter() - t0

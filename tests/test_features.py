@@ -15,7 +15,7 @@ from wsireview.features import effnet, embed, encoders, stain, store
 from wsireview.features.embed import EMBEDDED, EMPTY, FAILED, embed_slides
 from wsireview.files import ordinary_mode
 from wsireview.features.encoders import Encoder, EncoderError, get_encoder
-from wsireview.slides.reader import Slide as SlideFile
+from wsireview.slides.reader import SlideFile
 from wsireview.slides.reader import SlideError
 
 

@@ -26,7 +26,7 @@ def mutants(real_slides: Path, folder: Path, seed: int = SEED) -> list[Path]:
     truncations, and declared sizes that no tile table backs."""
     import numpy as np
 
-    from wsireview.slides.reader import Slide as SlideFile
+    from wsireview.slides.reader import SlideFile
 
     rng = random.Random(seed)
     cmu, boxes = real_slides / "cmu-1-small-region.svs", real_slides / "boxes-pyramid.tiff"

@@ -188,7 +188,7 @@ def test_a_moved_file_is_accepted_only_when_its_pixels_read(catalog, workspace, 
 def test_two_dicom_series_in_one_folder_are_two_slides(catalog, workspace, real_slides, tmp_path):
     from dicom_slides import two_series_folder
     from wsireview.ingest import discover
-    from wsireview.slides.reader import Slide as SlideFile
+    from wsireview.slides.reader import SlideFile
 
     with SlideFile(real_slides / CMU) as cmu:
         tissue = np.asarray(cmu.read_region(600, 900, 1024, 1024))  # real tissue, level 0
@@ -262,7 +262,7 @@ def whole_level_thumbnail(path: Path):
 def test_a_large_single_level_slide_is_thumbnailed_within_the_memory_limit(catalog, workspace, real_slides, tmp_path):
     from slide_mutations import large_single_level
     from wsireview.slides.isolated import JobFailed, ReaderPool
-    from wsireview.slides.reader import Slide as SlideFile
+    from wsireview.slides.reader import SlideFile
 
     with SlideFile(real_slides / CMU) as cmu:
         tissue = np.asarray(cmu.read_region(512, 1024, 1024, 1024))

@@ -71,9 +71,9 @@ def _inked(rgb: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _thumbnail_of(path) -> np.ndarray:
-    from wsireview.slides.reader import Slide
+    from wsireview.slides.reader import SlideFile
 
-    with Slide(path) as slide:
+    with SlideFile(path) as slide:
         return np.asarray(slide.thumbnail(1024))
 
 

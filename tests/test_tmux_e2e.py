@@ -139,7 +139,7 @@ def test_zoom_to_level0_on_cmu1_shows_its_level0_pixels(real_slides, workspace, 
     every half-block on the screen has the colours of the level-0 pixel at that spot."""
     from wsireview.catalog.queries import queue_entries
     from wsireview.ingest import add_paths
-    from wsireview.slides.reader import Slide
+    from wsireview.slides.reader import SlideFile
     from wsireview.tui.viewport import Viewport
 
     add_paths(catalog, workspace, [real_slides / "cmu-1-small-region.svs"])
@@ -168,7 +168,7 @@ def test_zoom_to_level0_on_cmu1_shows_its_level0_pixels(real_slides, workspace, 
     pixels = half_block_pixels(ansi, rows - 1, cols)  # all but the caption line
     view = Viewport(entry.x + entry.size / 2, entry.y + entry.size / 2, 1.0)
     x0, y0, w0, h0 = view.field((cols, 2 * (rows - 1)))
-    with Slide(real_slides / "cmu-1-small-region.svs") as slide:
+    with SlideFile(real_slides / "cmu-1-small-region.svs") as slide:
         assert slide.level_count == 1
         truth = np.asarray(slide._osr.read_region((x0, y0), 0, (w0, h0)).convert("RGB"), dtype=np.int16)
     assert (pixels >= 0).all(), "some cells were not drawn as half-blocks"

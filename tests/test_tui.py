@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
-from tui_support import fake_round, make_queue, settle
+from tui_support import fake_round, make_queue, palette_found, settle, wait_for
 from wsireview.catalog import FAILED, MISSING, ModelVersion, Review, Slide, open_catalog
 from wsireview.catalog.queries import queue_entries, review_summary, slides_overview
 from wsireview.tui.app import ReviewApp
@@ -311,10 +311,7 @@ async def test_full_collections_deferred_while_the_app_runs(queued):
     app = app_for(ws, cat)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        for _ in range(40):  # it starts a second after mount
-            if app.collector.started:
-                break
-            await pilot.pause(0.1)
+        await wait_for(pilot, lambda: app.collector.started, what="the collector (it starts a second after mount)")
         assert gc.get_threshold()[2] == FULL_COLLECTION_EVERY
         assert gc.get_freeze_count() > 0
         await pilot.press("y")
@@ -331,8 +328,7 @@ async def test_palette_lists_keys_once(queued):
         titles = [command.title for command in app.get_system_commands(app.screen)]
         assert titles.count("Keys") == 1
         await pilot.press("ctrl+p", *"keys")
-        await settle(pilot)
-        await pilot.pause(0.3)  # the palette searches in a worker
+        await wait_for(pilot, lambda: palette_found(app, "keys"), what="the palette's search")
         options = app.screen.query_one("CommandList").options
         assert sum(1 for o in options if o.prompt.plain.splitlines()[0] == "Keys") == 1
         await pilot.press("enter")
@@ -483,7 +479,7 @@ async def test_everything_essential_fits_80x24(queued):
         await pilot.press("m")
         await settle(pilot)
         model_table = app.screen.query_one("#model-table")
-        assert {"version", "AUC", "accuracy", "queued", "verdicts"} <= set(visible_columns(model_table))
+        assert {"version", "slide AUC", "slide accuracy", "queued", "verdicts"} <= set(visible_columns(model_table))
         assert {"? Keys", "q Quit"} <= set(footer_keys(app.screen))
 
         await pilot.press("escape", "r")
@@ -563,8 +559,7 @@ async def test_palette_model_opens_model_screen_and_retrain_asks_first(queued, m
 
     async def palette(query: str) -> None:
         await pilot.press("ctrl+p", *query)
-        await settle(pilot)
-        await pilot.pause(0.3)  # the palette searches in a worker
+        await wait_for(pilot, lambda: palette_found(app, query), what="the palette's search")
         await pilot.press("enter")
         await settle(pilot)
 
@@ -638,11 +633,9 @@ async def test_retrain_dialog_shows_the_current_phase_only(queued, monkeypatch):
         await settle(pilot)
         app.start_retrain()
         try:
-            for _ in range(100):  # not settle(): the round is still running
-                await pilot.pause(0.05)
-                if type(app.screen).__name__ == "RetrainScreen" and \
-                        "cross" in text_of(app.screen.query_one("#retrain-phase")):
-                    break
+            await wait_for(  # not settle(): the round is still running
+                pilot, lambda: type(app.screen).__name__ == "RetrainScreen"
+                and "cross" in text_of(app.screen.query_one("#retrain-phase")), what="the round's phase")
             dialog = " ".join(text_of(w) for w in app.screen.query("Static"))
             assert text_of(app.screen.query_one("#retrain-phase")).strip() == "cross-validating"
             assert "starting" not in dialog
@@ -700,10 +693,8 @@ async def test_app_retrain_continues_the_latest_round_spec(workspace, catalog):
         await settle(pilot)
         done = []
         app.start_retrain(done.append)
-        for _ in range(600):  # the real round, on a shared machine: up to a minute
-            await pilot.pause(0.1)
-            if not app.screen.running:
-                break
+        await wait_for(pilot, lambda: not app.screen.running, timeout=60,  # the real round, on a shared machine
+                       what="the round")
         await pilot.press("enter")  # closes the new version's metrics
         await settle(pilot)
         assert done == [True]

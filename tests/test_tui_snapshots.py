@@ -23,7 +23,7 @@ SIZES = [(80, 24), (140, 44)]
 def app_factory(demo_workspace, demo_catalog):
     make_queue(demo_catalog, per_slide=3, seed=5)
     make_queue(demo_catalog, per_slide=3, seed=6, parent_id=1,
-               metrics={"auc": 0.81, "accuracy": 0.74, "loss": 0.47},
+               metrics={"slide_auc": 0.81, "slide_accuracy": 0.74, "instance_auc": 0.7},
                label_counts={"slides": {"lesion": 3, "normal": 3}, "patches": {"lesion": 4, "not_lesion": 9}})
 
     def make(start: str = "slides") -> ReviewApp:

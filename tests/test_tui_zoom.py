@@ -14,7 +14,7 @@ from tui_support import make_queue, settle
 from wsireview.catalog import Review
 from wsireview.catalog import Slide as SlideRow
 from wsireview.learn.reviews import record_verdict
-from wsireview.slides.reader import Slide
+from wsireview.slides.reader import SlideFile
 from wsireview.tui.app import ReviewApp
 from wsireview.tui.viewport import CONTEXT_FACTOR, PAN_SHARE
 
@@ -84,7 +84,7 @@ async def test_zoom_to_level0_shows_the_level0_pixels_and_says_20x(queued):
         assert "field" in info and "µm" in info
         view = screen.query_one("#patch")
         x0, y0, w0, h0 = screen.current_view().field(view.pixel_box)
-        with Slide(ws.absolute(entry.slide_path)) as slide:
+        with SlideFile(ws.absolute(entry.slide_path)) as slide:
             truth = np.asarray(slide.read_field(x0, y0, w0, h0, w0, h0), dtype=np.int16)
         shown = shown_pixels(view)
         assert shown.shape == truth.shape == (view.pixel_box[1], view.pixel_box[0], 3)
@@ -103,7 +103,7 @@ async def test_zoom_to_level0_shows_the_level0_pixels_and_says_20x(queued):
         assert after.cx - before.cx == pytest.approx(view.pixel_box[0] * PAN_SHARE, abs=1)
         assert after.cy == before.cy
         x0, y0, w0, h0 = after.field(view.pixel_box)
-        with Slide(ws.absolute(entry.slide_path)) as slide:
+        with SlideFile(ws.absolute(entry.slide_path)) as slide:
             truth = np.asarray(slide.read_field(x0, y0, w0, h0, w0, h0), dtype=np.int16)
         assert np.abs(shown_pixels(view) - truth).max() == 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsireview.slides.reader import Slide, level0_mpp
+from wsireview.slides.reader import SlideFile, level0_mpp
 from wsireview.tui.graphics import choose, in_multiplexer
 from wsireview.tui.text import middle_ellipsis
 from wsireview.tui.viewport import (
@@ -98,7 +98,7 @@ def test_graphics_auto_asks_only_a_terminal_outside_tmux():
 
 def test_read_field_reads_the_best_pyramid_level(demo_cohort):
     """A field 4x coarser than level 0 comes from level 1 (4x smaller), pixel for pixel."""
-    with Slide(demo_cohort / "demo-000.tiff") as slide:
+    with SlideFile(demo_cohort / "demo-000.tiff") as slide:
         assert slide.level_downsamples[1] == pytest.approx(4)
         field = np.asarray(slide.read_field(800, 400, 640, 320, 160, 80))
         level1 = np.asarray(slide._osr.read_region((800, 400), 1, (160, 80)).convert("RGB"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timezone
-from types import SimpleNamespace
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -19,6 +19,8 @@ from wsireview.catalog import (
     Slide,
     SlidePrediction,
 )
+from wsireview.learn.round import RoundResult
+from wsireview.learn.spec import RoundSpec
 
 REASONS = ("top-attention", "uncertain", "diverse", "random")
 
@@ -39,7 +41,7 @@ def make_queue(
             parent_id=parent_id, encoder="stain-stats", positive_label="lesion",
             params={"seed": seed, "budget": per_slide}, status=READY,
             created_at=datetime(2025, 1, 1, 9, 0, tzinfo=timezone.utc),
-            metrics=metrics if metrics is not None else {"auc": 0.75, "accuracy": 0.7, "loss": 0.52},
+            metrics=metrics if metrics is not None else {"slide_auc": 0.75, "slide_accuracy": 0.7, "instance_auc": 0.68},
             label_counts=label_counts if label_counts is not None else {"slides": {"lesion": 3, "normal": 3}, "patches": {}},
         )
         session.add(version)
@@ -110,8 +112,52 @@ async def settle(pilot) -> None:
     raise AssertionError("the patch never appeared")
 
 
-def fake_round(catalog: Catalog, parent_id: int, seed: int) -> SimpleNamespace:
+def fake_round(catalog: Catalog, parent_id: int, seed: int) -> RoundResult:
     """What a stand-in for ``retrain`` returns in app tests: a new version with one queued patch
-    per slide (the real round is tested with the learning code)."""
+    per slide, described as the real round describes it (the round itself is tested with the
+    learning code)."""
     new = make_queue(catalog, per_slide=1, seed=seed, parent_id=parent_id)
-    return SimpleNamespace(model_version_id=new, queued=6, metrics={"auc": 0.8})
+    with catalog.session() as session:
+        version, parent = session.get(ModelVersion, new), session.get(ModelVersion, parent_id)
+        reasons = dict(session.execute(
+            select(ReviewQueueItem.reason, func.count()).where(ReviewQueueItem.model_version_id == new)
+            .group_by(ReviewQueueItem.reason)
+        ).all())
+        return RoundResult(
+            model_version_id=new, parent_id=parent_id, spec=RoundSpec(encoder=version.encoder, seed=seed),
+            metrics=dict(version.metrics), previous_metrics=dict(parent.metrics) if parent else None,
+            label_counts=dict(version.label_counts), queued=sum(reasons.values()), queue_reasons=reasons,
+            checkpoint=Path(f"model-{new}.pt"),  # never written: the app does not load it
+        )
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "the condition") -> None:
+    """Pause until ``condition()`` holds, checking every 50 ms: a wait on what the test needs, not a
+    fixed delay that is too long on a fast machine and too short on a busy one."""
+    import asyncio
+
+    from textual.css.query import NoMatches
+
+    def holds() -> bool:
+        try:
+            return bool(condition())
+        except NoMatches:  # the widget it reads is not mounted yet
+            return False
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not holds():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        await pilot.pause(0.05)
+
+
+def palette_found(app, query: str) -> bool:
+    """The command palette has finished searching and lists a command that matches ``query``."""
+    from textual.command import CommandList, CommandPalette
+
+    screen = app.screen
+    if not isinstance(screen, CommandPalette):
+        return False
+    if any(w.group == CommandPalette._GATHER_COMMANDS_GROUP and not w.is_finished for w in app.workers):
+        return False
+    return any(query.lower() in option.prompt.plain.lower() for option in screen.query_one(CommandList).options)

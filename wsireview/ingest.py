@@ -41,6 +41,11 @@ SLIDE_SUFFIXES = {
     ".czi", ".png", ".jpg", ".jpeg", ".bmp",
 }
 DEFAULT_MIN_TISSUE = 0.5
+
+# What `add` did with one file (IngestResult.outcome), in the order reports list them.
+ADDED, UNCHANGED, MOVED, DUPLICATE = "added", "unchanged", "moved", "duplicate"
+OUTCOMES = (ADDED, UNCHANGED, MOVED, DUPLICATE, FAILED)
+CATALOGUED = (ADDED, UNCHANGED, MOVED)  # the file is a slide of the catalog now
 __all__ = ["THUMBNAIL_SIDE", "add_paths", "discover", "ingest_file", "ingest_files"]
 
 
@@ -49,7 +54,7 @@ class IngestResult:
     """What happened to one file."""
 
     path: Path
-    outcome: str  # added, unchanged, moved, duplicate, failed
+    outcome: str  # one of OUTCOMES
     slide_id: int | None = None
     reason: str | None = None
     warning: str | None = None
@@ -72,7 +77,7 @@ class IngestReport:
 
     @property
     def failed(self) -> int:
-        return self.count("failed")
+        return self.count(FAILED)
 
 
 # -- finding files --------------------------------------------------------------------------------
@@ -221,7 +226,7 @@ def _store_examined(catalog: Catalog, workspace: Workspace, path: Path, content_
             with session.begin_nested():
                 store_grid(session, workspace, row, examined.patches, examined.meta["patch_size_level0"])
         except GridConflict as conflict:
-            result.outcome, result.slide_id = "unchanged", row.id
+            result.outcome, result.slide_id = UNCHANGED, row.id
             result.warning = (f"kept its grid ({grid_description(row.patch_size_px, row.target_mpp, row.min_tissue)}): "
                               f"{conflict}")
             result.patches = _patch_count(session, row.id)
@@ -233,7 +238,7 @@ def _store_examined(catalog: Catalog, workspace: Workspace, path: Path, content_
         session.flush()
         for key, value in _write_images(workspace, row.id, examined).items():
             setattr(row, key, value)
-        result.outcome, result.slide_id = "added", row.id
+        result.outcome, result.slide_id = ADDED, row.id
     result.patches = len(examined.patches)
     result.tissue_fraction = examined.meta["tissue_fraction"]
     result.warning = examined.warning
@@ -275,7 +280,7 @@ def _plan(catalog: Catalog, path: Path, content_hash: str, options: GridOptions,
             return _Step()
         if row is None and (twin := _twin(session, content_hash)) is not None:
             if Path(twin.path).exists() and twin.status != MISSING and _same_bytes(Path(twin.path), path):
-                result.outcome, result.slide_id = "duplicate", twin.id
+                result.outcome, result.slide_id = DUPLICATE, twin.id
                 result.reason = f"same content as {twin.path}"
                 return _Step()
             if not Path(twin.path).exists() or twin.status == MISSING:
@@ -286,7 +291,7 @@ def _plan(catalog: Catalog, path: Path, content_hash: str, options: GridOptions,
 
 
 def _unchanged(session, row: Slide, result: IngestResult) -> _Step:
-    result.outcome, result.slide_id = "unchanged", row.id
+    result.outcome, result.slide_id = UNCHANGED, row.id
     result.patches = _patch_count(session, row.id)
     result.tissue_fraction, result.warning = row.tissue_fraction, row.warning
     return _Step()
@@ -311,7 +316,7 @@ def _accept_moved(catalog: Catalog, path: Path, twin_id: int, result: IngestResu
     with catalog.session() as session:
         twin = session.get_one(Slide, twin_id)
         twin.path, twin.name, twin.status, twin.reason = str(path), path.name, READY, None
-        result.outcome, result.slide_id = "moved", twin.id
+        result.outcome, result.slide_id = MOVED, twin.id
         result.patches = _patch_count(session, twin.id)
         result.tissue_fraction = twin.tissue_fraction
 
@@ -350,7 +355,7 @@ def ingest_files(
         result = results[path]
         try:
             if isinstance(value, JobFailed):
-                result.outcome, result.reason = "failed", value.reason
+                result.outcome, result.reason = FAILED, value.reason
                 result.slide_id = record_failure(catalog, path, value.reason, hashes.get(path))
             elif stage == "examine":
                 _store_examined(catalog, workspace, path, hashes[path], cast(Examined, value), result)
@@ -360,7 +365,7 @@ def ingest_files(
             if is_disk_full(error):  # not the slide's fault, and every slide after it would fail too
                 raise WorkspaceFull(f"the disk holding the workspace {workspace.root} is full: free some space "
                                     "and run add again (slides done so far are kept)") from error
-            result.outcome, result.reason = "failed", explain_open_error(path, error)
+            result.outcome, result.reason = FAILED, explain_open_error(path, error)
             try:
                 result.slide_id = record_failure(catalog, path, result.reason, hashes.get(path))
             except Exception:
@@ -373,7 +378,7 @@ def ingest_files(
     with pool:
         for path in order:
             started[path] = time.perf_counter()
-            results[path] = IngestResult(path=path, outcome="failed")
+            results[path] = IngestResult(path=path, outcome=FAILED)
             pool.submit(("identify", path), jobs.identify, path)
         for key, value in pool.results():
             stage, path = cast("tuple[str, Path]", key)  # as submitted above

@@ -7,17 +7,16 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from wsireview.catalog import FAILED, MISSING, READY, Catalog, Patch, Slide
+from wsireview.catalog import FAILED, MISSING, READY, Catalog, Slide
+from wsireview.catalog.queries import slides_overview
 from wsireview.learn.reviews import verdict_counts
 from wsireview.workspace import Workspace
 
 
 def slide_rows(catalog: Catalog, workspace: Workspace) -> list[dict]:
-    with catalog.session() as session:
-        counts = dict(session.execute(select(Patch.slide_id, func.count()).group_by(Patch.slide_id)).all())
-        slides = session.scalars(select(Slide).order_by(Slide.name)).all()
+    """Each slide of :func:`~wsireview.catalog.queries.slides_overview` as JSON-ready fields."""
     rows = []
-    for s in slides:
+    for s in slides_overview(catalog):
         rows.append(
             {
                 "id": s.id,
@@ -29,13 +28,13 @@ def slide_rows(catalog: Catalog, workspace: Workspace) -> list[dict]:
                 "vendor": s.vendor,
                 "width": s.width,
                 "height": s.height,
-                "levels": s.level_count,
-                "mpp": s.mpp_x,
+                "levels": s.levels,
+                "mpp": s.mpp,
                 "objective_power": s.objective_power,
                 "resolution_source": s.resolution_source,
                 "patch_size_level0": s.patch_size_level0,
                 "tissue_fraction": s.tissue_fraction,
-                "patches": counts.get(s.id, 0),
+                "patches": s.patches,
                 "label": s.label,
                 "label_set_by": s.label_set_by,
                 "label_set_at": s.label_set_at.isoformat() if s.label_set_at else None,
@@ -60,7 +59,7 @@ def catalog_status(catalog: Catalog, workspace: Workspace) -> dict:
             "by_status": dict(by_status),
             "patches": sum(s["patches"] for s in slides),
             "labels": dict(labels),
-            "zero_patches": [s["name"] for s in slides if s["status"] == "ready" and s["patches"] == 0],
+            "zero_patches": [s["name"] for s in slides if s["status"] == READY and s["patches"] == 0],
         },
         "grids": [{"patch_size_px": px, "target_mpp": mpp, "slides": n} for (px, mpp), n in patch_grids(catalog).items()],
         "verdicts": verdict_counts(catalog),

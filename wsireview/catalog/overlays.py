@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from wsireview.catalog.db import Catalog
 from wsireview.catalog.models import Patch, PatchScore, Review, ReviewQueueItem
-from wsireview.catalog.queries import latest_model_version_id
+from wsireview.catalog.queries import counting, latest_model_version_id
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def slide_overlays(catalog: Catalog, slide_id: int, model_version_id: int | None
         for review_id, patch_id, verdict, reviewer in session.execute(
             select(Review.id, Review.patch_id, Review.verdict, Review.reviewer)
             .join(Patch, Patch.id == Review.patch_id)
-            .where(Patch.slide_id == slide_id, Review.undone_at.is_(None))
+            .where(Patch.slide_id == slide_id, counting())
             .order_by(Review.id)
         ).all():
             latest[(patch_id, reviewer)] = PatchVerdict(patch_id, verdict, reviewer, review_id)

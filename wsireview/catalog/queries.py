@@ -39,12 +39,20 @@ def counting():
 
 # -- model versions -------------------------------------------------------------------------------
 
-def latest_model_version_id(catalog: Catalog) -> int | None:
-    """The newest model version that finished (status ready), or None before the first training."""
+def latest_model_version(catalog: Catalog, encoder: str | None = None) -> ModelVersion | None:
+    """The newest model version that finished (status ready), optionally of one encoder; None
+    before the first training. A version still training or failed is never the latest."""
     with catalog.session() as session:
-        return session.scalar(
-            select(ModelVersion.id).where(ModelVersion.status == READY).order_by(ModelVersion.id.desc()).limit(1)
-        )
+        stmt = select(ModelVersion).where(ModelVersion.status == READY)
+        if encoder is not None:
+            stmt = stmt.where(ModelVersion.encoder == encoder)
+        return session.scalar(stmt.order_by(ModelVersion.id.desc()).limit(1))
+
+
+def latest_model_version_id(catalog: Catalog) -> int | None:
+    """The id of :func:`latest_model_version`, or None before the first training."""
+    version = latest_model_version(catalog)
+    return version.id if version is not None else None
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,7 @@ class SlideOverview:
     queued: int  # patches of the latest queue still without a verdict
     label_set_by: str | None = None  # who set the label (a reviewer, or csv:<file>)
     label_set_at: datetime | None = None
+    resolution_source: str | None = None  # where mpp came from (file metadata, --mpp, ...)
 
 
 def slides_overview(catalog: Catalog) -> list[SlideOverview]:
@@ -148,7 +157,7 @@ def slides_overview(catalog: Catalog) -> list[SlideOverview]:
             session.execute(
                 select(Patch.slide_id, func.count(func.distinct(Review.patch_id)))
                 .join(Review, Review.patch_id == Patch.id)
-                .where(Review.undone_at.is_(None))
+                .where(counting())
                 .group_by(Patch.slide_id)
             ).all()
         )
@@ -162,7 +171,7 @@ def slides_overview(catalog: Catalog) -> list[SlideOverview]:
                     )
                 ).all()
             )
-            has_verdict = select(Review.patch_id).where(Review.undone_at.is_(None))
+            has_verdict = select(Review.patch_id).where(counting())
             queued = dict(
                 session.execute(
                     select(Patch.slide_id, func.count())
@@ -181,7 +190,7 @@ def slides_overview(catalog: Catalog) -> list[SlideOverview]:
                 thumbnail_path=s.thumbnail_path, mask_path=s.mask_path, overlay_path=s.overlay_path,
                 patches=patches.get(s.id, 0), probability=probability.get(s.id),
                 reviewed=reviewed.get(s.id, 0), queued=queued.get(s.id, 0),
-                label_set_by=s.label_set_by, label_set_at=s.label_set_at,
+                label_set_by=s.label_set_by, label_set_at=s.label_set_at, resolution_source=s.resolution_source,
             )
             for s in slides
         ]
@@ -296,7 +305,7 @@ def latest_verdicts(session, patch_ids: list[int]) -> dict[int, str]:
         chunk = ids[start:start + 500]
         for patch_id, verdict in session.execute(
             select(Review.patch_id, Review.verdict)
-            .where(Review.undone_at.is_(None), Review.patch_id.in_(chunk))
+            .where(counting(), Review.patch_id.in_(chunk))
             .order_by(Review.id)
         ).all():
             out[patch_id] = verdict
@@ -330,7 +339,7 @@ def slide_patches(catalog: Catalog, slide_id: int, also: int | None = None) -> l
     with catalog.session() as session:
         reviewed_ids = session.scalars(
             select(Review.patch_id).join(Patch, Patch.id == Review.patch_id)
-            .where(Patch.slide_id == slide_id, Review.undone_at.is_(None)).distinct()
+            .where(Patch.slide_id == slide_id, counting()).distinct()
         ).all()
         others = [pid for pid in reviewed_ids if pid not in in_queue]
         if also is not None and also not in in_queue and also not in others:

@@ -10,9 +10,23 @@ from rich.markup import escape
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError, print_error
-from wsireview.ingest import DEFAULT_MIN_TISSUE, LabelsError, WorkspaceFull, add_paths, discover, read_labels
-from wsireview.slides.isolated import DEFAULT_MEMORY_GB, DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, ReaderLimits
+from wsireview.ingest import (
+    ADDED,
+    CATALOGUED,
+    DEFAULT_MIN_TISSUE,
+    DUPLICATE,
+    FAILED,
+    MOVED,
+    OUTCOMES,
+    UNCHANGED,
+    LabelsError,
+    WorkspaceFull,
+    add_paths,
+    discover,
+    read_labels,
+)
 from wsireview.learn.labels import label_first_step, needs_labels
+from wsireview.slides.isolated import DEFAULT_MEMORY_GB, DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, ReaderLimits
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP
 from wsireview.status import mixed_grids_warning, patch_grids
 from wsireview.text import literal as safe_name
@@ -79,7 +93,7 @@ def run(args: argparse.Namespace, ctx) -> int:
         from wsireview.status import catalog_status
 
         doc = catalog_status(ctx.catalog(), ctx.workspace)
-        doc["added"] = {k: report.count(k) for k in ("added", "unchanged", "moved", "duplicate", "failed")}
+        doc["added"] = {k: report.count(k) for k in OUTCOMES}
         doc["unmatched_labels"] = [{"line": ln, "slide": s, "label": lb} for ln, s, lb in report.unmatched_labels]
         doc["empty_labels"] = [{"line": ln, "slide": s} for ln, s in report.empty_labels]
         doc["similar_labels"] = [list(group) for group in report.similar_labels]
@@ -131,7 +145,7 @@ def _print_report(ctx, report) -> None:
     for column in ("slide", "outcome", "tissue", "patches", "time"):
         table.add_column(column, justify="right" if column in ("tissue", "patches", "time") else "left",
                          no_wrap=column != "slide")
-    styles = {"added": "green", "unchanged": "dim", "moved": "cyan", "duplicate": "yellow", "failed": "red"}
+    styles = {ADDED: "green", UNCHANGED: "dim", MOVED: "cyan", DUPLICATE: "yellow", FAILED: "red"}
     notes = []
     for r in report.results:
         note = r.reason or r.warning
@@ -145,8 +159,8 @@ def _print_report(ctx, report) -> None:
     ctx.console.print(table)
     for name, note in notes:
         ctx.console.print(f"[dim]*[/] [bold]{name}[/]: {safe_name(note)}")
-    summary = ", ".join(f"{report.count(k)} {k}" for k in ("added", "unchanged", "moved", "duplicate", "failed"))
-    zero = [safe_name(r.path.name) for r in report.results if r.outcome in ("added", "unchanged", "moved") and r.patches == 0]
+    summary = ", ".join(f"{report.count(k)} {k}" for k in OUTCOMES)
+    zero = [safe_name(r.path.name) for r in report.results if r.outcome in CATALOGUED and r.patches == 0]
     ctx.console.print(f"[bold]{summary}[/]" + (f"; {len(zero)} with zero patches: {', '.join(zero)}" if zero else ""))
     if report.missing:
         ctx.console.print(f"[yellow]marked missing (file gone):[/] {', '.join(map(safe_name, report.missing))}")

@@ -17,6 +17,7 @@ from wsireview.learn.labels import label_first_step, needs_labels, similar_label
 from wsireview.learn.query import STRATEGIES
 from wsireview.learn.round import NothingToLearn, retrain
 from wsireview.learn.spec import RoundSpec, latest_spec
+from wsireview.numbers import change_text, metric_text, rounded_change
 
 METRICS = [
     ("slide_auc", "slide AUC (cross-validated)"),
@@ -68,16 +69,12 @@ def register(sub) -> None:
     parser.set_defaults(func=run)
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def _change(new, old) -> str:
     if new is None or old is None:
         return ""
-    delta = round(new - old, 3) + 0.0  # + 0.0: a change that rounds to zero prints +0.000, never -0.000
+    delta = rounded_change(new - old)
     colour = "green" if delta > 0 else "red" if delta < 0 else "dim"
-    return f"[{colour}]{delta:+.3f}[/]"
+    return f"[{colour}]{change_text(delta)}[/]"
 
 
 def _cv_words(folds: int) -> str:
@@ -174,7 +171,7 @@ def run(args, ctx) -> int:
     table.add_column("value", justify="right")
     table.add_column("change", justify="right")
     for key, label in METRICS:
-        table.add_row(label, _fmt(result.metrics.get(key)), _change(result.metrics.get(key), previous.get(key)))
+        table.add_row(label, metric_text(result.metrics.get(key)), _change(result.metrics.get(key), previous.get(key)))
     ctx.console.print(table)
     counts = result.label_counts
     slides, patches = counts["slides"], counts["patches"]

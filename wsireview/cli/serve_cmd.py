@@ -32,6 +32,7 @@ def register(sub) -> None:
 
 
 def run(args, ctx) -> int:
+    from wsireview.catalog import READY
     from wsireview.catalog.queries import slides_overview
     from wsireview.learn.reviews import default_reviewer
     from wsireview.serve.config import ServeConfig
@@ -48,7 +49,7 @@ def run(args, ctx) -> int:
         args.host, token=args.token, port=sock.getsockname()[1], quality=args.quality,
         reviewer=args.reviewer or default_reviewer(),
     )
-    ready = sum(1 for s in slides_overview(catalog) if s.status == "ready")
+    ready = sum(1 for s in slides_overview(catalog) if s.status == READY)
     ctx.console.print(f"Serving {plural(ready, 'ready slide')} to reviewer [b]{config.reviewer}[/] at", highlight=False)
     ctx.console.print(f"    {config.url()}", highlight=False, soft_wrap=True)
     if config.token:

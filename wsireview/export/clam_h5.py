@@ -26,7 +26,7 @@ import numpy as np
 
 from wsireview.catalog import VERDICTS
 from wsireview.export.plan import ExportPatch, ExportPlan, SlideInfo
-from wsireview.slides import Slide, SlideError
+from wsireview.slides import SlideFile, SlideError
 from wsireview.slides.magnification import magnification_from_mpp
 
 LABEL_NAMES = list(VERDICTS)
@@ -47,7 +47,7 @@ def level_dimensions(info: SlideInfo) -> list[tuple[int, int]]:
     """The slide's level sizes from the file when it can be opened, else derived from the catalog."""
     if info.path is not None and info.path.exists():
         try:
-            with Slide(info.path) as slide:
+            with SlideFile(info.path) as slide:
                 return [(int(w), int(h)) for w, h in slide.level_dimensions]
         except SlideError:
             pass

@@ -12,7 +12,7 @@ from typing import Callable
 from PIL import Image
 
 from wsireview.export.plan import ExportPatch, ExportPlan
-from wsireview.slides.reader import Slide, SlideError
+from wsireview.slides.reader import SlideFile, SlideError
 
 
 def patch_file(p: ExportPatch) -> str:
@@ -39,7 +39,7 @@ def write(out_dir: Path, plan: ExportPlan, advance: Callable[[int], None]) -> tu
         try:
             if info.path is None or not info.path.exists():
                 raise SlideError("slide file not found")
-            reader = Slide(info.path)
+            reader = SlideFile(info.path)
         except SlideError as error:
             unreadable[slide_id] = str(error)
             advance(len(patches))

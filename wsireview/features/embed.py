@@ -21,7 +21,7 @@ from wsireview.catalog import READY, Catalog, Patch, Slide
 from wsireview.features.encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from wsireview.features.store import feature_sets, save_features
 from wsireview.progress import ProgressCallback
-from wsireview.slides.reader import Slide as SlideFile
+from wsireview.slides.reader import SlideFile
 from wsireview.slides.reader import SlideError
 from wsireview.status import mark_unreadable
 from wsireview.workspace import Workspace

@@ -27,9 +27,21 @@ import numpy as np
 from sqlalchemy import insert, select, update
 
 from wsireview.catalog import (
-    LESION, NOT_LESION, READY, UNSURE, Catalog, FeatureSet, Patch, PatchScore, Review, ReviewQueueItem, Slide,
-    SlidePrediction, open_catalog,
+    LESION,
+    NOT_LESION,
+    READY,
+    UNSURE,
+    Catalog,
+    FeatureSet,
+    Patch,
+    PatchScore,
+    Review,
+    ReviewQueueItem,
+    Slide,
+    SlidePrediction,
+    open_catalog,
 )
+from wsireview.errors import WsireviewError
 from wsireview.features.encoders import DEFAULT_ENCODER
 from wsireview.learn.labels import instance_targets, slide_targets
 from wsireview.learn.metrics import roc_auc
@@ -38,7 +50,7 @@ from wsireview.learn.round import RoundResult, retrain
 from wsireview.learn.spec import RoundSpec
 from wsireview.learn.train import TrainParams
 from wsireview.learn.truth import truth_labels
-from wsireview.errors import WsireviewError
+from wsireview.numbers import metric_text
 from wsireview.workspace import Workspace
 
 ORACLE = "oracle"
@@ -230,15 +242,11 @@ def run_strategy(catalog: Catalog, workspace: Workspace, truth: dict[int, bool],
                     point.queued, point.lesion_queued = dict(queued), {k: lesion[k] for k in queued}
                 if report:
                     report(f"{strategy} seed {seed} round {r}: {point.verdicts} verdicts, {point.lesion_found} lesion "
-                           f"found, instance AUC {_fmt(point.instance_auc)}, slide AUC test {_fmt(point.test_slide_auc)} "
-                           f"CV {_fmt(point.slide_auc)}")
+                           f"found, instance AUC {metric_text(point.instance_auc)}, slide AUC test {metric_text(point.test_slide_auc)} "
+                           f"CV {metric_text(point.slide_auc)}")
         finally:
             copy.close()
     return points
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def evaluate(

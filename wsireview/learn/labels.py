@@ -15,6 +15,7 @@ from typing import Iterable
 from sqlalchemy import func, select
 
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, READY, Catalog, Review, Slide
+from wsireview.catalog.queries import counting
 
 # Offered in the app when no slide carries a label yet: `retrain`'s default positive class and a negative.
 SUGGESTED_LABELS = ("lesion", "normal")
@@ -41,22 +42,15 @@ def similar_labels(labels: Iterable[str]) -> list[tuple[str, ...]]:
 def reviewed_patches(catalog: Catalog) -> set[int]:
     """Every patch with at least one review that counts (any verdict): never queued again."""
     with catalog.session() as session:
-        return set(session.scalars(select(Review.patch_id).where(Review.undone_at.is_(None)).distinct()))
+        return set(session.scalars(select(Review.patch_id).where(counting()).distinct()))
 
 
 def _latest_votes(catalog: Catalog) -> dict[int, Counter]:
     """``{patch_id: Counter of verdicts}`` over each reviewer's latest verdict that counts."""
     with catalog.session() as session:
-        rows = session.execute(
-            select(Review.patch_id, Review.reviewer, Review.verdict)
-            .where(Review.undone_at.is_(None))
-            .order_by(Review.id)
-        ).all()
-    latest: dict[tuple[int, str], str] = {}
-    for patch_id, reviewer, verdict in rows:
-        latest[(patch_id, reviewer)] = verdict
+        rows = session.execute(select(Review.patch_id, Review.verdict).where(counting())).all()
     votes: dict[int, Counter] = {}
-    for (patch_id, _reviewer), verdict in latest.items():
+    for patch_id, verdict in rows:
         votes.setdefault(patch_id, Counter())[verdict] += 1
     return votes
 

@@ -35,7 +35,9 @@ MIX_SHARES = {EXPLOIT: 0.3, TOP_ATTENTION: 0.3, UNCERTAIN: 0.2}  # the rest is d
 
 
 @dataclass
-class QueueEntry:
+class QueuePick:
+    """A patch the round queues for review: why it was chosen and the score it was chosen by."""
+
     patch_id: int
     reason: str
     score: float
@@ -124,7 +126,7 @@ def build_queue(
     strategy: str = "mix",
     seed: int = 0,
     negative_slides: set[int] | None = None,
-) -> list[QueueEntry]:
+) -> list[QueuePick]:
     """``budget`` never-reviewed patches chosen by ``strategy``, in the order to show them.
 
     ``negative_slides``: slides labelled negative, which ``mix`` leaves out while it can.
@@ -136,11 +138,11 @@ def build_queue(
     known_negative = np.isin(scores.slide_ids, list(negative_slides or ()))
     if strategy == "mix" and int((eligible & ~known_negative).sum()) >= budget:
         eligible &= ~known_negative
-    entries: list[QueueEntry] = []
+    entries: list[QueuePick] = []
 
     def take(indices: list[int], reason: str, values: np.ndarray) -> None:
         for i in indices:
-            entries.append(QueueEntry(int(scores.patch_ids[i]), reason, float(values[i])))
+            entries.append(QueuePick(int(scores.patch_ids[i]), reason, float(values[i])))
             eligible[i] = False
 
     if strategy == "random":

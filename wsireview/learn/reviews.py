@@ -79,14 +79,6 @@ def undo_review(catalog: Catalog, review_id: int) -> Review | None:
         return review
 
 
-def active_reviews(session, patch_ids=None):
-    """A select of reviews that count (not undone), optionally for some patches."""
-    stmt = select(Review).where(Review.undone_at.is_(None))
-    if patch_ids is not None:
-        stmt = stmt.where(Review.patch_id.in_(list(patch_ids)))
-    return stmt
-
-
 def verdict_counts(catalog: Catalog) -> dict:
     """Counts of verdicts that count, by verdict and by reviewer (for `status --json`)."""
     with catalog.session() as session:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import select
 
-from wsireview.catalog import READY, Catalog, ModelVersion, PatchScore, ReviewQueueItem, SlidePrediction
+from wsireview.catalog import Catalog, ModelVersion, PatchScore, ReviewQueueItem, SlidePrediction
+from wsireview.catalog.queries import latest_model_version
 from wsireview.errors import WsireviewError
 from wsireview.features.embed import embed_slides, pending_slides
 from wsireview.learn.checkpoint import save_checkpoint
@@ -88,14 +88,6 @@ class RoundResult:
     checkpoint: Path
     embedded: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def latest_version(catalog: Catalog, encoder: str | None = None) -> ModelVersion | None:
-    with catalog.session() as session:
-        stmt = select(ModelVersion).where(ModelVersion.status == READY)
-        if encoder is not None:
-            stmt = stmt.where(ModelVersion.encoder == encoder)
-        return session.scalar(stmt.order_by(ModelVersion.id.desc()).limit(1))
 
 
 @dataclass
@@ -286,7 +278,7 @@ def retrain(
                             negative_slides={sid for sid, t in targets.items() if t == 0})
         timings["score_and_queue"] = time.perf_counter() - t
 
-        parent = latest_version(catalog, encoder)
+        parent = latest_model_version(catalog, encoder)
         metrics = {
             "slide_auc": slides.cv_auc,
             "slide_accuracy": slides.cv_accuracy,

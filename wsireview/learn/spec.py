@@ -11,9 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 
-from wsireview.catalog import READY, Catalog, ModelVersion
+from wsireview.catalog import Catalog, ModelVersion
+from wsireview.catalog.queries import latest_model_version
 from wsireview.features.encoders import DEFAULT_ENCODER
 from wsireview.learn.train import TrainParams
 
@@ -75,8 +75,5 @@ def version_spec(version: ModelVersion) -> RoundSpec:
 
 def latest_spec(catalog: Catalog) -> RoundSpec | None:
     """The spec of the newest ready model version (None before the first round)."""
-    with catalog.session() as session:
-        version = session.scalar(
-            select(ModelVersion).where(ModelVersion.status == READY).order_by(ModelVersion.id.desc()).limit(1)
-        )
-        return version_spec(version) if version is not None else None
+    version = latest_model_version(catalog)
+    return version_spec(version) if version is not None else None

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from wsireview.catalog import READY, Catalog, ModelVersion, Review, ReviewQueueItem, Slide, SlidePrediction
+from wsireview.catalog import Catalog, ModelVersion, Review, ReviewQueueItem, Slide, SlidePrediction
+from wsireview.catalog.queries import counting, latest_model_version
 from wsireview.learn.labels import instance_targets
 
 
 def queued_patches(catalog: Catalog, model_version_id: int) -> int:
     """Patches in a version's queue that nobody has reviewed yet (reviews that count)."""
     with catalog.session() as session:
-        reviewed = select(Review.patch_id).where(Review.undone_at.is_(None))
+        reviewed = select(Review.patch_id).where(counting())
         return int(session.scalar(
             select(func.count()).select_from(ReviewQueueItem).where(
                 ReviewQueueItem.model_version_id == model_version_id, ReviewQueueItem.patch_id.not_in(reviewed)
@@ -21,10 +22,8 @@ def queued_patches(catalog: Catalog, model_version_id: int) -> int:
 
 def model_status(catalog: Catalog) -> dict:
     """Latest ready model version: id, parent, encoder, metrics, label counts, queued patches."""
+    version = latest_model_version(catalog)
     with catalog.session() as session:
-        version = session.scalar(
-            select(ModelVersion).where(ModelVersion.status == READY).order_by(ModelVersion.id.desc()).limit(1)
-        )
         versions = int(session.scalar(select(func.count()).select_from(ModelVersion)) or 0)
     if version is None:
         return {"id": None, "versions": 0, "queued": 0}

@@ -28,7 +28,7 @@ class TileNotFound(Exception):
 
 
 @dataclass(frozen=True)
-class SlideFile:
+class ServedSlide:
     """What the catalog says about a slide the viewer serves."""
 
     id: int
@@ -38,7 +38,7 @@ class SlideFile:
 
 
 class _OpenSlide:
-    def __init__(self, meta: SlideFile, osr: openslide.AbstractSlide, dz: DeepZoomGenerator) -> None:
+    def __init__(self, meta: ServedSlide, osr: openslide.AbstractSlide, dz: DeepZoomGenerator) -> None:
         self.meta, self.osr, self.dz = meta, osr, dz
 
 
@@ -80,7 +80,7 @@ class TileSource:
         self._tiles = _BytesLRU(ENCODED_TILE_CACHE_BYTES)
 
     # -- slides ---------------------------------------------------------------------------------
-    def slide_file(self, slide_id: int) -> SlideFile:
+    def slide_file(self, slide_id: int) -> ServedSlide:
         """A ready catalog slide's file, or TileNotFound."""
         with self.catalog.session() as session:
             row = session.execute(
@@ -90,7 +90,7 @@ class TileSource:
             raise TileNotFound(f"no slide {slide_id} in the catalog")
         if row.status != READY:
             raise TileNotFound(f"slide {row.name} is {row.status}, not ready")
-        return SlideFile(row.id, row.name, row.path, row.content_hash or "")
+        return ServedSlide(row.id, row.name, row.path, row.content_hash or "")
 
     def _slide(self, slide_id: int) -> _OpenSlide:
         with self._lock:
@@ -112,7 +112,7 @@ class TileSource:
                     self._open.popitem(last=False)
             return opened
 
-    def _open_file(self, meta: SlideFile) -> _OpenSlide:
+    def _open_file(self, meta: ServedSlide) -> _OpenSlide:
         path = self.workspace.absolute(meta.path)
         if path is None or not path.is_file():
             raise TileNotFound(f"the file of slide {meta.name} is missing (moved or deleted?)")

@@ -1,5 +1,5 @@
 """Slides: open (OpenSlide or plain image), thumbnail, tissue mask, patch grid, patch reading."""
 
-from wsireview.slides.reader import Resolution, Slide, SlideError, open_slide
+from wsireview.slides.reader import Resolution, SlideFile, SlideError, open_slide
 
-__all__ = ["Resolution", "Slide", "SlideError", "open_slide"]
+__all__ = ["Resolution", "SlideFile", "SlideError", "open_slide"]

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from wsireview.slides.integrity import check_declared_size, check_grid_size, sample_indices, verify_patches
-from wsireview.slides.reader import Slide
+from wsireview.slides.reader import SlideFile
 from wsireview.slides.tiling import patch_grid
 from wsireview.slides.tissue import tissue_mask
 
@@ -49,14 +49,14 @@ class Examined:
 
 def identify(path: Path) -> Identity:
     """Open the file, check its declared size against its bytes, and hash its content."""
-    with Slide(path) as slide:
+    with SlideFile(path) as slide:
         check_declared_size(slide.path, slide.dimensions)
         return Identity(slide.content_hash())
 
 
 def examine(path: Path, options: GridOptions) -> Examined:
     """Thumbnail, tissue mask and patch grid of a slide, with a sample of its patches read back."""
-    with Slide(path) as slide:
+    with SlideFile(path) as slide:
         check_declared_size(slide.path, slide.dimensions)
         resolution = slide.resolution(options.patch_size, options.target_mpp)
         check_grid_size(slide.dimensions, resolution.level0_size)
@@ -87,12 +87,12 @@ def examine(path: Path, options: GridOptions) -> Examined:
 
 def verify(path: Path, positions: list[tuple[int, int]], size0: int, out_px: int) -> int:
     """Read known tissue patches of a slide back (a moved or copied file must still hold them)."""
-    with Slide(path) as slide:
+    with SlideFile(path) as slide:
         check_declared_size(slide.path, slide.dimensions)
         return verify_patches(slide, positions, size0, out_px)
 
 
-def _warning(slide: Slide, resolution, mask: np.ndarray, patches: list, options: GridOptions) -> str | None:
+def _warning(slide: SlideFile, resolution, mask: np.ndarray, patches: list, options: GridOptions) -> str | None:
     warnings = []
     if resolution.source != "mpp":
         warnings.append(f"patch size from {resolution.source}" + (f": {resolution.note}" if resolution.note else ""))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsireview.slides.reader import Slide, SlideError
+from wsireview.slides.reader import SlideFile, SlideError
 
 # Larger than any scanner makes (a 250 mm field at 0.25 µm/px is 1,000,000 px).
 MAX_SIDE = 1_000_000
@@ -136,7 +136,7 @@ def sample_indices(count: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, count - 1, n).round()})
 
 
-def verify_patches(slide: Slide, positions: Sequence[tuple[int, int]], size0: int, out_px: int) -> int:
+def verify_patches(slide: SlideFile, positions: Sequence[tuple[int, int]], size0: int, out_px: int) -> int:
     """Read the tissue patches at ``positions`` back; raise :class:`SlideError` when any cannot be
     read or when most of them are blank (tile data missing). Returns how many were read."""
     failed, blank, first_error = 0, 0, None

@@ -162,7 +162,7 @@ def level0_mpp(mpp: float | None, objective_power: float | None) -> tuple[float 
     return None, "level0-pixels"
 
 
-class Slide:
+class SlideFile:
     """One whole-slide image: its metadata, a thumbnail, and patches read at a target resolution."""
 
     def __init__(self, path: str | Path):
@@ -273,12 +273,12 @@ class Slide:
     def close(self) -> None:
         self._osr.close()
 
-    def __enter__(self) -> "Slide":
+    def __enter__(self) -> "SlideFile":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def open_slide(path: str | Path) -> Slide:
-    return Slide(path)
+def open_slide(path: str | Path) -> SlideFile:
+    return SlideFile(path)

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from wsireview.catalog.queries import PatchLocation, QueueEntry
 from wsireview.errors import WsireviewError
-from wsireview.slides.reader import Slide, SlideError
+from wsireview.slides.reader import SlideFile, SlideError
 from wsireview.tui.imaging import OUTLINE_COLOUR
 from wsireview.tui.viewport import Viewport
 from wsireview.workspace import Workspace
@@ -28,13 +28,13 @@ class PatchSource:
     def __init__(self, workspace: Workspace, patch_px: int = 224, open_slides: int = 6):
         self.workspace = workspace
         self.patch_px = patch_px
-        self._slides: OrderedDict[str, Slide] = OrderedDict()
+        self._slides: OrderedDict[str, SlideFile] = OrderedDict()
         self._slide_locks: dict[str, threading.Lock] = {}
         self._thumbs: dict[str, Image.Image] = {}
         self._lock = threading.Lock()
         self._max_open = open_slides
 
-    def _slide(self, path: str) -> tuple[Slide, threading.Lock]:
+    def _slide(self, path: str) -> tuple[SlideFile, threading.Lock]:
         with self._lock:
             slide = self._slides.get(path)
             if slide is not None:
@@ -44,7 +44,7 @@ class PatchSource:
         if not full.exists():
             raise PatchUnavailable(f"slide file not found: {full}")
         try:
-            slide = Slide(full)
+            slide = SlideFile(full)
         except SlideError as error:
             raise PatchUnavailable(f"cannot open slide: {error}") from error
         with self._lock:

@@ -15,15 +15,16 @@ from textual.widgets import DataTable, Footer, Static
 from wsireview.catalog.queries import ModelVersionSummary, model_versions
 from wsireview.learn.reviews import verdict_counts
 from wsireview.learn.status import queue_yield, slide_predictions
+from wsireview.numbers import change_text, metric_text, rounded_change
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.screens.base import ReviewScreen
 
 # Shown as table columns when present; every other numeric metric is in the detail pane.
-HEADLINE = ("slide_auc", "slide_accuracy", "instance_auc", "auc", "accuracy")
+HEADLINE = ("slide_auc", "slide_accuracy", "instance_auc")
 # Metric keys as words; any other key is shown with its underscores as spaces.
 METRIC_NAMES = {
     "slide_auc": "slide AUC", "instance_auc": "instance AUC", "instance_auc_fit": "instance AUC (train)",
-    "auc": "AUC", "cv_folds": "CV folds", "slide_auc_bag": "slide AUC (bag)",
+    "cv_folds": "CV folds", "slide_auc_bag": "slide AUC (bag)",
     "lookalike_radius": "look-alike radius", "lookalikes": "look-alike patches",
 }
 
@@ -46,21 +47,13 @@ def _count_name(key: str) -> str:
     return key.replace("_", " ").replace(".", " ")
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return "-" if value is None else str(value)
-
-
 def _delta(change: float | None, whole: bool = False) -> Text:
     """The change from the parent: +0.000 (or +0 for a count) when there is none, as `wsireview
     retrain` prints it; blank only when there is nothing to compare with."""
     if change is None:
         return Text("")
-    if abs(change) < 5e-4:
-        change = 0.0  # never "-0.000"
-    text = f"{change:+.0f}" if whole else f"{change:+.3f}"
-    return Text(text, style="green" if change > 0 else "red" if change < 0 else "dim")
+    change = rounded_change(change, whole)
+    return Text(change_text(change, whole), style="green" if change > 0 else "red" if change < 0 else "dim")
 
 
 def _flatten(counts: dict, prefix: str = "") -> dict[str, float]:
@@ -111,7 +104,7 @@ class ModelScreen(ReviewScreen):
             changes = v.metric_changes(parent)
             cells = []
             for key in present:
-                cell = Text(_fmt(v.metrics.get(key)))
+                cell = Text(metric_text(v.metrics.get(key)))
                 if key in changes:
                     cell.append(" ").append_text(_delta(changes[key]))
                 cells.append(cell)
@@ -174,7 +167,7 @@ class ModelScreen(ReviewScreen):
         for key, value in v.metrics.items():
             if isinstance(value, dict):
                 continue
-            metrics.add_row(_metric_name(key), _fmt(value), _delta(changes.get(key), whole=isinstance(value, int)))
+            metrics.add_row(_metric_name(key), metric_text(value), _delta(changes.get(key), whole=isinstance(value, int)))
         labels = Table(title="labels", title_justify="left", show_edge=False, pad_edge=False)
         labels.add_column("count")
         labels.add_column("n", justify="right")
@@ -182,7 +175,7 @@ class ModelScreen(ReviewScreen):
         mine, theirs = _flatten(v.label_counts), _flatten(parent.label_counts) if parent else {}
         for key, value in mine.items():  # a count the parent does not have was 0 then
             change = value - theirs.get(key, 0) if parent else None
-            labels.add_row(_count_name(key), _fmt(value), _delta(change, whole=True))
+            labels.add_row(_count_name(key), metric_text(value), _delta(change, whole=True))
         grid = Table.grid(padding=(0, 4))
         grid.add_row(metrics, labels)
         return Group(grid, Text(f"{v.positive_label!r} is positive · {v.queued} queued · {v.reviews} verdicts on its queue",

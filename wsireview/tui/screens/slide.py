@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Static
 
+from wsireview.catalog import READY
 from wsireview.catalog.queries import (
     SlideOverview,
     SlidePatch,
@@ -200,7 +201,7 @@ class SlideScreen(ReviewScreen):
         s = self.slide
         if s is None:
             return
-        if s.status != "ready":
+        if s.status != READY:
             self.view.show_message(f"{s.status}: {s.reason or s.path}")
             return
         layers, focus = dict(self.shown_layers), self.selected.patch_id if self.selected else None

@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Input, Static
 
+from wsireview.catalog import FAILED, MISSING, READY
 from wsireview.catalog.queries import SlideOverview, slide_attention, slides_overview
 from wsireview.learn.labels import needs_labels
 from wsireview.tui.imaging import attention_overlay, mask_overlay
@@ -107,7 +108,7 @@ class SlidesScreen(ReviewScreen):
         statuses with no slide are left out."""
         table = self.query_one(SlideTable)
         total = len(self.slides)
-        counts = {st: sum(1 for s in self.slides.values() if s.status == st) for st in ("ready", "failed", "missing")}
+        counts = {st: sum(1 for s in self.slides.values() if s.status == st) for st in (READY, FAILED, MISSING)}
         statuses = ", ".join(f"{n} {st}" for st, n in counts.items() if n)
         slides = f"{table.matching} of {total} slides" if table.filter_text else f"{total} slides"
         queued = sum(s.queued for s in self.slides.values())
@@ -155,7 +156,7 @@ class SlidesScreen(ReviewScreen):
         slide = self.selected
         self._showing = (slide.id if slide else None, self.overlay)
         found = True
-        if slide is not None and slide.status == "ready":
+        if slide is not None and slide.status == READY:
             found = (self.app.workspace.absolute(slide.path) or Path(slide.path)).exists()
         self.query_one(SlideInfo).show(slide, found)
         self.query_one("#overlay-label", Static).update(  # 24 cells: fits the 80-column side panel
@@ -167,10 +168,10 @@ class SlidesScreen(ReviewScreen):
         if slide is None:
             view.show_message("")
             return
-        if slide.status == "failed":
+        if slide.status == FAILED:
             view.show_message(f"failed: {slide.reason or 'unknown reason'}")
             return
-        if slide.status == "missing":
+        if slide.status == MISSING:
             view.show_message(f"file missing: {slide.path}")
             return
         self.load_thumbnail(view, slide, self.overlay)
@@ -209,7 +210,7 @@ class SlidesScreen(ReviewScreen):
         slide = self.selected
         if slide is None:
             return
-        if slide.status != "ready":
+        if slide.status != READY:
             self.notify(f"{slide.name} is {slide.status}: {slide.reason or slide.path}", severity="warning")
             return
         self.app.open_slide(slide.id)

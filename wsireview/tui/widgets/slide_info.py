@@ -6,6 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from wsireview.catalog import READY
 from wsireview.catalog.queries import SlideOverview
 from wsireview.tui.text import Shortened
 from wsireview.tui.widgets.slide_table import STATUS_STYLE
@@ -30,7 +31,7 @@ def describe(s: SlideOverview, file_found: bool = True) -> Table:
     grid.add_row("status", _line(s.status, STATUS_STYLE.get(s.status, "")))
     if s.reason:
         grid.add_row("why", _paragraph(s.reason, "red"))
-    if not file_found and s.status == "ready":
+    if not file_found and s.status == READY:
         grid.add_row("file", _paragraph(f"not found at {s.path}: patches cannot be read "
                                         "(run `wsireview add` on its folder to mark it missing)", "yellow"))
     if s.warning:
