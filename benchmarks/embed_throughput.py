@@ -126,7 +126,7 @@ def end_to_end(args) -> None:
         generate_cohort(cohort, n_slides=args.demo_slides, size="small", seed=0)
         ws = Workspace.resolve(tmp / "ws").ensure()
         catalog = open_catalog(ws.db_url)
-        add_paths(catalog, ws, [cohort, REAL_SLIDE], progress=False)
+        add_paths(catalog, ws, [cohort, REAL_SLIDE])
         table = Table(title="end to end: embed_slides (catalog, threaded reading, model, atomic write)")
         for col in ("encoder", "backend", "batch", "slides", "patches", "patches/s", "model ready s"):
             table.add_column(col, justify="left" if col in ("encoder", "backend") else "right")

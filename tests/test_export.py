@@ -63,7 +63,7 @@ def reviewed(real_slides, tmp_path_factory) -> Workspace:
 
     ws = Workspace.resolve(tmp_path_factory.mktemp("export") / "ws").ensure()
     cat = open_catalog(ws.db_url)
-    add_paths(cat, ws, [real_slides / SLIDE], progress=False)
+    add_paths(cat, ws, [real_slides / SLIDE])
     with cat.session() as s:
         ids = s.scalars(select(Patch.id).order_by(Patch.y, Patch.x)).all()
         model = ModelVersion(encoder="stain-stats", positive_label="lesion")

@@ -265,7 +265,7 @@ async def test_failed_missing_and_vanished_slides(real_slides, demo_cohort, tmp_
     cat = open_catalog(ws.db_url)
     doomed = tmp_path / "doomed.tiff"
     shutil.copy(demo_cohort / "demo-001.tiff", doomed)
-    add_paths(cat, ws, [real_slides / "corrupt-truncated.svs", doomed], progress=False)
+    add_paths(cat, ws, [real_slides / "corrupt-truncated.svs", doomed])
     with cat.session() as session:
         session.add(Slide(name="gone.svs", path=str(tmp_path / "gone.svs"), status=MISSING))
     make_queue(cat, per_slide=2)

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import delete, func, select
 
 from wsireview.catalog import FAILED, MISSING, READY, Catalog, FeatureSet, Patch, Review, Slide
@@ -31,8 +29,8 @@ from wsireview.slides.integrity import sample_indices
 from wsireview.slides.isolated import InlinePool, JobFailed, ReaderLimits, ReaderPool
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, explain_open_error, same_content
 from wsireview.slides.tissue import tissue_overlay
+from wsireview.progress import ProgressCallback
 from wsireview.status import mark_missing
-from wsireview.text import literal
 from wsireview.workspace import Workspace
 
 # What a folder scan picks up. Files named explicitly are always tried, whatever their suffix.
@@ -508,29 +506,28 @@ def add_paths(
     retile: bool = False,
     limits: ReaderLimits = ReaderLimits(),
     jobs: SlideJobs = SlideJobs(),
-    progress: bool = False,
-    console: Console | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> IngestReport:
     """Ingest every slide in ``paths``; then mark vanished files missing and apply labels.
 
     The labels CSV is read first: a malformed one raises :class:`LabelsError` before any slide is ingested.
     A slide already in the catalog keeps its grid unless ``retile`` (its result then says so).
+    ``on_progress`` hears each file as it is done (its name, the fraction of files done).
     """
     label_rows = read_labels(Path(labels_csv)) if labels_csv is not None else None
     workspace.ensure()
     report = IngestReport()
     files = discover(list(paths), recursive=recursive)
-    columns = (TextColumn("[bold]adding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.description}"))
-    with Progress(*columns, console=console or Console(stderr=True), disable=not progress, transient=True) as bar:
-        task = bar.add_task("", total=len(files))
+    done = 0
 
-        def advance(result: IngestResult) -> None:
-            bar.update(task, description=literal(result.path.name))
-            bar.advance(task)
+    def advance(result: IngestResult) -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(f"{done} of {len(files)} files: {result.path.name}", done / len(files))
 
-        report.results = ingest_files(catalog, workspace, files, GridOptions(patch_size, target_mpp, min_tissue),
-                                      retile=retile, limits=limits, jobs=jobs, on_result=advance)
+    report.results = ingest_files(catalog, workspace, files, GridOptions(patch_size, target_mpp, min_tissue),
+                                  retile=retile, limits=limits, jobs=jobs, on_result=advance)
     report.missing = mark_missing(catalog)
     if label_rows is not None and labels_csv is not None:
         apply_labels(catalog, label_rows, Path(labels_csv).resolve().parent, report, f"csv:{Path(labels_csv).name}")

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError, print_error
+from wsireview.cli.progress_bar import progress_bar
 from wsireview.ingest import (
     ADDED,
     CATALOGUED,
@@ -106,12 +107,13 @@ def run(args: argparse.Namespace, ctx) -> int:
 
 
 def _add(args: argparse.Namespace, ctx, files: list[Path]):
-    return add_paths(
-        ctx.catalog(), ctx.workspace, files, labels_csv=args.labels,
-        patch_size=args.patch_size, target_mpp=args.mpp, min_tissue=args.min_tissue, retile=args.retile,
-        limits=ReaderLimits(workers=args.workers, timeout_s=args.timeout, memory_gb=args.max_memory),
-        progress=not args.json, console=ctx.err,
-    )
+    with progress_bar(ctx.err, enabled=not args.json, transient=True) as show:
+        return add_paths(
+            ctx.catalog(), ctx.workspace, files, labels_csv=args.labels,
+            patch_size=args.patch_size, target_mpp=args.mpp, min_tissue=args.min_tissue, retile=args.retile,
+            limits=ReaderLimits(workers=args.workers, timeout_s=args.timeout, memory_gb=args.max_memory),
+            on_progress=show,
+        )
 
 
 def _slide_files(args: argparse.Namespace, ctx) -> tuple[list[Path], int]:

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Column
 
 from wsireview.progress import ProgressCallback
+from wsireview.text import literal
 
 
 @contextlib.contextmanager
@@ -22,6 +23,7 @@ def progress_bar(console: Console, enabled: bool = True, transient: bool = False
         tasks: list[TaskID] = []  # the bar appears with the first report: no empty bar when there is no work
 
         def show(what: str, fraction: float) -> None:
+            what = literal(what)  # names from files are text, never markup or terminal escapes
             if not tasks:
                 tasks.append(display.add_task(what, total=1.0))
             display.update(tasks[0], description=what, completed=fraction)
