@@ -451,8 +451,10 @@ def test_a_confirmed_lesion_makes_a_slide_positive_and_rejected_flags_lower_one(
     scores = scores_of(catalog, first.model_version_id)
     on = {sid: sorted((p for p in scores if synthetic.patch_slide[p] == sid), key=lambda p: -scores[p][0])
           for sid in (lesion_unl, normal_unl)}
-    # A reviewer finds a lesion on the slide the model called normal ...
-    record_verdict(catalog, on[normal_unl][50], LESION, "ann")
+    # A reviewer finds a lesion on the slide the model called normal (two patches: rejections
+    # teach from the second lesion verdict on, see rejections_wait) ...
+    for p in on[normal_unl][50:52]:
+        record_verdict(catalog, p, LESION, "ann")
     # ... and rejects every flagged patch of the one it called positive.
     flagged = [p for p in on[lesion_unl] if scores[p][0] > 0.2]
     assert flagged
@@ -562,3 +564,62 @@ def test_an_unsure_verdict_is_not_overwritten_by_a_neighbours_verdict(workspace,
     after = prepare_bags(bags, targets, inst, params, seed=0, abstained=unsure).spread.rows
     assert int(ids[spread_to[0]]) not in set(ids[after].tolist())
     assert set(ids[after].tolist()) == set(ids[spread_to].tolist()) - unsure
+
+
+def test_rejections_wait_for_lesion_verdicts_to_set_them_against(workspace, catalog):
+    """Rejections alone (the first queue's mimics) teach nothing yet: no instance label, no attention
+    target, no look-alike label; from the second lesion verdict on they teach."""
+    from wsireview.learn.data import load_bags
+    from wsireview.learn.labels import slide_targets
+    from wsireview.learn.round import LESION_VERDICTS_TO_TEACH_REJECTIONS, prepare_bags
+
+    cohort = make_synthetic_cohort(catalog, workspace, SYN, n_slides=8, n_patches=60, dim=16, seed=5)
+    bags = load_bags(catalog, workspace, SYN)
+    targets, _ = slide_targets(catalog, "lesion")
+    lesion = sorted(cohort.lesion_patches)
+    rejected = [int(b.patch_ids[i]) for b in bags if targets.get(b.slide_id) == 1 for i in range(3)
+                if int(b.patch_ids[i]) not in cohort.lesion_patches]
+
+    def taught(inst: dict[int, int]) -> tuple[int, int, int]:
+        """(not-lesion instance labels, lesion labels, not-lesion attention targets) of the prepared bags."""
+        prepared = prepare_bags(bags, targets, inst, TrainParams(), seed=0)
+        labels = torch.cat([d.inst for d in prepared.data])
+        att = torch.cat([d.att for d in prepared.data])
+        return int((labels == 0).sum()), int((labels == 1).sum()), int((att == 0).sum())
+
+    assert LESION_VERDICTS_TO_TEACH_REJECTIONS == 2
+    only_rejections = {p: 0 for p in rejected}
+    assert taught(only_rejections) == (0, 0, 0)
+    assert taught({**only_rejections, lesion[0]: 1})[::2] == (0, 0)
+    negatives, positives, less_attention = taught({**only_rejections, lesion[0]: 1, lesion[1]: 1})
+    assert negatives >= len(rejected) and positives >= 2 and less_attention >= len(rejected)
+    # Without a positive slide there is no slide evidence to protect: rejections teach at once.
+    no_labels = {sid: 0 for sid in targets}
+    prepared = prepare_bags(bags, no_labels, only_rejections, TrainParams(), seed=0)
+    assert int((torch.cat([d.inst for d in prepared.data]) == 0).sum()) >= len(rejected)
+
+
+def test_mix_sets_aside_the_look_alikes_of_rejections_not_yet_taught():
+    """While rejections wait (see rejections_wait) the model still ranks their look-alikes on top:
+    ``mix`` leaves them out so the next queue looks elsewhere; ``random`` is not steered."""
+    from wsireview.learn.query import build_queue
+    from wsireview.learn.scoring import PatchScores
+
+    rng = np.random.default_rng(0)
+    n = 200
+    probability = np.linspace(0.99, 0.01, n)  # patch 0 is the model's best guess
+    scores = PatchScores(patch_ids=np.arange(n), slide_ids=np.repeat(np.arange(4), n // 4),
+                         attention=rng.uniform(size=n), attention_rank=np.tile(np.arange(1, n // 4 + 1), 4),
+                         probability=probability, uncertainty=rng.uniform(size=n))
+    features = rng.normal(size=(n, 8))
+    slide_p = {s: 0.9 for s in range(4)}
+    aside = set(range(10, 40))
+    free = build_queue(scores, features, slide_p, set(range(10)), 20, "mix", seed=0)
+    steered = build_queue(scores, features, slide_p, set(range(10)), 20, "mix", seed=0, set_aside=aside)
+    assert {e.patch_id for e in free} & aside  # the best guesses left are the set-aside ones
+    assert not {e.patch_id for e in steered} & aside and len(steered) == 20
+    assert steered[0].reason == "exploit" and steered[0].patch_id == 40
+    assert build_queue(scores, features, slide_p, set(), 20, "random", seed=0, set_aside=aside) == \
+        build_queue(scores, features, slide_p, set(), 20, "random", seed=0)
+    # Too few patches left without them: the queue still fills.
+    assert len(build_queue(scores, features, slide_p, set(range(40, n)), 20, "mix", seed=0, set_aside=aside)) == 20

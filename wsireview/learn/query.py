@@ -126,10 +126,14 @@ def build_queue(
     strategy: str = "mix",
     seed: int = 0,
     negative_slides: set[int] | None = None,
+    set_aside: set[int] | None = None,
 ) -> list[QueuePick]:
     """``budget`` never-reviewed patches chosen by ``strategy``, in the order to show them.
 
     ``negative_slides``: slides labelled negative, which ``mix`` leaves out while it can.
+    ``set_aside``: patches ``mix`` also leaves out while it can: the look-alikes of rejected
+    patches whose verdicts the model has not been taught yet (``wsireview.learn.round.rejections_wait``),
+    which it would otherwise queue again and again.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
@@ -138,6 +142,9 @@ def build_queue(
     known_negative = np.isin(scores.slide_ids, list(negative_slides or ()))
     if strategy == "mix" and int((eligible & ~known_negative).sum()) >= budget:
         eligible &= ~known_negative
+    aside = np.isin(scores.patch_ids, np.fromiter(set_aside or (), dtype=np.int64))
+    if strategy == "mix" and aside.any() and int((eligible & ~aside).sum()) >= budget:
+        eligible &= ~aside
     entries: list[QueuePick] = []
 
     def take(indices: list[int], reason: str, values: np.ndarray) -> None:
