@@ -60,6 +60,20 @@ def demo_workspace_template(demo_cohort, tmp_path_factory) -> Workspace:
     return ws
 
 
+@pytest.fixture(scope="session")
+def demo_embedded_template(demo_workspace_template, tmp_path_factory) -> Workspace:
+    """The ingested demo cohort embedded once with the fast stain-stats encoder. Copy it before changing it."""
+    from wsireview.features.embed import embed_slides
+
+    target = tmp_path_factory.mktemp("demo-embedded") / "ws"
+    shutil.copytree(demo_workspace_template.root, target)
+    ws = Workspace.resolve(target)
+    cat = open_catalog(ws.db_url)
+    embed_slides(cat, ws, encoder="stain-stats")
+    cat.close()
+    return ws
+
+
 @pytest.fixture
 def demo_workspace(demo_workspace_template, tmp_path) -> Workspace:
     """A private copy of the ingested demo workspace (catalog, thumbnails, masks)."""

@@ -36,16 +36,11 @@ def test_test_split_is_stratified_seeded_and_leaves_two_per_class_for_training()
 
 
 @pytest.fixture(scope="module")
-def embedded(demo_workspace_template, tmp_path_factory) -> Workspace:
-    from wsireview.features.embed import embed_slides
-
+def embedded(demo_embedded_template, tmp_path_factory) -> Workspace:
+    """This module's copy of the demo cohort embedded with stain-stats."""
     target = tmp_path_factory.mktemp("eval-demo") / "ws"
-    shutil.copytree(demo_workspace_template.root, target)
-    ws = Workspace.resolve(target)
-    cat = open_catalog(ws.db_url)
-    embed_slides(cat, ws, encoder=ENCODER)
-    cat.close()
-    return ws
+    shutil.copytree(demo_embedded_template.root, target)
+    return Workspace.resolve(target)
 
 
 def test_held_out_slides_are_predicted_but_never_trained_on(embedded, tmp_path):

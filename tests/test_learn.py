@@ -179,17 +179,11 @@ def test_lesion_share_of_patches_against_a_polygon():
 # -- the demo cohort ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def embedded_template(demo_workspace_template, tmp_path_factory):
-    """The ingested demo cohort embedded once with stain-stats (copy it before changing it)."""
-    from wsireview.features.embed import embed_slides
-
+def embedded_template(demo_embedded_template, tmp_path_factory):
+    """This module's copy of the demo cohort embedded with stain-stats (copy it before changing it)."""
     target = tmp_path_factory.mktemp("learn-demo") / "ws"
-    shutil.copytree(demo_workspace_template.root, target)
-    ws = Workspace.resolve(target)
-    cat = open_catalog(ws.db_url)
-    embed_slides(cat, ws, encoder=ENCODER)
-    cat.close()
-    return ws
+    shutil.copytree(demo_embedded_template.root, target)
+    return Workspace.resolve(target)
 
 
 @pytest.fixture
