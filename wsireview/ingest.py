@@ -397,6 +397,37 @@ def ingest_files(
     return [results[path] for path in order]
 
 
+class UnknownSlides(WsireviewError):
+    """Slides named for re-tiling that the catalog does not hold."""
+
+
+def retile_slides(
+    catalog: Catalog,
+    workspace: Workspace,
+    names: list[str],
+    options: GridOptions,
+    limits: ReaderLimits = ReaderLimits(),
+    jobs: SlideJobs = SlideJobs(),
+    on_result: Callable[[IngestResult], None] | None = None,
+) -> list[IngestResult]:
+    """Cut a new patch grid for catalog slides named by name or path (every ready slide when
+    ``names`` is empty): exactly what ``add --retile`` does to them, so unchanged squares keep their
+    ids, features and reviews, and a grid that would drop reviewed patches is refused for that slide."""
+    with catalog.session() as session:
+        if names:
+            rows = session.scalars(select(Slide).where(Slide.name.in_(names) | Slide.path.in_(names))).all()
+            unknown = sorted(set(names) - {r.name for r in rows} - {r.path for r in rows})
+            if unknown:
+                raise UnknownSlides(f"not in the catalog: {', '.join(map(literal, unknown))}: "
+                                    "name slides as `wsireview status` lists them")
+        else:
+            rows = session.scalars(select(Slide).where(Slide.status == READY).order_by(Slide.id)).all()
+        paths = [Path(r.path) for r in sorted(rows, key=lambda r: r.id)]
+    workspace.ensure()
+    return ingest_files(catalog, workspace, paths, options, retile=True, limits=limits, jobs=jobs,
+                        on_result=on_result)
+
+
 def ingest_file(
     catalog: Catalog,
     workspace: Workspace,

@@ -90,7 +90,7 @@ def mixed_grids_warning(grids: dict[tuple[int | None, float | None], int]) -> st
         return None
     parts = ", ".join(f"{n} at {px} px / {mpp} µm/px" for (px, mpp), n in sorted(grids.items(), key=lambda kv: -kv[1]))
     return (f"slides differ in patch resolution ({parts}): their features do not compare; "
-            "re-tile them to one grid with add --retile --patch-size PX --mpp UM")
+            "re-tile them to one grid with `wsireview retile --patch-size PX --mpp UM`")
 
 
 def mark_unreadable(catalog: Catalog, slide_id: int, reason: str) -> None:

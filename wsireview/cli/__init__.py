@@ -25,6 +25,7 @@ from wsireview.workspace import Workspace
 # run is imported, so `status` does not pay for torch and `--help` stays instant.
 SUBCOMMANDS = {
     "add": "add slides to the catalog (thumbnail, tissue mask, patch grid)",
+    "retile": "cut a new patch grid (--patch-size, --mpp, --min-tissue) for slides already in the catalog",
     "status": "show the catalog: slides by status, patches, labels, model",
     "db": "catalog schema migrations (upgrade, current, downgrade); check for files no row owns",
     "demo": "generate a synthetic H&E cohort with known lesions (labels and ground truth included)",
