@@ -304,3 +304,21 @@ def test_a_bug_in_the_domain_keeps_its_traceback(demo_workspace, demo_cohort, mo
     command = [str(demo_cohort) if word == "TRUTH" else word for word in command]
     with pytest.raises(ValueError, match="a bug, not a user mistake"):
         main(["--workspace", str(demo_workspace.root), *command])
+
+
+def test_retrain_refuses_slides_of_different_patch_grids(demo_workspace, capsys):
+    catalog = open_catalog(demo_workspace.db_url)
+    with catalog.session() as session:
+        slide = session.scalars(select(Slide).order_by(Slide.id)).first()
+        slide.patch_size_px = 112
+    catalog.close()
+    capsys.readouterr()
+    code = main(["--workspace", str(demo_workspace.root), "retrain", "--encoder", "stain-stats", "--no-progress"])
+    line = _flat(_one_line_error(capsys.readouterr().err))
+    assert code == 1
+    assert "slides differ in patch resolution (5 at 224 px / 0.5 µm/px, 1 at 112 px / 0.5 µm/px)" in line
+    assert "wsireview retile --patch-size PX --mpp UM" in line and "--mixed-grids" in line
+    catalog = open_catalog(demo_workspace.db_url)
+    with catalog.session() as session:  # refused before any work: no model, no features
+        assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
+    catalog.close()

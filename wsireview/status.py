@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from wsireview.errors import WsireviewError
 from wsireview.catalog import FAILED, MISSING, READY, Catalog, Patch, Slide
 from wsireview.learn.reviews import verdict_counts
 from wsireview.workspace import Workspace
@@ -91,6 +92,17 @@ def mixed_grids_warning(grids: dict[tuple[int | None, float | None], int]) -> st
     parts = ", ".join(f"{n} at {px} px / {mpp} µm/px" for (px, mpp), n in sorted(grids.items(), key=lambda kv: -kv[1]))
     return (f"slides differ in patch resolution ({parts}): their features do not compare; "
             "re-tile them to one grid with `wsireview retile --patch-size PX --mpp UM`")
+
+
+class MixedGrids(WsireviewError):
+    """Ready slides cut at different patch resolutions: a model trained on both would mix features
+    that do not compare."""
+
+
+def refuse_mixed_grids(catalog: Catalog) -> None:
+    """The one rule training follows: raise :class:`MixedGrids` when ready slides differ in patch grid."""
+    if warning := mixed_grids_warning(patch_grids(catalog)):
+        raise MixedGrids(f"{warning}, or retrain --mixed-grids to train on them as they are")
 
 
 def mark_unreadable(catalog: Catalog, slide_id: int, reason: str) -> None:
