@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Static
 
+from wsireview.text import printable
 from wsireview.catalog.queries import (
     SlideOverview,
     SlidePatch,
@@ -157,7 +158,7 @@ class SlideScreen(ReviewScreen):
         assert s is not None  # called by reload() once the slide is found
         prob = f"  ·  P {s.probability:.2f}" if s.probability is not None else ""
         self.query_one("#slide-view-title", Static).update(Text.assemble(
-            (s.name, "bold"), f"  ·  {s.label or 'no label'}{prob}  ·  {s.queued} queued · {s.reviewed} reviewed",
+            (printable(s.name), "bold"), f"  ·  {printable(s.label or 'no label')}{prob}  ·  {s.queued} queued · {s.reviewed} reviewed",
             (label_source(s), "dim"),
         ))
 

@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Input, Static
 
+from wsireview.text import literal
 from wsireview.catalog.queries import SlideOverview, slide_attention, slides_overview
 from wsireview.learn.labels import needs_labels
 from wsireview.tui.imaging import attention_overlay, mask_overlay
@@ -210,7 +211,7 @@ class SlidesScreen(ReviewScreen):
         if slide is None:
             return
         if slide.status != "ready":
-            self.notify(f"{slide.name} is {slide.status}: {slide.reason or slide.path}", severity="warning")
+            self.notify(f"{literal(slide.name)} is {slide.status}: {literal(slide.reason or slide.path)}", severity="warning")
             return
         self.app.open_slide(slide.id)
 
