@@ -3,6 +3,7 @@ exit code (2 bad usage, 1 failure), no traceback, and nothing half-done left beh
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 
@@ -322,3 +323,44 @@ def test_retrain_refuses_slides_of_different_patch_grids(demo_workspace, capsys)
     with catalog.session() as session:  # refused before any work: no model, no features
         assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
     catalog.close()
+
+
+def test_workspace_that_is_a_file_is_one_line(tmp_path, capsys):
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("x")
+    for command in (["status"], ["add", str(tmp_path)]):
+        assert main(["--workspace", str(not_a_folder), *command]) == 1
+        line = _one_line_error(capsys.readouterr().err)
+        assert f"the workspace {not_a_folder} is a file, not a folder" in line
+    assert not_a_folder.read_text() == "x"
+
+
+def test_catalog_of_an_unknown_schema_revision_is_one_line_for_every_command(demo_workspace, capsys):
+    catalog = open_catalog(demo_workspace.db_url)
+    with catalog.engine.begin() as connection:  # as a newer wsireview would leave it
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099_future'")
+    catalog.close()
+    for command in (["status"], ["db", "upgrade"], ["db", "downgrade", "base"]):
+        assert main(["--workspace", str(demo_workspace.root), *command]) == 1
+        line = _one_line_error(capsys.readouterr().err)
+        assert "is at schema revision '0099_future', which this wsireview" in line and "does not know" in line
+    catalog = open_catalog(demo_workspace.db_url, migrate=False)  # left as it was: nothing migrated or dropped
+    with catalog.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0099_future"
+        assert connection.exec_driver_sql("SELECT count(*) FROM slides").scalar() == 6
+    catalog.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_read_only_workspace_is_named_as_such(demo_workspace, capsys):
+    catalog_file = demo_workspace.root / "catalog.sqlite"
+    modes = {p: p.stat().st_mode for p in (demo_workspace.root, catalog_file)}
+    try:
+        for path in modes:
+            path.chmod(0o555)
+        assert main(["--workspace", str(demo_workspace.root), "status"]) == 1
+        line = _one_line_error(capsys.readouterr().err)
+        assert f"the workspace {demo_workspace.root} is read-only" in line and "unable to open" not in line
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)

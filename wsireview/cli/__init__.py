@@ -141,6 +141,7 @@ class Context:
             if not create and path is not None and not path.exists():
                 option = "--workspace" if path.parent == self.workspace.root else "--db"
                 raise CommandError(f"no catalog at {path}: add slides with `wsireview add` first, or check {option}")
+            self.workspace.refuse_read_only(path)
             with catalog_errors(self.workspace.db_url):
                 self._catalog = open_catalog(self.workspace.db_url)
             self.workspace.ensure()  # after: a catalog URL that fails leaves no workspace folder behind
@@ -192,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    ctx = Context(workspace=Workspace.resolve(args.workspace, args.db))
+    try:
+        ctx = Context(workspace=Workspace.resolve(args.workspace, args.db))
+    except WsireviewError as error:  # e.g. --workspace names a file
+        print_error(Console(stderr=True, soft_wrap=True), str(error))
+        return error.code
     func = getattr(args, "func", None)
     try:
         if func is None:
