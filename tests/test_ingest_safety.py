@@ -389,3 +389,18 @@ def test_retile_command_recuts_named_slides_and_refuses_one_that_would_drop_revi
 
     assert main(ws + ["retile", "nope.svs"]) == 1
     assert "not in the catalog: nope.svs" in capsys.readouterr().err
+
+
+def test_round_refuses_mixed_grids_unless_told(catalog, workspace, real_slides, tmp_path):
+    from wsireview.learn.round import NothingToLearn, retrain
+    from wsireview.learn.spec import RoundSpec
+    from wsireview.status import MixedGrids
+
+    add_paths(catalog, workspace, [real_slides / CMU], limits=IN_PROCESS)
+    add_paths(catalog, workspace, [real_slides / "tiny-aperio.svs"], patch_size=112, limits=IN_PROCESS)
+    spec = RoundSpec(encoder="stain-stats", budget=0, seed=0)
+    with pytest.raises(MixedGrids, match=r"\(1 at 112 px / 0.5 µm/px, 1 at 224 px / 0.5 µm/px\)"):
+        retrain(catalog, workspace, spec)
+    # Told to mix: the round goes on (here to its next refusal: no slide has a label).
+    with pytest.raises(NothingToLearn):
+        retrain(catalog, workspace, spec, mixed_grids=True)

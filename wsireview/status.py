@@ -89,7 +89,7 @@ def mixed_grids_warning(grids: dict[tuple[int | None, float | None], int]) -> st
     """One line when ready slides were cut at different patch resolutions, else None."""
     if len(grids) < 2:
         return None
-    parts = ", ".join(f"{n} at {px} px / {mpp} µm/px" for (px, mpp), n in sorted(grids.items(), key=lambda kv: -kv[1]))
+    parts = ", ".join(f"{n} at {px} px / {mpp} µm/px" for (px, mpp), n in sorted(grids.items(), key=lambda kv: (-kv[1], kv[0][0] or 0, kv[0][1] or 0)))
     return (f"slides differ in patch resolution ({parts}): their features do not compare; "
             "re-tile them to one grid with `wsireview retile --patch-size PX --mpp UM`")
 
