@@ -3,6 +3,7 @@ exit code (2 bad usage, 1 failure), no traceback, and nothing half-done left beh
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 
@@ -304,3 +305,62 @@ def test_a_bug_in_the_domain_keeps_its_traceback(demo_workspace, demo_cohort, mo
     command = [str(demo_cohort) if word == "TRUTH" else word for word in command]
     with pytest.raises(ValueError, match="a bug, not a user mistake"):
         main(["--workspace", str(demo_workspace.root), *command])
+
+
+def test_retrain_refuses_slides_of_different_patch_grids(demo_workspace, capsys):
+    catalog = open_catalog(demo_workspace.db_url)
+    with catalog.session() as session:
+        slide = session.scalars(select(Slide).order_by(Slide.id)).first()
+        slide.patch_size_px = 112
+    catalog.close()
+    capsys.readouterr()
+    code = main(["--workspace", str(demo_workspace.root), "retrain", "--encoder", "stain-stats", "--no-progress"])
+    line = _flat(_one_line_error(capsys.readouterr().err))
+    assert code == 1
+    assert "slides differ in patch resolution (5 at 224 px / 0.5 µm/px, 1 at 112 px / 0.5 µm/px)" in line
+    assert "wsireview retile --patch-size PX --mpp UM" in line and "--mixed-grids" in line
+    catalog = open_catalog(demo_workspace.db_url)
+    with catalog.session() as session:  # refused before any work: no model, no features
+        assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
+    catalog.close()
+
+
+def test_workspace_that_is_a_file_is_one_line(tmp_path, capsys):
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("x")
+    for command in (["status"], ["add", str(tmp_path)]):
+        assert main(["--workspace", str(not_a_folder), *command]) == 1
+        line = _one_line_error(capsys.readouterr().err)
+        assert f"the workspace {not_a_folder} is a file, not a folder" in line
+    assert not_a_folder.read_text() == "x"
+
+
+def test_catalog_of_an_unknown_schema_revision_is_one_line_for_every_command(demo_workspace, capsys):
+    catalog = open_catalog(demo_workspace.db_url)
+    with catalog.engine.begin() as connection:  # as a newer wsireview would leave it
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099_future'")
+    catalog.close()
+    for command in (["status"], ["db", "upgrade"], ["db", "downgrade", "base"]):
+        assert main(["--workspace", str(demo_workspace.root), *command]) == 1
+        line = _one_line_error(capsys.readouterr().err)
+        assert "is at schema revision '0099_future', which this wsireview" in line and "does not know" in line
+    catalog = open_catalog(demo_workspace.db_url, migrate=False)  # left as it was: nothing migrated or dropped
+    with catalog.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0099_future"
+        assert connection.exec_driver_sql("SELECT count(*) FROM slides").scalar() == 6
+    catalog.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_read_only_workspace_is_named_as_such(demo_workspace, capsys):
+    catalog_file = demo_workspace.root / "catalog.sqlite"
+    modes = {p: p.stat().st_mode for p in (demo_workspace.root, catalog_file)}
+    try:
+        for path in modes:
+            path.chmod(0o555)
+        assert main(["--workspace", str(demo_workspace.root), "status"]) == 1
+        line = _one_line_error(capsys.readouterr().err)
+        assert f"the workspace {demo_workspace.root} is read-only" in line and "unable to open" not in line
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)

@@ -351,3 +351,56 @@ def test_names_with_markup_or_terminal_escapes_are_shown_literally(real_slides, 
     out = capsys.readouterr().out
     assert "a[reverse]b.svs" in out and "x\\x1b]0;PWNED\\x07y.svs" in out
     assert "\x1b]0;" not in out and "\x07" not in out
+
+
+def test_retile_command_recuts_named_slides_and_refuses_one_that_would_drop_reviews(workspace, real_slides,
+                                                                                   tmp_path, capsys):
+    from wsireview.catalog import open_catalog
+    from wsireview.cli import main
+
+    slides = []
+    for name in ("a.svs", "b.svs"):
+        slides.append(tmp_path / name)
+        shutil.copyfile(real_slides / CMU, slides[-1])
+    ws = ["--workspace", str(workspace.root)]
+    assert main(ws + ["add", "--workers", "0", str(slides[0]), str(slides[1])]) == 0
+    catalog = open_catalog(workspace.db_url)
+    with catalog.session() as session:
+        ids = {s.name: s.id for s in session.scalars(select(Slide))}
+        b_before = {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == ids["b.svs"]))}
+        session.add(Review(patch_id=min(b_before.values()), verdict="lesion", reviewer="test"))
+
+    # Only the named slide gets the new grid; the other keeps its own.
+    assert main(ws + ["retile", "a.svs", "--min-tissue", "0.2", "--workers", "0"]) == 0
+    with catalog.session() as session:
+        assert session.get(Slide, ids["a.svs"]).min_tissue == 0.2
+        assert session.get(Slide, ids["b.svs"]).min_tissue == 0.5
+
+    # Every ready slide: a.svs takes smaller patches, b.svs is refused (a reviewed patch would go).
+    capsys.readouterr()
+    assert main(ws + ["retile", "--patch-size", "112", "--workers", "0"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 reviewed patch would leave the grid" in out, out
+    with catalog.session() as session:
+        assert session.get(Slide, ids["a.svs"]).patch_size_px == 112
+        assert session.get(Slide, ids["b.svs"]).patch_size_px == 224
+        b_after = {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == ids["b.svs"]))}
+    assert b_after == b_before
+
+    assert main(ws + ["retile", "nope.svs"]) == 1
+    assert "not in the catalog: nope.svs" in capsys.readouterr().err
+
+
+def test_round_refuses_mixed_grids_unless_told(catalog, workspace, real_slides, tmp_path):
+    from wsireview.learn.round import NothingToLearn, retrain
+    from wsireview.learn.spec import RoundSpec
+    from wsireview.status import MixedGrids
+
+    add_paths(catalog, workspace, [real_slides / CMU], limits=IN_PROCESS)
+    add_paths(catalog, workspace, [real_slides / "tiny-aperio.svs"], patch_size=112, limits=IN_PROCESS)
+    spec = RoundSpec(encoder="stain-stats", budget=0, seed=0)
+    with pytest.raises(MixedGrids, match=r"\(1 at 112 px / 0.5 µm/px, 1 at 224 px / 0.5 µm/px\)"):
+        retrain(catalog, workspace, spec)
+    # Told to mix: the round goes on (here to its next refusal: no slide has a label).
+    with pytest.raises(NothingToLearn):
+        retrain(catalog, workspace, spec, mixed_grids=True)

@@ -3,6 +3,9 @@ asserted on the catalog and on what is drawn."""
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 from sqlalchemy import select
 
@@ -235,3 +238,37 @@ async def test_help_lists_only_the_apps_keys(queued):
             assert "command palette" in shown
             await pilot.press("escape")
             await settle(pilot)
+
+
+async def test_names_with_markup_and_escape_sequences_show_literally_everywhere(queued):
+    ws, cat, _ = queued
+    with cat.session() as session:  # every slide named like a hostile file
+        for slide in session.scalars(select(Slide)):
+            slide.name = f"s{slide.id}[/]\x1b]0;x\x07[reverse]"
+
+    def names_shown(app) -> int:
+        """How many names the screen shows as the app must draw them: markup as text, escapes
+        escaped (both ends, since narrow columns drop the middle)."""
+        svg = app.export_screenshot()  # what the terminal shows, one <text> per styled run
+        assert "\x1b" not in svg and "\x07" not in svg
+        text = html.unescape(re.sub(r"<[^>]+>|\n", "", svg.split("</style>")[-1])).replace("\xa0", " ")
+        return len(re.findall(r"s\d+\[/\]\\x1b\][^ ]*?\[reverse\]", text))
+
+    app = app_for(ws, cat, start="review")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        assert screen_name(app) == "TriageScreen" and names_shown(app) >= 1  # the side panel
+        await pilot.press("y", "escape")
+        await settle(pilot)
+        assert screen_name(app) == "SlidesScreen" and names_shown(app) >= 7  # 6 in the table, 1 in the panel
+        await pilot.press("enter")
+        await settle(pilot)
+        assert screen_name(app) == "SlideScreen" and names_shown(app) >= 1
+        await pilot.press("r")
+        await settle(pilot)
+        assert screen_name(app) == "TriageScreen" and names_shown(app) >= 2  # title and panel
+        await pilot.press("escape", "escape")
+        await settle(pilot)
+        await pilot.press("h")
+        await settle(pilot)
+        assert screen_name(app) == "HistoryScreen" and names_shown(app) >= 2  # table and detail

@@ -31,6 +31,7 @@ from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, expl
 from wsireview.slides.tissue import tissue_overlay
 from wsireview.progress import ProgressCallback
 from wsireview.status import mark_missing
+from wsireview.text import printable
 from wsireview.workspace import Workspace
 
 # What a folder scan picks up. Files named explicitly are always tried, whatever their suffix.
@@ -398,6 +399,37 @@ def ingest_files(
                 write(order[written], *finished.pop(order[written]))
                 written += 1
     return [results[path] for path in order]
+
+
+class UnknownSlides(WsireviewError):
+    """Slides named for re-tiling that the catalog does not hold."""
+
+
+def retile_slides(
+    catalog: Catalog,
+    workspace: Workspace,
+    names: list[str],
+    options: GridOptions,
+    limits: ReaderLimits = ReaderLimits(),
+    jobs: SlideJobs = SlideJobs(),
+    on_result: Callable[[IngestResult], None] | None = None,
+) -> list[IngestResult]:
+    """Cut a new patch grid for catalog slides named by name or path (every ready slide when
+    ``names`` is empty): exactly what ``add --retile`` does to them, so unchanged squares keep their
+    ids, features and reviews, and a grid that would drop reviewed patches is refused for that slide."""
+    with catalog.session() as session:
+        if names:
+            rows = session.scalars(select(Slide).where(Slide.name.in_(names) | Slide.path.in_(names))).all()
+            unknown = sorted(set(names) - {r.name for r in rows} - {r.path for r in rows})
+            if unknown:
+                raise UnknownSlides(f"not in the catalog: {', '.join(map(printable, unknown))}: "
+                                    "name slides as `wsireview status` lists them")
+        else:
+            rows = session.scalars(select(Slide).where(Slide.status == READY).order_by(Slide.id)).all()
+        paths = [Path(r.path) for r in sorted(rows, key=lambda r: r.id)]
+    workspace.ensure()
+    return ingest_files(catalog, workspace, paths, options, retile=True, limits=limits, jobs=jobs,
+                        on_result=on_result)
 
 
 def ingest_file(

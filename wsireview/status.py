@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from wsireview.catalog import FAILED, MISSING, READY, Catalog, Slide
 from wsireview.catalog.queries import slides_overview
+from wsireview.errors import WsireviewError
 from wsireview.learn.reviews import verdict_counts
 from wsireview.workspace import Workspace
 
@@ -87,9 +88,20 @@ def mixed_grids_warning(grids: dict[tuple[int | None, float | None], int]) -> st
     """One line when ready slides were cut at different patch resolutions, else None."""
     if len(grids) < 2:
         return None
-    parts = ", ".join(f"{n} at {px} px / {mpp} µm/px" for (px, mpp), n in sorted(grids.items(), key=lambda kv: -kv[1]))
+    parts = ", ".join(f"{n} at {px} px / {mpp} µm/px" for (px, mpp), n in sorted(grids.items(), key=lambda kv: (-kv[1], kv[0][0] or 0, kv[0][1] or 0)))
     return (f"slides differ in patch resolution ({parts}): their features do not compare; "
-            "re-tile them to one grid with add --retile --patch-size PX --mpp UM")
+            "re-tile them to one grid with `wsireview retile --patch-size PX --mpp UM`")
+
+
+class MixedGrids(WsireviewError):
+    """Ready slides cut at different patch resolutions: a model trained on both would mix features
+    that do not compare."""
+
+
+def refuse_mixed_grids(catalog: Catalog) -> None:
+    """The one rule training follows: raise :class:`MixedGrids` when ready slides differ in patch grid."""
+    if warning := mixed_grids_warning(patch_grids(catalog)):
+        raise MixedGrids(f"{warning}, or retrain --mixed-grids to train on them as they are")
 
 
 def mark_unreadable(catalog: Catalog, slide_id: int, reason: str) -> None:

@@ -6,9 +6,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsireview.errors import WsireviewError
+
 DEFAULT_WORKSPACE = "data"
 ENV_WORKSPACE = "WSIREVIEW_WORKSPACE"
 ENV_DB = "WSIREVIEW_DB"
+
+
+class NotAFolder(WsireviewError):
+    """The workspace path names something other than a folder (a file, say)."""
+
+
+class ReadOnlyWorkspace(WsireviewError):
+    """The workspace folder or its catalog file cannot be written (SQLite would only say
+    "unable to open database file")."""
 
 
 @dataclass(frozen=True)
@@ -25,8 +36,19 @@ class Workspace:
     def resolve(cls, root: str | os.PathLike | None = None, db_url: str | None = None) -> "Workspace":
         """Pick the workspace from the argument, then the environment, then ``./data``."""
         chosen = Path(root or os.environ.get(ENV_WORKSPACE) or DEFAULT_WORKSPACE).expanduser().resolve()
+        if chosen.exists() and not chosen.is_dir():
+            raise NotAFolder(f"the workspace {chosen} is a file, not a folder: give --workspace (or "
+                             f"${ENV_WORKSPACE}) a folder; it is created when missing")
         url = db_url or os.environ.get(ENV_DB) or f"sqlite:///{chosen / 'catalog.sqlite'}"
         return cls(root=chosen, db_url=url)
+
+    def refuse_read_only(self, catalog_file: Path | None) -> None:
+        """Raise :class:`ReadOnlyWorkspace` when the workspace folder, or the SQLite catalog file in
+        it, exists but cannot be written: every command writes the catalog (or its journal)."""
+        for path in (self.root, catalog_file):
+            if path is not None and path.exists() and not os.access(path, os.W_OK):
+                raise ReadOnlyWorkspace(f"the workspace {self.root} is read-only ({path} cannot be written): make it "
+                                        "writable, or copy the workspace somewhere writable and give --workspace")
 
     def ensure(self) -> "Workspace":
         self.root.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 import wsireview
+from wsireview.errors import WsireviewError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 VERSION_TABLE = "alembic_version"  # Alembic's default, which migrations/env.py keeps
@@ -63,8 +64,24 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+class UnknownRevision(WsireviewError):
+    """The catalog is stamped with a schema revision none of the migrations here defines."""
+
+
+def refuse_unknown_revision(engine: Engine) -> None:
+    """Raise :class:`UnknownRevision` when the catalog's revision is not one this wsireview knows
+    (a newer wsireview wrote it): Alembic would fail with a traceback, and nothing can migrate it."""
+    current = current_revision(engine)
+    if current is not None and current not in _revisions()[0]:
+        raise UnknownRevision(f"the catalog {engine.url.render_as_string()} is at schema revision {current!r}, which "
+                              f"this wsireview ({wsireview.__version__}) does not know: open it with the newer "
+                              "wsireview that wrote it, or restore a backup")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
+
+    refuse_unknown_revision(engine)
 
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
@@ -74,6 +91,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     from alembic import command
+
+    refuse_unknown_revision(engine)
 
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
@@ -96,15 +115,22 @@ def current_revision(engine: Engine) -> str | None:
 _REVISION_LINE = re.compile(r'^(down_revision|revision)\s*(?::[^=]*)?=\s*["\']?([\w]+)["\']?', re.M)
 
 
-def head_revision() -> str:
-    """The newest revision: the one no script names as its ``down_revision`` (read from the
-    scripts' ``revision = "NNNN"`` lines, without importing Alembic)."""
-    revisions, parents = set(), set()
+def _revisions() -> tuple[set[str], set[str | None]]:
+    """Every revision the migration scripts define, and every one they name as a ``down_revision``
+    (read from the scripts' ``revision = "NNNN"`` lines, without importing Alembic)."""
+    revisions: set[str] = set()
+    parents: set[str | None] = set()
     for script in sorted((migrations_dir() / "versions").glob("*.py")):
         found = dict(_REVISION_LINE.findall(script.read_text(encoding="utf-8")))
         if "revision" in found:
             revisions.add(found["revision"])
             parents.add(found.get("down_revision"))
+    return revisions, parents
+
+
+def head_revision() -> str:
+    """The newest revision: the one no script names as its ``down_revision``."""
+    revisions, parents = _revisions()
     heads = revisions - parents
     if len(heads) != 1:
         raise RuntimeError(f"the migrations in {migrations_dir()} have {len(heads)} heads, expected one: {sorted(heads)}")

@@ -19,12 +19,14 @@ from rich.markup import escape
 
 from wsireview import __version__
 from wsireview.errors import WsireviewError
+from wsireview.text import literal
 from wsireview.workspace import Workspace
 
 # One line of help per subcommand, for `wsireview --help`. Only the module of the subcommand being
 # run is imported, so `status` does not pay for torch and `--help` stays instant.
 SUBCOMMANDS = {
     "add": "add slides to the catalog (thumbnail, tissue mask, patch grid)",
+    "retile": "cut a new patch grid (--patch-size, --mpp, --min-tissue) for slides already in the catalog",
     "status": "show the catalog: slides by status, patches, labels, model",
     "db": "catalog schema migrations (upgrade, current, downgrade); check for files no row owns",
     "demo": "generate a synthetic H&E cohort with known lesions (labels and ground truth included)",
@@ -74,7 +76,7 @@ class CommandError(WsireviewError):
 
 def print_error(console: Console, message: str) -> None:
     """A failure as the command line shows every one: a single ``error: ...`` line on stderr."""
-    console.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    console.print(f"[red]error:[/] {literal(message)}", highlight=False)  # names from files: text, no escapes
 
 
 def plural(count: int, noun: str) -> str:
@@ -140,6 +142,7 @@ class Context:
             if not create and path is not None and not path.exists():
                 option = "--workspace" if path.parent == self.workspace.root else "--db"
                 raise CommandError(f"no catalog at {path}: add slides with `wsireview add` first, or check {option}")
+            self.workspace.refuse_read_only(path)
             with catalog_errors(self.workspace.db_url):
                 self._catalog = open_catalog(self.workspace.db_url)
             self.workspace.ensure()  # after: a catalog URL that fails leaves no workspace folder behind
@@ -191,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    ctx = Context(workspace=Workspace.resolve(args.workspace, args.db))
+    try:
+        ctx = Context(workspace=Workspace.resolve(args.workspace, args.db))
+    except WsireviewError as error:  # e.g. --workspace names a file
+        print_error(Console(stderr=True, soft_wrap=True), str(error))
+        return error.code
     func = getattr(args, "func", None)
     try:
         if func is None:

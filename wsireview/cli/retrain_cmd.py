@@ -65,6 +65,9 @@ def register(sub) -> None:
                              "0 = verdicts only)")
     parser.add_argument("--epochs", type=int, default=None, metavar="N",
                         help="train exactly N epochs (default: the latest round's, else early stopping, at most 30)")
+    parser.add_argument("--mixed-grids", action="store_true",
+                        help="train even when ready slides were cut at different patch resolutions (refused otherwise; "
+                        "`wsireview retile` puts them on one grid)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
     parser.set_defaults(func=run)
 
@@ -157,7 +160,7 @@ def run(args, ctx) -> int:
         raise NothingToLearn(label_first_step(spec.positive))
     try:
         with progress_bar(ctx.err, not args.no_progress) as show:
-            result = retrain(catalog, ctx.workspace, spec, on_progress=show)
+            result = retrain(catalog, ctx.workspace, spec, on_progress=show, mixed_grids=args.mixed_grids)
     except EncoderError as error:  # e.g. a TorchScript file that cannot be loaded
         raise CommandError(str(error), 2) from error
     if result.embedded:

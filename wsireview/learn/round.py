@@ -34,6 +34,7 @@ from wsireview.learn.spec import RoundSpec
 from wsireview.learn.status import queue_yield
 from wsireview.learn.train import BagData, TrainParams, cross_validate, fit, make_bag, predict, torch_threads
 from wsireview.progress import ProgressCallback
+from wsireview.status import refuse_mixed_grids
 from wsireview.workspace import Workspace
 
 INSERT_CHUNK = 50_000
@@ -238,12 +239,16 @@ def retrain(
     workspace: Workspace,
     spec: RoundSpec | None = None,
     on_progress: ProgressCallback | None = None,
+    mixed_grids: bool = False,
 ) -> RoundResult:
     """Run one round of ``spec`` and record a new model version (parent: the latest one for its encoder).
 
     ``on_progress`` hears each phase with the fraction of the round done (embedding, when needed,
     reports its patches; cross-validation each fold): the one way a command or a screen follows it.
+    Slides of different patch grids are refused (:class:`MixedGrids`) unless ``mixed_grids``.
     """
+    if not mixed_grids:
+        refuse_mixed_grids(catalog)
     spec = spec or RoundSpec()
     bar = _RoundProgress(on_progress)
     params = spec.train_params()

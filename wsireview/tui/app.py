@@ -13,6 +13,7 @@ from textual import events
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
+from wsireview.text import literal
 from wsireview.catalog import Catalog
 from wsireview.catalog.queries import SlideOverview, latest_model_version_id, model_versions, slides_overview
 from wsireview.tui.gc_policy import IdleCollector
@@ -104,7 +105,7 @@ class ReviewApp(App):
             if label == slide.label:
                 return
             set_slide_label(self.catalog, slide.id, label, self.reviewer)
-            self.notify(f"{slide.name}: " + (f"labelled {label}" if label else "label removed")
+            self.notify(f"{literal(slide.name)}: " + (f"labelled {literal(label)}" if label else "label removed")
                         + " (used by the next retrain)", timeout=3)
             for screen in self.screen_stack:
                 screen.post_message(CatalogChanged())

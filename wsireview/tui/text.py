@@ -7,6 +7,8 @@ from rich.measure import Measurement
 from rich.style import Style, StyleType
 from rich.text import Text
 
+from wsireview.text import printable
+
 ELLIPSIS = "…"
 
 
@@ -25,10 +27,13 @@ def middle_ellipsis(text: str, width: int) -> str:
 
 
 class Shortened:
-    """A one-line name that keeps both ends when the column is narrower than it (a Rich renderable)."""
+    """A one-line name that keeps both ends when the column is narrower than it (a Rich renderable).
+
+    Shown as plain text, never markup, with control characters escaped: a name from a file cannot
+    style, retitle or clear the terminal."""
 
     def __init__(self, text: str, style: StyleType = "") -> None:
-        self.text = text
+        self.text = printable(text)
         self.style = style
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:

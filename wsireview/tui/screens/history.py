@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Input, Static
 
+from wsireview.text import literal
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE, VERDICTS
 from wsireview.learn.reviews import WITHDRAWN, HistoryEntry, change_verdict, reviewer_history, withdraw_verdict
 from wsireview.tui.messages import CatalogChanged
@@ -127,11 +128,11 @@ class HistoryScreen(ReviewScreen):
     def show_title(self) -> None:
         scope = []
         if self.slide_id is not None and self.entries:
-            scope.append(f"slide {self.entries[0].slide_name}")
+            scope.append(f"slide {literal(self.entries[0].slide_name)}")
         elif self.slide_id is not None:
             scope.append("this slide")
         if self.name_filter:
-            scope.append(f"slides matching {self.name_filter!r}")
+            scope.append(f"slides matching {literal(repr(self.name_filter))}")
         scope.append(f"verdict {VERDICT_WORDS.get(self.verdict, self.verdict)}" if self.verdict else "every verdict")
         self.query_one("#history-title", Static).update(
             f"[b]History[/b] of [b]{self.app.reviewer}[/b]  ·  {len(self.entries)} patch{'' if len(self.entries) == 1 else 'es'}  ·  " + ", ".join(scope)
@@ -192,7 +193,7 @@ class HistoryScreen(ReviewScreen):
             self.notify(f"Already {VERDICT_WORDS[verdict]}.", timeout=1.5)
             return
         change_verdict(self.app.catalog, e.patch_id, self.app.reviewer, verdict)
-        self.notify(f"{e.slide_name} patch {e.patch_id}: {verdict_text(e.verdict).plain} -> "
+        self.notify(f"{literal(e.slide_name)} patch {e.patch_id}: {verdict_text(e.verdict).plain} -> "
                     f"{VERDICT_WORDS[verdict]}", timeout=3)
         self.reload()
 
@@ -201,7 +202,7 @@ class HistoryScreen(ReviewScreen):
         if e is None or e.verdict == WITHDRAWN:
             return
         withdraw_verdict(self.app.catalog, e.patch_id, self.app.reviewer)
-        self.notify(f"{e.slide_name} patch {e.patch_id}: {VERDICT_WORDS.get(e.verdict, e.verdict)} withdrawn "
+        self.notify(f"{literal(e.slide_name)} patch {e.patch_id}: {VERDICT_WORDS.get(e.verdict, e.verdict)} withdrawn "
                     "(it can be queued again)", timeout=3)
         self.reload()
 

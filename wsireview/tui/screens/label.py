@@ -12,6 +12,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from wsireview.text import printable
+
 CLEAR = "\0clear"  # the option that removes the label
 
 
@@ -35,7 +37,7 @@ class LabelScreen(ModalScreen[tuple[str | None] | None]):
         if self.current_label:
             options.append(Option(Text("x  no label", style="dim"), id=CLEAR))
         with Vertical(id="label-box"):
-            yield Label(Text.assemble("Label ", (self.slide_name, "bold")), id="label-title")
+            yield Label(Text.assemble("Label ", (printable(self.slide_name), "bold")), id="label-title")
             yield OptionList(*options, id="label-options")
             yield Input(placeholder="or type a new label, enter", id="label-new")
             yield Static("[b]1-9[/b]/[b]enter[/b] choose · [b]tab[/b] new label · [b]esc[/b] cancel",

@@ -28,13 +28,14 @@ from wsireview.catalog.queries import (
     slides_overview,
 )
 from wsireview.learn.labels import needs_labels
+from wsireview.text import printable
 from wsireview.tui.imaging import attention_overlay, mask_overlay, patch_markers
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchUnavailable
 from wsireview.tui.screens.base import ReviewScreen
 from wsireview.tui.widgets.halfblock import fit_image
-from wsireview.tui.widgets.legend import VERDICT_WORDS, attention_legend, legend, tissue_legend, verdict_items
 from wsireview.tui.widgets.image_view import image_view
+from wsireview.tui.widgets.legend import VERDICT_WORDS, attention_legend, legend, tissue_legend, verdict_items
 from wsireview.tui.widgets.textual_image_view import make_image_view
 
 LAYERS = ("tissue", "attention", "patches")
@@ -158,7 +159,7 @@ class SlideScreen(ReviewScreen):
         assert s is not None  # called by reload() once the slide is found
         prob = f"  ·  P {s.probability:.2f}" if s.probability is not None else ""
         self.query_one("#slide-view-title", Static).update(Text.assemble(
-            (s.name, "bold"), f"  ·  {s.label or 'no label'}{prob}  ·  {s.queued} queued · {s.reviewed} reviewed",
+            (printable(s.name), "bold"), f"  ·  {printable(s.label or 'no label')}{prob}  ·  {s.queued} queued · {s.reviewed} reviewed",
             (label_source(s), "dim"),
         ))
 

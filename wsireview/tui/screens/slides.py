@@ -14,14 +14,15 @@ from textual.widgets import DataTable, Footer, Input, Static
 from wsireview.catalog import FAILED, MISSING, READY
 from wsireview.catalog.queries import SlideOverview, slide_attention, slides_overview
 from wsireview.learn.labels import needs_labels
+from wsireview.text import literal
 from wsireview.tui.imaging import attention_overlay, mask_overlay
 from wsireview.tui.messages import CatalogChanged
 from wsireview.tui.patch_source import PatchUnavailable
 from wsireview.tui.screens.base import ReviewScreen
+from wsireview.tui.widgets.image_view import ImageView, image_view
 from wsireview.tui.widgets.legend import attention_legend, tissue_legend
 from wsireview.tui.widgets.slide_info import SlideInfo
 from wsireview.tui.widgets.slide_table import SlideTable
-from wsireview.tui.widgets.image_view import ImageView, image_view
 from wsireview.tui.widgets.textual_image_view import make_image_view
 
 OVERLAYS = ("plain", "tissue", "attention")
@@ -211,7 +212,7 @@ class SlidesScreen(ReviewScreen):
         if slide is None:
             return
         if slide.status != READY:
-            self.notify(f"{slide.name} is {slide.status}: {slide.reason or slide.path}", severity="warning")
+            self.notify(f"{literal(slide.name)} is {slide.status}: {literal(slide.reason or slide.path)}", severity="warning")
             return
         self.app.open_slide(slide.id)
 

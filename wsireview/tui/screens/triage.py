@@ -25,6 +25,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
+from wsireview.text import literal
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE
 from wsireview.catalog.queries import QueueEntry, queue_entries
 from wsireview.learn.labels import nothing_queued_step
@@ -370,7 +371,7 @@ class TriageScreen(ReviewScreen):
             self.skipped.discard(entry.patch_id)
             where = self._where_text(entry)
             self.last_action = f"undid {VERDICT_TEXT.get(review.verdict, review.verdict)}"
-            self.notify(f"Undid {VERDICT_TEXT.get(review.verdict, review.verdict)} on {entry.slide_name}, "
+            self.notify(f"Undid {VERDICT_TEXT.get(review.verdict, review.verdict)} on {literal(entry.slide_name)}, "
                         f"patch at {where}.", timeout=4)
             self.show_entry(index, time.perf_counter())
             return
