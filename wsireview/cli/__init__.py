@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from rich.console import Console
-from rich.markup import escape
 
 from wsireview import __version__
 from wsireview.errors import WsireviewError
