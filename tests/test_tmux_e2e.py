@@ -23,7 +23,8 @@ from wsireview.catalog import Review, open_catalog
 pytestmark = pytest.mark.slow
 # This checkout's code, in 24-bit colour, whatever environment the tmux server was started with.
 PROJECT = Path(__file__).resolve().parent.parent
-WSIREVIEW = f"env PYTHONPATH={PROJECT} COLORTERM=truecolor {sys.executable} -m wsireview"
+# -u COLUMNS/LINES: sizes inherited from the test runner would override the pane's real size.
+WSIREVIEW = f"env -u COLUMNS -u LINES PYTHONPATH={PROJECT} COLORTERM=truecolor {sys.executable} -m wsireview"
 
 
 def tmux(*args: str, check: bool = True) -> str:
@@ -42,7 +43,8 @@ def wait_for(session: str, *texts: str, timeout: float = 60) -> str:
         if all(text in shown for text in texts):
             return shown
         time.sleep(0.1)
-    raise AssertionError(f"{texts!r} never appeared; the screen was:\n{screen(session)}")
+    size = tmux("display", "-p", "-t", session, "#{window_width}x#{window_height}", check=False).strip()
+    raise AssertionError(f"{texts!r} never appeared on the {size} screen:\n{screen(session)}")
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
