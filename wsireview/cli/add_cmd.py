@@ -36,6 +36,16 @@ from wsireview.text import literal as safe_name
 MAX_LABEL_WARNINGS = 20
 
 
+def add_grid_options(parser: argparse.ArgumentParser) -> None:
+    """--patch-size, --mpp and --min-tissue: the patch grid options `add` and `retile` share."""
+    parser.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, metavar="PX",
+                        help=f"patch side in pixels at the target resolution (default {DEFAULT_PATCH_SIZE})")
+    parser.add_argument("--mpp", type=float, default=DEFAULT_TARGET_MPP, metavar="UM",
+                        help=f"target resolution in µm per pixel (default {DEFAULT_TARGET_MPP}, i.e. 20x)")
+    parser.add_argument("--min-tissue", type=float, default=DEFAULT_MIN_TISSUE, metavar="SHARE",
+                        help=f"keep a patch when at least this share of it is tissue (default {DEFAULT_MIN_TISSUE})")
+
+
 def register(sub) -> None:
     parser = sub.add_parser(
         "add",
@@ -52,12 +62,7 @@ def register(sub) -> None:
     parser.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders too")
     parser.add_argument("--labels", type=Path, metavar="CSV",
                         help="CSV of slide-level labels: slide file name (or path), label; header optional")
-    parser.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, metavar="PX",
-                        help=f"patch side in pixels at the target resolution (default {DEFAULT_PATCH_SIZE})")
-    parser.add_argument("--mpp", type=float, default=DEFAULT_TARGET_MPP, metavar="UM",
-                        help=f"target resolution in µm per pixel (default {DEFAULT_TARGET_MPP}, i.e. 20x)")
-    parser.add_argument("--min-tissue", type=float, default=DEFAULT_MIN_TISSUE, metavar="SHARE",
-                        help=f"keep a patch when at least this share of it is tissue (default {DEFAULT_MIN_TISSUE})")
+    add_grid_options(parser)
     parser.add_argument("--retile", action="store_true",
                         help="cut a new patch grid for slides already in the catalog when --patch-size, --mpp or "
                         "--min-tissue differ from theirs (squares that stay keep their reviews and features; a grid "

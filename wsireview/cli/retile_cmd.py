@@ -6,12 +6,12 @@ import argparse
 
 from rich.markup import escape
 
+from wsireview.cli.add_cmd import add_grid_options
 from wsireview.cli import SUBCOMMANDS, CommandError
 from wsireview.cli.add_cmd import _print_report as print_ingest_report
-from wsireview.ingest import DEFAULT_MIN_TISSUE, IngestReport, retile_slides
+from wsireview.ingest import IngestReport, retile_slides
 from wsireview.slides.examine import GridOptions
 from wsireview.slides.isolated import ReaderLimits
-from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP
 
 
 def register(sub) -> None:
@@ -22,12 +22,7 @@ def register(sub) -> None:
         "A slide whose new grid would drop reviewed patches keeps its grid, and the reason is shown.",
     )
     parser.add_argument("slides", nargs="*", metavar="SLIDE", help="slide names or paths as `status` lists them")
-    parser.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, metavar="PX",
-                        help=f"patch side in pixels at the target resolution (default {DEFAULT_PATCH_SIZE})")
-    parser.add_argument("--mpp", type=float, default=DEFAULT_TARGET_MPP, metavar="UM",
-                        help=f"target resolution in µm per pixel (default {DEFAULT_TARGET_MPP})")
-    parser.add_argument("--min-tissue", type=float, default=DEFAULT_MIN_TISSUE, metavar="SHARE",
-                        help=f"keep a patch when at least this share of it is tissue (default {DEFAULT_MIN_TISSUE})")
+    add_grid_options(parser)
     parser.add_argument("--workers", type=int, default=ReaderLimits().workers, metavar="N",
                         help="slides read in parallel, each in its own process (0 reads in this process)")
     parser.set_defaults(func=run)
