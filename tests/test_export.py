@@ -27,7 +27,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
-from wsireview.catalog import ModelVersion, Patch, PatchScore, Review, Slide, open_catalog
+from wsireview.catalog import ModelVersion, Patch, Review, Slide, open_catalog
+from wsireview.catalog.score_files import write_scores
 from wsireview.cli import main
 from wsireview.export import ExportError, ExportOptions, Selection, run_export
 from wsireview.export import imagefolder
@@ -69,9 +70,11 @@ def reviewed(real_slides, tmp_path_factory) -> Workspace:
         model = ModelVersion(encoder="stain-stats", positive_label="lesion")
         s.add(model)
         s.flush()
-        for rank, idx in enumerate((0, 1, 2), start=1):  # the model scored a few patches
-            s.add(PatchScore(model_version_id=model.id, patch_id=ids[idx], attention=1.0 / rank,
-                             attention_rank=rank, probability=0.9 - 0.1 * rank, uncertainty=0.1))
+        ranks = np.array([1, 2, 3])  # the model scored a few patches
+        scored = write_scores(ws.models, model.id, patch_ids=np.array(ids[:3]), slide_ids=np.ones(3, int),
+                              attention=1.0 / ranks, attention_rank=ranks, probability=0.9 - 0.1 * ranks,
+                              uncertainty=np.full(3, 0.1))
+        model.scores_path = ws.relative(scored)
         model_id = model.id
     for idx, votes in SCRIPT:
         for reviewer, verdict in votes:

@@ -19,8 +19,9 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from wsireview.catalog import (
-    LESION, NOT_LESION, UNSURE, ModelVersion, PatchScore, Review, ReviewQueueItem, Slide, SlidePrediction, open_catalog,
+    LESION, NOT_LESION, UNSURE, ModelVersion, Review, ReviewQueueItem, Slide, SlidePrediction, open_catalog,
 )
+from wsireview.catalog.score_files import version_scores
 from wsireview.files import ordinary_mode
 from wsireview.learn.labels import instance_targets, reviewed_patches
 from wsireview.learn.metrics import roc_auc
@@ -46,12 +47,10 @@ def one_thread():
 
 
 def scores_of(catalog, version_id: int) -> dict[int, tuple[float, float, int]]:
-    with catalog.session() as session:
-        rows = session.execute(
-            select(PatchScore.patch_id, PatchScore.probability, PatchScore.attention, PatchScore.attention_rank)
-            .where(PatchScore.model_version_id == version_id)
-        ).all()
-    return {pid: (p, a, r) for pid, p, a, r in rows}
+    """A version's scores as its score file holds them: patch id -> (probability, attention, rank)."""
+    scores = version_scores(catalog, version_id)
+    return {int(r["patch_id"]): (float(r["probability"]), float(r["attention"]), int(r["attention_rank"]))
+            for r in scores.records}
 
 
 def queue_of(catalog, version_id: int) -> list[tuple[int, str]]:
@@ -92,11 +91,10 @@ def test_model_finds_the_few_signal_patches_in_synthetic_bags(workspace, catalog
     assert result.metrics["slide_auc"] >= 0.8
     assert inst_auc >= 0.95 and att_auc >= 0.7
     # The attention is normalised within each slide (max 1, rank 1 there) and every patch is scored.
+    scored = scores_of(catalog, result.model_version_id)
+    n_patches = len(scored)
+    tops = [a for _, a, rank in scored.values() if rank == 1]
     with catalog.session() as session:
-        n_patches = session.scalar(select(func.count()).select_from(PatchScore)
-                                   .where(PatchScore.model_version_id == result.model_version_id))
-        tops = session.execute(select(PatchScore.attention).where(
-            PatchScore.model_version_id == result.model_version_id, PatchScore.attention_rank == 1)).scalars().all()
         preds = dict(session.execute(select(SlidePrediction.slide_id, SlidePrediction.probability)
                                      .where(SlidePrediction.model_version_id == result.model_version_id)).all())
     assert n_patches == 14 * 120 and len(tops) == 14 and all(abs(a - 1.0) < 1e-9 for a in tops)

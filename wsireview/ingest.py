@@ -203,6 +203,7 @@ def store_grid(session, workspace: Workspace, slide: Slide, patches: list[tuple[
     if new:
         table = Patch.metadata.tables[Patch.__tablename__]  # the Table itself: a Core bulk insert
         session.execute(table.insert(), new)
+    slide.patch_count = len(wanted)  # the grid is now exactly ``wanted``
     changed = bool(obsolete or new)
     if changed:
         for feature_set in session.scalars(select(FeatureSet).where(FeatureSet.slide_id == slide.id)):

@@ -13,7 +13,6 @@ from wsireview.catalog.models import (
     FeatureSet,
     ModelVersion,
     Patch,
-    PatchScore,
     ReviewQueueItem,
     Review,
     Slide,
@@ -22,6 +21,6 @@ from wsireview.catalog.models import (
 
 __all__ = [
     "ARTIFACT", "FAILED", "LESION", "MISSING", "NOT_LESION", "READY", "UNSURE", "VERDICTS",
-    "Catalog", "FeatureSet", "ModelVersion", "Patch", "PatchScore", "Review", "ReviewQueueItem",
+    "Catalog", "FeatureSet", "ModelVersion", "Patch", "Review", "ReviewQueueItem",
     "Slide", "SlidePrediction", "open_catalog",
 ]

@@ -78,23 +78,36 @@ def refuse_unknown_revision(engine: Engine) -> None:
                               "wsireview that wrote it, or restore a backup")
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def default_root(url: str) -> Path | None:
+    """The workspace of a catalog opened by URL alone: the folder of its SQLite file (where a
+    workspace keeps ``catalog.sqlite``); None for another database, whose workspace must be given."""
+    path = sqlite_path(url)
+    return path.resolve().parent if path is not None else None
+
+
+def upgrade(engine: Engine, revision: str = "head", root: Path | None = None) -> None:
+    """Migrate to ``revision``. ``root``: the workspace folder, for migrations that move data into
+    workspace files (default: the SQLite catalog's folder)."""
     from alembic import command
 
     refuse_unknown_revision(engine)
 
-    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = alembic_config(url)
+    cfg.attributes["workspace_root"] = root or default_root(url)
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
 
-def downgrade(engine: Engine, revision: str = "base") -> None:
+def downgrade(engine: Engine, revision: str = "base", root: Path | None = None) -> None:
     from alembic import command
 
     refuse_unknown_revision(engine)
 
-    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = alembic_config(url)
+    cfg.attributes["workspace_root"] = root or default_root(url)
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
@@ -138,13 +151,18 @@ def head_revision() -> str:
 
 
 class Catalog:
-    """An opened catalog: an engine migrated to head and a session factory."""
+    """An opened catalog: an engine migrated to head and a session factory.
 
-    def __init__(self, url: str, migrate: bool = True):
+    ``root`` is the workspace folder the paths stored in the catalog are relative to (score files
+    are read through it); by default the folder of a SQLite catalog file.
+    """
+
+    def __init__(self, url: str, migrate: bool = True, root: Path | None = None):
         self.url = url
+        self.root = Path(root).resolve() if root is not None else default_root(url)
         self.engine = make_engine(url)
         if migrate and current_revision(self.engine) != head_revision():
-            upgrade(self.engine)
+            upgrade(self.engine, root=self.root)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -162,5 +180,5 @@ class Catalog:
         self.engine.dispose()
 
 
-def open_catalog(url: str, migrate: bool = True) -> Catalog:
-    return Catalog(url, migrate=migrate)
+def open_catalog(url: str, migrate: bool = True, root: Path | None = None) -> Catalog:
+    return Catalog(url, migrate=migrate, root=root)

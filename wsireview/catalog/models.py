@@ -14,7 +14,6 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
-    Index,
     Integer,
     String,
     Text,
@@ -73,6 +72,9 @@ class Slide(Base):
     label_set_by: Mapped[str | None] = mapped_column(String(128))
     label_set_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     tissue_fraction: Mapped[float | None] = mapped_column(Float)
+    # Patches in its grid, kept by ingest (so the slides screen and `status` do not count millions
+    # of patch rows); None for rows written without it, which are counted instead.
+    patch_count: Mapped[int | None] = mapped_column(Integer)
     thumbnail_path: Mapped[str | None] = mapped_column(Text)
     mask_path: Mapped[str | None] = mapped_column(Text)
     overlay_path: Mapped[str | None] = mapped_column(Text)
@@ -130,24 +132,10 @@ class ModelVersion(Base):
     label_counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    # Its per-patch scores, a file beside the checkpoint (see catalog.score_files); None once pruned.
+    scores_path: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="ready")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class PatchScore(Base):
-    __tablename__ = "patch_scores"
-
-    model_version_id: Mapped[int] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
-    )
-    patch_id: Mapped[int] = mapped_column(ForeignKey("patches.id", ondelete="CASCADE"), primary_key=True)
-    attention: Mapped[float] = mapped_column(Float)  # normalised within its slide, 0..1 (max = 1)
-    attention_rank: Mapped[int] = mapped_column(Integer)  # 1 = highest attention in its slide
-    probability: Mapped[float] = mapped_column(Float)  # instance head, P(lesion)
-    uncertainty: Mapped[float] = mapped_column(Float)
-
-
-Index("ix_patch_scores_patch", PatchScore.patch_id)
 
 
 class SlidePrediction(Base):

@@ -143,7 +143,7 @@ class Context:
                 raise CommandError(f"no catalog at {path}: add slides with `wsireview add` first, or check {option}")
             self.workspace.refuse_read_only(path)
             with catalog_errors(self.workspace.db_url):
-                self._catalog = open_catalog(self.workspace.db_url)
+                self._catalog = open_catalog(self.workspace.db_url, root=self.workspace.root)
             self.workspace.ensure()  # after: a catalog URL that fails leaves no workspace folder behind
         return self._catalog
 

@@ -1,12 +1,11 @@
 """One active-learning round: embed what is missing, train, cross-validate, score, predict, queue.
 
-Everything a round produces is new rows (a ``model_versions`` row with its scores, predictions
-and queue) and a new checkpoint file; nothing of an earlier version is touched.
+Everything a round produces is new rows (a ``model_versions`` row with its predictions and queue)
+and two new files, its checkpoint and its per-patch scores; nothing of an earlier version is touched.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsireview.catalog import Catalog, ModelVersion, PatchScore, ReviewQueueItem, SlidePrediction
+from wsireview.catalog import Catalog, ModelVersion, ReviewQueueItem, SlidePrediction
+from wsireview.catalog.score_files import publish_scores, stage_scores
 from wsireview.catalog.queries import latest_model_version
 from wsireview.errors import WsireviewError
 from wsireview.features.embed import embed_slides, pending_slides
@@ -373,7 +373,13 @@ def _fit_instance_auc(scores: PatchScores, inst: dict[int, int]) -> float | None
 
 def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, label_counts, model, pre, scores,
             slide_prob, queue) -> tuple[int, Path]:
-    """One transaction: the version row, its checkpoint file, scores, predictions and queue."""
+    """One short transaction: the version row, its checkpoint file, predictions and queue.
+
+    The per-patch scores (millions of rows at a thousand slides) are written to a file before the
+    transaction and only renamed inside it, so the catalog's write lock is held for the version
+    row, the checkpoint (kilobytes), the slide predictions and the queue: a reviewer's verdict
+    committed meanwhile waits milliseconds, not the minute the score rows took to insert.
+    """
     encoder, positive = spec.encoder, spec.positive
     run_params = {
         "spec": spec.as_dict(), "train": params.as_dict(), "strategy": spec.strategy, "budget": spec.budget,
@@ -381,7 +387,10 @@ def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, 
         "epochs_trained": info.best_epoch, "val_slides": info.val_slides, "in_dim": pre.out_dim,
         "feature_dim": int(pre.mean.shape[0]),
     }
-    checkpoint: Path | None = None
+    models = workspace.models
+    staged = stage_scores(models, scores.patch_ids, scores.slide_ids, scores.attention, scores.attention_rank,
+                          scores.probability, scores.uncertainty)
+    written: list[Path] = []
     try:
         with catalog.session() as session:
             version = ModelVersion(
@@ -390,17 +399,14 @@ def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, 
             )
             session.add(version)
             session.flush()
-            meta = {"train_params": params.as_dict(), "in_dim": pre.out_dim, "encoder": encoder,
-                    "positive": positive, "model_version_id": version.id}
-            checkpoint = save_checkpoint(workspace.models, version.id, model, pre, meta)
-            version.checkpoint_path = workspace.relative(checkpoint)
             vid = version.id
-            session.flush()
-            _insert(session, PatchScore,
-                    ["model_version_id", "patch_id", "attention", "attention_rank", "probability", "uncertainty"],
-                    list(zip(itertools.repeat(vid), scores.patch_ids.tolist(), scores.attention.tolist(),
-                             scores.attention_rank.tolist(), scores.probability.tolist(),
-                             scores.uncertainty.tolist())))
+            written.append(publish_scores(staged, models, vid))
+            meta = {"train_params": params.as_dict(), "in_dim": pre.out_dim, "encoder": encoder,
+                    "positive": positive, "model_version_id": vid}
+            checkpoint = save_checkpoint(models, vid, model, pre, meta)
+            written.append(checkpoint)
+            version.checkpoint_path = workspace.relative(checkpoint)
+            version.scores_path = workspace.relative(written[0])
             _insert(session, SlidePrediction,
                     ["model_version_id", "slide_id", "probability", "bag_probability", "evidence", "driver"],
                     [(vid, int(sid), p.probability, p.bag_probability, p.evidence, p.driver)
@@ -409,7 +415,7 @@ def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, 
                     [(vid, int(e.patch_id), k, e.reason, float(e.score) if e.score is not None else None)
                      for k, e in enumerate(queue, start=1)])
     except BaseException:
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)
+        for path in (staged, *written):
+            path.unlink(missing_ok=True)
         raise
     return vid, checkpoint
