@@ -23,7 +23,7 @@ branch_labels = None
 depends_on = None
 
 FETCH = 100_000
-COLUMNS = ("patch_id", "slide_id", "attention", "attention_rank", "probability", "uncertainty")
+COLUMNS = ("patch_ids", "slide_ids", "attention", "attention_rank", "probability", "uncertainty")  # write_scores's names
 
 
 def _root() -> Path | None:
@@ -59,10 +59,10 @@ def upgrade() -> None:
     if counts and root is None:
         raise RootUnknown("moving the catalog's patch scores into score files needs the workspace folder: run "
                           "`wsireview --workspace DIR --db URL db upgrade`")
-    with op.batch_alter_table("model_versions") as batch:
-        batch.add_column(sa.Column("scores_path", sa.Text()))
-    with op.batch_alter_table("slides") as batch:
-        batch.add_column(sa.Column("patch_count", sa.Integer()))
+    # Plain ALTER TABLE, never a batch rebuild: rebuilding a table on SQLite drops the old one, and
+    # with foreign keys on that deletes every row that references it (patches, reviews...).
+    op.add_column("model_versions", sa.Column("scores_path", sa.Text()))
+    op.add_column("slides", sa.Column("patch_count", sa.Integer()))
     bind.execute(sa.text("UPDATE slides SET patch_count = "
                          "(SELECT count(*) FROM patches WHERE patches.slide_id = slides.id)"))
     for version_id, n in counts:
@@ -75,6 +75,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    bind = op.get_bind()
+    stored = bind.execute(sa.text(
+        "SELECT id, scores_path FROM model_versions WHERE scores_path IS NOT NULL ORDER BY id")).all()
+    # ALTER TABLE DROP COLUMN (SQLite 3.35+): a batch rebuild of slides would cascade-delete the patches.
+    op.drop_column("slides", "patch_count")
+    op.drop_column("model_versions", "scores_path")
     patch_scores = op.create_table(
         "patch_scores",
         sa.Column("model_version_id", sa.Integer(),
@@ -86,11 +92,9 @@ def downgrade() -> None:
         sa.Column("uncertainty", sa.Float(), nullable=False),
     )
     op.create_index("ix_patch_scores_patch", "patch_scores", ["patch_id"])
-    bind = op.get_bind()
     root = _root()
-    for version_id, stored in bind.execute(sa.text(
-            "SELECT id, scores_path FROM model_versions WHERE scores_path IS NOT NULL ORDER BY id")).all():
-        path = Path(stored) if Path(stored).is_absolute() else (root / stored if root is not None else None)
+    for version_id, relative in stored:
+        path = Path(relative) if Path(relative).is_absolute() else (root / relative if root is not None else None)
         if path is None or not path.exists():
             continue
         records = np.load(path, mmap_mode="r")
@@ -100,7 +104,3 @@ def downgrade() -> None:
                 {"model_version_id": version_id, "patch_id": int(r["patch_id"]), "attention": float(r["attention"]),
                  "attention_rank": int(r["attention_rank"]), "probability": float(r["probability"]),
                  "uncertainty": float(r["uncertainty"])} for r in block])
-    with op.batch_alter_table("slides") as batch:
-        batch.drop_column("patch_count")
-    with op.batch_alter_table("model_versions") as batch:
-        batch.drop_column("scores_path")

@@ -14,7 +14,7 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import aliased
 
 from wsireview.catalog.db import Catalog
-from wsireview.catalog.score_files import version_scores
+from wsireview.catalog.score_files import SCORES_OK, scores_state, version_scores
 from wsireview.catalog.models import (
     READY,
     ModelVersion,
@@ -68,6 +68,7 @@ class ModelVersionSummary:
     label_counts: dict[str, Any]
     queued: int
     reviews: int  # verdicts (not undone) given to patches this version queued
+    scores: str = SCORES_OK  # its per-patch scores: ok, "scores pruned" or "score file missing"
 
     def metric_changes(self, parent: "ModelVersionSummary | None") -> dict[str, float]:
         """Numeric metrics that both this version and its parent have: this minus parent."""
@@ -108,7 +109,7 @@ def model_versions(catalog: Catalog) -> list[ModelVersionSummary]:
                 id=m.id, parent_id=m.parent_id, encoder=m.encoder, positive_label=m.positive_label,
                 status=m.status, created_at=m.created_at, params=dict(m.params or {}),
                 metrics=dict(m.metrics or {}), label_counts=dict(m.label_counts or {}),
-                queued=queued.get(m.id, 0), reviews=reviews.get(m.id, 0),
+                queued=queued.get(m.id, 0), reviews=reviews.get(m.id, 0), scores=scores_state(catalog, m.scores_path),
             )
             for m in rows
         ]

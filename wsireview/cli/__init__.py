@@ -27,7 +27,7 @@ SUBCOMMANDS = {
     "add": "add slides to the catalog (thumbnail, tissue mask, patch grid)",
     "retile": "cut a new patch grid (--patch-size, --mpp, --min-tissue) for slides already in the catalog",
     "status": "show the catalog: slides by status, patches, labels, model",
-    "db": "catalog schema migrations (upgrade, current, downgrade); check for files no row owns",
+    "db": "catalog schema migrations (upgrade, current, downgrade); check for files no row owns; prune old scores",
     "demo": "generate a synthetic H&E cohort with known lesions (labels and ground truth included)",
     "embed": "compute patch features (resumable; `retrain` runs this for you)",
     "retrain": "train a new model version on all labels and verdicts, and queue patches to review",

@@ -79,4 +79,8 @@ def run(args, ctx) -> int:
     if model and model.get("id"):
         queued = plural(model.get("queued", 0), "patch")
         ctx.console.print(f"latest model: version {model['id']}, {queued} queued for review")
+        if model.get("scores_pruned"):
+            ctx.console.print(f"scores pruned: {plural(len(model['scores_pruned']), 'version')} "
+                              f"({', '.join(f'v{v}' for v in model['scores_pruned'])}); their queues, predictions "
+                              "and reviews stay")
     return 0

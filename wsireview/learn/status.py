@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 
 from wsireview.catalog import Catalog, ModelVersion, Review, ReviewQueueItem, Slide, SlidePrediction
 from wsireview.catalog.queries import counting, latest_model_version
+from wsireview.catalog.score_files import SCORES_PRUNED, scores_state
 from wsireview.learn.labels import instance_targets
 
 
@@ -36,6 +37,8 @@ def model_status(catalog: Catalog) -> dict:
         "metrics": version.metrics,
         "label_counts": version.label_counts,
         "checkpoint": version.checkpoint_path,
+        "scores": scores_state(catalog, version.scores_path),
+        "scores_pruned": _pruned_versions(catalog),
         "versions": versions,
         "queued": queued_patches(catalog, version.id),
         "queue_size": _queue_size(catalog, version.id),
@@ -91,3 +94,11 @@ def _queue_size(catalog: Catalog, model_version_id: int) -> int:
         return int(session.scalar(
             select(func.count()).select_from(ReviewQueueItem).where(ReviewQueueItem.model_version_id == model_version_id)
         ) or 0)
+
+
+def _pruned_versions(catalog: Catalog) -> list[int]:
+    """Ready versions whose per-patch scores were pruned (`wsireview db prune`)."""
+    with catalog.session() as session:
+        rows = session.execute(select(ModelVersion.id, ModelVersion.scores_path)
+                               .where(ModelVersion.status == "ready").order_by(ModelVersion.id)).all()
+    return [vid for vid, stored in rows if scores_state(catalog, stored) == SCORES_PRUNED]
