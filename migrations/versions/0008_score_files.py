@@ -41,7 +41,7 @@ def _version_scores(bind, version_id: int, n: int) -> dict[str, np.ndarray]:
         {"v": version_id})
     done = 0
     while rows := result.fetchmany(FETCH):
-        block = np.array(rows, dtype=np.float64)
+        block = np.array([tuple(r) for r in rows], dtype=np.float64)  # from Row objects: 25x slower
         for k, name in enumerate(COLUMNS):
             out[name][done:done + len(rows)] = block[:, k]
         done += len(rows)
