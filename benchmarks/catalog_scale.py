@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -233,7 +234,8 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=5000, help="patches per slide")
     parser.add_argument("--reviews", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--baseline-ref", default=BASELINE_REF)
+    parser.add_argument("--baseline-ref", default=BASELINE_REF, help="git ref of the baseline code (default: %(default)s)")
+    parser.add_argument("--baseline-src", type=Path, help="the baseline's source tree, instead of `git archive REF`")
     parser.add_argument("--no-write", action="store_true", help="skip the round-write measurement")
     parser.add_argument("--measure", nargs=2, metavar=("WHAT", "ROOT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -249,10 +251,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="catalog-scale-") as tmp:
         tmp = Path(tmp)
         baseline_src = tmp / "baseline-src"
-        baseline_src.mkdir()
-        archive = subprocess.run(["git", "-C", str(PROJECT), "archive", args.baseline_ref], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(baseline_src)], input=archive, check=True)
+        if args.baseline_src:
+            shutil.copytree(args.baseline_src, baseline_src)
+        else:
+            baseline_src.mkdir()
+            archive = subprocess.run(["git", "-C", str(PROJECT), "archive", args.baseline_ref], check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(baseline_src)], input=archive, check=True)
         (baseline_src / "benchmarks" / "catalog_scale.py").write_text(Path(__file__).read_text())
         root = tmp / "ws"
         built = build(root, args.slides, args.patches, args.reviews)
