@@ -224,7 +224,7 @@ def test_changed_grid_options_are_noticed_and_retile_keeps_reviewed_squares(cata
         before = {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == row.id))}
         reviewed = min(before.values())
         session.add(Review(patch_id=reviewed, verdict="lesion", reviewer="test"))
-    assert row.min_tissue == 0.5
+    assert row.min_tissue == 0.5 and row.patch_count == len(before)  # the count the slides screen shows
 
     # Other options on a known slide: the grid is kept, and the result says so.
     report = add_paths(catalog, workspace, [slide], min_tissue=0.2, limits=IN_PROCESS)
@@ -239,6 +239,7 @@ def test_changed_grid_options_are_noticed_and_retile_keeps_reviewed_squares(cata
     with catalog.session() as session:
         after = {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == row.id))}
         assert session.get(Slide, row.id).min_tissue == 0.2
+        assert session.get(Slide, row.id).patch_count == len(after)
         assert session.scalar(select(func.count()).select_from(Review)) == 1
     assert len(after) > len(before)
     assert all(after[xy] == pid for xy, pid in before.items())
@@ -250,6 +251,7 @@ def test_changed_grid_options_are_noticed_and_retile_keeps_reviewed_squares(cata
     with catalog.session() as session:
         assert {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == row.id))} == after
         assert session.get(Slide, row.id).patch_size_px == 224
+        assert session.get(Slide, row.id).patch_count == len(after)
 
 
 def whole_level_thumbnail(path: Path):

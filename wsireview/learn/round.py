@@ -213,7 +213,7 @@ def count_labels(targets: dict[int, int], labels: dict[int, str | None], inst: d
 
 
 def _insert(session, model, columns: list[str], rows: list[tuple]) -> None:
-    """Bulk inserts without ORM objects: 200,000 score rows in about a second.
+    """Bulk inserts without ORM objects (slide predictions and the queue: thousands of rows at most).
 
     Rows are tuples in ``columns`` order (built with ``zip`` over numpy ``tolist()`` columns, which
     costs a fraction of building a dict per row). On drivers with a positional paramstyle

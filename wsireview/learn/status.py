@@ -43,12 +43,13 @@ def model_status(catalog: Catalog) -> dict:
         "queued": queued_patches(catalog, version.id),
         "queue_size": _queue_size(catalog, version.id),
         "spec": (version.params or {}).get("spec"),
-        "queue_yield": {str(v): queue_yield(catalog, v) for v in _version_ids(catalog)},
+        "queue_yield": _queue_yields(catalog),
         "slides": slide_predictions(catalog, version.id),
     }
 
 
-def queue_yield(catalog: Catalog, model_version_id: int) -> dict[str, dict[str, int]]:
+def queue_yield(catalog: Catalog, model_version_id: int, targets: dict[int, int] | None = None
+                ) -> dict[str, dict[str, int]]:
     """Per reason a version queued patches for (exploit, top-attention, uncertain, diverse, random):
     how many it queued, how many have a lesion/not-lesion verdict now, and how many are lesion.
 
@@ -58,7 +59,7 @@ def queue_yield(catalog: Catalog, model_version_id: int) -> dict[str, dict[str, 
     with catalog.session() as session:
         rows = session.execute(select(ReviewQueueItem.patch_id, ReviewQueueItem.reason)
                                .where(ReviewQueueItem.model_version_id == model_version_id)).all()
-    targets = instance_targets(catalog)
+    targets = instance_targets(catalog) if targets is None else targets
     out: dict[str, dict[str, int]] = {}
     for patch_id, reason in rows:
         entry = out.setdefault(reason, {"queued": 0, "reviewed": 0, "lesion": 0})
@@ -84,9 +85,12 @@ def slide_predictions(catalog: Catalog, model_version_id: int) -> list[dict]:
             for name, label, p, bag, ev, driver in rows]
 
 
-def _version_ids(catalog: Catalog) -> list[int]:
+def _queue_yields(catalog: Catalog) -> dict[str, dict[str, dict[str, int]]]:
+    """:func:`queue_yield` of every version, the verdicts read once (not once per version)."""
     with catalog.session() as session:
-        return list(session.scalars(select(ModelVersion.id).order_by(ModelVersion.id)))
+        ids = list(session.scalars(select(ModelVersion.id).order_by(ModelVersion.id)))
+    targets = instance_targets(catalog)
+    return {str(v): queue_yield(catalog, v, targets) for v in ids}
 
 
 def _queue_size(catalog: Catalog, model_version_id: int) -> int:
