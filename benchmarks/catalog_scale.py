@@ -144,10 +144,14 @@ from wsireview.learn.reviews import record_verdict
 catalog = open_catalog(sys.argv[1], migrate=False)
 stop, ready, waits = sys.argv[2], sys.argv[4], []
 import os
+from sqlalchemy.exc import OperationalError
 while not os.path.exists(stop):
     t = time.time()
-    record_verdict(catalog, int(sys.argv[3]), "unsure", "concurrent")
-    waits.append((t, time.time()))
+    try:
+        record_verdict(catalog, int(sys.argv[3]), "unsure", "concurrent")
+        waits.append((t, time.time(), False))
+    except OperationalError:  # "database is locked": waited past the busy timeout (30 s)
+        waits.append((t, time.time(), True))
     if len(waits) == 1:
         open(ready, "w").close()
     time.sleep(0.02)
@@ -206,7 +210,8 @@ def measure_write(root: Path) -> dict:
     stop.touch()
     # The verdicts that were being written while the round wrote (a blocked one started before
     # the round's transaction and ended after it).
-    waits = np.array([b - a for a, b in json.loads(reviewer.communicate()[0]) if b >= t and a <= end])
+    during = [(b - a, failed) for a, b, failed in json.loads(reviewer.communicate()[0]) if b >= t and a <= end]
+    waits = np.array([w for w, _ in during])
     stop.unlink()
     ready.unlink()
     with catalog.engine.connect() as c:
@@ -215,7 +220,7 @@ def measure_write(root: Path) -> dict:
     catalog.close()
     return {"round write": seconds, "catalog growth MB": (after - before) / 1e6,
             "verdict wait p99 ms": float(np.percentile(waits, 99)) * 1000, "verdict wait max ms": float(waits.max()) * 1000,
-            "verdicts during write": int(waits.size)}
+            "verdicts during write": int(waits.size), "verdicts failed (locked)": sum(f for _, f in during)}
 
 
 def _in_subprocess(what: str, root: Path, source: Path, repeat: int) -> dict:
