@@ -172,7 +172,7 @@ def test_a_verdict_during_a_rounds_write_waits_only_a_short_transaction(workspac
         nonlocal during_write
         reviewer_catalog = open_catalog(workspace.db_url)  # a second connection, as a second process has
         try:
-            for k, pid in enumerate(patch_ids):
+            for pid in patch_ids:
                 if done.is_set():
                     break
                 t = time.perf_counter()
