@@ -24,6 +24,7 @@ from wsireview.catalog.score_files import (
     write_scores,
 )
 from wsireview.cli import main
+from wsireview.files import ordinary_mode
 from wsireview.learn.reviews import record_verdict
 from wsireview.learn.round import retrain
 from wsireview.learn.spec import RoundSpec
@@ -42,6 +43,7 @@ def test_a_score_file_is_sorted_by_patch_id_and_looks_patches_up(tmp_path):
     path = write_scores(tmp_path, 7, patch_ids=ids, slide_ids=ids // 100, attention=att,
                         attention_rank=np.arange(1, ids.size + 1), probability=prob, uncertainty=1 - prob)
     assert path.name == "scores-7.npy" and not list(tmp_path.glob(".scores-*"))  # renamed into place
+    assert path.stat().st_mode & 0o777 == ordinary_mode()  # not mkstemp's 0600
     plain = np.load(path)  # an ordinary .npy of records
     assert plain.dtype == SCORE_DTYPE and np.all(np.diff(plain["patch_id"]) > 0)
     scores = ScoreFile.open(path)

@@ -27,6 +27,7 @@ from sqlalchemy import select, update
 from wsireview.catalog.db import Catalog
 from wsireview.catalog.models import READY, ModelVersion
 from wsireview.errors import WsireviewError
+from wsireview.files import make_ordinary
 
 SCORE_DTYPE = np.dtype([
     ("patch_id", "<i8"),
@@ -126,6 +127,7 @@ def stage_scores(folder: Path, patch_ids: np.ndarray, slide_ids: np.ndarray, att
             np.save(handle, records, allow_pickle=False)
             handle.flush()
             os.fsync(handle.fileno())
+        make_ordinary(tmp)  # mkstemp's 0600 would keep a shared workspace's other users out
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
