@@ -322,10 +322,12 @@ def retrain(
         slides = predict_slides(data, preds, cv, targets)
         slide_prob = {sid: p.probability for sid, p in slides.predictions.items()}
         features = StackedRows([d.x.numpy() for d in data])  # the bags' rows, not a copy of them
+        t_queue = time.perf_counter()
         queue = build_queue(scores, features, slide_prob, reviewed, spec.budget, spec.strategy, seed,
                             negative_slides={sid for sid, t in targets.items() if t == 0},
                             set_aside=prepared.set_aside)
         timings["score_and_queue"] = time.perf_counter() - t
+        timings["queue"] = time.perf_counter() - t_queue  # of score_and_queue
 
         parent = latest_model_version(catalog, encoder)
         metrics = {
