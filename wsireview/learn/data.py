@@ -103,12 +103,12 @@ class Preprocessor:
             pca_dim = auto_pca_dim(total) if arrays[0].shape[1] > PCA_MAX else 0
         picked = np.sort(rng.choice(total, size=min(total, PCA_SAMPLE), replace=False))
         offsets = np.cumsum([0] + [a.shape[0] for a in arrays])
-        rows = []
+        # One float32 copy of the sampled rows (read from the mapped files), standardised in place.
+        sample = np.empty((picked.size, arrays[0].shape[1]), np.float32)
         for i, a in enumerate(arrays):
-            pick = picked[(picked >= offsets[i]) & (picked < offsets[i + 1])] - offsets[i]
-            if pick.size:
-                rows.append(a[pick].astype(np.float32))
-        sample = np.concatenate(rows)
+            lo, hi = np.searchsorted(picked, [offsets[i], offsets[i + 1]])
+            if hi > lo:
+                sample[lo:hi] = a[picked[lo:hi] - offsets[i]]
         mean = sample.mean(0, dtype=np.float64).astype(np.float32)
         std = sample.std(0, dtype=np.float64).astype(np.float32)
         std = np.where(std < 1e-6, np.float32(1.0), std)
@@ -116,7 +116,9 @@ class Preprocessor:
         # Centred, n patches span at most n - 1 directions: a small cohort gets fewer components.
         components = min(pca_dim, sample.shape[0] - 1)
         if pca_dim and sample.shape[1] > pca_dim and components >= 1:
-            z = torch.from_numpy(pre.standardise(sample))
+            sample -= mean
+            sample /= std
+            z = torch.from_numpy(sample)
             state = torch.random.get_rng_state()
             torch.manual_seed(seed)
             try:
