@@ -244,6 +244,21 @@ def _insert(session, model, columns: list[str], rows: list[tuple]) -> None:
             connection.exec_driver_sql(sql, chunk)
 
 
+def write_patch_scores(session, version_id: int, scores: PatchScores) -> None:
+    """Every patch's scores of one version (where they are kept is this function's business).
+
+    The rows are built ``INSERT_CHUNK`` at a time from the score arrays: a list of every row as
+    Python tuples took about 900 bytes a patch (4.5 GB at 5M patches).
+    """
+    columns = ["model_version_id", "patch_id", "attention", "attention_rank", "probability", "uncertainty"]
+    for start in range(0, len(scores), INSERT_CHUNK):
+        part = slice(start, start + INSERT_CHUNK)
+        _insert(session, PatchScore, columns,
+                list(zip(itertools.repeat(version_id), scores.patch_ids[part].tolist(), scores.attention[part].tolist(),
+                         scores.attention_rank[part].tolist(), scores.probability[part].tolist(),
+                         scores.uncertainty[part].tolist())))
+
+
 def retrain(
     catalog: Catalog,
     workspace: Workspace,
@@ -411,11 +426,7 @@ def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, 
             version.checkpoint_path = workspace.relative(checkpoint)
             vid = version.id
             session.flush()
-            _insert(session, PatchScore,
-                    ["model_version_id", "patch_id", "attention", "attention_rank", "probability", "uncertainty"],
-                    list(zip(itertools.repeat(vid), scores.patch_ids.tolist(), scores.attention.tolist(),
-                             scores.attention_rank.tolist(), scores.probability.tolist(),
-                             scores.uncertainty.tolist())))
+            write_patch_scores(session, vid, scores)
             _insert(session, SlidePrediction,
                     ["model_version_id", "slide_id", "probability", "bag_probability", "evidence", "driver"],
                     [(vid, int(sid), p.probability, p.bag_probability, p.evidence, p.driver)
