@@ -11,8 +11,9 @@ alternating lesion / normal, and each lesion slide holds a cluster of about 1% o
 shifted along one hidden direction (what the model has to find). Slides, patches and feature
 sets are then recorded straight into a catalog made by the code under test.
 
-Each round runs in a child process (`retrain`, budget ``--budget``), which reports its phases and
-its peak resident memory (``ru_maxrss``); between rounds an oracle reviews the queued patches
+Each round runs in a child process (`retrain`, budget ``--budget``), which reports its phases, its
+CPU seconds (user + system: on a busy shared machine a fairer comparison than wall time) and its
+peak resident memory (``ru_maxrss``); between rounds an oracle reviews the queued patches
 (lesion where the signal is), so later rounds carry more verdicts. The catalog's growth is the
 change in the size of its files over the round.
 
@@ -125,7 +126,8 @@ def child_round(ws_root: str, budget: int) -> dict:
     wall = time.perf_counter() - t
     catalog.close()
     m = result.metrics
-    return {"wall": wall, "seconds": result.seconds, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"wall": wall, "seconds": result.seconds, "maxrss_kb": usage.ru_maxrss, "cpu": usage.ru_utime + usage.ru_stime,
             "slide_auc": m.get("slide_auc"), "instance_auc": m.get("instance_auc"),
             "instance_auc_fit": m.get("instance_auc_fit"), "version": result.model_version_id}
 
@@ -205,7 +207,7 @@ def main() -> None:
         lesion = np.load(features / "truth.npy")
         table = Table(title=f"{n_slides} slides x {n_patches:,} patches ({n_slides * n_patches:,}), {DIM}-d float16, "
                             f"budget {args.budget} per round")
-        for col in ("code", "round", "verdicts", "round s", "load", "cv", "train", "score", "queue", "write",
+        for col in ("code", "round", "verdicts", "round s", "CPU s", "load", "cv", "train", "score", "queue", "write",
                     "peak GB", "catalog +MB", "slide AUC", "inst AUC"):
             table.add_column(col, justify="left" if col == "code" else "right")
         for name, code in codes:
@@ -221,14 +223,14 @@ def main() -> None:
                 before = catalog_bytes(ws)
                 out = run_child(code, "round", str(ws), str(args.budget))
                 if "error" in out:
-                    table.add_row(name, str(r), str(verdicts), f"failed: {out['error'][:60]}", *[""] * 10)
+                    table.add_row(name, str(r), str(verdicts), f"failed: {out['error'][:60]}", *[""] * 11)
                     findings.append((size, name, r, f"failed ({out['error'][:80]})"))
                     break
                 s = out["seconds"]
                 queue = s.get("queue")
                 score = s["score_and_queue"] - queue if queue is not None else s["score_and_queue"]
                 peak = out["maxrss_kb"] / 1e6
-                table.add_row(name, str(r), str(verdicts), fmt(out["wall"]), fmt(s["load"]), fmt(s["cross_validate"]),
+                table.add_row(name, str(r), str(verdicts), fmt(out["wall"]), fmt(out["cpu"]), fmt(s["load"]), fmt(s["cross_validate"]),
                               fmt(s["train"]), fmt(score), fmt(queue), fmt(s["write"]), fmt(peak, ".2f"),
                               fmt((catalog_bytes(ws) - before) / 1e6), fmt(out["slide_auc"], ".3f"),
                               fmt(out["instance_auc"], ".3f"))
