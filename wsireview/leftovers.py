@@ -44,6 +44,7 @@ OWNED_NAMES = (
     ("models", re.compile(r"^\.scores-.*\.partial$"), TEMPORARY),
     ("features/*", re.compile(r"^slide-\d+\.np[yz]$"), FEATURES),
     ("features/*", re.compile(r"^slide-\d+.*\.partial\.npy$"), TEMPORARY),
+    ("features/*/projected-*", re.compile(r"^slide-\d+.*\.partial\.npy$"), TEMPORARY),  # a killed round's cache
     ("thumbs", re.compile(r"^slide-\d+\.png$"), SLIDE_IMAGE),
     ("masks", re.compile(r"^slide-\d+(-overlay)?\.png$"), SLIDE_IMAGE),
 )

@@ -9,12 +9,19 @@ workspaces are still read.
 
 A file is written to a temporary name and renamed, and the ``feature_sets`` row is added only
 after the rename, so an interrupted run never leaves a matrix that looks complete.
+
+Beside each encoder's matrices, ``projected-<key>/slide-N.npy`` holds the same patches after a
+round's projection (``wsireview.learn.data.Preprocessor``, ``key`` a hash of it): float32 records
+of ``pca_dim`` numbers instead of 1,280, written once per (feature set, projection) so the next
+round reads a twentieth of the bytes. They are a cache: a projected file older than its slide's
+features is computed again, and a round removes the folders of projections it no longer uses.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,9 +42,17 @@ def features_path(workspace: Workspace, slide_id: int, encoder: str) -> Path:
     return workspace.features / encoder_slug(encoder) / f"slide-{slide_id}.npy"
 
 
-def feature_records(patch_ids: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """The records one file holds: ``(patch_id int64, features float16[D])`` per patch."""
-    dtype = np.dtype([("patch_id", "<i8"), ("features", "<f2", (features.shape[1],))])
+PROJECTED_PREFIX = "projected-"
+
+
+def projected_path(workspace: Workspace, slide_id: int, encoder: str, key: str) -> Path:
+    """Where one slide's features after the projection ``key`` are cached."""
+    return workspace.features / encoder_slug(encoder) / f"{PROJECTED_PREFIX}{key}" / f"slide-{slide_id}.npy"
+
+
+def feature_records(patch_ids: np.ndarray, features: np.ndarray, dtype: str = "<f2") -> np.ndarray:
+    """The records one file holds: ``(patch_id int64, features float16[D])`` per patch (or ``dtype``)."""
+    dtype = np.dtype([("patch_id", "<i8"), ("features", dtype, (features.shape[1],))])
     records = np.empty(patch_ids.shape[0], dtype=dtype)
     records["patch_id"] = patch_ids
     records["features"] = features
@@ -59,18 +74,7 @@ def save_features(
     if features.ndim != 2 or features.shape[0] != patch_ids.shape[0]:
         raise ValueError(f"features {features.shape} do not align with {patch_ids.shape[0]} patch ids")
     path = features_path(workspace, slide.id, encoder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".partial.npy")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, feature_records(patch_ids, features))
-            handle.flush()
-            os.fsync(handle.fileno())
-        make_ordinary(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_records(path, feature_records(patch_ids, features))
     with catalog.session() as session:
         row = session.scalar(
             select(FeatureSet).where(FeatureSet.slide_id == slide.id, FeatureSet.encoder == encoder)
@@ -87,6 +91,57 @@ def save_features(
     if previous is not None and previous != path:
         previous.unlink(missing_ok=True)  # an older workspace's .npz, replaced by the .npy above
     return row
+
+
+def write_records(path: Path, records: np.ndarray, sync: bool = True) -> None:
+    """Write ``records`` to ``path`` through a temporary name and a rename: never half a file.
+
+    ``sync``: flush to disk before the rename (a cache that can be computed again skips it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".partial.npy")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, records)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        make_ordinary(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_projected(workspace: Workspace, feature_set: FeatureSet, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(patch_ids, projected float32 features)`` cached for ``feature_set`` under projection ``key``,
+    read into memory; None when there is none or it is older than the features it came from."""
+    path = projected_path(workspace, feature_set.slide_id, feature_set.encoder, key)
+    source = workspace.absolute(feature_set.path)
+    try:
+        if source is not None and path.stat().st_mtime_ns < source.stat().st_mtime_ns:
+            return None
+        records = np.load(path)
+    except (OSError, ValueError):
+        return None
+    if records.shape[0] != feature_set.n_patches:
+        return None
+    return records["patch_id"], records["features"]
+
+
+def save_projected(workspace: Workspace, feature_set: FeatureSet, key: str, patch_ids: np.ndarray,
+                   projected: np.ndarray) -> None:
+    """Cache one slide's projected features (float32) under projection ``key``."""
+    path = projected_path(workspace, feature_set.slide_id, feature_set.encoder, key)
+    write_records(path, feature_records(patch_ids, projected, "<f4"), sync=False)
+
+
+def remove_other_projections(workspace: Workspace, encoder: str, key: str) -> None:
+    """Drop the cached projections of ``encoder`` other than ``key`` (a new projection replaced them)."""
+    folder = workspace.features / encoder_slug(encoder)
+    for stale in folder.glob(f"{PROJECTED_PREFIX}*"):
+        if stale.is_dir() and stale.name != f"{PROJECTED_PREFIX}{key}":
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def load_features(workspace: Workspace, feature_set: FeatureSet) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from wsireview.catalog.queries import latest_model_version
 from wsireview.errors import WsireviewError
 from wsireview.features.embed import embed_slides, pending_slides
 from wsireview.learn.checkpoint import save_checkpoint
-from wsireview.learn.data import Bag, Preprocessor, load_bags
+from wsireview.learn.data import Bag, Preprocessor, StackedRows, load_projected_bags
 from wsireview.learn.labels import artifact_patches, instance_targets, reviewed_patches, slide_targets
 from wsireview.learn.lookalike import ARTIFACT as ARTIFACT_CLASS
 from wsireview.learn.lookalike import LESION as LESION_CLASS
@@ -127,38 +127,37 @@ def rejections_wait(verdict: np.ndarray, targets: dict[int, int]) -> bool:
 
 
 def prepare_bags(
-    bags: list[Bag], targets: dict[int, int], inst: dict[int, int], params: TrainParams, seed: int,
+    bags: list[Bag], pre: Preprocessor, targets: dict[int, int], inst: dict[int, int], params: TrainParams,
+    seed: int,
     artifacts: set[int] | None = None,
     abstained: set[int] | None = None,
 ) -> Prepared:
-    """Fit the preprocessing on the training slides' patches, spread the verdicts to look-alikes,
-    drop artifact patches and wrap every bag for training.
+    """Spread the verdicts to look-alikes, drop artifact patches and wrap every bag for training.
 
+    ``bags``: the cohort's projected features (:func:`wsireview.learn.data.load_projected_bags`),
+    ``pre`` the projection that made them. A bag without artifacts trains on its features as they
+    are (no copy).
     ``abstained``: reviewed patches without a lesion/not-lesion/artifact verdict (``unsure``, ties).
     A reviewer's abstention stands: no neighbour's verdict is spread onto them.
     """
     artifacts = artifacts or set()
     art_ids = np.fromiter(artifacts, dtype=np.int64, count=len(artifacts))
-    train = [b for b in bags if b.slide_id in targets or np.isin(b.patch_ids, list(inst)).any()]
-    if not train:
+    inst_ids = np.fromiter(inst, dtype=np.int64, count=len(inst))
+    if not any(b.slide_id in targets or np.isin(b.patch_ids, inst_ids).any() for b in bags):
         raise NothingToLearn(
             "no slide has a label and no patch has a lesion/not-lesion verdict: add labels with "
             "`wsireview add ... --labels labels.csv` or review some patches first"
         )
-    pre = Preprocessor.fit([b.features[~np.isin(b.patch_ids, art_ids)] for b in train], params.pca_dim, seed)
-    x_all = np.concatenate([pre.transform(b.features) for b in bags])
+    x_all = StackedRows([b.features for b in bags])
     ids_all = np.concatenate([b.patch_ids for b in bags])
     negative_rows = np.concatenate([np.full(len(b), targets.get(b.slide_id) == 0) for b in bags])
 
     # Verdict classes per row (-1: none) and their spread to look-alikes.
     verdict = np.full(ids_all.size, -1, np.int64)
-    row_of = {int(p): r for r, p in enumerate(ids_all)}
-    for pid, y in inst.items():
-        if pid in row_of:
-            verdict[row_of[pid]] = LESION_CLASS if y else NOT_LESION_CLASS
-    for pid in artifacts:
-        if pid in row_of:
-            verdict[row_of[pid]] = ARTIFACT_CLASS
+    inst_y = np.fromiter(inst.values(), dtype=np.int64, count=len(inst))
+    found, rows = rows_of(ids_all, inst_ids)
+    verdict[rows] = np.where(inst_y[found] != 0, LESION_CLASS, NOT_LESION_CLASS)
+    verdict[rows_of(ids_all, art_ids)[1]] = ARTIFACT_CLASS
     reviewed_rows = np.flatnonzero(verdict >= 0)
     spread = spread_verdicts(x_all, reviewed_rows, verdict[reviewed_rows], negative_rows, params.spread, seed)
     if abstained:
@@ -192,11 +191,22 @@ def prepare_bags(
             continue
         positions = np.flatnonzero(~np.isnan(label[rows][k]))
         target = float(targets[b.slide_id]) if b.slide_id in targets else None
-        out_bags.append(Bag(b.slide_id, b.patch_ids[k], b.features[k]))
-        out.append(make_bag(b.slide_id, torch.from_numpy(np.ascontiguousarray(x_all[rows][k])), target, positions,
+        x = b.features if k.all() else b.features[k]  # a view of the cohort's matrix unless artifacts go
+        out_bags.append(Bag(b.slide_id, b.patch_ids[k], x))
+        out.append(make_bag(b.slide_id, torch.from_numpy(np.ascontiguousarray(x)), target, positions,
                             label[rows][k][positions], weight[rows][k][positions], attention[rows][k]))
     set_aside = set(ids_all[held_back & ~hard].tolist())
     return Prepared(out_bags, out, pre, spread, int((~keep).sum()), int(held_back.sum()), set_aside)
+
+
+def rows_of(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``wanted`` ids occur in ``ids`` (bool per wanted) and their rows there."""
+    if wanted.size == 0 or ids.size == 0:
+        return np.zeros(wanted.size, bool), np.zeros(0, np.int64)
+    order = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids, wanted, sorter=order), ids.size - 1)
+    found = ids[order[pos]] == wanted
+    return found, order[pos[found]]
 
 
 def count_labels(targets: dict[int, int], labels: dict[int, str | None], inst: dict[int, int], reviewed: int) -> dict:
@@ -270,14 +280,18 @@ def retrain(
         report = bar.phase
         t = time.perf_counter()
         report("loading features and labels", 0.05)
-        bags = load_bags(catalog, workspace, encoder)
+
+        def loaded(done: int, total: int) -> None:
+            report(f"loading projected features: {done} of {total} slides", 0.05 + 0.1 * done / total)
+
+        pre, bags = load_projected_bags(catalog, workspace, encoder, params.pca_dim, on_progress=loaded)
         if not bags:
             raise NothingToLearn(f"no slide has features for encoder {encoder!r}; run `wsireview embed` first")
         targets, labels = slide_targets(catalog, spec.positive)
         inst = instance_targets(catalog)
         reviewed = reviewed_patches(catalog)
         artifacts = artifact_patches(catalog)
-        prepared = prepare_bags(bags, targets, inst, params, seed, artifacts, reviewed - set(inst) - artifacts)
+        prepared = prepare_bags(bags, pre, targets, inst, params, seed, artifacts, reviewed - set(inst) - artifacts)
         bags, data, pre = prepared.bags, prepared.data, prepared.pre
         timings["load"] = time.perf_counter() - t
 
@@ -307,11 +321,13 @@ def retrain(
         scores = score_patches([b.slide_id for b in bags], [b.patch_ids for b in bags], preds, cv.members)
         slides = predict_slides(data, preds, cv, targets)
         slide_prob = {sid: p.probability for sid, p in slides.predictions.items()}
-        features = np.concatenate([d.x.numpy() for d in data])
+        features = StackedRows([d.x.numpy() for d in data])  # the bags' rows, not a copy of them
+        t_queue = time.perf_counter()
         queue = build_queue(scores, features, slide_prob, reviewed, spec.budget, spec.strategy, seed,
                             negative_slides={sid for sid, t in targets.items() if t == 0},
                             set_aside=prepared.set_aside)
         timings["score_and_queue"] = time.perf_counter() - t
+        timings["queue"] = time.perf_counter() - t_queue  # of score_and_queue
 
         parent = latest_model_version(catalog, encoder)
         metrics = {
@@ -366,9 +382,8 @@ def _fit_instance_auc(scores: PatchScores, inst: dict[int, int]) -> float | None
         return None
     ids = np.fromiter(inst, dtype=np.int64, count=len(inst))
     y = np.fromiter(inst.values(), dtype=np.int64, count=len(inst))
-    pos = {int(p): i for i, p in enumerate(scores.patch_ids)}
-    keep = [k for k, p in enumerate(ids) if int(p) in pos]
-    return roc_auc(y[keep], scores.probability[[pos[int(ids[k])] for k in keep]])
+    found, rows = rows_of(scores.patch_ids, ids)
+    return roc_auc(y[found], scores.probability[rows])
 
 
 def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, label_counts, model, pre, scores,
