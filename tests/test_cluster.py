@@ -146,3 +146,16 @@ def test_a_malformed_local_cluster_is_refused_before_anything_runs(demo_workspac
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "local:N needs a number of worker processes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_slide_a_worker_cannot_see_fails_alone_and_stays_ready(cluster_address, demo_workspace, demo_catalog):
+    """A worker without the shared filesystem must not mark slides unreadable: the slide is reported, not failed."""
+    with demo_catalog.session() as session:
+        session.get(Slide, 2).path = str(demo_workspace.root / "elsewhere" / "demo-001.tiff")
+    report = embed_on_cluster(demo_catalog, demo_workspace, cluster_address, encoder="stain-stats", slide_ids=[1, 2])
+    outcomes = {r.slide_id: r for r in report.results}
+    assert outcomes[1].outcome == EMBEDDED and outcomes[2].outcome == "failed"
+    assert "is not visible on the worker's machine" in (outcomes[2].reason or "")
+    assert sorted(feature_sets(demo_catalog, "stain-stats")) == [1]
+    with demo_catalog.session() as session:
+        assert session.get(Slide, 2).status == "ready"

@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -55,6 +56,11 @@ class ClusterError(WsireviewError):
     """A cluster address that is malformed or cannot be reached."""
 
 
+class NotShared(WsireviewError):
+    """A worker cannot see a slide or the workspace at the path the client sent: the filesystem is not
+    shared (or not mounted at the same place). The slide is reported failed but never marked unreadable."""
+
+
 # -- what travels to a worker and back ------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class SlideTask:
     coords: np.ndarray  # N x 3: level-0 x, y, size
     patch_size_px: int | None
     features_path: str  # absolute: where the worker writes the feature file
+    features_root: str  # the workspace's features folder: it must exist on the worker already
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,10 @@ def embed_task(task: SlideTask, settings: EncoderSettings, slots_by_host: dict[s
     ``encoder`` is an encoder object sent by the client instead of a name (benchmarks, tests).
     """
     started = time.perf_counter()
+    for path, what in ((task.slide_path, "the slide"), (task.features_root, "the workspace's features folder")):
+        if not os.path.exists(path):
+            raise NotShared(f"{what} {path} is not visible on the worker's machine {socket.gethostname()}: "
+                            "workers need the workspace and the slides at the same paths as this machine")
     if encoder is None:
         encoder = _worker_encoder(settings, compute_threads(settings, slots_by_host))
     out_px = encoder.input_px or task.patch_size_px or 224
@@ -218,6 +229,8 @@ def _failure_reason(error: BaseException) -> str:
 
     if isinstance(error, KilledWorker):
         return "workers kept dying on this slide (it was tried on several); it stays ready for the next run"
+    if isinstance(error, WsireviewError):
+        return str(error)
     return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
@@ -277,7 +290,7 @@ def embed_on_cluster(
                 slide_path = workspace.absolute(slide.path)
                 assert slide_path is not None  # a slide's path column is never empty
                 task = SlideTask(slide.id, str(slide_path), ids, coords, slide.patch_size_px,
-                                 str(features_path(workspace, slide.id, name)))
+                                 str(features_path(workspace, slide.id, name)), str(workspace.features))
                 key = f"embed-{encoder_slug(name)}-slide-{slide.id}-{run}"
                 slide_of[key] = slide
                 running.add(client.submit(embed_task, task, settings, slots, shipped, retries=TASK_RETRIES, key=key))
@@ -293,12 +306,16 @@ def embed_on_cluster(
                 report.results.append(SlideOutcome(slide.id, slide.name, FAILED, 0, 0.0, _failure_reason(error)))
             else:
                 report.backend = report.backend or f"{result.backend}; {n_workers} workers"
+                written = features_path(workspace, slide.id, name)
                 if result.outcome == FAILED:
                     reason = result.reason or "unreadable"
                     mark_unreadable(catalog, slide.id, f"unreadable while embedding: {reason}")
+                elif not written.exists():
+                    result = replace(result, outcome=FAILED, reason=f"the worker wrote {written}, which is not on "
+                                     "this machine: the workspace must be on a filesystem every worker shares")
                 else:
-                    record_feature_set(catalog, workspace, slide, name, features_path(workspace, slide.id, name),
-                                       result.dim, result.patches, result.patch_size_px)
+                    record_feature_set(catalog, workspace, slide, name, written, result.dim, result.patches,
+                                       result.patch_size_px)
                 report.results.append(SlideOutcome(slide.id, slide.name, result.outcome, result.patches,
                                                    result.seconds, result.reason))
             future.release()
