@@ -102,9 +102,10 @@ def run(args, ctx) -> int:
         note = r.reason or ("no patches: an empty matrix is recorded" if r.outcome == EMPTY else "")
         table.add_row(r.name, f"[{styles[r.outcome]}]{r.outcome}[/]", str(r.patches), f"{r.seconds:.1f}", note)
     ctx.console.print(table)
+    ready = "cluster" if args.cluster else "model"
     ctx.console.print(
         f"{report.patches:,} {'patch' if report.patches == 1 else 'patches'} in {report.seconds:.1f} s = "
-        f"[bold]{report.patches_per_second:,.0f} patches/s[/] (model ready in {report.load_seconds:.1f} s); "
+        f"[bold]{report.patches_per_second:,.0f} patches/s[/] ({ready} ready in {report.load_seconds:.1f} s); "
         f"{plural(report.already_done, 'slide')} already embedded."
     )
     return 1 if report.failed else 0
