@@ -52,29 +52,37 @@ def projected_path(workspace: Workspace, slide_id: int, encoder: str, key: str) 
 
 def feature_records(patch_ids: np.ndarray, features: np.ndarray, dtype: str = "<f2") -> np.ndarray:
     """The records one file holds: ``(patch_id int64, features float16[D])`` per patch (or ``dtype``)."""
-    dtype = np.dtype([("patch_id", "<i8"), ("features", dtype, (features.shape[1],))])
-    records = np.empty(patch_ids.shape[0], dtype=dtype)
+    record = np.dtype([("patch_id", "<i8"), ("features", dtype, (features.shape[1],))])
+    records = np.empty(patch_ids.shape[0], dtype=record)
     records["patch_id"] = patch_ids
     records["features"] = features
     return records
 
 
-def save_features(
-    catalog: Catalog,
-    workspace: Workspace,
-    slide: Slide,
-    encoder: str,
-    patch_ids: np.ndarray,
-    features: np.ndarray,
-    patch_size_px: int,
-) -> FeatureSet:
-    """Write one slide's matrix atomically, then record (or replace) its ``feature_sets`` row."""
+def write_features_file(path: Path, patch_ids: np.ndarray, features: np.ndarray) -> None:
+    """Write one slide's records to ``path`` atomically: a temporary name in the same folder, then a rename.
+
+    Needs no catalog, so a cluster worker calls it too; a writer killed half-way leaves only a
+    ``*.partial.npy`` file that no catalog row points to (``db check --clean`` removes it).
+    """
     patch_ids = np.asarray(patch_ids, dtype=np.int64)
     features = np.asarray(features, dtype=np.float16)
     if features.ndim != 2 or features.shape[0] != patch_ids.shape[0]:
         raise ValueError(f"features {features.shape} do not align with {patch_ids.shape[0]} patch ids")
-    path = features_path(workspace, slide.id, encoder)
     write_records(path, feature_records(patch_ids, features))
+
+
+def record_feature_set(
+    catalog: Catalog,
+    workspace: Workspace,
+    slide: Slide,
+    encoder: str,
+    path: Path,
+    dim: int,
+    n_patches: int,
+    patch_size_px: int,
+) -> FeatureSet:
+    """Record (or replace) the ``feature_sets`` row of a file already written by :func:`write_features_file`."""
     with catalog.session() as session:
         row = session.scalar(
             select(FeatureSet).where(FeatureSet.slide_id == slide.id, FeatureSet.encoder == encoder)
@@ -83,8 +91,8 @@ def save_features(
             row = FeatureSet(slide_id=slide.id, encoder=encoder)
             session.add(row)
         previous = workspace.absolute(row.path) if row.path else None
-        row.dim = int(features.shape[1])
-        row.n_patches = int(features.shape[0])
+        row.dim = int(dim)
+        row.n_patches = int(n_patches)
         row.patch_size_px = int(patch_size_px)
         row.target_mpp = slide.target_mpp
         row.path = workspace.relative(path)
@@ -142,6 +150,22 @@ def remove_other_projections(workspace: Workspace, encoder: str, key: str) -> No
     for stale in folder.glob(f"{PROJECTED_PREFIX}*"):
         if stale.is_dir() and stale.name != f"{PROJECTED_PREFIX}{key}":
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def save_features(
+    catalog: Catalog,
+    workspace: Workspace,
+    slide: Slide,
+    encoder: str,
+    patch_ids: np.ndarray,
+    features: np.ndarray,
+    patch_size_px: int,
+) -> FeatureSet:
+    """Write one slide's matrix atomically, then record (or replace) its ``feature_sets`` row."""
+    path = features_path(workspace, slide.id, encoder)
+    write_features_file(path, patch_ids, features)
+    return record_feature_set(catalog, workspace, slide, encoder, path, features.shape[1], features.shape[0],
+                              patch_size_px)
 
 
 def load_features(workspace: Workspace, feature_set: FeatureSet) -> tuple[np.ndarray, np.ndarray]:

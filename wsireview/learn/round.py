@@ -250,12 +250,14 @@ def retrain(
     spec: RoundSpec | None = None,
     on_progress: ProgressCallback | None = None,
     mixed_grids: bool = False,
+    cluster: str | None = None,
 ) -> RoundResult:
     """Run one round of ``spec`` and record a new model version (parent: the latest one for its encoder).
 
     ``on_progress`` hears each phase with the fraction of the round done (embedding, when needed,
     reports its patches; cross-validation each fold): the one way a command or a screen follows it.
     Slides of different patch grids are refused (:class:`MixedGrids`) unless ``mixed_grids``.
+    ``cluster`` (a Dask scheduler address or ``local:N``) embeds the missing slides there.
     """
     if not mixed_grids:
         refuse_mixed_grids(catalog)
@@ -270,7 +272,12 @@ def retrain(
     missing, _ = pending_slides(catalog, workspace, encoder)
     if missing:
         bar.start_embedding(encoder, len(missing))
-        embed_slides(catalog, workspace, encoder=encoder, on_progress=bar.embedded)
+        if cluster:
+            from wsireview.features.cluster import embed_on_cluster
+
+            embed_on_cluster(catalog, workspace, cluster, encoder=encoder, on_progress=bar.embedded)
+        else:
+            embed_slides(catalog, workspace, encoder=encoder, on_progress=bar.embedded)
         bar.embedding_done()
     timings["embed"] = time.perf_counter() - t0
 
