@@ -7,7 +7,6 @@ an interruption never loses slides already done.
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from sqlalchemy import delete, func, select
 
 from wsireview.catalog import FAILED, MISSING, READY, Catalog, FeatureSet, Patch, Review, Slide
 from wsireview.errors import WsireviewError
+from wsireview.files import is_disk_full
 from wsireview.learn.labels import record_label, similar_labels
 from wsireview.slides import examine as examine_jobs
 from wsireview.slides.dicom import dicom_series_files
@@ -164,18 +164,6 @@ def record_failure(catalog: Catalog, path: Path, reason: str, content_hash: str 
 
 class WorkspaceFull(OSError):
     """The workspace's disk is full: the batch stops (the slides are fine; nothing can be written)."""
-
-
-def is_disk_full(error: BaseException) -> bool:
-    """Whether ``error`` (an OS error, or SQLite's "database or disk is full") means no space left."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-            return True
-        if "disk is full" in str(cause).lower():
-            return True
-        cause = cause.__cause__ or getattr(cause, "orig", None)
-    return False
 
 
 class GridConflict(WsireviewError):

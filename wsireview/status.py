@@ -106,10 +106,15 @@ def refuse_mixed_grids(catalog: Catalog) -> None:
 
 def mark_unreadable(catalog: Catalog, slide_id: int, reason: str) -> None:
     """Mark a ready slide failed when its pixels turn out unreadable after ingest (in embed or
-    export), so it is not left "ready"; its patches and reviews stay. `add` checks it again."""
+    export), so it is not left "ready"; its patches and reviews stay. `add` checks it again.
+    A slide whose file has gone is marked missing instead, as :func:`mark_missing` would."""
     with catalog.session() as session:
         row = session.get(Slide, slide_id)
-        if row is not None and row.status == READY:
+        if row is None or row.status != READY:
+            return
+        if not Path(row.path).exists():
+            row.status, row.reason = MISSING, f"file not found: {row.path}"
+        else:
             row.status, row.reason, row.warning = FAILED, reason, None
 
 
