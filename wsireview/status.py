@@ -95,13 +95,17 @@ def mixed_grids_warning(grids: dict[tuple[int | None, float | None], int]) -> st
 
 class MixedGrids(WsireviewError):
     """Ready slides cut at different patch resolutions: a model trained on both would mix features
-    that do not compare."""
+    that do not compare. ``warning`` says which grids, without the command-line way out."""
+
+    def __init__(self, warning: str) -> None:
+        super().__init__(f"{warning}, or retrain --mixed-grids to train on them as they are")
+        self.warning = warning
 
 
 def refuse_mixed_grids(catalog: Catalog) -> None:
     """The one rule training follows: raise :class:`MixedGrids` when ready slides differ in patch grid."""
     if warning := mixed_grids_warning(patch_grids(catalog)):
-        raise MixedGrids(f"{warning}, or retrain --mixed-grids to train on them as they are")
+        raise MixedGrids(warning)
 
 
 def mark_unreadable(catalog: Catalog, slide_id: int, reason: str) -> None:
