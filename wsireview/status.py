@@ -123,7 +123,9 @@ def mark_unreadable(catalog: Catalog, slide_id: int, reason: str) -> None:
 
 
 def mark_missing(catalog: Catalog) -> list[str]:
-    """Mark slides whose file has disappeared as missing (never deleted: their reviews stay)."""
+    """Mark slides whose file has disappeared as missing (never deleted: their reviews stay). A file
+    back at its path is ready again when its bytes match the catalogued ones, else failed until
+    `add` examines it."""
     missing = []
     with catalog.session() as session:
         for row in session.scalars(select(Slide).where(Slide.status != MISSING)):
@@ -132,5 +134,19 @@ def mark_missing(catalog: Catalog) -> list[str]:
                 missing.append(row.name)
         for row in session.scalars(select(Slide).where(Slide.status == MISSING)):
             if Path(row.path).exists():
-                row.status, row.reason = (READY if row.thumbnail_path else FAILED), None
+                if row.thumbnail_path and _another_file(row):
+                    row.status, row.reason = FAILED, ("the file back at this path is not the one catalogued (its "
+                                                      "content differs): run `wsireview add` on it")
+                else:
+                    row.status, row.reason = (READY if row.thumbnail_path else FAILED), None
     return missing
+
+
+def _another_file(row: Slide) -> bool:
+    """Whether the file now at a slide's path is, by its bytes, not the one it was catalogued from."""
+    from wsireview.slides.reader import file_still_matches
+
+    try:
+        return file_still_matches(row.content_hash, Path(row.path)) is False
+    except OSError:
+        return True

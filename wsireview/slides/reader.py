@@ -45,6 +45,8 @@ def explain_open_error(path: Path, error: BaseException) -> str:
         pass
     text = str(error).strip().replace(str(path), path.name)
     lowered = text.lower()
+    if isinstance(error, Image.DecompressionBombError):
+        return f"the header declares more pixels than any slide has: the file is damaged ({text})"
     if "short read" in lowered:
         return f"truncated file: {text}"
     if "invalid tiff" in lowered or "cannot get required tiff tag" in lowered or "cannot handle" in lowered:
@@ -115,6 +117,18 @@ def same_content(stored: str | None, current: str) -> bool:
     return stored is not None and (stored == current or current.startswith(stored + "+"))
 
 
+def file_still_matches(stored: str | None, path: Path) -> bool | None:
+    """Whether the file at ``path`` is still the one a stored content hash was taken of, judged
+    from its bytes alone (no reader opened); None when the hash cannot tell without a reader."""
+    if not stored:
+        return None
+    if stored.startswith("sha256:"):
+        return file_hash(path) == stored
+    if "+sample:" in stored:
+        return stored.rsplit("+sample:", 1)[1] == sampled_file_hash(path)
+    return None
+
+
 def _float(value: str | None) -> float | None:
     try:
         return float(value) if value not in (None, "") else None
@@ -173,6 +187,11 @@ class SlideFile:
             raise SlideError(explain_open_error(self.path, error)) from error
         props = self._osr.properties
         self.is_plain_image = isinstance(self._osr, openslide.ImageSlide)
+        self.plain_format: str | None = None  # PNG, JPEG, TIFF, ... for a plain image
+        self._plain_mode: str | None = None
+        if self.is_plain_image:
+            with Image.open(self.path) as header:  # the header only: nothing is decoded
+                self.plain_format, self._plain_mode = header.format, header.mode
         self.vendor: str = "image" if self.is_plain_image else props.get(openslide.PROPERTY_NAME_VENDOR, "unknown")
         self.dimensions: tuple[int, int] = self._osr.dimensions
         self.level_count: int = self._osr.level_count
@@ -202,6 +221,13 @@ class SlideFile:
         """The level-0 size of a ``patch_size`` px patch at ``target_mpp``, and how it was derived."""
         return patch_resolution(patch_size, target_mpp, self.mpp_x, self.objective_power)
 
+    def plain_decoded_bytes(self) -> int:
+        """The memory a plain image takes decoded (its reader holds it whole): PIL keeps 1 byte a
+        pixel for grey and palette images, 2 for 16-bit grey, 4 for everything else (RGB included)."""
+        mode = self._plain_mode or "RGB"
+        per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+        return self.dimensions[0] * self.dimensions[1] * per_pixel
+
     # -- pixels ---------------------------------------------------------------------------------
     def thumbnail(self, max_side: int = 1024) -> Image.Image:
         """An RGB thumbnail, long side up to ``max_side``, read from the best pyramid level.
@@ -214,13 +240,30 @@ class SlideFile:
         level = self._osr.get_best_level_for_downsample(downsample) if downsample > 1 else 0
         level_width, level_height = self.level_dimensions[level]
         try:
-            if self.is_plain_image or level_width * level_height <= WHOLE_LEVEL_PIXELS:
+            if self.is_plain_image:
+                return self._plain_thumbnail(max_side)
+            if level_width * level_height <= WHOLE_LEVEL_PIXELS:
                 return self._osr.get_thumbnail((max_side, max_side)).convert("RGB")
             return self._thumbnail_by_regions(level, max_side)
         except SlideError:
             raise
         except Exception as error:
             raise SlideError(explain_read_error(error)) from error
+
+    def _plain_thumbnail(self, max_side: int) -> Image.Image:
+        """A plain image reduced as it is decoded: a JPEG at 1/2 to 1/8 scale by its decoder
+        (``draft``: a 20,000 px JPEG is decoded 2,500 px wide), others decoded once and reduced in
+        place, without the whole-image copies OpenSlide's plain-image thumbnail makes."""
+        with Image.open(self.path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (max_side, max_side))
+            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=None)
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                flat = Image.new("RGB", rgba.size, (255, 255, 255))
+                flat.paste(rgba, mask=rgba.getchannel("A"))
+                return flat
+            return image.convert("RGB")
 
     def _thumbnail_by_regions(self, level: int, max_side: int) -> Image.Image:
         level_width, level_height = self.level_dimensions[level]
