@@ -560,3 +560,37 @@ def test_a_large_plain_jpeg_is_reduced_as_it_is_decoded_and_one_too_large_refuse
     assert tight.reason == ("a plain JPEG of 20,000 x 20,000 px is decoded whole to read any part of it (0.373 GB), "
                             "more than the 0.25 GB a reader may use: convert it to a tiled pyramidal TIFF (e.g. "
                             "`vips tiffsave IN OUT.tif --tile --pyramid --compression jpeg`) and add that")
+
+
+def test_a_damaged_but_plausible_mpp_is_flagged_and_the_grid_follows_the_objective(catalog, workspace, real_slides,
+                                                                                   demo_cohort, tmp_path, capsys):
+    """cmu-1 with its Aperio MPP damaged from 0.499 to 4.99 µm/px (still plausible for a microscope,
+    but 10x from its 20x objective): added with a warning naming both values, in `add` and `status`,
+    and cut into the same grid as the intact file. The real slides and the demo cohort raise no flag."""
+    from wsireview.cli import main
+    from wsireview.slides.reader import SlideFile, judge_mpp
+
+    damaged = tmp_path / "damaged-mpp.svs"
+    damaged.write_bytes((real_slides / CMU).read_bytes().replace(b"MPP = 0.4990", b"MPP = 4.9900"))
+    report = add_paths(catalog, workspace, [real_slides / CMU, damaged], limits=IN_PROCESS)
+    intact, flagged = report.results
+    assert intact.outcome == flagged.outcome == "added"
+    assert intact.warning is None
+    assert flagged.warning == ("patch size from objective-power: recorded mpp 4.99 µm/px disagrees with the "
+                               "objective power 20x (about 0.5 µm/px): one of them is damaged; sizes follow the "
+                               "objective; check the file")
+    rows = slide_rows(catalog)
+    assert rows["damaged-mpp.svs"].mpp_x == 4.99  # what the file says is kept, and not used
+    assert rows["damaged-mpp.svs"].patch_size_level0 == 224 and rows[CMU].patch_size_level0 == 224  # 224 at 0.499
+    assert flagged.patches == intact.patches > 20
+    capsys.readouterr()
+    assert main(["--workspace", str(workspace.root), "status"]) == 0
+    assert "disagrees with the objective power 20x" in capsys.readouterr().out.replace("\n", " ")
+    for path in [*sorted(real_slides.glob("*.svs")), *sorted(real_slides.glob("*.tif*")),
+                 *sorted(demo_cohort.glob("*.tiff"))]:
+        try:
+            with SlideFile(path) as slide:
+                level0, _, note = judge_mpp(slide.mpp_x, slide.objective_power, slide.dimensions)
+        except Exception:
+            continue  # the deliberately broken files
+        assert note is None or "implausible" in note, (path.name, note)  # boxes-pyramid's 72 dpi

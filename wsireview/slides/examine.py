@@ -96,6 +96,8 @@ def _warning(slide: SlideFile, resolution, mask: np.ndarray, patches: list, opti
     warnings = []
     if resolution.source != "mpp":
         warnings.append(f"patch size from {resolution.source}" + (f": {resolution.note}" if resolution.note else ""))
+    elif resolution.note:
+        warnings.append(resolution.note)
     if not mask.any():
         warnings.append("no tissue detected")
     elif min(slide.dimensions) < resolution.level0_size:
