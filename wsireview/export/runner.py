@@ -112,11 +112,12 @@ def run_export(catalog: Catalog, workspace: Workspace, out: Path, options: Expor
     """
     try:
         return _run_export(catalog, workspace, Path(out), options, on_progress)
-    except OSError as error:
+    except Exception as error:  # a file write (OSError) or the catalog's (SQLite: "database or disk is full")
         if not is_disk_full(error):
             raise
-        raise ExportDiskFull(f"disk full: the export to {Path(out).absolute()} could not be written "
-                             f"({error.strerror or error}); nothing was left at OUT: free space and re-run") from error
+        why = error.strerror if isinstance(error, OSError) and error.strerror else "no space left on the device"
+        raise ExportDiskFull(f"disk full: the export to {Path(out).absolute()} could not be written ({why}); "
+                             "nothing was left at OUT: free space and re-run") from error
 
 
 def _run_export(catalog: Catalog, workspace: Workspace, out: Path, options: ExportOptions,
