@@ -46,7 +46,7 @@ def _error(message: str, status: int = 404) -> JSONResponse:
 
 def _slide_json(s: SlideOverview) -> dict:
     # The terminal's rule for sizes and magnification: a plausible mpp, else the objective power's.
-    um_per_px, source = level0_mpp(s.mpp, s.objective_power)
+    um_per_px, source = level0_mpp(s.mpp, s.objective_power, (s.width, s.height) if s.width and s.height else None)
     return {
         "id": s.id, "name": s.name, "label": s.label, "probability": s.probability,
         "width": s.width, "height": s.height, "levels": s.levels, "mpp": s.mpp,
