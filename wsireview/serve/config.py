@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 from dataclasses import dataclass
 
@@ -12,8 +13,10 @@ DEFAULT_QUALITY = 90
 TILE_SIZE = 254  # Deep Zoom tiles of 254 px + 1 px overlap on each side: 256 px images, as OpenSlide's server
 TILE_OVERLAP = 1
 OPEN_SLIDES = 16  # an LRU of open slides: opening costs far more than a tile
-OPENSLIDE_CACHE_BYTES = 256 << 20  # OpenSlide's own decoded-tile cache, shared by the open slides
-ENCODED_TILE_CACHE_BYTES = 128 << 20  # JPEG bytes of recently served tiles
+OPENSLIDE_CACHE_BYTES = 256 << 20  # OpenSlide's decoded-tile cache, shared by a worker's open slides
+ENCODED_TILE_CACHE_BYTES = 128 << 20  # JPEG bytes of recently served tiles, in each worker process
+DISK_TILE_CACHE_BYTES = 2 << 30  # JPEG tiles kept in the workspace between runs (oldest dropped at start)
+MAX_DEFAULT_WORKERS = 2  # worker processes unless --workers says otherwise (fewer on a 1-core machine)
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
@@ -26,6 +29,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def default_workers() -> int:
+    """One worker process per core, at most MAX_DEFAULT_WORKERS: each renders tiles with its own
+    interpreter (no shared GIL) and holds its own OpenSlide cache."""
+    return max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
 
 
 def new_token() -> str:
@@ -48,6 +57,7 @@ class ServeConfig:
     tile_size: int = TILE_SIZE
     overlap: int = TILE_OVERLAP
     open_slides: int = OPEN_SLIDES
+    workers: int = 1  # the command line's default is default_workers(); in-process apps (tests) use one
 
     @classmethod
     def for_bind(cls, host: str = DEFAULT_HOST, token: str | None = None, **settings) -> "ServeConfig":
