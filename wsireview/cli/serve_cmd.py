@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from wsireview.cli import SUBCOMMANDS, CommandError, plural
-from wsireview.serve.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_QUALITY, default_workers
+from wsireview.serve.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_QUALITY, DEFAULT_WORKERS
 
 
 def register(sub) -> None:
@@ -28,9 +28,9 @@ def register(sub) -> None:
     parser.add_argument("--token", help="the token browsers must present (default: a random one on non-loopback hosts)")
     parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
                         help=f"JPEG quality of the tiles, 1-100 (default {DEFAULT_QUALITY})")
-    parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="worker processes rendering tiles, sharing the workspace's tile cache "
-                             f"(default {default_workers()}: one per core, at most 2)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="worker processes serving tiles; they share the workspace's tile cache "
+                             f"(default {DEFAULT_WORKERS}: its threads already use every core)")
     parser.set_defaults(func=run)
 
 

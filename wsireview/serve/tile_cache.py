@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import threading
 from pathlib import Path
 
 
@@ -22,6 +22,7 @@ class DiskTileCache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._folders: set[Path] = set()  # made already: a put costs no mkdir
 
     def _folder(self, slide_id: int, version: str) -> Path:
         return self.root / f"{slide_id}-{version}"
@@ -38,18 +39,20 @@ class DiskTileCache:
     def put(self, slide_id: int, version: str, level: int, col: int, row: int, data: bytes) -> None:
         """Store a tile atomically; a failure leaves the cache without it and is not an error."""
         target = self.path(slide_id, version, level, col, row)
+        # Unique to this process and thread, so no other writer touches it before the rename.
+        tmp = target.parent / f".{target.name}.{os.getpid()}.{threading.get_ident()}.part"
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                os.replace(tmp, target)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            if target.parent not in self._folders:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(target.parent)
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
         except OSError:
-            pass
+            self._folders.discard(target.parent)  # the folder may have been removed meanwhile
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def prune(self, current: set[tuple[int, str]], max_bytes: int) -> None:
         """Remove the folders of slide versions not in ``current`` (changed, deleted or re-encoded
