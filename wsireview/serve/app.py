@@ -20,7 +20,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from wsireview.catalog import READY, VERDICTS, Catalog
+from wsireview.catalog import READY, VERDICTS, Catalog, open_catalog
 from wsireview.catalog.overlays import slide_overlays
 from wsireview.catalog.queries import SlideOverview, latest_model_version_id, queue_entries, slides_overview
 from wsireview.learn.reviews import record_verdict, undo_last
@@ -200,3 +200,9 @@ def create_app(catalog: Catalog, workspace: Workspace, config: ServeConfig) -> S
     app.state.tiles = tiles
     return app
 
+
+
+def worker_app(workspace: Workspace, config: ServeConfig) -> Starlette:
+    """The app of one worker process (started by uvicorn's supervisor): its own catalog connection,
+    open slides and caches; tiles rendered by one worker reach the others through the disk cache."""
+    return create_app(open_catalog(workspace.db_url, migrate=False), workspace, config)
