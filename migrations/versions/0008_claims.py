@@ -1,0 +1,32 @@
+"""claims: reviewers' short leases on queued patches, so reviewers working at once get different patches
+
+Revision ID: 0008_claims
+Revises: 0007_slide_evidence
+Create Date: 2026-12-01
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008_claims"
+down_revision = "0007_slide_evidence"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "claims",
+        sa.Column("patch_id", sa.Integer(), sa.ForeignKey("patches.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("reviewer", sa.String(128), nullable=False),
+        sa.Column("model_version_id", sa.Integer(), sa.ForeignKey("model_versions.id", ondelete="SET NULL")),
+        sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_claims_reviewer", "claims", ["reviewer"])
+    op.create_index("ix_claims_expires_at", "claims", ["expires_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_claims_expires_at", table_name="claims")
+    op.drop_index("ix_claims_reviewer", table_name="claims")
+    op.drop_table("claims")
