@@ -6,7 +6,7 @@ A reviewer's own count and the team's are different numbers and every screen say
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -25,6 +25,12 @@ class QueueProgress:
 
     def yours(self, reviewer: str) -> int:
         return self.by_reviewer.get(reviewer, 0)
+
+    def counted(self, reviewer: str, change: int) -> "QueueProgress":
+        """These counts after the reviewer judged (+1) or undid (-1) a patch nobody else had judged:
+        what a screen shows until it reads the catalog again."""
+        mine = {**self.by_reviewer, reviewer: max(0, self.yours(reviewer) + change)}
+        return replace(self, team=max(0, self.team + change), by_reviewer=mine)
 
     def text(self, reviewer: str) -> str:
         """One line, the reviewer's count and the team's labelled: ``you 6 · team 20/50 reviewed``."""
