@@ -55,7 +55,7 @@ async def test_app_shows_only_its_claims_and_counts_you_and_team(queued):
     assert [pid for pid, _ in judged] == queue[CLAIMS.batch:CLAIMS.batch + 4]
 
 
-async def test_newer_model_version_is_announced_and_v_switches(queued):
+async def test_newer_model_version_is_announced_and_N_switches(queued):
     ws, cat, version = queued
     app = ReviewApp(ws, cat, reviewer="anna", start="review")
     async with app.run_test(size=(100, 30)) as pilot:
@@ -67,14 +67,14 @@ async def test_newer_model_version_is_announced_and_v_switches(queued):
         await wait_for(pilot, lambda: any(f"v{newer}" in str(n.message) for n in app._notifications),
                        what="the new-version notice")
         notice = next(str(n.message) for n in app._notifications if f"v{newer}" in str(n.message))
-        assert "press v" in notice and f"v{version}" in notice
-        assert f"model v{version} (v{newer} out: v)" in title(app)
+        assert "press N" in notice and f"v{version}" in notice
+        assert f"model v{version} (v{newer} out: N)" in title(app)
         assert app.screen.current.model_version_id == version  # nothing changes until asked
-        await pilot.press("v")
+        await pilot.press("N")
         await settle(pilot)
         assert app.screen.model_version_id == newer
         assert app.screen.current.model_version_id == newer
-        assert f"model v{newer}" in title(app) and "out: v" not in title(app)
+        assert f"model v{newer}" in title(app) and "out: N" not in title(app)
         await pilot.press("n")
         await settle(pilot)
     with cat.session() as session:

@@ -10,7 +10,7 @@ converts pixels when the step was prefetched.
 Reviewers share the queue: the screen shows only the patches this reviewer holds a claim on
 (``catalog.claims``), topped up in a worker as they are judged, renewed on a timer and released
 when the screen closes. The title gives the reviewer's count and the team's, and a newer model
-version is announced with the key that opens its queue.
+version is announced with the key that opens its queue (N).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class TriageScreen(ReviewScreen):
         Binding("c", "context", "Context (8 fields wide) / back", show=False),
         Binding("f", "fill", "Image on the whole terminal / back", show=False),
         Binding("s", "on_slide", "Where on the slide (slide view)", show=False),
-        Binding("v", "newest_queue", "Switch to the newest model's queue", show=False),
+        Binding("N", "newest_queue", "Switch to the newest model's queue (when one appeared)", show=False),
         Binding("escape", "back", "Slides"),
         Binding("question_mark", "app.help", "Keys"),
         Binding("q", "app.quit", "Quit", show=False),
@@ -248,7 +248,7 @@ class TriageScreen(ReviewScreen):
                 and latest != self.newer_version:
             self.newer_version = latest
             self.notify(f"A newer model, v{latest}, has queued patches (this is v{self.model_version_id}'s queue): "
-                        "press v to switch to its queue.", title="New model version", timeout=10)
+                        "press N (shift+n) to switch to its queue.", title="New model version", timeout=10)
         self._update_text()
 
     def renew(self) -> None:
@@ -600,7 +600,7 @@ class TriageScreen(ReviewScreen):
         layout pass over the whole screen (which cost about 25 ms a verdict)."""
         model = f"model v{self.model_version_id}" if self.model_version_id is not None else "no model yet"
         if self.newer_version is not None:
-            model += f" (v{self.newer_version} out: v)"
+            model += f" (v{self.newer_version} out: N)"
         title = Table.grid(padding=0)
         title.add_column(no_wrap=True)
         title.add_column()  # the scope: shortened in its middle when the line is too narrow
