@@ -176,3 +176,19 @@ def test_two_processes_get_disjoint_patches(catalog_url):
         assert {n for _, n in per_patch} == {1} and len(per_patch) == 60
         assert session.scalar(select(func.count()).select_from(Claim)) == 0  # both released on quit
     catalog.close()
+
+
+def test_status_gives_the_team_count_and_each_reviewers(team):
+    from wsireview.cli.status_cmd import queue_line
+    from wsireview.status import latest_queue_progress
+
+    catalog, version, patches = team
+    record_verdict(catalog, patches[0], "lesion", "anna", 1.0, version)
+    record_verdict(catalog, patches[1], "lesion", "ben", 1.0, version)
+    record_verdict(catalog, patches[2], "lesion", "ben", 1.0, version)
+    claim_patches(catalog, "anna", version, policy=POLICY)
+    queue = latest_queue_progress(catalog)
+    assert queue == {"model_version_id": version, "queued": 20, "reviewed_by_team": 3,
+                     "reviewed_by_reviewer": {"anna": 1, "ben": 2}, "claimed_by_reviewer": {"anna": 5}}
+    assert queue_line(queue) == (f"queue of version {version}: team 3/20 reviewed (by reviewer: anna 1, ben 2); "
+                                 "claimed now: anna 5")
