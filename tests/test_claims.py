@@ -101,13 +101,16 @@ def test_expired_lease_returns_its_patches(team):
     assert {owners[p] for p in anna} == {"ben"}
 
 
-def test_undone_verdict_keeps_the_patch_with_its_reviewer(team):
+def test_undone_verdict_is_held_again_first(team):
     catalog, version, patches = team
     anna = claim_patches(catalog, "anna", version, policy=POLICY)
     review = record_verdict(catalog, anna[0], "not_lesion", "anna", 1.0, version)
+    assert claim_patches(catalog, "anna", version, policy=POLICY) == patches[1:6]
+    held = {c.patch_id for c in live_claims(catalog)}
+    assert held == set(patches[1:6])  # the judged patch's claim was dropped: its verdict hides it
     undo_review(catalog, review)
+    assert claim_patches(catalog, "anna", version, policy=POLICY, first=[anna[0]]) == patches[:6]
     assert anna[0] not in claim_patches(catalog, "ben", version, policy=POLICY)
-    assert claim_patches(catalog, "anna", version, policy=POLICY)[0] == anna[0]
 
 
 def test_skipped_patches_are_not_counted_or_taken(team):

@@ -1,4 +1,5 @@
-"""claims: reviewers' short leases on queued patches, so reviewers working at once get different patches
+"""claims: reviewers' short leases on queued patches, so reviewers working at once get different patches;
+an index to walk a queue in rank order
 
 Revision ID: 0008_claims
 Revises: 0007_slide_evidence
@@ -24,9 +25,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_claims_reviewer", "claims", ["reviewer"])
     op.create_index("ix_claims_expires_at", "claims", ["expires_at"])
+    op.create_index("ix_review_queue_version_rank", "review_queue", ["model_version_id", "rank"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_review_queue_version_rank", table_name="review_queue")
     op.drop_index("ix_claims_expires_at", table_name="claims")
     op.drop_index("ix_claims_reviewer", table_name="claims")
     op.drop_table("claims")

@@ -10,24 +10,30 @@ or on conflict take the row over only when its lease has expired or it is alread
 The database decides, on SQLite and on PostgreSQL alike, so two reviewers can never hold a live
 claim on one patch however their requests interleave.
 
-Who may see a queued patch is one rule, :func:`may_see`; the terminal app, the web viewer and the
-claim itself all go through it.
+Who may take a queued patch is one rule, :func:`claimable_by` (and what a reviewer's queue shows,
+:func:`may_see`, adds what they judged themselves); the terminal app, the web viewer and the claim
+itself all go through it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Collection
+from functools import cache
+from typing import Any, Collection
 
-from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import ColumnElement, Integer, and_, bindparam, delete, exists, or_, select, update
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from wsireview.catalog.db import Catalog
 from wsireview.catalog.models import Claim, Patch, Review, ReviewQueueItem, utcnow
 from wsireview.errors import WsireviewError
 
-TAKE_ATTEMPTS = 3  # candidates taken by someone else in between: look again, at most this often
+# On PostgreSQL, candidates someone else took in between: look again, up to TAKE_ATTEMPTS times while
+# the reviewer holds something, and while there is anything to take when they hold nothing (each lost
+# race means another reviewer got work, so this ends).
+TAKE_ATTEMPTS = 3
+MAX_ATTEMPTS = 100
 
 
 @dataclass(frozen=True)
@@ -57,34 +63,42 @@ class ClaimsUnsupported(WsireviewError):
 # -- who may see a queued patch -------------------------------------------------------------------
 
 PatchColumn = InstrumentedAttribute[int]
+Value = Any  # a plain value, or a bind parameter in the cached statements below
+_OTHER = aliased(Claim, name="other_claim")  # the outer query may read the claims table too
+_OWN = aliased(Claim, name="own_claim")
 
 
-def judged_by(reviewer: str, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
+def judged_by(reviewer: Value, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
     """The reviewer has a verdict on the patch that is not undone."""
     return exists().where(Review.patch_id == patch, Review.reviewer == reviewer, Review.undone_at.is_(None))
 
 
-def judged_by_others(reviewer: str, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
-    """Someone other than the reviewer has a verdict on the patch that is not undone."""
-    return exists().where(Review.patch_id == patch, Review.reviewer != reviewer, Review.undone_at.is_(None))
+def judged(patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
+    """Anyone has a verdict on the patch that is not undone."""
+    return exists().where(Review.patch_id == patch, Review.undone_at.is_(None))
 
 
-def claimed_by_others(reviewer: str, now: datetime, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
+def claimed_by_others(reviewer: Value, now: Value, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
     """Someone other than the reviewer holds a live claim on the patch."""
-    return exists().where(Claim.patch_id == patch, Claim.reviewer != reviewer, Claim.expires_at > now)
+    return exists().where(_OTHER.patch_id == patch, _OTHER.reviewer != reviewer, _OTHER.expires_at > now)
 
 
-def held_by(reviewer: str, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
+def held_by(reviewer: Value, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
     """The reviewer's name is on the patch's claim row (renewing it makes it live again)."""
-    return exists().where(Claim.patch_id == patch, Claim.reviewer == reviewer)
+    return exists().where(_OWN.patch_id == patch, _OWN.reviewer == reviewer)
 
 
-def may_see(reviewer: str, now: datetime, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
-    """THE rule for which queued patches a reviewer's queue shows: those they judged themselves, and
-    those nobody else judged or holds a live claim on. Everything that lists or claims queued patches
-    for a reviewer uses this condition (extend it here, e.g. for double reads)."""
-    return or_(judged_by(reviewer, patch),
-               and_(~judged_by_others(reviewer, patch), ~claimed_by_others(reviewer, now, patch)))
+def claimable_by(reviewer: Value, now: Value, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
+    """THE rule for which queued patches a reviewer may take: nobody has judged it, and nobody else
+    holds a live claim on it. Claims and queue listings go through this condition (extend it here,
+    e.g. to let a second reader take a patch the first one judged)."""
+    return and_(~judged(patch), ~claimed_by_others(reviewer, now, patch))
+
+
+def may_see(reviewer: Value, now: Value, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
+    """What a reviewer's queue shows: the patches they may take (:func:`claimable_by`) and those
+    they judged themselves."""
+    return or_(judged_by(reviewer, patch), claimable_by(reviewer, now, patch))
 
 
 # -- taking, renewing and releasing claims --------------------------------------------------------
@@ -96,42 +110,59 @@ def claim_patches(
     *,
     slide_id: int | None = None,
     exclude: Collection[int] = (),
+    first: Collection[int] = (),
     policy: ClaimPolicy = CLAIMS,
     now: datetime | None = None,
 ) -> list[int]:
-    """Renew every claim the reviewer holds and top up their claims on the queue of
-    ``model_version_id`` (one slide's part of it when ``slide_id`` is given) to ``policy.batch``
-    patches they have not judged; returns those patches in queue order.
+    """Renew the reviewer's claims and top up their claims on the queue of ``model_version_id``
+    (one slide's part of it when ``slide_id`` is given) to ``policy.batch`` patches nobody has
+    judged; returns those patches in queue order.
 
     ``exclude``: patches the reviewer set aside (skipped) in this sitting, neither counted nor taken.
+    ``first``: patches to take before the queue's order (one whose verdict the reviewer just undid).
+
+    Claims on patches the reviewer has judged are dropped here: a verdict hides a patch from others
+    by itself (:func:`claimable_by`), and the claims table stays as small as the work in progress.
+    Whatever the interleaving, the upsert's condition refuses a patch someone else holds, so two
+    reviewers never hold one patch; on PostgreSQL a candidate another claim took meanwhile makes
+    this look again for the next ones.
     """
     now = now or utcnow()
-    expires = now + policy.lease
-    with catalog.session() as session:
-        # A write first: on SQLite the transaction then holds the write lock throughout, so the
-        # candidates it reads cannot go stale before it takes them.
-        session.execute(update(Claim).where(Claim.reviewer == reviewer).values(expires_at=expires))
-        held = _held(session, reviewer, model_version_id, slide_id, exclude, now)
-        for _ in range(TAKE_ATTEMPTS):
-            missing = policy.batch - len(held)
-            if missing <= 0:
-                break
-            stmt = (_queue(model_version_id, slide_id, exclude)
-                    .where(may_see(reviewer, now), ~judged_by(reviewer), ~held_by(reviewer))
-                    .limit(missing))
-            candidates = list(session.scalars(stmt).all())
-            if not candidates:
-                break
-            _take(session, reviewer, model_version_id, candidates, now, expires)
-            held = _held(session, reviewer, model_version_id, slide_id, exclude, now)
-        return held
+    params: dict[str, Any] = {"who": reviewer, "version": model_version_id, "now": now,
+                              "until": now + policy.lease, "exclude": list(exclude)}
+    if slide_id is not None:
+        params["slide"] = slide_id
+    by_slide = slide_id is not None
+    tried: set[int] = set()
+    want = list(dict.fromkeys(first))
+    held: list[int] = []
+    upsert = _upsert_stmt(catalog.engine.dialect.name)
+    for attempt in range(MAX_ATTEMPTS):
+        # One short transaction holding the write lock (SQLite: reviewers claim one after another, so
+        # nobody loses a race); Core statements built once, without the ORM's bookkeeping.
+        with catalog.writing() as connection:
+            held = list(connection.execute(_held_stmt(by_slide), params).scalars())
+            candidates = [p for p in want if p not in held and p not in tried]  # taken even beyond the batch
+            missing = policy.batch - len(held) - len(candidates)
+            if missing > 0:
+                candidates += connection.execute(_candidates_stmt(by_slide), {
+                    **params, "exclude": [*exclude, *tried, *candidates], "limit": missing}).scalars()
+            connection.execute(_renew_stmt(), params)
+            connection.execute(_drop_judged_stmt(), params)
+            if candidates:
+                connection.execute(upsert, [{**params, "patch": pid} for pid in candidates])
+                held = list(connection.execute(_held_stmt(by_slide), params).scalars())
+        if not candidates or len(held) >= policy.batch or (held and attempt + 1 >= TAKE_ATTEMPTS):
+            break
+        tried.update(candidates)  # on PostgreSQL someone else took them meanwhile: the next ones
+        want = []
+    return held
 
 
 def renew_claims(catalog: Catalog, reviewer: str, policy: ClaimPolicy = CLAIMS, now: datetime | None = None) -> int:
     """Extend every claim the reviewer holds by a full lease; returns how many."""
-    expires = (now or utcnow()) + policy.lease
-    with catalog.session() as session:
-        return session.execute(update(Claim).where(Claim.reviewer == reviewer).values(expires_at=expires)).rowcount
+    with catalog.engine.begin() as connection:
+        return connection.execute(_renew_stmt(), {"who": reviewer, "until": (now or utcnow()) + policy.lease}).rowcount
 
 
 def release_claims(catalog: Catalog, reviewer: str, patch_ids: Collection[int] | None = None) -> int:
@@ -142,8 +173,8 @@ def release_claims(catalog: Catalog, reviewer: str, patch_ids: Collection[int] |
         if not patch_ids:
             return 0
         stmt = stmt.where(Claim.patch_id.in_(list(patch_ids)))
-    with catalog.session() as session:
-        return session.execute(stmt).rowcount
+    with catalog.engine.begin() as connection:
+        return connection.execute(stmt).rowcount
 
 
 @dataclass(frozen=True)
@@ -165,47 +196,64 @@ def live_claims(catalog: Catalog, now: datetime | None = None) -> list[LiveClaim
     return [LiveClaim(*row) for row in rows]
 
 
-# -- inside a claim's transaction -----------------------------------------------------------------
+# -- the statements of a claim, built once (the database's statement cache then reuses them) -------
 
-def _queue(model_version_id: int, slide_id: int | None, exclude: Collection[int]):
+_REVIEWER, _VERSION, _NOW = bindparam("who"), bindparam("version"), bindparam("now")
+_EXCLUDE = bindparam("exclude", expanding=True)
+
+
+@cache
+def _held_stmt(by_slide: bool):
+    """The queue's patches the reviewer holds and may still take, in queue order (read from the
+    reviewer's few claim rows, not by walking the queue)."""
     stmt = (select(ReviewQueueItem.patch_id)
-            .where(ReviewQueueItem.model_version_id == model_version_id)
-            .order_by(ReviewQueueItem.rank, ReviewQueueItem.id))
-    if slide_id is not None:
-        stmt = stmt.join(Patch, Patch.id == ReviewQueueItem.patch_id).where(Patch.slide_id == slide_id)
-    if exclude:
-        stmt = stmt.where(ReviewQueueItem.patch_id.not_in(list(exclude)))
-    return stmt
+            .join(Claim, Claim.patch_id == ReviewQueueItem.patch_id)
+            .where(Claim.reviewer == _REVIEWER, ReviewQueueItem.model_version_id == _VERSION,
+                   claimable_by(_REVIEWER, _NOW), ReviewQueueItem.patch_id.not_in(_EXCLUDE)))
+    if by_slide:
+        stmt = stmt.join(Patch, Patch.id == ReviewQueueItem.patch_id).where(Patch.slide_id == bindparam("slide"))
+    return stmt.order_by(ReviewQueueItem.rank, ReviewQueueItem.id)
 
 
-def _held(session: Session, reviewer: str, model_version_id: int, slide_id: int | None,
-          exclude: Collection[int], now: datetime) -> list[int]:
-    """The queue's patches the reviewer holds and has yet to judge, in queue order."""
-    stmt = _queue(model_version_id, slide_id, exclude).where(
-        held_by(reviewer), may_see(reviewer, now), ~judged_by(reviewer))
-    return list(session.scalars(stmt).all())
+@cache
+def _candidates_stmt(by_slide: bool):
+    """The next patches in queue order the reviewer may take and does not hold yet."""
+    stmt = (select(ReviewQueueItem.patch_id)
+            .where(ReviewQueueItem.model_version_id == _VERSION, claimable_by(_REVIEWER, _NOW),
+                   ~held_by(_REVIEWER), ReviewQueueItem.patch_id.not_in(_EXCLUDE)))
+    if by_slide:
+        stmt = stmt.join(Patch, Patch.id == ReviewQueueItem.patch_id).where(Patch.slide_id == bindparam("slide"))
+    # PostgreSQL: rows another claim is taking right now are skipped rather than waited for
+    # (SQLite has no row locks and ignores this: its claims run one at a time).
+    return (stmt.order_by(ReviewQueueItem.rank, ReviewQueueItem.id).limit(bindparam("limit", type_=Integer))
+            .with_for_update(skip_locked=True, of=ReviewQueueItem))
 
 
-def _take(session: Session, reviewer: str, model_version_id: int, patch_ids: list[int],
-          now: datetime, expires: datetime) -> None:
-    """Claim each patch unless someone else holds a live claim on it: one upsert whose conflict
-    branch only takes over an expired claim or the reviewer's own."""
-    dialect = session.get_bind().dialect.name
+@cache
+def _renew_stmt():
+    return update(Claim).where(Claim.reviewer == _REVIEWER).values(expires_at=bindparam("until"))
+
+
+@cache
+def _drop_judged_stmt():
+    return delete(Claim).where(Claim.reviewer == _REVIEWER, judged_by(_REVIEWER, Claim.patch_id))
+
+
+@cache
+def _upsert_stmt(dialect: str):
+    """Claim one patch unless someone else holds a live claim on it: insert, and on conflict take
+    the row over only when its lease has expired or it is already the reviewer's."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     else:
         raise ClaimsUnsupported(f"claims need SQLite or PostgreSQL; this catalog is on {dialect}")
-    stmt = insert(Claim).values([
-        {"patch_id": pid, "reviewer": reviewer, "model_version_id": model_version_id,
-         "claimed_at": now, "expires_at": expires}
-        for pid in patch_ids
-    ])
-    stmt = stmt.on_conflict_do_update(
+    stmt = insert(Claim).values(patch_id=bindparam("patch"), reviewer=_REVIEWER, model_version_id=_VERSION,
+                                claimed_at=_NOW, expires_at=bindparam("until"))
+    return stmt.on_conflict_do_update(
         index_elements=[Claim.patch_id],
         set_={"reviewer": stmt.excluded.reviewer, "model_version_id": stmt.excluded.model_version_id,
               "claimed_at": stmt.excluded.claimed_at, "expires_at": stmt.excluded.expires_at},
-        where=or_(Claim.expires_at <= now, Claim.reviewer == reviewer),
+        where=or_(Claim.expires_at <= _NOW, Claim.reviewer == _REVIEWER),
     )
-    session.execute(stmt)

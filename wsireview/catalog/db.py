@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 import wsireview
@@ -156,6 +156,23 @@ class Catalog:
                 session.commit()
             except BaseException:
                 session.rollback()
+                raise
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A Core connection in a transaction that reads and then writes, holding the database's
+        write lock from its first statement: on SQLite ``BEGIN IMMEDIATE`` (a deferred transaction
+        that read first could not take the lock once another writer committed, and writers would
+        read stale rows); elsewhere a plain transaction (PostgreSQL locks rows as it goes).
+        Short by design: everyone else's writes wait for it."""
+        with self.engine.connect() as connection:
+            if self.engine.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                connection.commit()
+            except BaseException:
+                connection.rollback()
                 raise
 
     def close(self) -> None:

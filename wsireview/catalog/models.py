@@ -177,6 +177,10 @@ class ReviewQueueItem(Base):
     score: Mapped[float | None] = mapped_column(Float)
 
 
+# Claims walk a queue in rank order (wsireview.catalog.claims): the order without a sort.
+Index("ix_review_queue_version_rank", ReviewQueueItem.model_version_id, ReviewQueueItem.rank)
+
+
 class Review(Base):
     """An append-only verdict. Undo marks the row (``undone_at``); nothing is ever deleted."""
 

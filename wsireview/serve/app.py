@@ -153,11 +153,12 @@ def create_app(catalog: Catalog, workspace: Workspace, config: ServeConfig) -> S
             version = int(body["model_version_id"])
             slide = int(body["slide"]) if body.get("slide") is not None else None
             exclude = {int(p) for p in body.get("exclude") or []}
+            first = [int(p) for p in body.get("first") or []]
         except (ValueError, KeyError, TypeError):
-            return _error("expected JSON with model_version_id, and optionally slide and exclude", 400)
+            return _error("expected JSON with model_version_id, and optionally slide, exclude and first", 400)
 
         def claim() -> dict:
-            claimed = claim_patches(catalog, config.reviewer, version, slide_id=slide, exclude=exclude)
+            claimed = claim_patches(catalog, config.reviewer, version, slide_id=slide, exclude=exclude, first=first)
             progress = queue_progress(catalog, version, slide)
             return {"claimed": claimed, "model_version_id": version, "latest_model_version": latest_model_version_id(catalog),
                     "progress": dict(progress.as_dict(), you=progress.yours(config.reviewer),

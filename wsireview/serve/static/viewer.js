@@ -213,11 +213,11 @@ function toJudge() {
 }
 
 // Renew this reviewer's claims and top them up; read the team's progress and the newest model version.
-async function claim() {
+async function claim(first = []) {
   if (!triage.version) return false;
   const answer = await api("/api/claims", {method: "POST", body: JSON.stringify({
     model_version_id: triage.version, slide: triage.slideId ? Number(triage.slideId) : null,
-    exclude: [...triage.skipped]})});
+    exclude: [...triage.skipped], first})});
   if (answer.model_version_id !== triage.version) return false;  // the page has moved to another queue
   triage.claimed = new Set(answer.claimed);
   triage.progress = answer.progress;
@@ -404,7 +404,8 @@ async function undo() {
   }
   triage.verdicts.delete(result.undone.patch_id);
   triage.skipped.delete(result.undone.patch_id);
-  triage.claimed.add(result.undone.patch_id);  // the claim stays with whoever judged it
+  await claim([result.undone.patch_id]).catch(() => {});  // undone: held again before anyone else may take it
+  triage.claimed.add(result.undone.patch_id);
   if (triage.progress) {
     triage.progress.you = Math.max(0, triage.progress.you - 1);
     triage.progress.reviewed_by_team = Math.max(0, triage.progress.reviewed_by_team - 1);

@@ -207,13 +207,13 @@ class TriageScreen(ReviewScreen):
     def _to_judge(self) -> int:
         return len(self.claimed - self.verdicts.keys() - self.skipped)
 
-    def _claim(self) -> bool:
-        """Top up this reviewer's claims now (on the UI thread: only when nothing claimed is left);
-        True when it brought patches to judge."""
+    def _claim(self, first: tuple[int, ...] = ()) -> bool:
+        """Top up this reviewer's claims now (on the UI thread: only when nothing claimed is left,
+        or to hold again a patch whose verdict was undone, ``first``); True when it brought patches to judge."""
         if self.model_version_id is None:
             return False
         claimed = claim_patches(self.app.catalog, self.app.reviewer, self.model_version_id,
-                                slide_id=self.slide_id, exclude=set(self.skipped))
+                                slide_id=self.slide_id, exclude=set(self.skipped), first=first)
         self._claims_ready(claimed, *self._read_team())
         return self._to_judge() > 0
 
@@ -485,7 +485,8 @@ class TriageScreen(ReviewScreen):
             entry = self.entries[index]
             self.verdicts.pop(entry.patch_id, None)
             self.skipped.discard(entry.patch_id)
-            self.claimed.add(entry.patch_id)  # the claim stays with whoever judged it
+            self._claim(first=(entry.patch_id,))  # undone: held again before anyone else may take it
+            self.claimed.add(entry.patch_id)
             if self.progress is not None:
                 self.progress = self.progress.counted(self.app.reviewer, -1)
             where = self._where_text(entry)
