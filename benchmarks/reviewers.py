@@ -79,7 +79,7 @@ class ReviewerLog:
     finished: float = 0.0
 
 
-def review(url: str, name: str, verdicts: int, seed: int, go) -> ReviewerLog:
+def review(url: str, name: str, verdicts: int, seed: int, ready, go) -> ReviewerLog:
     """Record ``verdicts`` verdicts as fast as possible; log everything the checks need."""
     log = ReviewerLog(name)
     rng = np.random.default_rng(seed)
@@ -92,6 +92,8 @@ def review(url: str, name: str, verdicts: int, seed: int, go) -> ReviewerLog:
                 log.holds.append((pid, held_since.pop(pid), until))
 
     try:
+        latest_model_version_id(catalog)  # connected
+        ready.put(name)
         go.wait()
         log.started = time.time()
         version = latest_model_version_id(catalog)
@@ -143,11 +145,14 @@ def review(url: str, name: str, verdicts: int, seed: int, go) -> ReviewerLog:
     return log
 
 
-def retrain_round(url: str, root: str, budget: int, seed: int) -> tuple[int, float, float, float]:
-    """The round's process: a real retrain on the catalog; returns (version, start, end, seconds)."""
-    from wsireview.learn.round import retrain
+def retrain_round(url: str, root: str, budget: int, seed: int, ready, half) -> tuple[int, float, float, float]:
+    """The round's process: once the reviewers are half-way (``half`` set), a real retrain on the
+    catalog; returns (version, start, end, seconds)."""
+    from wsireview.learn.round import retrain  # imported (torch and all) before the reviewers start
 
     catalog = open_catalog(url, migrate=False)
+    ready.put("retrain")
+    half.wait()
     start = time.time()
     result = retrain(catalog, Workspace.resolve(root), spec(budget, seed))
     end = time.time()
@@ -216,26 +221,32 @@ def run_one(db: str, url: str, root: Path, reviewers: int, verdicts: int, seed: 
     baseline = alone(url, baseline_verdicts)
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
-        go = manager.Event()
+        ready, go, half = manager.Queue(), manager.Event(), manager.Event()
         with context.Pool(reviewers + 1) as pool:
-            jobs = [pool.apply_async(review, (url, f"reviewer-{k}", verdicts, seed * 100 + k, go))
+            jobs = [pool.apply_async(review, (url, f"reviewer-{k}", verdicts, seed * 100 + k, ready, go))
                     for k in range(reviewers)]
-            time.sleep(3.0)  # every worker has imported and opened the catalog, waiting on `go`
+            round_job = pool.apply_async(retrain_round, (url, str(root), int(total * 0.7), seed + 1, ready, half)) \
+                if retrain else None
+            for _ in range(reviewers + (round_job is not None)):  # everyone imported and connected
+                ready.get(timeout=600)
             catalog = open_catalog(url, migrate=False)
             t0 = time.time()
             go.set()
-            round_job = None
             while not all(j.ready() for j in jobs):
-                if retrain and round_job is None:
+                if round_job is not None and not half.is_set():
                     with catalog.session() as session:
                         done = session.scalar(select(func.count()).select_from(Review).where(Review.reviewer != "alone"))
                     if done >= total // 2:  # half-way: a retrain runs while the reviewers go on
-                        round_job = pool.apply_async(retrain_round, (url, str(root), int(total * 0.7), seed + 1))
+                        half.set()
                 time.sleep(0.05)
+            half.set()  # (a run too short to reach half-way still retrains, after the reviewers)
             logs: list[ReviewerLog] = [j.get() for j in jobs]
             round_result = round_job.get() if round_job is not None else None
     seconds = max(log.finished for log in logs) - t0
     outcome = check(db, catalog, logs, baseline, seconds, round_result)
+    if round_result is not None:
+        print(f"{db}: retrain ran {round_result[1] - t0:.1f}-{round_result[2] - t0:.1f} s into the run; reviewers "
+              f"finished at {min(log.finished for log in logs) - t0:.1f}-{seconds:.1f} s")
     catalog.close()
     return outcome
 
@@ -268,7 +279,7 @@ def check(db: str, catalog, logs: list[ReviewerLog], baseline: list[float], seco
     overlaps = 0
     for intervals in holds.values():
         intervals.sort()
-        for (s1, e1, n1), (s2, e2, n2) in zip(intervals, intervals[1:]):
+        for (_, e1, n1), (s2, _, n2) in zip(intervals, intervals[1:]):
             if n1 != n2 and s2 < e1:
                 overlaps += 1
     return Outcome(
