@@ -23,6 +23,8 @@ from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
 from wsireview.catalog import READY, Patch, Review, Slide, open_catalog
+from wsireview.catalog.claims import CLAIMS, claim_patches, live_claims
+from wsireview.catalog.progress import queue_progress
 from wsireview.catalog.queries import latest_model_version_id, queue_entries
 from wsireview.catalog.score_files import version_scores
 from wsireview.ingest import add_paths
@@ -475,6 +477,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_two_reviewers_in_the_browser_get_different_patches_and_both_counts(served):
+    ws, catalog = served
+    anna, ben = client_for(served, reviewer="web-anna"), client_for(served, reviewer="web-ben")
+    version = latest_model_version_id(catalog)
+    claim = {"model_version_id": version}
+    try:
+        a = anna.post("/api/claims", json=claim, headers=WRITE).json()
+        b = ben.post("/api/claims", json=claim, headers=WRITE).json()
+        assert len(a["claimed"]) == len(b["claimed"]) == CLAIMS.batch
+        assert not set(a["claimed"]) & set(b["claimed"])
+        assert a["claimed"] == claim_patches(catalog, "web-anna", version)  # the terminal's function
+        assert not {e["patch_id"] for e in ben.get("/api/queue").json()} & set(a["claimed"])
+        verdict = {"patch_id": a["claimed"][0], "verdict": "lesion", "seconds": 1.0, "model_version_id": version}
+        assert anna.post("/api/reviews", json=verdict, headers=WRITE).status_code == 200
+        progress = ben.post("/api/claims", json=claim, headers=WRITE).json()["progress"]
+        expected = queue_progress(catalog, version)
+        assert (progress["you"], progress["reviewed_by_team"]) == (0, expected.team) and expected.team >= 1
+        assert progress["text"] == f"you 0 · team {expected.team}/{expected.queued} reviewed"
+        skipped = {"patch_ids": [b["claimed"][0]]}
+        assert ben.post("/api/claims/release", json=skipped, headers=WRITE).json() == {"released": 1}
+        assert ben.post("/api/claims", json=dict(claim, model_version_id="x"), headers=WRITE).status_code == 400
+    finally:
+        anna.post("/api/undo", headers=WRITE)
+        for client in (anna, ben):
+            client.post("/api/claims/release", headers=WRITE)
+    assert not [c for c in live_claims(catalog) if c.reviewer in ("web-anna", "web-ben")]
+
+
 @pytest.fixture(scope="module")
 def browser_server(served):
     """The viewer on loopback (a free port) in a thread, and headless Chromium (Debian's) driven by playwright."""
@@ -575,8 +605,8 @@ def test_browser_slide_list_viewer_tiles_and_overlay_toggle(served, page):
 def test_browser_triage_of_five_patches_records_five_verdicts_and_undo(served, page):
     ws, catalog = served
     page.goto("/review")
-    page.wait_for_function("() => /^\\d+\\/\\d+ reviewed/.test(document.getElementById('progress').textContent)")
-    start = int(page.locator("#progress").text_content().split("/")[0])
+    page.wait_for_function("() => /^you \\d+ · team \\d+\\/\\d+ reviewed/.test(document.getElementById('progress').textContent)")
+    start = int(page.locator("#progress").text_content().split()[1])
     # The tiles under the next patch are fetched while the first one is on screen.
     pending = [e for e in queue_entries(catalog) if e.verdict is None]
     following = pending[1]
@@ -592,7 +622,7 @@ def test_browser_triage_of_five_patches_records_five_verdicts_and_undo(served, p
         page.wait_for_timeout(150)  # the reviewer looks at the patch
         page.keyboard.press(key)
         page.wait_for_function(
-            f"() => document.getElementById('progress').textContent.startsWith('{start + i + 1}/')")
+            f"() => document.getElementById('progress').textContent.startsWith('you {start + i + 1} ')")
     assert len(set(shown)) == 5  # each key moved on to another patch
     with catalog.session() as session:
         reviews = session.scalars(
@@ -603,7 +633,7 @@ def test_browser_triage_of_five_patches_records_five_verdicts_and_undo(served, p
     assert all(r.patch_id in queued and r.model_version_id == queued[r.patch_id].model_version_id for r in reviews)
 
     page.keyboard.press("z")
-    page.wait_for_function(f"() => document.getElementById('progress').textContent.startsWith('{start + 4}/')")
+    page.wait_for_function(f"() => document.getElementById('progress').textContent.startsWith('you {start + 4} ')")
     with catalog.session() as session:
         assert session.get(Review, reviews[-1].id).undone_at is not None
         assert session.get(Review, reviews[-2].id).undone_at is None

@@ -8,7 +8,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from wsireview.catalog import FAILED, MISSING, READY, Catalog, Slide
-from wsireview.catalog.queries import slides_overview
+from wsireview.catalog.progress import queue_progress
+from wsireview.catalog.queries import latest_model_version_id, slides_overview
 from wsireview.errors import WsireviewError
 from wsireview.learn.reviews import verdict_counts
 from wsireview.workspace import Workspace
@@ -64,6 +65,7 @@ def catalog_status(catalog: Catalog, workspace: Workspace) -> dict:
         },
         "grids": [{"patch_size_px": px, "target_mpp": mpp, "slides": n} for (px, mpp), n in patch_grids(catalog).items()],
         "verdicts": verdict_counts(catalog),
+        "queue": latest_queue_progress(catalog),
     }
     try:
         from wsireview.learn.status import model_status
@@ -71,6 +73,13 @@ def catalog_status(catalog: Catalog, workspace: Workspace) -> dict:
         return doc
     doc["model"] = model_status(catalog)
     return doc
+
+
+def latest_queue_progress(catalog: Catalog) -> dict | None:
+    """The newest model version's queue: reviewed by the team and by each reviewer, and who holds
+    claims on what is left (None before the first model)."""
+    version = latest_model_version_id(catalog)
+    return queue_progress(catalog, version).as_dict() if version is not None else None
 
 
 def patch_grids(catalog: Catalog) -> dict[tuple[int | None, float | None], int]:

@@ -10,6 +10,7 @@ from wsireview.catalog.models import (
     READY,
     UNSURE,
     VERDICTS,
+    Claim,
     FeatureSet,
     ModelVersion,
     Patch,
@@ -21,6 +22,6 @@ from wsireview.catalog.models import (
 
 __all__ = [
     "ARTIFACT", "FAILED", "LESION", "MISSING", "NOT_LESION", "READY", "UNSURE", "VERDICTS",
-    "Catalog", "FeatureSet", "ModelVersion", "Patch", "Review", "ReviewQueueItem",
+    "Catalog", "Claim", "FeatureSet", "ModelVersion", "Patch", "Review", "ReviewQueueItem",
     "Slide", "SlidePrediction", "open_catalog",
 ]

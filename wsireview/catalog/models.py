@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -165,6 +166,10 @@ class ReviewQueueItem(Base):
     score: Mapped[float | None] = mapped_column(Float)
 
 
+# Claims walk a queue in rank order (wsireview.catalog.claims): the order without a sort.
+Index("ix_review_queue_version_rank", ReviewQueueItem.model_version_id, ReviewQueueItem.rank)
+
+
 class Review(Base):
     """An append-only verdict. Undo marks the row (``undone_at``); nothing is ever deleted."""
 
@@ -178,3 +183,21 @@ class Review(Base):
     seconds_taken: Mapped[float | None] = mapped_column(Float)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"))
     undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Claim(Base):
+    """A reviewer's lease on one queued patch, so reviewers working at once get different patches.
+
+    One row per patch (the primary key): two reviewers can never hold a live claim on the same patch,
+    and taking one is a single conditional upsert (see ``wsireview.catalog.claims``). A claim whose
+    ``expires_at`` has passed is free to take (the app that held it crashed or went idle).
+    """
+
+    __tablename__ = "claims"
+
+    patch_id: Mapped[int] = mapped_column(ForeignKey("patches.id", ondelete="CASCADE"), primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(128), index=True)
+    # The queue the patch was claimed from (informational: a claim holds the patch in every queue).
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import aliased
 
+from wsireview.catalog.claims import may_see
 from wsireview.catalog.db import Catalog
 from wsireview.catalog.score_files import SCORES_OK, scores_state, version_scores
 from wsireview.catalog.models import (
@@ -23,6 +24,7 @@ from wsireview.catalog.models import (
     ReviewQueueItem,
     Slide,
     SlidePrediction,
+    utcnow,
 )
 
 
@@ -50,9 +52,10 @@ def latest_model_version(catalog: Catalog, encoder: str | None = None) -> ModelV
 
 
 def latest_model_version_id(catalog: Catalog) -> int | None:
-    """The id of :func:`latest_model_version`, or None before the first training."""
-    version = latest_model_version(catalog)
-    return version.id if version is not None else None
+    """The id of :func:`latest_model_version`, or None before the first training (one small query:
+    the review screens ask it on every patch to notice a newer version)."""
+    with catalog.session() as session:
+        return session.scalar(select(func.max(ModelVersion.id)).where(ModelVersion.status == READY))
 
 
 @dataclass(frozen=True)
@@ -264,11 +267,13 @@ class QueueEntry:
     verdict: str | None = None  # the latest verdict that counts, if the patch has one
 
 
-def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_id: int | None = None) -> list[QueueEntry]:
+def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_id: int | None = None,
+                  reviewer: str | None = None) -> list[QueueEntry]:
     """The queue of a model version (default: the latest) in presentation order, optionally one slide's.
 
-    Patches that already carry a verdict are included with ``verdict`` set, so progress counts
-    them and the screen can skip them.
+    Patches that already carry a verdict are included with ``verdict`` set, so the screen can skip
+    them. With ``reviewer``: only what that reviewer's queue shows (``claims.may_see``: not a patch
+    another reviewer judged or holds a claim on).
     """
     mv = model_version_id if model_version_id is not None else latest_model_version_id(catalog)
     if mv is None:
@@ -286,6 +291,8 @@ def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_i
     )
     if slide_id is not None:
         stmt = stmt.where(Slide.id == slide_id)
+    if reviewer is not None:
+        stmt = stmt.where(may_see(reviewer, utcnow()))
     with catalog.session() as session:
         rows = session.execute(stmt).all()
         verdicts = latest_verdicts(session, [r[1].id for r in rows])

@@ -19,8 +19,10 @@ def register(sub) -> None:
             "Open the review app on the triage screen: the latest model's queue across all slides, or one "
             "slide's. One key per verdict (y lesion, n not lesion, u unsure, a artifact; z undo, space skip, "
             "+/- zoom to full resolution, arrows pan, 0 back to the patch, c context, f fill the terminal, "
-            "s where on the slide, ? all keys). Every verdict is saved the moment the key is pressed, with the "
-            "reviewer and the seconds taken. The queue comes from `wsireview retrain`, which needs slide labels: "
+            "s where on the slide, N a newer model's queue, ? all keys). Every verdict is saved the moment the "
+            "key is pressed, with the reviewer and the seconds taken. Reviewers working at once share the queue: "
+            "each holds a short claim on the next few patches and never sees what another holds or judged. "
+            "The queue comes from `wsireview retrain`, which needs slide labels: "
             "label slides first (`l` on the slides screen of `wsireview`, or `wsireview add --labels CSV`)."
         ),
     )
