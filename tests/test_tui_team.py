@@ -57,8 +57,11 @@ async def test_app_shows_only_its_claims_and_counts_you_and_team(queued):
     # quitting released anna's claims; ben's stay
     assert {c.reviewer for c in live_claims(cat)} == {"ben"}
     with cat.session() as session:
-        judged = session.execute(select(Review.patch_id, Review.reviewer).where(Review.reviewer == "anna")).all()
-    assert [pid for pid, _ in judged] == queue[CLAIMS.batch:CLAIMS.batch + 4]
+        judged = session.execute(select(Review.patch_id, Review.undone_at).where(Review.reviewer == "anna")
+                                 .order_by(Review.id)).all()
+    mine = queue[CLAIMS.batch:CLAIMS.batch + 4]
+    assert [(pid, undone is not None) for pid, undone in judged] == \
+        [(p, False) for p in mine[:3]] + [(mine[3], True), (mine[3], False)]
 
 
 async def test_newer_model_version_is_announced_and_N_switches(queued):
