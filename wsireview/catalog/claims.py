@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Collection
 
-from sqlalchemy import ColumnElement, Integer, and_, bindparam, delete, exists, or_, select, update
+from sqlalchemy import BindParameter, ColumnElement, Integer, and_, bindparam, delete, exists, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from wsireview.catalog.db import Catalog
@@ -198,8 +198,10 @@ def live_claims(catalog: Catalog, now: datetime | None = None) -> list[LiveClaim
 
 # -- the statements of a claim, built once (the database's statement cache then reuses them) -------
 
-_REVIEWER, _VERSION, _NOW = bindparam("who"), bindparam("version"), bindparam("now")
-_EXCLUDE = bindparam("exclude", expanding=True)
+_REVIEWER: BindParameter[str] = bindparam("who")
+_VERSION: BindParameter[int] = bindparam("version")
+_NOW: BindParameter[datetime] = bindparam("now")
+_EXCLUDE: BindParameter[list[int]] = bindparam("exclude", expanding=True)
 
 
 @cache
