@@ -15,6 +15,8 @@ from PIL import Image
 
 from wsireview.slides.integrity import check_declared_size, check_grid_size, sample_indices, verify_patches
 from wsireview.slides.reader import SlideFile
+from wsireview.slides.tiling import patch_grid
+from wsireview.slides.tissue import tissue_mask, tissue_overlay
 
 THUMBNAIL_SIDE = 1024
 
@@ -55,11 +57,6 @@ def identify(path: Path) -> Identity:
 
 def examine(path: Path, options: GridOptions) -> Examined:
     """Thumbnail, tissue mask and patch grid of a slide, with a sample of its patches read back."""
-    # Imported here, in the reader's process: the process that only stores results (``add`` with
-    # isolated readers) never loads scikit-image and SciPy, about a second of start-up.
-    from wsireview.slides.tiling import patch_grid
-    from wsireview.slides.tissue import tissue_mask, tissue_overlay
-
     with SlideFile(path) as slide:
         check_declared_size(slide)
         resolution = slide.resolution(options.patch_size, options.target_mpp)
