@@ -28,7 +28,6 @@ from wsireview.slides.examine import THUMBNAIL_SIDE, Examined, GridOptions, Iden
 from wsireview.slides.integrity import sample_indices
 from wsireview.slides.isolated import InlinePool, JobFailed, ReaderLimits, ReaderPool
 from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, explain_open_error, same_content
-from wsireview.slides.tissue import tissue_overlay
 from wsireview.progress import ProgressCallback
 from wsireview.status import mark_missing
 from wsireview.text import printable
@@ -134,7 +133,7 @@ def _write_images(workspace: Workspace, slide_id: int, examined: Examined) -> di
     overlay_path = workspace.masks / f"slide-{slide_id}-overlay.png"
     examined.thumbnail.save(thumb_path)
     Image.fromarray(examined.mask.astype(np.uint8) * 255).save(mask_path)
-    Image.fromarray(tissue_overlay(np.asarray(examined.thumbnail), examined.mask)).save(overlay_path)
+    examined.overlay.save(overlay_path)
     return dict(
         thumbnail_path=workspace.relative(thumb_path),
         mask_path=workspace.relative(mask_path),

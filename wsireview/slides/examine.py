@@ -16,7 +16,7 @@ from PIL import Image
 from wsireview.slides.integrity import check_declared_size, check_grid_size, sample_indices, verify_patches
 from wsireview.slides.reader import SlideFile
 from wsireview.slides.tiling import patch_grid
-from wsireview.slides.tissue import tissue_mask
+from wsireview.slides.tissue import tissue_mask, tissue_overlay
 
 THUMBNAIL_SIDE = 1024
 
@@ -42,6 +42,7 @@ class Examined:
     meta: dict
     thumbnail: Image.Image
     mask: np.ndarray
+    overlay: Image.Image  # the mask drawn over the thumbnail, made here rather than in the parent
     patches: list[tuple[int, int, float]]
     warning: str | None
     verified: int  # tissue patches read back
@@ -82,7 +83,8 @@ def examine(path: Path, options: GridOptions) -> Examined:
             min_tissue=options.min_tissue,
             tissue_fraction=float(mask.mean()),
         )
-    return Examined(meta, thumb, mask, patches, warning, verified)
+    overlay = Image.fromarray(tissue_overlay(np.asarray(thumb), mask))
+    return Examined(meta, thumb, mask, overlay, patches, warning, verified)
 
 
 def verify(path: Path, positions: list[tuple[int, int]], size0: int, out_px: int) -> int:
