@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import and_, exists, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import and_, func, select
 
 from wsireview.catalog.db import Catalog
 from wsireview.catalog.models import (
@@ -24,17 +23,9 @@ from wsireview.catalog.models import (
     Slide,
     SlidePrediction,
 )
+from wsireview.catalog.verdicts import counting, load_reads, may_judge, patch_verdicts
 
-
-def counting():
-    """The condition a review counts under: not undone, and its reviewer's latest on the patch
-    (a verdict they changed later is superseded; see ``wsireview.learn.reviews``)."""
-    newer = aliased(Review)
-    return and_(
-        Review.undone_at.is_(None),
-        ~exists().where(newer.patch_id == Review.patch_id, newer.reviewer == Review.reviewer,
-                        newer.undone_at.is_(None), newer.id > Review.id),
-    )
+__all__ = ["counting"]  # re-exported: older callers import it from here
 
 
 # -- model versions -------------------------------------------------------------------------------
@@ -250,14 +241,21 @@ class QueueEntry:
     attention: float | None
     attention_rank: int | None
     probability: float | None
-    verdict: str | None = None  # the latest verdict that counts, if the patch has one
+    verdict: str | None = None  # the patch's verdict (the one rule), None while the reviewer may judge it
+    done: bool = False  # the reviewer may not judge it (any more): judged, or read by enough others
+    reads: int = 1  # different reviewers the item asks for (2: a blinded double read)
+    # (reviewer, verdict) of every read: shown to an adjudicator only, never in a reviewer's queue
+    shown_reads: tuple[tuple[str, str], ...] = ()
 
 
-def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_id: int | None = None) -> list[QueueEntry]:
-    """The queue of a model version (default: the latest) in presentation order, optionally one slide's.
+def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_id: int | None = None,
+                  reviewer: str | None = None) -> list[QueueEntry]:
+    """The queue of a model version (default: the latest) in presentation order, optionally one slide's,
+    as ``reviewer`` sees it (None: a reviewer who has judged nothing).
 
-    Patches that already carry a verdict are included with ``verdict`` set, so progress counts
-    them and the screen can skip them.
+    Every item is included; those the reviewer may not judge (:func:`~wsireview.catalog.verdicts.may_judge`)
+    have ``done`` set, so progress counts them and the screen skips them. An item the reviewer may
+    still judge carries no verdict, whatever others said: a double read is blind.
     """
     mv = model_version_id if model_version_id is not None else latest_model_version_id(catalog)
     if mv is None:
@@ -281,7 +279,10 @@ def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_i
         stmt = stmt.where(Slide.id == slide_id)
     with catalog.session() as session:
         rows = session.execute(stmt).all()
-        verdicts = latest_verdicts(session, [r[1].id for r in rows])
+        reads = load_reads(session, [r[1].id for r in rows])
+        verdicts = patch_verdicts(session, [r[1].id for r in rows])
+        judged = {q.id: not may_judge(q.reads, reads[p.id].readers if p.id in reads else (), reviewer)
+                  for q, p, *_ in rows}
         return [
             QueueEntry(
                 queue_id=q.id, rank=q.rank, reason=q.reason, score=q.score, model_version_id=q.model_version_id,
@@ -291,25 +292,10 @@ def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_i
                 attention=score.attention if score else None,
                 attention_rank=score.attention_rank if score else None,
                 probability=score.probability if score else None,
-                verdict=verdicts.get(p.id),
+                verdict=verdicts.get(p.id) if judged[q.id] else None, done=judged[q.id], reads=q.reads,
             )
             for q, p, s, score, prob in rows
         ]
-
-
-def latest_verdicts(session, patch_ids: list[int]) -> dict[int, str]:
-    """patch id -> its most recent verdict that is not undone."""
-    out: dict[int, str] = {}
-    ids = list(patch_ids)
-    for start in range(0, len(ids), 500):  # keep IN lists short for SQLite
-        chunk = ids[start:start + 500]
-        for patch_id, verdict in session.execute(
-            select(Review.patch_id, Review.verdict)
-            .where(counting(), Review.patch_id.in_(chunk))
-            .order_by(Review.id)
-        ).all():
-            out[patch_id] = verdict
-    return out
 
 
 # -- one slide's patches --------------------------------------------------------------------------
@@ -322,7 +308,7 @@ class SlidePatch:
     x: int
     y: int
     size: int
-    verdict: str | None  # the latest verdict that counts (any reviewer)
+    verdict: str | None  # the patch's verdict (the one rule); None while the reviewer may judge it
     queue_rank: int | None  # its place in the latest queue, if queued there
     reason: str | None  # why it was queued
     attention: float | None  # under the latest model
@@ -330,10 +316,12 @@ class SlidePatch:
     probability: float | None
 
 
-def slide_patches(catalog: Catalog, slide_id: int, also: int | None = None) -> list[SlidePatch]:
+def slide_patches(catalog: Catalog, slide_id: int, also: int | None = None,
+                  reviewer: str | None = None) -> list[SlidePatch]:
     """The slide's queued patches in queue order, then its other reviewed patches by attention rank
-    (and the patch ``also``, whatever its state: the one a screen was opened for)."""
-    queued = queue_entries(catalog, slide_id=slide_id)
+    (and the patch ``also``, whatever its state: the one a screen was opened for), as ``reviewer``
+    sees them (no verdict on a queued patch they may still judge)."""
+    queued = queue_entries(catalog, slide_id=slide_id, reviewer=reviewer)
     in_queue = {e.patch_id for e in queued}
     latest = latest_model_version_id(catalog)
     with catalog.session() as session:
@@ -344,7 +332,7 @@ def slide_patches(catalog: Catalog, slide_id: int, also: int | None = None) -> l
         others = [pid for pid in reviewed_ids if pid not in in_queue]
         if also is not None and also not in in_queue and also not in others:
             others.append(also)
-        verdicts = latest_verdicts(session, others)
+        verdicts = patch_verdicts(session, others)
         rows = session.execute(
             select(Patch, PatchScore)
             .outerjoin(PatchScore, and_(PatchScore.patch_id == Patch.id, PatchScore.model_version_id == latest))

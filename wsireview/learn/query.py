@@ -12,6 +12,9 @@
   fifth by instance probability), starting from everything chosen or reviewed, so the queue
   covers the different-looking candidates instead of 50 neighbours of one spot.
 
+A round may send a share of its queue to two reviewers (``double_read``): which items is a seeded
+choice (:func:`double_read_picks`), recorded as ``reads = 2`` on the queue item.
+
 Only patches never reviewed are queued; every entry records why it was chosen. ``mix`` skips
 the slides labelled negative while other patches are left: by their label none of their patches
 is lesion, so a verdict there tells the model what it knows already (and the model's false
@@ -115,6 +118,19 @@ def diverse(scores: PatchScores, features: np.ndarray, eligible: np.ndarray, cen
         d = np.minimum(d, np.square(features[pool] - features[pool[j]]).sum(1))
         d[j] = -1.0
     return picked
+
+
+DOUBLE_READS = 2  # reviewers who judge a double-read item
+
+
+def double_read_picks(queued: int, share: float, seed: int) -> set[int]:
+    """Which of ``queued`` items (0-based positions) go to a second reviewer: ``share`` of them (rounded
+    half up), drawn from ``seed``, spread over the whole queue rather than its head."""
+    n = min(queued, int(np.floor(share * queued + 0.5)))
+    if n <= 0:
+        return set()
+    rng = np.random.default_rng([seed, 47])
+    return {int(i) for i in rng.choice(queued, size=n, replace=False)}
 
 
 def build_queue(

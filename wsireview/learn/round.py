@@ -27,7 +27,7 @@ from wsireview.learn.lookalike import LESION as LESION_CLASS
 from wsireview.learn.lookalike import NOT_LESION as NOT_LESION_CLASS
 from wsireview.learn.lookalike import Spread, spread_verdicts
 from wsireview.learn.metrics import roc_auc
-from wsireview.learn.query import build_queue
+from wsireview.learn.query import DOUBLE_READS, build_queue, double_read_picks
 from wsireview.learn.scoring import PatchScores, score_patches
 from wsireview.learn.slide_predictions import predict_slides
 from wsireview.learn.spec import RoundSpec
@@ -90,6 +90,7 @@ class RoundResult:
     checkpoint: Path
     embedded: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    double_reads: int = 0  # queued items that two reviewers judge
 
 
 @dataclass
@@ -357,6 +358,7 @@ def retrain(
         checkpoint=checkpoint,
         embedded=len(missing),
         seconds=timings,
+        double_reads=len(double_read_picks(len(queue), spec.double_read, spec.seed)),
     )
 
 
@@ -405,8 +407,10 @@ def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, 
                     ["model_version_id", "slide_id", "probability", "bag_probability", "evidence", "driver"],
                     [(vid, int(sid), p.probability, p.bag_probability, p.evidence, p.driver)
                      for sid, p in slide_prob.items()])
-            _insert(session, ReviewQueueItem, ["model_version_id", "patch_id", "rank", "reason", "score"],
-                    [(vid, int(e.patch_id), k, e.reason, float(e.score) if e.score is not None else None)
+            doubles = double_read_picks(len(queue), spec.double_read, spec.seed)
+            _insert(session, ReviewQueueItem, ["model_version_id", "patch_id", "rank", "reason", "score", "reads"],
+                    [(vid, int(e.patch_id), k, e.reason, float(e.score) if e.score is not None else None,
+                      DOUBLE_READS if k - 1 in doubles else 1)
                      for k, e in enumerate(queue, start=1)])
     except BaseException:
         if checkpoint is not None:

@@ -26,6 +26,7 @@ class RoundSpec:
     strategy: str = "mix"
     seed: int = 0
     epochs: int | None = None  # train exactly this many epochs (None: early stopping decides)
+    double_read: float = 0.0  # share of the queue that two different reviewers judge, blind to each other
     train: TrainParams = field(default_factory=TrainParams)
 
     def as_dict(self) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def create_app(catalog: Catalog, workspace: Workspace, config: ServeConfig) -> S
         slide_id = request.path_params["slide_id"]
         if ready_slide(slide_id) is None:
             return _error(f"no ready slide {slide_id} in the catalog")
-        layers = slide_overlays(catalog, slide_id)
+        layers = slide_overlays(catalog, slide_id, reviewer=config.reviewer)
         return _json({
             "model_version": layers.model_version_id,
             "patches": {"id": layers.patch_ids, "x": layers.x, "y": layers.y, "size": layers.size,
@@ -110,13 +110,13 @@ def create_app(catalog: Catalog, workspace: Workspace, config: ServeConfig) -> S
         slide = request.query_params.get("slide")
         if slide is not None and not slide.isdigit():
             return _error("slide must be a catalog id", 400)
-        entries = queue_entries(catalog, slide_id=int(slide) if slide else None)
+        entries = queue_entries(catalog, slide_id=int(slide) if slide else None, reviewer=config.reviewer)
         return _json([
             {"patch_id": e.patch_id, "queue_id": e.queue_id, "rank": e.rank, "reason": e.reason,
              "model_version_id": e.model_version_id, "slide_id": e.slide_id, "slide_name": e.slide_name,
              "slide_label": e.slide_label, "slide_probability": e.slide_probability,
              "x": e.x, "y": e.y, "size": e.size, "attention": e.attention, "attention_rank": e.attention_rank,
-             "probability": e.probability, "verdict": e.verdict}
+             "probability": e.probability, "verdict": e.verdict, "done": e.done}
             for e in entries if e.slide_status == READY
         ])
 

@@ -177,7 +177,8 @@ function verdictLegend() {
 async function loadQueue() {
   const entries = await api(`/api/queue${triage.slideId ? `?slide=${encodeURIComponent(triage.slideId)}` : ""}`);
   triage.entries = entries;
-  triage.verdicts = new Map(entries.filter((e) => e.verdict).map((e) => [e.patch_id, e.verdict]));
+  // done: this reviewer may not judge it (judged, or read by enough others); open items carry no verdict
+  triage.verdicts = new Map(entries.filter((e) => e.done).map((e) => [e.patch_id, e.verdict]));
   triage.skipped.clear();
   const next = nextPending(0);
   if (!entries.length) {
@@ -416,7 +417,7 @@ window.addEventListener("focus", async () => {
   refreshOverlays().catch(() => {});
   if (!triage.on || triage.index === null) return;
   const fresh = await api(`/api/queue${triage.slideId ? `?slide=${encodeURIComponent(triage.slideId)}` : ""}`);
-  for (const e of fresh) if (e.verdict) triage.verdicts.set(e.patch_id, e.verdict);
+  for (const e of fresh) if (e.done) triage.verdicts.set(e.patch_id, e.verdict);
   if (!pending(triage.index)) await advance(triage.index + 1);
   else showEntryInfo(triage.entries[triage.index]);
 });

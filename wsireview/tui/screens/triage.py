@@ -130,8 +130,8 @@ class TriageScreen(ReviewScreen):
     # -- the queue ------------------------------------------------------------------------------
     def load_queue(self) -> None:
         self.loaded_generation = self.app.generation
-        self.entries = queue_entries(self.app.catalog, slide_id=self.slide_id)
-        self.verdicts = {e.patch_id: e.verdict for e in self.entries if e.verdict}
+        self.entries = queue_entries(self.app.catalog, slide_id=self.slide_id, reviewer=self.app.reviewer)
+        self.verdicts = {e.patch_id: e.verdict or "" for e in self.entries if e.done}
         self.skipped.clear()
         self.session_reviews.clear()
         self.last_action = ""
