@@ -23,7 +23,7 @@ from wsireview.catalog.models import (
     Slide,
     SlidePrediction,
 )
-from wsireview.catalog.verdicts import counting, load_reads, may_judge, patch_verdicts
+from wsireview.catalog.verdicts import counting, load_reads, may_judge, needs_adjudication, patch_verdicts
 
 __all__ = ["counting"]  # re-exported: older callers import it from here
 
@@ -296,6 +296,48 @@ def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_i
             )
             for q, p, s, score, prob in rows
         ]
+
+
+ADJUDICATION_REASON = "adjudication"
+
+
+def adjudication_entries(catalog: Catalog) -> list[QueueEntry]:
+    """The adjudication queue: patches whose reads disagree (or were all unsure) and that no
+    adjudicator has decided, oldest first, each with every reader's verdict and name
+    (``shown_reads``) and the latest model's scores."""
+    latest = latest_model_version_id(catalog)
+    with catalog.session() as session:
+        waiting = {pid: p for pid, p in load_reads(session).items() if needs_adjudication(p)}
+        if not waiting:
+            return []
+        rows: list[Any] = []
+        ids = sorted(waiting)
+        for start in range(0, len(ids), 500):
+            rows += session.execute(
+                select(Patch, Slide, PatchScore, SlidePrediction.probability)
+                .join(Slide, Slide.id == Patch.slide_id)
+                .outerjoin(PatchScore, and_(PatchScore.patch_id == Patch.id, PatchScore.model_version_id == latest))
+                .outerjoin(SlidePrediction, and_(SlidePrediction.slide_id == Slide.id,
+                                                 SlidePrediction.model_version_id == latest))
+                .where(Patch.id.in_(ids[start:start + 500]))
+            ).all()
+    order = {pid: min(v.review_id for v in waiting[pid].reads) for pid in waiting}
+    rows.sort(key=lambda r: order[r[0].id])
+    out = []
+    for rank, (p, s, score, prob) in enumerate(rows, start=1):
+        reads = waiting[p.id].reads
+        flagged = [v.model_version_id for v in reads if v.model_version_id is not None]
+        out.append(QueueEntry(
+            queue_id=0, rank=rank, reason=ADJUDICATION_REASON, score=None,
+            model_version_id=flagged[-1] if flagged else (latest or 0), patch_id=p.id, x=p.x, y=p.y, size=p.size,
+            slide_id=s.id, slide_name=s.name, slide_path=s.path, slide_status=s.status, slide_label=s.label,
+            slide_probability=prob, slide_width=s.width, slide_height=s.height, patch_size_px=s.patch_size_px,
+            thumbnail_path=s.thumbnail_path, attention=score.attention if score else None,
+            attention_rank=score.attention_rank if score else None,
+            probability=score.probability if score else None,
+            shown_reads=tuple((v.reviewer, v.verdict) for v in reads),
+        ))
+    return out
 
 
 # -- one slide's patches --------------------------------------------------------------------------

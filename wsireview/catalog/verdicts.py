@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import Session, aliased
@@ -129,9 +130,9 @@ def load_reads(session: Session, patch_ids: Collection[int] | None = None) -> di
     stmt = (select(Review.id, Review.patch_id, Review.reviewer, Review.verdict, Review.created_at,
                    Review.model_version_id, Review.role)
             .where(Review.undone_at.is_(None)).order_by(Review.id))
-    rows = []
+    rows: list[Any] = []
     if patch_ids is None:
-        rows = session.execute(stmt).all()
+        rows = list(session.execute(stmt).all())
     else:
         ids = list(patch_ids)
         for start in range(0, len(ids), 500):  # keep IN lists short for SQLite

@@ -20,7 +20,11 @@ def register(sub) -> None:
             "slide's. One key per verdict (y lesion, n not lesion, u unsure, a artifact; z undo, space skip, "
             "+/- zoom to full resolution, arrows pan, 0 back to the patch, c context, f fill the terminal, "
             "s where on the slide, ? all keys). Every verdict is saved the moment the key is pressed, with the "
-            "reviewer and the seconds taken. The queue comes from `wsireview retrain`, which needs slide labels: "
+            "reviewer and the seconds taken. Items of a double read (`retrain --double-read`) stay in the queue "
+            "until a second, different reviewer has judged them, and that reviewer does not see the first verdict. "
+            "With --adjudicate, the adjudication queue instead: patches whose reviewers disagree (or were all "
+            "unsure), each with every reviewer's verdict and name; your key is the decision that training and "
+            "export use. The queue comes from `wsireview retrain`, which needs slide labels: "
             "label slides first (`l` on the slides screen of `wsireview`, or `wsireview add --labels CSV`)."
         ),
     )
@@ -29,6 +33,9 @@ def register(sub) -> None:
         "--reviewer", metavar="NAME",
         help="name recorded with every verdict (default: $WSIREVIEW_REVIEWER, else the login name)",
     )
+    parser.add_argument("--adjudicate", action="store_true",
+                        help="open the adjudication queue as adjudicator (the reviewer name): see every reviewer's "
+                             "verdict on patches they disagree on, and decide")
     parser.set_defaults(func=run)
 
 
@@ -36,7 +43,7 @@ def _graphics(args) -> str:
     return getattr(args, "graphics", None) or os.environ.get(ENV_GRAPHICS) or "auto"
 
 
-def _launch(args, ctx, start: str, slide_id: int | None = None) -> int:
+def _launch(args, ctx, start: str, slide_id: int | None = None, adjudicate: bool = False) -> int:
     from wsireview.learn.reviews import default_reviewer
     from wsireview.tui import graphics as graphics_modes
     from wsireview.tui.app import GRAPHICS, ReviewApp
@@ -57,6 +64,7 @@ def _launch(args, ctx, start: str, slide_id: int | None = None) -> int:
         graphics=graphics,
         start=start,
         slide_id=slide_id,
+        adjudicate=adjudicate,
         latency_log=Path(log) if log else None,
     )
     app.run()
@@ -65,13 +73,15 @@ def _launch(args, ctx, start: str, slide_id: int | None = None) -> int:
 
 def run(args, ctx) -> int:
     slide_id = None
+    if args.adjudicate and args.slide:
+        raise CommandError("--adjudicate takes the whole adjudication queue: leave out --slide", 2)
     if args.slide:
         from wsireview.catalog.queries import find_slide
 
         slide_id = find_slide(ctx.catalog(), args.slide)
         if slide_id is None:
             raise CommandError(f"no slide named {args.slide!r} in the catalog (see `wsireview status`)")
-    return _launch(args, ctx, "review", slide_id)
+    return _launch(args, ctx, "review", slide_id, adjudicate=args.adjudicate)
 
 
 def open_app(args, ctx) -> int:

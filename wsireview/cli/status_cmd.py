@@ -75,6 +75,12 @@ def run(args, ctx) -> int:
     verdicts = doc["verdicts"]
     if verdicts["total"]:
         ctx.console.print("verdicts: " + ", ".join(f"{n} {k}" for k, n in sorted(verdicts["by_verdict"].items())))
+        patches = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(verdicts["by_patch"].items()))
+        ctx.console.print(f"patches by their verdict (adjudicated, else majority): {patches}")
+        waiting = verdicts["adjudication"]
+        if waiting["pending"] or waiting["decided"]:
+            ctx.console.print(f"adjudication: {waiting['pending']} waiting ({escape(hint(args, 'review --adjudicate'))}), "
+                              f"{waiting['decided']} decided")
     model = doc.get("model")
     if model and model.get("id"):
         queued = plural(model.get("queued", 0), "patch")

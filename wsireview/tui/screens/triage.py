@@ -27,9 +27,9 @@ from textual.worker import get_current_worker
 
 from wsireview.text import literal
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE
-from wsireview.catalog.queries import QueueEntry, queue_entries
+from wsireview.catalog.queries import QueueEntry, adjudication_entries, queue_entries
 from wsireview.learn.labels import nothing_queued_step
-from wsireview.learn.reviews import record_verdict, undo_review
+from wsireview.learn.reviews import record_adjudication, record_verdict, undo_review
 from wsireview.tui.imaging import MARK_COLOUR, VIEW_COLOUR, mark_rect, placeholder
 from wsireview.tui.messages import CatalogChanged, ImageBoxChanged
 from wsireview.tui.patch_source import PatchUnavailable
@@ -88,9 +88,12 @@ class TriageScreen(ReviewScreen):
         Binding("q", "app.quit", "Quit", show=False),
     ]
 
-    def __init__(self, slide_id: int | None = None) -> None:
+    def __init__(self, slide_id: int | None = None, adjudicate: bool = False) -> None:
         super().__init__()
         self.slide_id = slide_id
+        # The adjudication queue instead of the review queue: every reader's verdict and name shown,
+        # and a key records the adjudicator's decision.
+        self.adjudicate = adjudicate
         self.entries: list[QueueEntry] = []
         self.verdicts: dict[int, str] = {}
         self.skipped: set[int] = set()
@@ -130,7 +133,10 @@ class TriageScreen(ReviewScreen):
     # -- the queue ------------------------------------------------------------------------------
     def load_queue(self) -> None:
         self.loaded_generation = self.app.generation
-        self.entries = queue_entries(self.app.catalog, slide_id=self.slide_id, reviewer=self.app.reviewer)
+        if self.adjudicate:
+            self.entries = adjudication_entries(self.app.catalog)
+        else:
+            self.entries = queue_entries(self.app.catalog, slide_id=self.slide_id, reviewer=self.app.reviewer)
         self.verdicts = {e.patch_id: e.verdict or "" for e in self.entries if e.done}
         self.skipped.clear()
         self.session_reviews.clear()
@@ -139,6 +145,11 @@ class TriageScreen(ReviewScreen):
             self._images.clear()
             self._errors.clear()
         self.index = None
+        if not self.entries and self.adjudicate:
+            self.patch_view.show_message("Nothing to adjudicate: no patch has reads that disagree (or were all "
+                                         "unsure) without a decision.")
+            self._update_text()
+            return
         if not self.entries:
             where = "this slide" if self.slide_id is not None else "any slide"
             self.patch_view.show_message(f"Nothing queued for {where}.\n\n{nothing_queued_step(self.app.catalog)}")
@@ -333,9 +344,8 @@ class TriageScreen(ReviewScreen):
                 self.notify("The patch is still loading.", timeout=1.5)
             return
         seconds = time.monotonic() - self.shown_at
-        review_id = record_verdict(
-            self.app.catalog, entry.patch_id, verdict, self.app.reviewer, seconds, entry.model_version_id
-        )
+        record = record_adjudication if self.adjudicate else record_verdict
+        review_id = record(self.app.catalog, entry.patch_id, verdict, self.app.reviewer, seconds, entry.model_version_id)
         self.session_reviews.append(review_id)
         self.verdicts[entry.patch_id] = verdict
         self.last_action = f"[{VERDICT_STYLE[verdict]}]{VERDICT_TEXT[verdict]}[/] in {seconds:.1f} s"
@@ -485,7 +495,8 @@ class TriageScreen(ReviewScreen):
         title.add_column(no_wrap=True)
         counts = f"[b]{done}[/b]/{len(self.entries)} reviewed" + (f", {len(self.skipped)} skipped" if self.skipped else "")
         scope = self.entries[0].slide_name if self.slide_id is not None and self.entries else "all slides"
-        title.add_row(Text.from_markup("[b]Triage[/b] "), Shortened(scope),
+        name = "[b]Adjudication[/b] " if self.adjudicate else "[b]Triage[/b] "
+        title.add_row(Text.from_markup(name), Shortened(scope),
                       Text.from_markup(f"  ·  {counts}  ·  {self.app.reviewer}  ·  {model}"))
         self.query_one("#triage-title", Static).update(title, layout=False)
         self.query_one("#triage-scale", Static).update(self._caption(), layout=False)
@@ -527,7 +538,10 @@ class TriageScreen(ReviewScreen):
         grid.add_row("slide", Shortened(entry.slide_name, style="bold"))
         pred = f"  P {entry.slide_probability:.2f}" if entry.slide_probability is not None else ""
         grid.add_row("label", one_line(f"{entry.slide_label or '-'}{pred}"))
-        grid.add_row("why", Text(REASON_TEXT.get(entry.reason, entry.reason)))
+        if entry.shown_reads:  # the adjudication queue: who said what
+            grid.add_row("reads", Text(", ".join(f"{who} {VERDICT_TEXT.get(v, v)}" for who, v in entry.shown_reads)))
+        else:
+            grid.add_row("why", Text(REASON_TEXT.get(entry.reason, entry.reason)))
         rank = f"#{entry.attention_rank}" if entry.attention_rank is not None else "-"
         prob = f"{entry.probability:.2f}" if entry.probability is not None else "-"
         grid.add_row("attn", one_line(f"rank {rank}  P(lesion) {prob}"))
