@@ -23,6 +23,7 @@ from wsireview.cli import main
 from wsireview.learn.agreement import agreement_report, cohen_kappa, fleiss_kappa
 from wsireview.learn.labels import instance_targets
 from wsireview.learn.query import double_read_picks
+from wsireview.learn.status import queued_patches
 from wsireview.learn.reviews import change_verdict, record_adjudication, record_verdict
 from wsireview.serve.app import create_app
 from wsireview.serve.config import ServeConfig
@@ -118,7 +119,9 @@ def test_double_read_items_wait_for_a_second_different_reviewer(team):
     assert [e.patch_id for e in for_ben if not e.done] == doubles
     assert all(e.verdict is None and e.reads == 2 for e in for_ben if not e.done)  # blind: no verdict
     assert {e.verdict for e in for_ben if e.done} == {"not_lesion"}
+    assert queued_patches(cat, version) == 2  # `status`: the double reads still wait for a read
     record_verdict(cat, doubles[0], "not_lesion", "ben", 1.0, version)
+    assert queued_patches(cat, version) == 1
     assert [e.patch_id for e in queue_entries(cat, reviewer="carol") if not e.done] == [doubles[1]]
     assert [e.patch_id for e in queue_entries(cat, reviewer="ben") if not e.done] == [doubles[1]]
 

@@ -23,7 +23,7 @@ from wsireview.catalog.models import (
     Slide,
     SlidePrediction,
 )
-from wsireview.catalog.verdicts import counting, load_reads, may_judge, needs_adjudication, patch_verdicts
+from wsireview.catalog.verdicts import counting, decide, load_reads, may_judge, needs_adjudication, patch_verdicts
 
 __all__ = ["counting"]  # re-exported: older callers import it from here
 
@@ -280,7 +280,7 @@ def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_i
     with catalog.session() as session:
         rows = session.execute(stmt).all()
         reads = load_reads(session, [r[1].id for r in rows])
-        verdicts = patch_verdicts(session, [r[1].id for r in rows])
+        verdicts = {pid: decide(patch.reads, patch.adjudication)[0] for pid, patch in reads.items()}
         judged = {q.id: not may_judge(q.reads, reads[p.id].readers if p.id in reads else (), reviewer)
                   for q, p, *_ in rows}
         return [
