@@ -235,8 +235,15 @@ def test_agreement_command_and_team_numbers(team, capsys):
     assert main(["--workspace", str(ws.root), "agreement"]) == 0
     text = capsys.readouterr().out
     assert "anna / ben" in text and "Fleiss" in text and "1 waiting" in text
+    assert main(["--workspace", str(ws.root), "status", "--json"]) == 0
+    verdicts = json.loads(capsys.readouterr().out)["verdicts"]
+    assert verdicts["by_patch"] == {"not_lesion": 10, "lesion": 1, "no_verdict": 1}
+    assert verdicts["adjudication"] == {"pending": 1, "decided": 0}
     record_adjudication(cat, split, "lesion", "carol")
     assert agreement_report(cat).adjudicated == 1
+    assert main(["--workspace", str(ws.root), "status"]) == 0
+    assert "11 not lesion" not in (text := capsys.readouterr().out) and "2 lesion, 10 not lesion" in text
+    assert "adjudication: 0 waiting, 1 decided" in text
 
 
 @pytest.mark.asyncio

@@ -22,7 +22,7 @@ def ci_text(pair: PairAgreement) -> str:
 
 
 def pairs_table(report: AgreementReport) -> Table:
-    table = Table(title="Agreement per pair of reviewers (each reviewer's latest read)", title_justify="left")
+    table = Table(title="Agreement per pair of reviewers", title_justify="left")
     table.add_column("reviewers", no_wrap=True)
     table.add_column("both judged", justify="right")
     table.add_column("agree", justify="right")
@@ -52,7 +52,7 @@ def summary_lines(report: AgreementReport) -> Text:
     if report.fleiss_patches:
         out.append(f"Fleiss' kappa over {len(report.reviewers)} reviewers, {report.fleiss_patches} patches "
                    f"with two or more reads: {kappa_text(report.fleiss)}\n")
-    out.append(f"95% CI: {CI_METHOD}\n", style="dim")
+    out.append(f"over each reviewer's latest read; 95% CI: {CI_METHOD}\n", style="dim")
     out.append(f"adjudication: {report.adjudication_pending} waiting, {report.adjudicated} decided")
     return out
 

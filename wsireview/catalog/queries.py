@@ -23,7 +23,7 @@ from wsireview.catalog.models import (
     Slide,
     SlidePrediction,
 )
-from wsireview.catalog.verdicts import counting, decide, load_reads, may_judge, needs_adjudication, patch_verdicts
+from wsireview.catalog.verdicts import counting, load_reads, may_judge, needs_adjudication, shown_verdict
 
 __all__ = ["counting"]  # re-exported: older callers import it from here
 
@@ -241,7 +241,7 @@ class QueueEntry:
     attention: float | None
     attention_rank: int | None
     probability: float | None
-    verdict: str | None = None  # the patch's verdict (the one rule), None while the reviewer may judge it
+    verdict: str | None = None  # the patch's verdict as shown (verdicts.shown_verdict), None while the reviewer may judge it
     done: bool = False  # the reviewer may not judge it (any more): judged, or read by enough others
     reads: int = 1  # different reviewers the item asks for (2: a blinded double read)
     # (reviewer, verdict) of every read: shown to an adjudicator only, never in a reviewer's queue
@@ -280,7 +280,7 @@ def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_i
     with catalog.session() as session:
         rows = session.execute(stmt).all()
         reads = load_reads(session, [r[1].id for r in rows])
-        verdicts = {pid: decide(patch.reads, patch.adjudication)[0] for pid, patch in reads.items()}
+        verdicts = {pid: shown_verdict(patch) for pid, patch in reads.items()}
         judged = {q.id: not may_judge(q.reads, reads[p.id].readers if p.id in reads else (), reviewer)
                   for q, p, *_ in rows}
         return [
@@ -350,7 +350,7 @@ class SlidePatch:
     x: int
     y: int
     size: int
-    verdict: str | None  # the patch's verdict (the one rule); None while the reviewer may judge it
+    verdict: str | None  # the patch's verdict as shown (verdicts.shown_verdict); None while the reviewer may judge it
     queue_rank: int | None  # its place in the latest queue, if queued there
     reason: str | None  # why it was queued
     attention: float | None  # under the latest model
@@ -374,7 +374,7 @@ def slide_patches(catalog: Catalog, slide_id: int, also: int | None = None,
         others = [pid for pid in reviewed_ids if pid not in in_queue]
         if also is not None and also not in in_queue and also not in others:
             others.append(also)
-        verdicts = patch_verdicts(session, others)
+        verdicts = {pid: shown_verdict(patch) for pid, patch in load_reads(session, others).items()}
         rows = session.execute(
             select(Patch, PatchScore)
             .outerjoin(PatchScore, and_(PatchScore.patch_id == Patch.id, PatchScore.model_version_id == latest))

@@ -116,6 +116,18 @@ def decide(reads: Collection[Vote], adjudication: Vote | None = None, consensus:
     return counts[0][0], None
 
 
+DISPUTED = "disputed"  # what the apps show for a patch whose reads tie and no adjudicator has decided
+
+
+def shown_verdict(patch: PatchReads) -> str | None:
+    """The patch's verdict as the apps show it: :func:`decide`'s, else ``unsure`` when every read was
+    unsure, else ``disputed`` (the reads tie); None without any read."""
+    verdict, why = decide(patch.reads, patch.adjudication)
+    if verdict is not None or not (patch.reads or patch.adjudication):
+        return verdict
+    return UNSURE if why == NO_VERDICT_UNSURE else DISPUTED
+
+
 def needs_adjudication(patch: PatchReads) -> bool:
     """The reads disagree (two verdicts other than unsure), or everyone who judged it was unsure,
     and no adjudicator has decided yet."""

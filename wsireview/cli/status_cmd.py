@@ -79,8 +79,8 @@ def run(args, ctx) -> int:
         ctx.console.print(f"patches by their verdict (adjudicated, else majority): {patches}")
         waiting = verdicts["adjudication"]
         if waiting["pending"] or waiting["decided"]:
-            ctx.console.print(f"adjudication: {waiting['pending']} waiting ({escape(hint(args, 'review --adjudicate'))}), "
-                              f"{waiting['decided']} decided")
+            how = f" (`{escape(hint(args, 'review --adjudicate'))}`)" if waiting["pending"] else ""
+            ctx.console.print(f"adjudication: {waiting['pending']} waiting{how}, {waiting['decided']} decided")
     model = doc.get("model")
     if model and model.get("id"):
         queued = plural(model.get("queued", 0), "patch")
