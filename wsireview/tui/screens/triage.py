@@ -493,7 +493,7 @@ class TriageScreen(ReviewScreen):
         title.add_column(no_wrap=True)
         title.add_column()  # the scope: shortened in its middle when the line is too narrow
         title.add_column(no_wrap=True)
-        counts = f"[b]{done}[/b]/{len(self.entries)} reviewed" + (f", {len(self.skipped)} skipped" if self.skipped else "")
+        counts = f"[b]{done}[/b]/{len(self.entries)} {'decided' if self.adjudicate else 'reviewed'}" + (f", {len(self.skipped)} skipped" if self.skipped else "")
         scope = self.entries[0].slide_name if self.slide_id is not None and self.entries else "all slides"
         name = "[b]Adjudication[/b] " if self.adjudicate else "[b]Triage[/b] "
         title.add_row(Text.from_markup(name), Shortened(scope),
