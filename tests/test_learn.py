@@ -554,6 +554,16 @@ def test_double_read_share_is_stored_with_the_round_and_seeded(workspace, catalo
     assert [v.params["spec"]["double_read"] for v in versions] == [0.25, 0.25]
     assert reads[0] == [2 if i in double_read_picks(8, 0.25, 5) else 1 for i in range(8)] and reads[0].count(2) == 2
     assert reads[1].count(2) == 3  # a quarter of 12
+    # A double read half done when the next round comes is queued again first, for its second reader.
+    with catalog.session() as session:
+        half = session.scalars(select(ReviewQueueItem.patch_id).where(
+            ReviewQueueItem.model_version_id == versions[1].id, ReviewQueueItem.reads == 2)).first()
+    record_verdict(catalog, half, "lesion", "anna")
+    assert main(["--workspace", ws, "retrain", "--no-progress"]) == 0
+    with catalog.session() as session:
+        first = session.execute(select(ReviewQueueItem.patch_id, ReviewQueueItem.reason, ReviewQueueItem.reads)
+                                .order_by(ReviewQueueItem.model_version_id.desc(), ReviewQueueItem.rank)).first()
+    assert tuple(first) == (half, "second-read", 2)
 
 
 def test_an_unsure_verdict_is_not_overwritten_by_a_neighbours_verdict(workspace, catalog):

@@ -192,3 +192,17 @@ def open_patches(session: Session, model_version_id: int, reviewer: str | None,
     reads = load_reads(session, list(items))
     return {pid for pid, n in items.items()
             if may_judge(n, reads[pid].readers if pid in reads else frozenset(), reviewer)}
+
+
+def second_reads_waiting(session: Session, model_version_id: int) -> list[int]:
+    """Patches of a version's queue that some reviewers have judged but that still wait for another
+    (a double read half done), in queue order: the next round queues them again, so a retrain in the
+    middle of a session does not drop the second read."""
+    items = session.execute(
+        select(ReviewQueueItem.patch_id, ReviewQueueItem.reads)
+        .where(ReviewQueueItem.model_version_id == model_version_id, ReviewQueueItem.reads > 1)
+        .order_by(ReviewQueueItem.rank, ReviewQueueItem.id)
+    ).all()
+    reads = load_reads(session, [pid for pid, _ in items])
+    return [pid for pid, n in items
+            if pid in reads and reads[pid].adjudication is None and 0 < len(reads[pid].readers) < n]

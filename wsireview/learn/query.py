@@ -33,6 +33,7 @@ from wsireview.learn.scoring import PatchScores
 
 STRATEGIES = ("mix", "attention", "uncertainty", "random")
 EXPLOIT, TOP_ATTENTION, UNCERTAIN, DIVERSE, RANDOM = "exploit", "top-attention", "uncertain", "diverse", "random"
+SECOND_READ = "second-read"  # a double read the previous queue left half done, queued again first
 REASONS = (EXPLOIT, TOP_ATTENTION, UNCERTAIN, DIVERSE, RANDOM)
 MIX_SHARES = {EXPLOIT: 0.3, TOP_ATTENTION: 0.3, UNCERTAIN: 0.2}  # the rest is diverse
 

@@ -59,6 +59,7 @@ REASON_TEXT = {
     "uncertain": "uncertain (P near 0.5)",
     "diverse": "diverse (unlike the others)",
     "random": "random (baseline)",
+    "second-read": "second read (from the last queue)",
 }
 SCALE_BAR = "━"
 
