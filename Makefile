@@ -51,6 +51,7 @@ bench: venv
 	$(PY) benchmarks/ingest_time.py
 	$(PY) benchmarks/demo_generation.py
 	$(PY) benchmarks/embed_throughput.py
+	$(PY) benchmarks/embed_cluster.py
 	$(PY) benchmarks/retrain_time.py
 	$(PY) benchmarks/triage_latency.py
 	$(PY) -m pip install --quiet 'flask>=3'  # the tile benchmark's baseline server

@@ -28,9 +28,9 @@ import time
 import torch
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
-from wsireview.catalog import ModelVersion, PatchScore, open_catalog
+from wsireview.catalog import ModelVersion, open_catalog
 from wsireview.learn.round import retrain
 from wsireview.learn.spec import RoundSpec
 from wsireview.learn.synthetic import make_synthetic_cohort
@@ -38,17 +38,6 @@ from wsireview.learn.train import TrainParams
 from wsireview.workspace import Workspace
 
 ENCODER = "synthetic"
-
-
-def orm_insert_seconds(catalog, version_id: int) -> float:
-    """Re-write one version's scores as ORM objects (the baseline to the bulk insert)."""
-    with catalog.session() as session:
-        rows = session.execute(select(PatchScore.__table__).where(PatchScore.model_version_id == version_id)).mappings().all()
-        session.execute(delete(PatchScore).where(PatchScore.model_version_id == version_id))
-    t = time.perf_counter()
-    with catalog.session() as session:
-        session.add_all(PatchScore(**dict(r)) for r in rows)
-    return time.perf_counter() - t
 
 
 def command_round(workspace: Workspace, catalog, threads: int) -> tuple[float, dict, dict]:
@@ -97,7 +86,6 @@ def main() -> None:
             total = time.perf_counter() - t
             s = result.seconds
             rows.append((name, total, s, result.metrics))
-        insert_orm = None if args.skip_baseline else orm_insert_seconds(cat, result.model_version_id)
         cat.close()
     table = Table(title=f"retrain round: {args.slides} slides x {args.patches} patches, {args.dim}-d, "
                         f"{args.threads} threads")
@@ -108,9 +96,6 @@ def main() -> None:
                       f"{s['score_and_queue']:.2f}", f"{s['write']:.2f}",
                       f"{m['slide_auc']:.3f}" if m["slide_auc"] is not None else "-", str(m["epochs"]))
     console.print(table)
-    if insert_orm is not None:
-        console.print(f"writing {args.slides * args.patches:,} patch scores: bulk core insert (inside 'write' above) "
-                      f"vs ORM objects {insert_orm:.2f} s (baseline)")
 
 
 if __name__ == "__main__":

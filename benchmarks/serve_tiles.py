@@ -4,7 +4,11 @@
 Each server starts fresh (cold caches) as its own process on loopback; a bounded Python keep-alive
 client fetches every tile of the 4 highest Deep Zoom levels of each slide twice (a cold pass, then
 a warm pass) with 1 and with 16 concurrent connections; the servers take turns, 3 runs each, and
-the median run is shown. The baseline script comes from the
+the median run is shown, with the CPU seconds each server spent per tile (its process and worker
+processes: what decides throughput when other work shares the cores) and the machine's load average.
+Our tile cache in the workspace is emptied before every run, so both servers start cold. The last
+line is the ceiling for cold tiles here: the library's get_tile and JPEG encoding alone, in this
+process on 2 threads, over the same tile list. The baseline script comes from the
 openslide-python source distribution on PyPI (`pip download --no-binary :all: --no-deps
 openslide-python`, into benchmarks/out/serve_tiles/, not committed) and needs Flask
 (`pip install flask`).
@@ -19,7 +23,9 @@ Targets: at least 2x the baseline's tiles/s with 16 clients, at least 1x with 1,
 from __future__ import annotations
 
 import http.client
+import io
 import itertools
+import os
 import shutil
 import socket
 import statistics
@@ -28,6 +34,7 @@ import sys
 import tarfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +50,8 @@ LEVELS = 4  # the highest Deep Zoom levels: what a reviewer zoomed in on fetches
 CLIENTS = (1, 16)
 REPEATS = 3  # servers take turns, 3 runs each; the median run is reported (a shared machine's load drifts)
 WARM_P95_TARGET_MS = 30.0
+BASELINE = "deepzoom_multiserver.py -Q 100"
+OURS = "wsireview serve (quality 90, 1 worker)"  # the command's default on this machine: the targets' row
 
 
 def free_port() -> int:
@@ -88,11 +97,26 @@ def tile_paths(slide: Path, prefix: str, limit_bounds: bool) -> list[str]:
     return out
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (Linux /proc)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += tree_cpu_seconds(int(child))
+    except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+        pass
+    return total
+
+
 @dataclass
 class Pass:
     seconds: float
     latencies_ms: list[float]
     failures: int
+    cpu_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -157,6 +181,34 @@ def start(cmd: list[str], port: int, ready_path: str, log: Path) -> subprocess.P
     raise RuntimeError(f"{cmd} did not start")
 
 
+def measured_pass(proc: subprocess.Popen, port: int, paths: list[str], clients: int) -> Pass:
+    before = tree_cpu_seconds(proc.pid)
+    result = run_pass(port, paths, clients)
+    result.cpu_seconds = tree_cpu_seconds(proc.pid) - before
+    return result
+
+
+def render_ceiling(slides: list[Path], quality: int = 90, threads: int = 2) -> float:
+    """Tiles/s of DeepZoomGenerator.get_tile + JPEG encoding alone (no HTTP, no cache) over the
+    benchmark's tiles: what no server can beat for cold tiles on this machine now."""
+    jobs = []
+    for slide in slides:
+        osr = openslide.open_slide(str(slide))
+        osr.set_cache(openslide.OpenSlideCache(256 << 20))
+        dz = DeepZoomGenerator(osr, 254, 1, limit_bounds=False)
+        jobs += [(dz, level, (c, r)) for level in range(max(0, dz.level_count - LEVELS), dz.level_count)
+                 for r in range(dz.level_tiles[level][1]) for c in range(dz.level_tiles[level][0])]
+
+    def one(job) -> None:
+        dz, level, address = job
+        dz.get_tile(level, address).save(io.BytesIO(), "JPEG", quality=quality)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, jobs))
+    return len(jobs) / (time.perf_counter() - t0)
+
+
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1] if len(values) > 1 else float("nan")
 
@@ -168,7 +220,7 @@ def main(argv: list[str]) -> None:
     from wsireview.ingest import add_paths
     from wsireview.workspace import Workspace
 
-    console = Console(width=max(Console().width, 140))  # the table stays readable in a log
+    console = Console(width=max(Console().width, 180))  # the table stays readable in a log
     try:
         import flask  # noqa: F401
     except ImportError:
@@ -197,26 +249,31 @@ def main(argv: list[str]) -> None:
 
     ours_paths = [p for s in slides for p in tile_paths(folder / s.name, f"/dz/{ids[s.name]}", limit_bounds=False)]
     base_paths = [p for s in slides for p in tile_paths(folder / s.name, f"/{s.name}", limit_bounds=True)]
+    def ours_command(workers: int):
+        return (lambda port: [sys.executable, "-m", "wsireview", "--workspace", str(ws.root), "serve", "--port",
+                              str(port), "--reviewer", "bench", "--workers", str(workers)], ours_paths, "/api/session")
+
     servers = {
-        "deepzoom_multiserver.py -Q 100": (
+        BASELINE: (
             lambda port: [sys.executable, str(baseline), "-Q", "100", "-p", str(port), str(folder)], base_paths, "/"),
         "deepzoom_multiserver.py -Q 90": (
             lambda port: [sys.executable, str(baseline), "-Q", "90", "-p", str(port), str(folder)], base_paths, "/"),
-        "wsireview serve (quality 90)": (
-            lambda port: [sys.executable, "-m", "wsireview", "--workspace", str(ws.root), "serve", "--port", str(port),
-                          "--reviewer", "bench"], ours_paths, "/api/session"),
+        OURS: ours_command(1),
+        "wsireview serve (quality 90, 2 workers)": ours_command(2),
     }
     console.print(f"{len(ours_paths)} tiles ({LEVELS} highest levels of {', '.join(s.name for s in slides)}), "
                   "each fetched twice (cold, then warm) per run; every server starts fresh per run.")
+    console.print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
     runs: dict[tuple[str, int], list[tuple[Pass, Pass]]] = {}
     for _ in range(REPEATS):
         for clients in CLIENTS:
             for name, (command, paths, ready) in servers.items():
                 port = free_port()
+                shutil.rmtree(ws.root / "tile-cache", ignore_errors=True)  # our disk cache: cold like the baseline
                 proc = start(command(port), port, ready, WORK / "server.log")
                 try:
-                    cold = run_pass(port, paths, clients)
-                    warm = run_pass(port, paths, clients)
+                    cold = measured_pass(proc, port, paths, clients)
+                    warm = measured_pass(proc, port, paths, clients)
                 finally:
                     proc.terminate()
                     proc.wait(timeout=10)
@@ -231,20 +288,24 @@ def main(argv: list[str]) -> None:
     table = Table(title=f"Deep Zoom tiles on loopback, Python keep-alive client, median of {REPEATS} runs "
                         "(baseline: deepzoom_multiserver.py -Q 100)")
     for col in ("server", "clients", "tiles/s", "vs baseline", "cold tiles/s", "warm tiles/s", "p50 ms",
-                "p95 ms", "p95 warm ms", "failed"):
+                "p95 ms", "p95 warm ms", "CPU ms/tile", "failed"):
         table.add_column(col, justify="left" if col == "server" else "right")
     for clients in CLIENTS:
-        base_rate = total_rate(("deepzoom_multiserver.py -Q 100", clients))
+        base_rate = total_rate((BASELINE, clients))
         for name in servers:
             cold, warm = results[(name, clients)]
             both = cold.latencies_ms + warm.latencies_ms
             rate = len(both) / (cold.seconds + warm.seconds)
             table.add_row(name, str(clients), f"{rate:.0f}", f"{rate / base_rate:.2f}x", f"{cold.rate:.0f}",
                           f"{warm.rate:.0f}", f"{statistics.median(both):.1f}", f"{p95(both):.1f}",
-                          f"{p95(warm.latencies_ms):.1f}", str(cold.failures + warm.failures))
+                          f"{p95(warm.latencies_ms):.1f}", f"{(cold.cpu_seconds + warm.cpu_seconds) / len(both) * 1000:.2f}",
+                          str(cold.failures + warm.failures))
     console.print(table)
-    ours = "wsireview serve (quality 90)"
-    base = "deepzoom_multiserver.py -Q 100"
+    ceiling = render_ceiling([folder / s.name for s in slides])
+    console.print(f"ceiling for cold tiles now: get_tile + JPEG q90 alone, 2 threads in one process: {ceiling:.0f} tiles/s "
+                  f"(each baseline run renders every tile twice; ours once)")
+    console.print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    ours, base = OURS, BASELINE
 
     ratio16 = total_rate((ours, 16)) / total_rate((base, 16))
     ratio1 = total_rate((ours, 1)) / total_rate((base, 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -87,3 +88,38 @@ def demo_catalog(demo_workspace):
     cat = open_catalog(demo_workspace.db_url)
     yield cat
     cat.close()
+
+
+# -- PostgreSQL: one throw-away server per session, a fresh database per test -----------------------
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A PostgreSQL server started with the machine's binaries (skipped where there are none, which
+    fails the run in CI: see ``pytest_runtest_makereport``)."""
+    from pg_server import NoPostgres, throwaway_postgres
+
+    try:
+        with throwaway_postgres(tmp_path_factory.mktemp("pg")) as server:
+            yield server
+    except NoPostgres as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def catalog_url(request, tmp_path) -> str:
+    """An empty catalog's URL on each database the team set-up supports: tests of the catalog's
+    concurrency take this fixture, so they run on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    return request.getfixturevalue("pg_server").new_database()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI ($CI set), a PostgreSQL test that skips fails: CI must prove the shared-catalog path."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI") and item.get_closest_marker("postgres"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"a PostgreSQL test skipped in CI ({reason}); CI must run it (.ci/run installs postgresql)"

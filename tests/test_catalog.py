@@ -14,8 +14,7 @@ from sqlalchemy import inspect, text
 from wsireview.catalog.db import current_revision, downgrade, head_revision, make_engine, upgrade, open_catalog
 
 PROJECT = Path(__file__).resolve().parent.parent
-TABLES = {"slides", "patches", "feature_sets", "model_versions", "patch_scores", "slide_predictions",
-          "review_queue", "reviews"}
+TABLES = {"slides", "patches", "feature_sets", "model_versions", "slide_predictions", "review_queue", "reviews"}
 
 
 def test_fresh_catalog_upgrades_to_head_and_back(tmp_path):

@@ -7,6 +7,8 @@ import os
 import shlex
 import socket
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 
@@ -351,16 +353,67 @@ def test_catalog_of_an_unknown_schema_revision_is_one_line_for_every_command(dem
     catalog.close()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
 def test_read_only_workspace_is_named_as_such(demo_workspace, capsys):
-    catalog_file = demo_workspace.root / "catalog.sqlite"
-    modes = {p: p.stat().st_mode for p in (demo_workspace.root, catalog_file)}
+    """As root (who writes to read-only folders), the command runs in a forked child that has
+    become the unprivileged `nobody` first, on a copy of the workspace it can reach."""
+    if os.geteuid() == 0:
+        code, err = _status_as_nobody(demo_workspace)
+    else:
+        code, err = _status_read_only(demo_workspace, capsys)
+    assert code == 1
+    line = _one_line_error(err)
+    assert "is read-only (" in line and "cannot be written): make it writable" in line and "unable to open" not in line
+
+
+def _status_read_only(workspace: Workspace, capsys) -> tuple[int, str]:
+    catalog_file = workspace.root / "catalog.sqlite"
+    modes = {p: p.stat().st_mode for p in (workspace.root, catalog_file)}
     try:
         for path in modes:
             path.chmod(0o555)
-        assert main(["--workspace", str(demo_workspace.root), "status"]) == 1
-        line = _one_line_error(capsys.readouterr().err)
-        assert f"the workspace {demo_workspace.root} is read-only" in line and "unable to open" not in line
+        code = main(["--workspace", str(workspace.root), "status"])
+        return code, capsys.readouterr().err
     finally:
         for path, mode in modes.items():
             path.chmod(mode)
+
+
+def _status_as_nobody(workspace: Workspace) -> tuple[int, str]:
+    import pwd
+    import shutil
+    import sys
+    import tempfile
+
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("running as root and there is no `nobody` user to run as")
+    assert main(["--workspace", str(workspace.root), "status"]) == 0  # every module the child needs, imported
+    shared = Path(tempfile.mkdtemp(prefix="wsireview-read-only-"))
+    try:
+        shared.chmod(0o755)
+        copy = shared / "ws"
+        shutil.copytree(workspace.root, copy)
+        for path in [copy, *copy.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: nobody from here on, its error line into the pipe
+            code = 99
+            try:
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                sys.stderr = os.fdopen(write, "w")
+                code = main(["--workspace", str(copy), "status"])
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            err = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), err
+    finally:
+        for path in [shared, *shared.rglob("*")]:
+            path.chmod(0o755)
+        shutil.rmtree(shared)

@@ -25,9 +25,10 @@ import numpy as np
 import openslide
 import pytest
 from PIL import Image
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
-from wsireview.catalog import ModelVersion, Patch, PatchScore, Review, Slide, open_catalog
+from wsireview.catalog import ModelVersion, Patch, Review, Slide, open_catalog
+from wsireview.catalog.score_files import write_scores
 from wsireview.cli import main
 from wsireview.export import ExportError, ExportOptions, Selection, run_export
 from wsireview.export import imagefolder
@@ -69,9 +70,11 @@ def reviewed(real_slides, tmp_path_factory) -> Workspace:
         model = ModelVersion(encoder="stain-stats", positive_label="lesion")
         s.add(model)
         s.flush()
-        for rank, idx in enumerate((0, 1, 2), start=1):  # the model scored a few patches
-            s.add(PatchScore(model_version_id=model.id, patch_id=ids[idx], attention=1.0 / rank,
-                             attention_rank=rank, probability=0.9 - 0.1 * rank, uncertainty=0.1))
+        ranks = np.array([1, 2, 3])  # the model scored a few patches
+        scored = write_scores(ws.models, model.id, patch_ids=np.array(ids[:3]), slide_ids=np.ones(3, int),
+                              attention=1.0 / ranks, attention_rank=ranks, probability=0.9 - 0.1 * ranks,
+                              uncertainty=np.full(3, 0.1))
+        model.scores_path = ws.relative(scored)
         model_id = model.id
     for idx, votes in SCRIPT:
         for reviewer, verdict in votes:
@@ -521,3 +524,61 @@ def test_missing_slide_file_is_reported_not_hidden(ws, tmp_path, capsys):
     assert export(ws, tmp_path / "h5", "clam-h5") == 0
     with h5py.File(tmp_path / "h5" / "patches" / "cmu-1-small-region.h5", "r") as h5:
         assert len(h5["coords"]) == len(CASES[()]) and tuple(h5["coords"].attrs["level_dim"]) == (2220, 2967)
+
+
+def test_slides_unreadable_in_export_are_marked_failed_and_the_rest_exported(demo_workspace, tmp_path, capsys):
+    """Two demo slides reviewed; after ingest one file is truncated and one removed: the export
+    writes the third slide's patches, marks the truncated slide failed (the gone one missing) with
+    the reason, and says so in one line with exit code 1."""
+    with closing(open_catalog(demo_workspace.db_url)) as cat:
+        with cat.session() as s:
+            slides = s.scalars(select(Slide).order_by(Slide.id)).all()[:3]
+            firsts = [s.scalars(select(Patch.id).where(Patch.slide_id == sl.id).order_by(Patch.id)).first()
+                      for sl in slides]
+            copies = []
+            for sl in slides[:2]:  # private copies of the shared cohort's files, to damage
+                copy = tmp_path / Path(sl.path).name
+                shutil.copy(sl.path, copy)
+                sl.path = str(copy)
+                copies.append(copy)
+            ids = [sl.id for sl in slides]
+        for pid in firsts:
+            record_verdict(cat, pid, "lesion", "alice")
+    with open(copies[0], "r+b") as handle:
+        handle.truncate(copies[0].stat().st_size // 3)
+    copies[1].unlink()
+    out = tmp_path / "out"
+    assert export(demo_workspace, out, "imagefolder") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("warning: 2 slides unreadable, 2 patches not exported, the slides marked failed")
+    assert copies[0].name in err and copies[1].name in err
+    assert [int(r["patch_id"]) for r in manifest(out)] == [firsts[2]]
+    assert len(list(out.rglob("*.png"))) == 1
+    with closing(open_catalog(demo_workspace.db_url)) as cat, cat.session() as s:
+        status = {sid: (s.get_one(Slide, sid).status, s.get_one(Slide, sid).reason) for sid in ids}
+        assert s.scalar(select(func.count()).select_from(Review)) == 3  # reviews stay
+    assert status[ids[0]][0] == "failed" and status[ids[0]][1].startswith("unreadable while exporting: ")
+    assert status[ids[1]] == ("missing", f"file not found: {copies[1]}")
+    assert status[ids[2]] == ("ready", None)
+
+
+def test_a_full_disk_during_export_is_one_line_and_leaves_no_half_export(reviewed, tmp_path, monkeypatch, capsys):
+    import errno
+
+    real, calls = imagefolder.save_png, [0]
+
+    def fills_up(image, path):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(image, path)
+
+    monkeypatch.setattr(imagefolder, "save_png", fills_up)
+    out = tmp_path / "out"
+    assert export(reviewed, out, "imagefolder") == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (f"error: disk full: the export to {out} could not be written (No space left on "
+                                    "device); nothing was left at OUT: free space and re-run")
+    assert "Traceback" not in captured.out + captured.err
+    assert list(tmp_path.iterdir()) == []  # neither OUT nor its hidden partial folder

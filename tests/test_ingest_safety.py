@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 from sqlalchemy import func, select
 
 from slide_mutations import set_size, set_tag, truncate, zero_tile_bytecounts
@@ -224,7 +225,7 @@ def test_changed_grid_options_are_noticed_and_retile_keeps_reviewed_squares(cata
         before = {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == row.id))}
         reviewed = min(before.values())
         session.add(Review(patch_id=reviewed, verdict="lesion", reviewer="test"))
-    assert row.min_tissue == 0.5
+    assert row.min_tissue == 0.5 and row.patch_count == len(before)  # the count the slides screen shows
 
     # Other options on a known slide: the grid is kept, and the result says so.
     report = add_paths(catalog, workspace, [slide], min_tissue=0.2, limits=IN_PROCESS)
@@ -239,6 +240,7 @@ def test_changed_grid_options_are_noticed_and_retile_keeps_reviewed_squares(cata
     with catalog.session() as session:
         after = {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == row.id))}
         assert session.get(Slide, row.id).min_tissue == 0.2
+        assert session.get(Slide, row.id).patch_count == len(after)
         assert session.scalar(select(func.count()).select_from(Review)) == 1
     assert len(after) > len(before)
     assert all(after[xy] == pid for xy, pid in before.items())
@@ -250,6 +252,7 @@ def test_changed_grid_options_are_noticed_and_retile_keeps_reviewed_squares(cata
     with catalog.session() as session:
         assert {(p.x, p.y): p.id for p in session.scalars(select(Patch).where(Patch.slide_id == row.id))} == after
         assert session.get(Slide, row.id).patch_size_px == 224
+        assert session.get(Slide, row.id).patch_count == len(after)
 
 
 def whole_level_thumbnail(path: Path):
@@ -404,3 +407,192 @@ def test_round_refuses_mixed_grids_unless_told(catalog, workspace, real_slides, 
     # Told to mix: the round goes on (here to its next refusal: no slide has a label).
     with pytest.raises(NothingToLearn):
         retrain(catalog, workspace, spec, mixed_grids=True)
+
+
+def test_a_different_file_at_a_catalogued_path_never_inherits_its_reviews(catalog, workspace, demo_cohort, tmp_path):
+    """A reviewed slide whose file is replaced by another slide is failed with what to do, its
+    reviews and patches kept, until the original is put back; an unreviewed one is catalogued anew
+    (old patches and label dropped, said so); a file that comes back different is not made ready
+    by the missing-file check either."""
+    from wsireview.learn.reviews import record_verdict
+    from wsireview.status import mark_missing
+
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    reviewed, unreviewed = folder / "reviewed.tiff", folder / "unreviewed.tiff"
+    shutil.copy(demo_cohort / "demo-000.tiff", reviewed)
+    shutil.copy(demo_cohort / "demo-001.tiff", unreviewed)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("slide,label\nreviewed.tiff,lesion\nunreviewed.tiff,normal\n")
+    add_paths(catalog, workspace, [folder], labels_csv=labels, limits=IN_PROCESS)
+    before = slide_rows(catalog)
+    ids = {name: before[name].id for name in before}
+    old_patches = {name: patch_count(catalog, ids[name]) for name in ids}
+    with catalog.session() as session:
+        patch_id = session.scalars(select(Patch.id).where(Patch.slide_id == ids["reviewed.tiff"])).first()
+    record_verdict(catalog, patch_id, "lesion", "alice")
+
+    shutil.copy(demo_cohort / "demo-002.tiff", reviewed)
+    shutil.copy(demo_cohort / "demo-003.tiff", unreviewed)
+    report = add_paths(catalog, workspace, [folder], limits=IN_PROCESS)
+    outcome = {r.path.name: r for r in report.results}
+    assert outcome["reviewed.tiff"].outcome == FAILED
+    assert outcome["reviewed.tiff"].reason.startswith("not the file that was catalogued at this path")
+    assert "1 review belong to the original's pixels" in outcome["reviewed.tiff"].reason
+    assert "put the original file back" in outcome["reviewed.tiff"].reason
+    assert outcome["unreviewed.tiff"].outcome == "added"
+    assert outcome["unreviewed.tiff"].warning.startswith(
+        f"not the file that was catalogued at this path (its content changed): catalogued anew, the old "
+        f"{old_patches['unreviewed.tiff']} patches and its label 'normal' dropped")
+    rows = slide_rows(catalog)
+    assert rows["reviewed.tiff"].status == FAILED and rows["reviewed.tiff"].label == "lesion"
+    assert patch_count(catalog, ids["reviewed.tiff"]) == old_patches["reviewed.tiff"]
+    assert rows["unreviewed.tiff"].status == READY and rows["unreviewed.tiff"].label is None
+    assert rows["unreviewed.tiff"].id == ids["unreviewed.tiff"]
+    with catalog.session() as session:
+        assert session.scalar(select(func.count()).select_from(Review)) == 1
+        new_grid = session.scalars(select(Patch.x).where(Patch.slide_id == ids["unreviewed.tiff"])).all()
+    assert patch_count(catalog, ids["unreviewed.tiff"]) == len(new_grid) != old_patches["unreviewed.tiff"]
+    # Refused again on every run; the original back is accepted as it was, its review on its patch.
+    assert add_paths(catalog, workspace, [reviewed], limits=IN_PROCESS).results[0].outcome == FAILED
+    shutil.copy(demo_cohort / "demo-000.tiff", reviewed)
+    assert add_paths(catalog, workspace, [reviewed], limits=IN_PROCESS).results[0].outcome == "added"
+    assert slide_rows(catalog)["reviewed.tiff"].status == READY
+    with catalog.session() as session:
+        assert session.scalar(select(Review.patch_id)) == patch_id
+        assert session.get_one(Patch, patch_id).slide_id == ids["reviewed.tiff"]
+    # Gone, then back as another file: the missing-file check does not make it ready.
+    reviewed.unlink()
+    mark_missing(catalog)
+    assert slide_rows(catalog)["reviewed.tiff"].status == "missing"
+    shutil.copy(demo_cohort / "demo-004.tiff", reviewed)
+    mark_missing(catalog)
+    row = slide_rows(catalog)["reviewed.tiff"]
+    assert row.status == FAILED and "not the one catalogued" in row.reason
+    shutil.copy(demo_cohort / "demo-000.tiff", reviewed)
+    reviewed.unlink()
+    mark_missing(catalog)
+    shutil.copy(demo_cohort / "demo-000.tiff", reviewed)
+    mark_missing(catalog)  # the same bytes back: ready again, as before
+    assert slide_rows(catalog)["reviewed.tiff"].status == READY
+
+
+def test_declared_sizes_of_png_jpeg_and_dicom_are_checked_against_their_bytes(catalog, workspace, real_slides,
+                                                                              tmp_path):
+    """Headers of plain images and DICOM declaring more pixels than their bytes can hold fail with
+    that reason; the same files undamaged are added."""
+    import struct
+    import zlib
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from dicom_slides import write_series
+    from wsireview.slides.reader import SlideFile
+
+    with SlideFile(real_slides / CMU) as cmu:
+        tissue = np.asarray(cmu.read_region(0, 1024, 1024, 1024))
+    good = {"good.jpg": tmp_path / "good.jpg", "good.png": tmp_path / "good.png"}
+    Image.fromarray(tissue).save(good["good.jpg"], quality=90)
+    Image.fromarray(tissue).save(good["good.png"])
+    jpeg = bytearray(good["good.jpg"].read_bytes())
+    sof = jpeg.find(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = struct.pack(">HH", 40_000, 40_000)  # height, width
+    (tmp_path / "tall.jpg").write_bytes(jpeg)
+    png = bytearray(good["good.png"].read_bytes())
+    png[16:24] = struct.pack(">II", 40_000, 40_000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))  # a valid header chunk, lying
+    (tmp_path / "tall.png").write_bytes(png)
+    dicom = write_series(tmp_path / "good.dcm", tissue[:512, :512], generate_uid(), generate_uid(), generate_uid())
+    ds = pydicom.dcmread(dicom)
+    ds.TotalPixelMatrixColumns = ds.TotalPixelMatrixRows = 5120
+    (tmp_path / "few-frames").mkdir()
+    ds.save_as(tmp_path / "few-frames" / "few-frames.dcm", enforce_file_format=True)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "cut.dcm").write_bytes(dicom.read_bytes()[:dicom.stat().st_size // 3])
+    damaged = [tmp_path / "tall.jpg", tmp_path / "tall.png", tmp_path / "few-frames" / "few-frames.dcm",
+               tmp_path / "cut" / "cut.dcm"]
+    report = add_paths(catalog, workspace, [*good.values(), dicom, *damaged], limits=IN_PROCESS)
+    outcome = {r.path.name: r for r in report.results}
+    assert [outcome[n].outcome for n in ("good.jpg", "good.png", "good.dcm")] == ["added"] * 3
+    reasons = {p.name: outcome[p.name].reason for p in damaged}
+    assert {outcome[p.name].outcome for p in damaged} == {FAILED}
+    assert reasons["tall.jpg"].startswith("the header declares 40,000 x 40,000 px but the JPEG holds ")
+    assert reasons["tall.jpg"].endswith("fewer than any encoding of that many pixels needs (over 1,024 px a byte): "
+                                        "the header is damaged or the file truncated")
+    assert reasons["tall.png"].startswith("the header declares 40,000 x 40,000 px (4,800,040,000 bytes of rows) "
+                                          "but the PNG holds ")
+    assert reasons["few-frames.dcm"] == ("the header declares 5,120 x 5,120 px in 128 x 128 px tiles (1,600 tiles) "
+                                         "but holds 16 frames: the header is damaged")
+    assert reasons["cut.dcm"].startswith("truncated file: its 16 frames of 128 x 128 px need 786,432 bytes "
+                                         "uncompressed but it holds ")
+
+
+def test_a_large_plain_jpeg_is_reduced_as_it_is_decoded_and_one_too_large_refused(tmp_path):
+    """A 20,000 x 20,000 px JPEG (400 MB decoded, 1.6 GB as OpenSlide's plain-image thumbnail copies
+    it) is added by a reader limited to 2 GB, its thumbnail decoded at 1/8 scale; with 0.5 GB the
+    same file is refused, before it is decoded, with the reason and what to do."""
+    from wsireview.catalog import open_catalog
+    from wsireview.workspace import Workspace
+
+    big = tmp_path / "big.jpg"
+    image = Image.new("L", (20_000, 20_000), 250)
+    ImageDraw.Draw(image).ellipse((5_000, 6_000, 14_000, 12_000), fill=90)
+    image.save(big, quality=50)
+    del image
+    outcomes = []
+    for name, limits in (("roomy", ReaderLimits(workers=1, memory_gb=2)), ("tight", ReaderLimits(workers=1, memory_gb=0.5))):
+        ws = Workspace.resolve(tmp_path / name).ensure()
+        cat = open_catalog(ws.db_url)
+        try:
+            outcomes.append(add_paths(cat, ws, [big], limits=limits).results[0])
+            thumb = ws.thumbs / "slide-1.png"
+            if outcomes[-1].outcome == "added":
+                with Image.open(thumb) as shown:
+                    assert shown.size == (1024, 1024)
+                    dark = np.asarray(shown.convert("L")) < 170
+                # the disc, where it is: 9,000 x 6,000 px of 20,000 px at 1024 px a side
+                assert abs(dark.mean() - np.pi / 4 * 0.45 * 0.30) < 0.01
+                assert dark[460, 487] and not dark[100, 100]
+        finally:
+            cat.close()
+    roomy, tight = outcomes
+    assert roomy.outcome == "added", roomy.reason
+    assert tight.outcome == FAILED
+    assert tight.reason == ("a plain JPEG of 20,000 x 20,000 px is decoded whole to read any part of it (0.373 GB), "
+                            "more than the 0.25 GB a reader may use: convert it to a tiled pyramidal TIFF (e.g. "
+                            "`vips tiffsave IN OUT.tif --tile --pyramid --compression jpeg`) and add that")
+
+
+def test_a_damaged_but_plausible_mpp_is_flagged_and_the_grid_follows_the_objective(catalog, workspace, real_slides,
+                                                                                   demo_cohort, tmp_path, capsys):
+    """cmu-1 with its Aperio MPP damaged from 0.499 to 4.99 µm/px (still plausible for a microscope,
+    but 10x from its 20x objective): added with a warning naming both values, in `add` and `status`,
+    and cut into the same grid as the intact file. The real slides and the demo cohort raise no flag."""
+    from wsireview.cli import main
+    from wsireview.slides.reader import SlideFile, judge_mpp
+
+    damaged = tmp_path / "damaged-mpp.svs"
+    damaged.write_bytes((real_slides / CMU).read_bytes().replace(b"MPP = 0.4990", b"MPP = 4.9900"))
+    report = add_paths(catalog, workspace, [real_slides / CMU, damaged], limits=IN_PROCESS)
+    intact, flagged = report.results
+    assert intact.outcome == flagged.outcome == "added"
+    assert intact.warning is None
+    assert flagged.warning == ("patch size from objective-power: recorded mpp 4.99 µm/px disagrees with the "
+                               "objective power 20x (about 0.5 µm/px): one of them is damaged; sizes follow the "
+                               "objective; check the file")
+    rows = slide_rows(catalog)
+    assert rows["damaged-mpp.svs"].mpp_x == 4.99  # what the file says is kept, and not used
+    assert rows["damaged-mpp.svs"].patch_size_level0 == 224 and rows[CMU].patch_size_level0 == 224  # 224 at 0.499
+    assert flagged.patches == intact.patches > 20
+    capsys.readouterr()
+    assert main(["--workspace", str(workspace.root), "status"]) == 0
+    assert "disagrees with the objective power 20x" in capsys.readouterr().out.replace("\n", " ")
+    for path in [*sorted(real_slides.glob("*.svs")), *sorted(real_slides.glob("*.tif*")),
+                 *sorted(demo_cohort.glob("*.tiff"))]:
+        try:
+            with SlideFile(path) as slide:
+                level0, _, note = judge_mpp(slide.mpp_x, slide.objective_power, slide.dimensions)
+        except Exception:
+            continue  # the deliberately broken files
+        assert note is None or "implausible" in note, (path.name, note)  # boxes-pyramid's 72 dpi

@@ -19,8 +19,9 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from wsireview.catalog import (
-    LESION, NOT_LESION, UNSURE, ModelVersion, PatchScore, Review, ReviewQueueItem, Slide, SlidePrediction, open_catalog,
+    LESION, NOT_LESION, UNSURE, ModelVersion, Review, ReviewQueueItem, Slide, SlidePrediction, open_catalog,
 )
+from wsireview.catalog.score_files import version_scores
 from wsireview.files import ordinary_mode
 from wsireview.learn.labels import instance_targets, reviewed_patches
 from wsireview.learn.metrics import roc_auc
@@ -46,12 +47,10 @@ def one_thread():
 
 
 def scores_of(catalog, version_id: int) -> dict[int, tuple[float, float, int]]:
-    with catalog.session() as session:
-        rows = session.execute(
-            select(PatchScore.patch_id, PatchScore.probability, PatchScore.attention, PatchScore.attention_rank)
-            .where(PatchScore.model_version_id == version_id)
-        ).all()
-    return {pid: (p, a, r) for pid, p, a, r in rows}
+    """A version's scores as its score file holds them: patch id -> (probability, attention, rank)."""
+    scores = version_scores(catalog, version_id)
+    return {int(r["patch_id"]): (float(r["probability"]), float(r["attention"]), int(r["attention_rank"]))
+            for r in scores.records}
 
 
 def queue_of(catalog, version_id: int) -> list[tuple[int, str]]:
@@ -92,11 +91,10 @@ def test_model_finds_the_few_signal_patches_in_synthetic_bags(workspace, catalog
     assert result.metrics["slide_auc"] >= 0.8
     assert inst_auc >= 0.95 and att_auc >= 0.7
     # The attention is normalised within each slide (max 1, rank 1 there) and every patch is scored.
+    scored = scores_of(catalog, result.model_version_id)
+    n_patches = len(scored)
+    tops = [a for _, a, rank in scored.values() if rank == 1]
     with catalog.session() as session:
-        n_patches = session.scalar(select(func.count()).select_from(PatchScore)
-                                   .where(PatchScore.model_version_id == result.model_version_id))
-        tops = session.execute(select(PatchScore.attention).where(
-            PatchScore.model_version_id == result.model_version_id, PatchScore.attention_rank == 1)).scalars().all()
         preds = dict(session.execute(select(SlidePrediction.slide_id, SlidePrediction.probability)
                                      .where(SlidePrediction.model_version_id == result.model_version_id)).all())
     assert n_patches == 14 * 120 and len(tops) == 14 and all(abs(a - 1.0) < 1e-9 for a in tops)
@@ -569,22 +567,22 @@ def test_double_read_share_is_stored_with_the_round_and_seeded(workspace, catalo
 def test_an_unsure_verdict_is_not_overwritten_by_a_neighbours_verdict(workspace, catalog):
     """Verdicts spread to unreviewed look-alikes only: a patch a reviewer marked `unsure` (or a
     held-out slide's patch in `evaluate`) keeps no label, while the other look-alikes keep theirs."""
-    from wsireview.learn.data import load_bags
+    from wsireview.learn.data import load_projected_bags
     from wsireview.learn.labels import slide_targets
     from wsireview.learn.round import prepare_bags
 
     cohort = make_synthetic_cohort(catalog, workspace, SYN, n_slides=8, n_patches=60, dim=16, seed=5)
-    bags = load_bags(catalog, workspace, SYN)
+    params = TrainParams()
+    pre, bags = load_projected_bags(catalog, workspace, SYN, params.pca_dim)
     targets, _ = slide_targets(catalog, "lesion")
     lesion = sorted(cohort.lesion_patches)[:4]
     normal = [int(b.patch_ids[0]) for b in bags if targets.get(b.slide_id) == 0][:4]
     inst = {**{p: 1 for p in lesion}, **{p: 0 for p in normal}}
-    params = TrainParams()
-    spread_to = prepare_bags(bags, targets, inst, params, seed=0).spread.rows
+    spread_to = prepare_bags(bags, pre, targets, inst, params, seed=0).spread.rows
     ids = np.concatenate([b.patch_ids for b in bags])
     assert spread_to.size >= 2  # the verdicts reach some look-alikes
     unsure = {int(ids[spread_to[0]])}
-    after = prepare_bags(bags, targets, inst, params, seed=0, abstained=unsure).spread.rows
+    after = prepare_bags(bags, pre, targets, inst, params, seed=0, abstained=unsure).spread.rows
     assert int(ids[spread_to[0]]) not in set(ids[after].tolist())
     assert set(ids[after].tolist()) == set(ids[spread_to].tolist()) - unsure
 
@@ -592,12 +590,12 @@ def test_an_unsure_verdict_is_not_overwritten_by_a_neighbours_verdict(workspace,
 def test_rejections_wait_for_lesion_verdicts_to_set_them_against(workspace, catalog):
     """Rejections alone (the first queue's mimics) teach nothing yet: no instance label, no attention
     target, no look-alike label; from the second lesion verdict on they teach."""
-    from wsireview.learn.data import load_bags
+    from wsireview.learn.data import load_projected_bags
     from wsireview.learn.labels import slide_targets
     from wsireview.learn.round import LESION_VERDICTS_TO_TEACH_REJECTIONS, prepare_bags
 
     cohort = make_synthetic_cohort(catalog, workspace, SYN, n_slides=8, n_patches=60, dim=16, seed=5)
-    bags = load_bags(catalog, workspace, SYN)
+    pre, bags = load_projected_bags(catalog, workspace, SYN, TrainParams().pca_dim)
     targets, _ = slide_targets(catalog, "lesion")
     lesion = sorted(cohort.lesion_patches)
     rejected = [int(b.patch_ids[i]) for b in bags if targets.get(b.slide_id) == 1 for i in range(3)
@@ -605,7 +603,7 @@ def test_rejections_wait_for_lesion_verdicts_to_set_them_against(workspace, cata
 
     def taught(inst: dict[int, int]) -> tuple[int, int, int]:
         """(not-lesion instance labels, lesion labels, not-lesion attention targets) of the prepared bags."""
-        prepared = prepare_bags(bags, targets, inst, TrainParams(), seed=0)
+        prepared = prepare_bags(bags, pre, targets, inst, TrainParams(), seed=0)
         labels = torch.cat([d.inst for d in prepared.data])
         att = torch.cat([d.att for d in prepared.data])
         return int((labels == 0).sum()), int((labels == 1).sum()), int((att == 0).sum())
@@ -618,7 +616,7 @@ def test_rejections_wait_for_lesion_verdicts_to_set_them_against(workspace, cata
     assert negatives >= len(rejected) and positives >= 2 and less_attention >= len(rejected)
     # Without a positive slide there is no slide evidence to protect: rejections teach at once.
     no_labels = {sid: 0 for sid in targets}
-    prepared = prepare_bags(bags, no_labels, only_rejections, TrainParams(), seed=0)
+    prepared = prepare_bags(bags, pre, no_labels, only_rejections, TrainParams(), seed=0)
     assert int((torch.cat([d.inst for d in prepared.data]) == 0).sum()) >= len(rejected)
 
 

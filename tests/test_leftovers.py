@@ -13,7 +13,7 @@ from contextlib import closing
 import numpy as np
 from sqlalchemy import func, select
 
-from wsireview.catalog import FeatureSet, ModelVersion, Patch, PatchScore, Slide, open_catalog
+from wsireview.catalog import FeatureSet, ModelVersion, Patch, Slide, open_catalog
 from wsireview.cli import main
 from wsireview.learn.checkpoint import load_checkpoint
 from wsireview.learn.synthetic import make_synthetic_cohort
@@ -39,7 +39,7 @@ main(sys.argv[1:])
 def counts(ws) -> dict[str, int]:
     with closing(open_catalog(ws.db_url)) as cat, cat.session() as s:
         return {model.__tablename__: s.scalar(select(func.count()).select_from(model))
-                for model in (Slide, Patch, FeatureSet, ModelVersion, PatchScore)}
+                for model in (Slide, Patch, FeatureSet, ModelVersion)}
 
 
 def age(*paths, seconds: float = 2 * GRACE_SECONDS) -> None:
@@ -57,23 +57,29 @@ def test_round_killed_after_its_checkpoint_leaves_nothing_the_next_round_does_no
     killed = subprocess.run([sys.executable, "-c", KILL_AFTER_CHECKPOINT, *args], capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     models = workspace.root / "models"
-    # What the kill left: a complete checkpoint of version 1, no version row (and a temporary file
-    # as a kill in the middle of writing one would leave).
-    assert [p.name for p in models.iterdir()] == ["model-1.pt"]
+    # What the kill left: a complete checkpoint and score file of version 1, no version row (and
+    # temporary files as a kill in the middle of writing them would leave).
+    assert sorted(p.name for p in models.iterdir()) == ["model-1.pt", "scores-1.npy"]
     (models / ".model-1-x1y2z3.partial").write_bytes(b"half a checkpoint")
+    (models / ".scores-x1y2z3.partial").write_bytes(b"half a score file")
     assert counts(workspace) == before
-    # db check sees both; just killed, they are too recent to remove (a running round may own them).
+    # db check sees them all; just killed, they are too recent to remove (a running round may own them).
     assert main(["--workspace", str(workspace.root), "db", "check", "--clean"]) == 1
-    assert sorted(p.name for p in models.iterdir()) == [".model-1-x1y2z3.partial", "model-1.pt"]
+    assert sorted(p.name for p in models.iterdir()) == [".model-1-x1y2z3.partial", ".scores-x1y2z3.partial",
+                                                         "model-1.pt", "scores-1.npy"]
+    age(models / ".scores-x1y2z3.partial")  # a score file staged by a round killed long ago
 
     assert main(args) == 0
     with catalog.session() as s:
         [version] = s.scalars(select(ModelVersion)).all()
-    assert (version.id, version.checkpoint_path) == (1, "models/model-1.pt")
-    assert [p.name for p in models.iterdir()] == ["model-1.pt"]  # reused: no model-1-1.pt, no temporary file
+    assert (version.id, version.checkpoint_path, version.scores_path) == (1, "models/model-1.pt", "models/scores-1.npy")
+    # Reused: no model-1-1.pt; the checkpoint's temporary file went with it.
+    assert sorted(p.name for p in models.iterdir()) == [".scores-x1y2z3.partial", "model-1.pt", "scores-1.npy"]
+    assert main(["--workspace", str(workspace.root), "db", "check", "--clean"]) == 0
     _, _, meta = load_checkpoint(models / "model-1.pt")
     assert meta["model_version_id"] == 1
     assert counts(workspace)[ModelVersion.__tablename__] == 1
+    assert sorted(p.name for p in models.iterdir()) == ["model-1.pt", "scores-1.npy"]
     assert main(["--workspace", str(workspace.root), "db", "check"]) == 0
 
 

@@ -1,17 +1,9 @@
 """The catalog on PostgreSQL (the team set-up): migrations and an ingest against a real server.
 
-A throw-away cluster is started in a temporary folder with the machine's PostgreSQL binaries.
+A throw-away cluster is started with the machine's PostgreSQL binaries (``tests/pg_server.py``).
 """
 
 from __future__ import annotations
-
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -23,64 +15,12 @@ from wsireview.learn.reviews import change_verdict, record_verdict, reviewer_his
 from wsireview.ingest import add_paths
 from wsireview.workspace import Workspace
 
-
-def _pg_bin() -> Path | None:
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (candidate / "initdb").exists():
-            return candidate
-    found = shutil.which("initdb")
-    return Path(found).parent if found else None
+pytestmark = pytest.mark.postgres
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def pg_url(tmp_path_factory):
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb) are not installed")
-    pytest.importorskip("psycopg")
-    # initdb refuses to run as root: run the cluster as the `postgres` system user then.
-    user = None
-    if os.geteuid() == 0:
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no `postgres` user to own a cluster")
-    root = tmp_path_factory.mktemp("pg")
-    data = root / "data"
-    if user:
-        os.chmod(root, 0o777)
-        for parent in list(root.parents)[:4]:
-            os.chmod(parent, os.stat(parent).st_mode | 0o011)  # let postgres traverse to it
-
-    def run(*cmd: str, check: bool = True) -> int:
-        full = ["runuser", "-u", "postgres", "--", *cmd] if user else list(cmd)
-        return subprocess.run(full, check=check, capture_output=True, timeout=180).returncode
-
-    port = _free_port()
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "wsireview", "--auth=trust", "-E", "UTF8")
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w",
-        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "wsireview", "catalog")
-        yield f"postgresql+psycopg://wsireview@127.0.0.1:{port}/catalog"
-    finally:
-        # A loaded machine can take longer than pg_ctl's default wait to stop it: wait longer, and
-        # fall back to an immediate stop rather than failing a test that has passed.
-        if run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-t", "120", "stop", check=False):
-            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop", check=False)
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    return pg_server.new_database()
 
 
 def test_postgres_catalog_migrates_and_ingests(pg_url, tmp_path, real_slides):

@@ -22,8 +22,11 @@ from PIL import Image
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from wsireview.catalog import READY, Patch, PatchScore, Review, Slide, open_catalog
+from wsireview.catalog import READY, Patch, Review, Slide, open_catalog
+from wsireview.catalog.claims import CLAIMS, claim_patches, live_claims
+from wsireview.catalog.progress import queue_progress
 from wsireview.catalog.queries import latest_model_version_id, queue_entries
+from wsireview.catalog.score_files import version_scores
 from wsireview.ingest import add_paths
 from wsireview.serve.app import create_app
 from wsireview.serve.auth import COOKIE, presented_token, token_accepted
@@ -265,6 +268,162 @@ def test_tiles_carry_etags_and_quality(served):
     assert low.headers["etag"] != first.headers["etag"]
 
 
+def _all_tiles(dz, levels: int = 99):
+    """Every tile of the ``levels`` highest Deep Zoom levels."""
+    return [(level, (col, row)) for level in range(max(0, dz.level_count - levels), dz.level_count)
+            for col in range(dz.level_tiles[level][0]) for row in range(dz.level_tiles[level][1])]
+
+
+def test_rendered_tiles_are_deepzoom_generators_pixels(real_slides, tmp_path):
+    """render_tile skips compositing only where a region is opaque: the tiles of a real SVS (its 3
+    highest levels: full resolution and downsampled), of a pyramid with a colour profile and of an
+    image with transparent pixels equal get_tile's."""
+    from openslide.deepzoom import DeepZoomGenerator
+
+    from wsireview.serve.tiles import _OpenSlide, render_tile
+
+    rgba = np.zeros((300, 400, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 255
+    rgba[50:120, 60:200, 3] = 0  # a transparent hole: white there, as get_tile composites it
+    rgba[150:200, :, 3] = 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "holes.png")
+    transparent_seen = 0
+    for path in (real_slides / "cmu-1-small-region.svs", real_slides / "boxes-pyramid.tiff", tmp_path / "holes.png"):
+        osr = openslide.open_slide(str(path))
+        dz = DeepZoomGenerator(osr, 254, 1, limit_bounds=False)
+        opened = _OpenSlide(None, osr, dz, "v")
+        for level, address in _all_tiles(dz, 3 if path.suffix == ".svs" else 99):
+            ours, theirs = render_tile(opened, level, address), dz.get_tile(level, address)
+            assert ours.mode == theirs.mode == "RGB" and ours.size == theirs.size
+            assert ours.tobytes() == theirs.tobytes(), (path.name, level, address)
+            assert ours.info.get("icc_profile") == theirs.info.get("icc_profile")
+            region = osr.read_region(*dz.get_tile_coordinates(level, address))
+            transparent_seen += region.getchannel("A").getextrema() != (255, 255)
+        if path.suffix == ".tiff":
+            assert theirs.info.get("icc_profile")  # the profile case is really exercised
+    assert transparent_seen > 0  # and so is the compositing one
+
+
+@pytest.fixture
+def one_slide_workspace(real_slides, tmp_path):
+    """A fresh workspace with one small pyramidal slide, for tests that change its file."""
+    ws = Workspace.resolve(tmp_path / "ws").ensure()
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(real_slides / "kidney-48-5.tif", src / "slide.tif")
+    catalog = open_catalog(ws.db_url)
+    add_paths(catalog, ws, [src])
+    yield ws, catalog, src / "slide.tif"
+    catalog.close()
+
+
+def test_disk_cache_serves_identical_bytes_to_another_process_and_a_changed_file_invalidates_it(
+    one_slide_workspace, real_slides, monkeypatch
+):
+    from wsireview.serve import tiles as tiles_module
+    from wsireview.serve.tiles import TileSource
+
+    ws, catalog, path = one_slide_workspace
+    sid = slide_id(catalog, "slide.tif")
+    config = ServeConfig(reviewer="tester")
+    first = TileSource(catalog, ws, config)
+    top = first.level_count(sid) - 1
+    data, etag = first.tile_with_etag(sid, top, 1, 1)
+    cached = list(ws.tile_cache.rglob("*.jpeg"))
+    assert len(cached) == 1 and cached[0].read_bytes() == data
+
+    def no_rendering(*args):
+        raise AssertionError("rendered although the disk cache has the tile")
+
+    # Another worker (a new TileSource: nothing in memory) gets the same bytes from disk, without rendering.
+    monkeypatch.setattr(tiles_module, "render_tile", no_rendering)
+    assert TileSource(catalog, ws, config).tile_with_etag(sid, top, 1, 1) == (data, etag)
+    monkeypatch.undo()
+
+    # The slide file replaced in place (same name, other pixels): its cached tiles no longer count.
+    shutil.copy(real_slides / "cmu-1-small-region.svs", path)
+    later = TileSource(catalog, ws, config)
+    later.prune_disk_cache()
+    assert not cached[0].exists()  # the old version's folder went at start
+    new_data, new_etag = later.tile_with_etag(sid, top, 1, 1)
+    assert new_etag != etag and new_data != data
+    with openslide.open_slide(str(path)) as osr:
+        from openslide.deepzoom import DeepZoomGenerator
+
+        fresh = DeepZoomGenerator(osr, 254, 1, limit_bounds=False).get_tile(top, (1, 1))
+    decoded = np.asarray(Image.open(io.BytesIO(new_data)).convert("RGB"), dtype=np.float32)
+    assert np.abs(decoded - np.asarray(fresh, dtype=np.float32)).mean() < 3.0  # the new file's pixels
+
+    # Another quality is another version too; the size limit drops the oldest tiles first.
+    assert TileSource(catalog, ws, ServeConfig(quality=40)).tile_with_etag(sid, top, 1, 1)[0] != new_data
+    for col in range(3):
+        later.tile_with_etag(sid, top, col, 0)
+    tiles_now = sorted(ws.tile_cache.rglob("*.jpeg"), key=lambda p: p.stat().st_mtime_ns)
+    newest = tiles_now[-1]
+    later.disk.prune(later.current_versions(), max_bytes=newest.stat().st_size)
+    assert [p for p in ws.tile_cache.rglob("*.jpeg")] == [newest]
+
+
+def test_disk_cache_writes_whole_files_or_nothing(tmp_path):
+    from wsireview.serve.tile_cache import DiskTileCache
+
+    cache = DiskTileCache(tmp_path / "cache")
+    cache.put(3, "abc", 5, 1, 2, b"\xff\xd8jpeg")
+    assert cache.get(3, "abc", 5, 1, 2) == b"\xff\xd8jpeg" and cache.get(3, "abc", 5, 2, 1) is None
+    assert [p.name for p in cache.path(3, "abc", 5, 1, 2).parent.iterdir()] == ["1_2.jpeg"]  # no temporary left
+    (cache.path(3, "abc", 5, 1, 2).parent / ".x.part").write_bytes(b"half")  # an interrupted write
+    (tmp_path / "cache" / "4-old").mkdir()
+    cache.prune({(3, "abc")}, max_bytes=1 << 20)
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("*")) == ["1_2.jpeg", "3-abc", "5"]
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    unwritable = DiskTileCache(tmp_path / "blocked")
+    unwritable.put(4, "new", 0, 0, 0, b"data")  # not kept, and no error: the tile is still served
+    assert unwritable.get(4, "new", 0, 0, 0) is None
+
+
+@pytest.mark.slow
+def test_serve_command_with_two_workers_shares_the_disk_cache_and_stops_on_ctrl_c(one_slide_workspace):
+    """Two worker processes serve on the one port; every tile either renders lands in the workspace's
+    cache (what the other serves from); Ctrl-C stops the parent and its workers."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    ws, catalog, _ = one_slide_workspace
+    sid = slide_id(catalog, "slide.tif")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "wsireview", "--workspace", str(ws.root), "serve", "--port", str(port), "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, COLUMNS="200"),
+    )
+    try:
+        deadline, tiles = time.monotonic() + 90, {}
+        while len(tiles) < 6 and time.monotonic() < deadline:  # keep-alive off: each request a new connection
+            col = len(tiles)
+            try:
+                with urllib.request.urlopen(f"{LOCAL}:{port}/dz/{sid}_files/11/{col}_0.jpeg", timeout=5) as answer:
+                    tiles[col] = answer.read()
+            except OSError:
+                time.sleep(0.3)
+        assert len(tiles) == 6, "the workers did not answer"
+        for col, data in tiles.items():
+            assert data[:2] == b"\xff\xd8"
+            assert list(ws.tile_cache.glob(f"{sid}-*/11/{col}_0.jpeg"))[0].read_bytes() == data
+        workers = subprocess.run(["pgrep", "-P", str(server.pid), "-f", "spawn_main"], capture_output=True, text=True)
+        assert len(workers.stdout.split()) == 2
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=30)[0].decode()
+        assert server.returncode == 0 and "Traceback" not in output, output
+        assert f"http://127.0.0.1:{port}/" in output
+        for pid in workers.stdout.split():
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
 # -- overlays and verdicts ----------------------------------------------------------------------------
 
 def test_overlays_are_the_catalogs_patches_attention_and_queue_in_level0_pixels(served):
@@ -274,11 +433,10 @@ def test_overlays_are_the_catalogs_patches_attention_and_queue_in_level0_pixels(
     mv = latest_model_version_id(catalog)
     assert data["model_version"] == mv
     with catalog.session() as session:
-        rows = session.execute(
-            select(Patch.id, Patch.x, Patch.y, Patch.size, PatchScore.attention)
-            .join(PatchScore, PatchScore.patch_id == Patch.id)
-            .where(Patch.slide_id == sid, PatchScore.model_version_id == mv).order_by(Patch.id)
-        ).all()
+        patches = session.execute(
+            select(Patch.id, Patch.x, Patch.y, Patch.size).where(Patch.slide_id == sid).order_by(Patch.id)).all()
+    scores = version_scores(catalog, mv).lookup(r[0] for r in patches)
+    rows = [(*r, scores[r[0]].attention) for r in patches]
     p = data["patches"]
     assert p["id"] == [r[0] for r in rows] and len(rows) > 100
     assert p["x"] == [r[1] for r in rows] and p["y"] == [r[2] for r in rows] and p["size"] == [r[3] for r in rows]
@@ -317,6 +475,34 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_two_reviewers_in_the_browser_get_different_patches_and_both_counts(served):
+    ws, catalog = served
+    anna, ben = client_for(served, reviewer="web-anna"), client_for(served, reviewer="web-ben")
+    version = latest_model_version_id(catalog)
+    claim = {"model_version_id": version}
+    try:
+        a = anna.post("/api/claims", json=claim, headers=WRITE).json()
+        b = ben.post("/api/claims", json=claim, headers=WRITE).json()
+        assert len(a["claimed"]) == len(b["claimed"]) == CLAIMS.batch
+        assert not set(a["claimed"]) & set(b["claimed"])
+        assert a["claimed"] == claim_patches(catalog, "web-anna", version)  # the terminal's function
+        assert not {e["patch_id"] for e in ben.get("/api/queue").json()} & set(a["claimed"])
+        verdict = {"patch_id": a["claimed"][0], "verdict": "lesion", "seconds": 1.0, "model_version_id": version}
+        assert anna.post("/api/reviews", json=verdict, headers=WRITE).status_code == 200
+        progress = ben.post("/api/claims", json=claim, headers=WRITE).json()["progress"]
+        expected = queue_progress(catalog, version)
+        assert (progress["you"], progress["reviewed_by_team"]) == (0, expected.team) and expected.team >= 1
+        assert progress["text"] == f"you 0 · team {expected.team}/{expected.queued} reviewed"
+        skipped = {"patch_ids": [b["claimed"][0]]}
+        assert ben.post("/api/claims/release", json=skipped, headers=WRITE).json() == {"released": 1}
+        assert ben.post("/api/claims", json=dict(claim, model_version_id="x"), headers=WRITE).status_code == 400
+    finally:
+        anna.post("/api/undo", headers=WRITE)
+        for client in (anna, ben):
+            client.post("/api/claims/release", headers=WRITE)
+    assert not [c for c in live_claims(catalog) if c.reviewer in ("web-anna", "web-ben")]
 
 
 @pytest.fixture(scope="module")
@@ -419,8 +605,8 @@ def test_browser_slide_list_viewer_tiles_and_overlay_toggle(served, page):
 def test_browser_triage_of_five_patches_records_five_verdicts_and_undo(served, page):
     ws, catalog = served
     page.goto("/review")
-    page.wait_for_function("() => /^\\d+\\/\\d+ reviewed/.test(document.getElementById('progress').textContent)")
-    start = int(page.locator("#progress").text_content().split("/")[0])
+    page.wait_for_function("() => /^you \\d+ · team \\d+\\/\\d+ reviewed/.test(document.getElementById('progress').textContent)")
+    start = int(page.locator("#progress").text_content().split()[1])
     # The tiles under the next patch are fetched while the first one is on screen.
     pending = [e for e in queue_entries(catalog) if e.verdict is None]
     following = pending[1]
@@ -436,7 +622,7 @@ def test_browser_triage_of_five_patches_records_five_verdicts_and_undo(served, p
         page.wait_for_timeout(150)  # the reviewer looks at the patch
         page.keyboard.press(key)
         page.wait_for_function(
-            f"() => document.getElementById('progress').textContent.startsWith('{start + i + 1}/')")
+            f"() => document.getElementById('progress').textContent.startsWith('you {start + i + 1} ')")
     assert len(set(shown)) == 5  # each key moved on to another patch
     with catalog.session() as session:
         reviews = session.scalars(
@@ -447,7 +633,7 @@ def test_browser_triage_of_five_patches_records_five_verdicts_and_undo(served, p
     assert all(r.patch_id in queued and r.model_version_id == queued[r.patch_id].model_version_id for r in reviews)
 
     page.keyboard.press("z")
-    page.wait_for_function(f"() => document.getElementById('progress').textContent.startsWith('{start + 4}/')")
+    page.wait_for_function(f"() => document.getElementById('progress').textContent.startsWith('you {start + 4} ')")
     with catalog.session() as session:
         assert session.get(Review, reviews[-1].id).undone_at is not None
         assert session.get(Review, reviews[-2].id).undone_at is None

@@ -17,8 +17,10 @@ from starlette.testclient import TestClient
 from test_tui import text_of
 from tui_support import make_queue, settle
 from wsireview.catalog import ADJUDICATION, Review, ReviewQueueItem
+from wsireview.catalog.claims import claim_patches, release_claims
+from wsireview.catalog.progress import queue_progress
 from wsireview.catalog.queries import adjudication_entries, queue_entries
-from wsireview.catalog.verdicts import PatchReads, Vote, decide, may_judge, needs_adjudication
+from wsireview.catalog.verdicts import PatchReads, Vote, decide, needs_adjudication
 from wsireview.cli import main
 from wsireview.learn.agreement import agreement_report, cohen_kappa, fleiss_kappa
 from wsireview.learn.labels import instance_targets
@@ -84,9 +86,6 @@ def test_verdict_rule_adjudication_and_who_may_judge():
     assert needs_adjudication(PatchReads((vote(1, "anna", "unsure"),)))  # unsure from everyone who judged it
     assert not needs_adjudication(PatchReads((vote(1, "anna", "lesion"), vote(2, "ben", "unsure"))))
     assert not needs_adjudication(PatchReads((vote(1, "anna", "lesion"), vote(2, "ben", "lesion"))))
-    assert may_judge(1, set(), "anna") and not may_judge(1, {"anna"}, "ben")
-    assert may_judge(2, {"anna"}, "ben") and not may_judge(2, {"anna"}, "anna")
-    assert not may_judge(2, {"anna", "ben"}, "carol") and may_judge(2, {"anna"}, None)
     picks = double_read_picks(50, 0.1, seed=3)
     assert len(picks) == 5 and picks == double_read_picks(50, 0.1, seed=3) != double_read_picks(50, 0.1, seed=4)
     assert max(picks) < 50 and double_read_picks(50, 0.0, 3) == set() and len(double_read_picks(4, 1.0, 0)) == 4
@@ -112,18 +111,29 @@ def team(demo_workspace, demo_catalog):
 
 
 def test_double_read_items_wait_for_a_second_different_reviewer(team):
+    """The one rule of the queue (claims.claimable_by over verdicts.may_judge): a double read stays
+    open for a second, different reviewer, blind, and claims hand it out to one of them at a time."""
     _, cat, version, entries = team
     doubles = [e.patch_id for e in entries if e.rank in DOUBLE_RANKS]
     assert all(e.done for e in queue_entries(cat, reviewer="anna"))
-    for_ben = queue_entries(cat, reviewer="ben")
-    assert [e.patch_id for e in for_ben if not e.done] == doubles
-    assert all(e.verdict is None and e.reads == 2 for e in for_ben if not e.done)  # blind: no verdict
-    assert {e.verdict for e in for_ben if e.done} == {"not_lesion"}
+    assert claim_patches(cat, "anna", version) == []  # anna read everything: nothing for her to take
+    assert sorted(e.patch_id for e in queue_entries(cat) if not e.done) == sorted(doubles)
+    for_ben = queue_entries(cat, reviewer="ben")  # items with all their reads are not in ben's queue
+    assert [e.patch_id for e in for_ben] == doubles
+    assert all(e.verdict is None and e.reads == 2 and not e.done for e in for_ben)  # blind: no verdict
     assert queued_patches(cat, version) == 2  # `status`: the double reads still wait for a read
+    progress = queue_progress(cat, version)
+    assert (progress.team, progress.queued, progress.yours("anna")) == (10, 12, 12)  # half done: still queued
+    assert claim_patches(cat, "ben", version) == doubles  # the second reader gets them
+    assert queue_entries(cat, reviewer="carol") == []  # ben holds both
+    assert queue_progress(cat, version).claimed == {"ben": 2}
     record_verdict(cat, doubles[0], "not_lesion", "ben", 1.0, version)
     assert queued_patches(cat, version) == 1
+    assert claim_patches(cat, "ben", version) == [doubles[1]]  # his read one dropped, nobody may read it again
+    release_claims(cat, "ben")
     assert [e.patch_id for e in queue_entries(cat, reviewer="carol") if not e.done] == [doubles[1]]
     assert [e.patch_id for e in queue_entries(cat, reviewer="ben") if not e.done] == [doubles[1]]
+    assert queue_progress(cat, version).team == 11
 
 
 def screen_text(app) -> str:

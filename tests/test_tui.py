@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 from rich.console import Console
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
@@ -704,3 +704,45 @@ async def test_app_retrain_continues_the_latest_round_spec(workspace, catalog):
     assert latest.positive_label == "normal" and latest.label_counts["slides"] == {
         "positive": 4, "negative": 4, "unlabelled": 0}
     assert latest.params["spec"] == first.spec.as_dict()
+
+
+async def test_app_retrain_refused_for_mixed_grids_offers_m_to_train_on_them(queued, monkeypatch):
+    """One slide re-tiled at 1.0 µm/px: the app's retrain is refused with the grids named (as the
+    command refuses it), and `m` runs the round again as `retrain --mixed-grids`."""
+    from wsireview.status import refuse_mixed_grids
+
+    ws, cat, version = queued
+    with cat.session() as session:
+        session.execute(update(Slide).where(Slide.id == session.scalar(select(func.min(Slide.id))))
+                        .values(target_mpp=1.0))
+    calls = []
+
+    def fake_retrain(catalog, workspace, mixed_grids=False, **kwargs):
+        calls.append(mixed_grids)
+        if not mixed_grids:
+            refuse_mixed_grids(catalog)  # the real rule on the real catalog
+        return fake_round(catalog, parent_id=version, seed=6)
+
+    monkeypatch.setattr("wsireview.learn.round.retrain", fake_retrain)
+    app = app_for(ws, cat, start="slides")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        done = []
+        app.start_retrain(done.append)
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RetrainScreen" and app.screen.refused_mixed,
+                       what="the refusal")
+        shown = text_of(app.screen.query_one("#retrain-log"))
+        assert "slides differ in patch resolution (5 at 224 px / 0.5 µm/px, 1 at 224 px / 1.0 µm/px)" in shown
+        assert "m: train on them as they are" in shown and "Traceback" not in shown
+        with cat.session() as session:
+            assert session.scalar(select(func.count()).select_from(ModelVersion)) == 1  # nothing trained
+        await pilot.press("m")
+        await wait_for(pilot, lambda: app.screen.ok, what="the mixed-grid round")
+        assert calls == [False, True]
+        assert f"v{version + 1} metrics vs v{version}" in text_of(app.screen.query_one("#retrain-log"))
+        await pilot.press("m")  # no longer offered: nothing runs again
+        await settle(pilot)
+        assert calls == [False, True]
+        await pilot.press("enter")
+        await settle(pilot)
+        assert done == [True]

@@ -7,6 +7,7 @@ import random
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import func, select
 
 from wsireview.catalog import (
@@ -14,11 +15,11 @@ from wsireview.catalog import (
     Catalog,
     ModelVersion,
     Patch,
-    PatchScore,
     ReviewQueueItem,
     Slide,
     SlidePrediction,
 )
+from wsireview.catalog.score_files import write_scores
 from wsireview.learn.round import RoundResult
 from wsireview.learn.spec import RoundSpec
 
@@ -47,6 +48,7 @@ def make_queue(
         session.add(version)
         session.flush()
         per_slide_items: list[list[tuple[int, str, float]]] = []
+        scores: list[tuple[int, int, float, int, float, float]] = []
         slides = session.scalars(select(Slide).where(Slide.status == READY).order_by(Slide.id)).all()
         for slide in slides:
             patch_ids = session.scalars(select(Patch.id).where(Patch.slide_id == slide.id).order_by(Patch.id)).all()
@@ -57,10 +59,7 @@ def make_queue(
             ranked = sorted(patch_ids, key=lambda pid: -raw[pid])
             for rank, pid in enumerate(ranked, start=1):
                 prob = rng.random()
-                session.add(PatchScore(
-                    model_version_id=version.id, patch_id=pid, attention=raw[pid] / top, attention_rank=rank,
-                    probability=prob, uncertainty=1 - abs(prob - 0.5) * 2,
-                ))
+                scores.append((pid, slide.id, raw[pid] / top, rank, prob, 1 - abs(prob - 0.5) * 2))
             session.add(SlidePrediction(model_version_id=version.id, slide_id=slide.id, probability=rng.random()))
             chosen = ranked[:per_slide]
             per_slide_items.append([(pid, REASONS[i % len(REASONS)], raw[pid] / top) for i, pid in enumerate(chosen)])
@@ -71,6 +70,11 @@ def make_queue(
                     pid, reason, score = items[round_]
                     session.add(ReviewQueueItem(model_version_id=version.id, patch_id=pid, rank=rank, reason=reason, score=score))
                     rank += 1
+        columns = dict(zip(("patch_ids", "slide_ids", "attention", "attention_rank", "probability", "uncertainty"),
+                           (np.array(c) for c in zip(*scores)))) if scores else {}
+        if columns:
+            path = write_scores(catalog.root / "models", version.id, **columns)
+            version.scores_path = str(path.relative_to(catalog.root))
         return version.id
 
 

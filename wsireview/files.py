@@ -1,4 +1,4 @@
-"""Permissions for what is written under a temporary name and renamed into place.
+"""Files the tool writes: permissions of what is renamed into place, and a full disk told apart.
 
 ``tempfile.mkstemp`` and ``mkdtemp`` create private files (0600) and folders (0700), so feature
 matrices, checkpoints and exports written that way could not be read by colleagues sharing a
@@ -7,6 +7,7 @@ workspace, while the catalog and thumbnails beside them could.
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -27,3 +28,15 @@ def ordinary_mode(directory: bool = False) -> int:
 def make_ordinary(path: str | os.PathLike, directory: bool = False) -> None:
     """Give a temporary file or folder the ordinary mode before it is renamed into place."""
     os.chmod(path, ordinary_mode(directory))
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (an OS error, or SQLite's "database or disk is full") means no space left."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return True
+        if "disk is full" in str(cause).lower() or "no space left" in str(cause).lower():
+            return True
+        cause = cause.__cause__ or getattr(cause, "orig", None)
+    return False

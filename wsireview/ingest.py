@@ -7,7 +7,6 @@ an interruption never loses slides already done.
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import time
 from collections.abc import Callable
@@ -19,8 +18,9 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import delete, func, select
 
-from wsireview.catalog import FAILED, MISSING, READY, Catalog, FeatureSet, Patch, Review, Slide
+from wsireview.catalog import FAILED, MISSING, READY, Catalog, FeatureSet, Patch, Review, Slide, SlidePrediction
 from wsireview.errors import WsireviewError
+from wsireview.files import is_disk_full
 from wsireview.learn.labels import record_label, similar_labels
 from wsireview.slides import examine as examine_jobs
 from wsireview.slides.dicom import dicom_series_files
@@ -144,12 +144,14 @@ def _write_images(workspace: Workspace, slide_id: int, examined: Examined) -> di
 
 def _fail(session, row: Slide | None, path: Path, content_hash: str | None, reason: str) -> Slide:
     """Record a slide as failed. Its patches (and their reviews) stay: a file that failed to read
-    today may be a good one tomorrow, and reviews are never deleted."""
+    today may be a good one tomorrow, and reviews are never deleted. A slide catalogued before keeps
+    its content hash: the original file, put back, is recognised as it."""
     if row is None:
         row = Slide(name=path.name, path=str(path))
         session.add(row)
     row.status, row.reason = FAILED, reason
-    row.content_hash = content_hash or row.content_hash
+    if not (row.content_hash and row.thumbnail_path):  # a catalogued slide keeps the hash of the file it was cut from
+        row.content_hash = content_hash or row.content_hash
     row.warning = None
     session.flush()
     return row
@@ -164,18 +166,6 @@ def record_failure(catalog: Catalog, path: Path, reason: str, content_hash: str 
 
 class WorkspaceFull(OSError):
     """The workspace's disk is full: the batch stops (the slides are fine; nothing can be written)."""
-
-
-def is_disk_full(error: BaseException) -> bool:
-    """Whether ``error`` (an OS error, or SQLite's "database or disk is full") means no space left."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-            return True
-        if "disk is full" in str(cause).lower():
-            return True
-        cause = cause.__cause__ or getattr(cause, "orig", None)
-    return False
 
 
 class GridConflict(WsireviewError):
@@ -203,6 +193,7 @@ def store_grid(session, workspace: Workspace, slide: Slide, patches: list[tuple[
     if new:
         table = Patch.metadata.tables[Patch.__tablename__]  # the Table itself: a Core bulk insert
         session.execute(table.insert(), new)
+    slide.patch_count = len(wanted)  # the grid is now exactly ``wanted``
     changed = bool(obsolete or new)
     if changed:
         for feature_set in session.scalars(select(FeatureSet).where(FeatureSet.slide_id == slide.id)):
@@ -259,13 +250,16 @@ class _Step:
     job: str | None = None  # "examine" or "verify"; None when ``result`` is final
     args: tuple = ()
     twin_id: int | None = None
+    note: str | None = None  # said with the file's result once it is stored
 
 
-def _plan(catalog: Catalog, path: Path, content_hash: str, options: GridOptions, retile: bool,
+def _plan(catalog: Catalog, workspace: Workspace, path: Path, content_hash: str, options: GridOptions, retile: bool,
           result: IngestResult) -> _Step:
-    """Decide from the catalog: unchanged, duplicate, moved (after a pixel check), or examine."""
+    """Decide from the catalog: unchanged, duplicate, moved (after a pixel check), replaced, or examine."""
     with catalog.session() as session:
         row = session.scalar(select(Slide).where(Slide.path == str(path)))
+        if row is not None and row.content_hash and not same_content(row.content_hash, content_hash):
+            return _replaced(session, workspace, row, result, options)
         if row is not None and row.status == READY and same_content(row.content_hash, content_hash):
             if grid_matches(row, options):
                 return _unchanged(session, row, result)
@@ -287,6 +281,43 @@ def _plan(catalog: Catalog, path: Path, content_hash: str, options: GridOptions,
                 return _Step("verify", (path, positions, twin.patch_size_level0 or 1, twin.patch_size_px or 224),
                              twin_id=twin.id)
     return _Step("examine", (path, options))
+
+
+def _replaced(session, workspace: Workspace, row: Slide, result: IngestResult, options: GridOptions) -> _Step:
+    """The file at a catalogued slide's path is not the one catalogued (its content hash changed).
+
+    Reviews sit at coordinates of the old file's pixels, so they must never move onto the new one
+    silently. A slide with reviews keeps them and is failed with what to do (the original file put
+    back is accepted again as it was); a slide without reviews is catalogued anew: its old patches,
+    scores, features and label go, and the step's note says so.
+    """
+    path = Path(row.path)
+    reviews = session.scalar(select(func.count()).select_from(Review).join(Patch, Review.patch_id == Patch.id)
+                             .where(Patch.slide_id == row.id)) or 0
+    if reviews:
+        result.outcome, result.slide_id = FAILED, row.id
+        result.reason = (f"not the file that was catalogued at this path (its content changed since it was added: "
+                         f"a different slide, or a damaged copy): the slide's {reviews} review{'s' if reviews != 1 else ''} "
+                         "belong to the original's pixels and stay with it; put the original file back, or give the "
+                         "new file a path of its own to add it as a new slide")
+        row.status, row.reason, row.warning = FAILED, result.reason, None  # its hash stays the original's
+        return _Step()
+    patches = _patch_count(session, row.id)
+    if not patches and not row.label:
+        return _Step("examine", (path, options))  # nothing of the old file was kept: examine it as any file
+    for feature_set in session.scalars(select(FeatureSet).where(FeatureSet.slide_id == row.id)):
+        stale = workspace.absolute(feature_set.path)
+        if stale is not None and stale.exists():
+            stale.unlink()
+        session.delete(feature_set)
+    session.execute(delete(SlidePrediction).where(SlidePrediction.slide_id == row.id))
+    session.execute(delete(Patch).where(Patch.slide_id == row.id))
+    label = f" and its label {row.label!r}" if row.label else ""
+    row.label = row.label_set_by = row.label_set_at = None
+    row.status, row.reason, row.content_hash = FAILED, "replaced by a different file: being examined again", None
+    return _Step("examine", (path, options), note=(
+        f"not the file that was catalogued at this path (its content changed): catalogued anew, the old "
+        f"{patches} patch{'es' if patches != 1 else ''}{label} dropped (none had a review)"))
 
 
 def _unchanged(session, row: Slide, result: IngestResult) -> _Step:
@@ -345,6 +376,7 @@ def ingest_files(
     results: dict[Path, IngestResult] = {}
     hashes: dict[Path, str] = {}
     twins: dict[Path, int] = {}
+    notes: dict[Path, str] = {}  # said with a file's result (a replaced file catalogued anew)
     # Workers finish in any order; the catalog is written in the order of ``files``, so slide ids
     # (and everything listed by id) are the same on every run.
     finished: dict[Path, tuple[str, object]] = {}
@@ -369,6 +401,8 @@ def ingest_files(
                 result.slide_id = record_failure(catalog, path, result.reason, hashes.get(path))
             except Exception:
                 pass
+        if path in notes and result.outcome != FAILED:
+            result.warning = "; ".join(filter(None, [notes[path], result.warning]))
         result.seconds = time.perf_counter() - started[path]
         if on_result is not None:
             on_result(result)
@@ -385,13 +419,15 @@ def ingest_files(
                 identity = cast(Identity, value)  # what the identify job returns
                 hashes[path] = identity.content_hash
                 try:
-                    step = _plan(catalog, path, identity.content_hash, options, retile, results[path])
+                    step = _plan(catalog, workspace, path, identity.content_hash, options, retile, results[path])
                 except Exception as error:
                     value = JobFailed(explain_open_error(path, error))
                 else:
                     if step.job is not None:
                         if step.twin_id is not None:  # the slide a "verify" job checks against
                             twins[path] = step.twin_id
+                        if step.note:
+                            notes[path] = step.note
                         pool.submit((step.job, path), getattr(jobs, step.job), *step.args)
                         continue
             finished[path] = (stage, value)

@@ -7,8 +7,9 @@ leaves a file nobody owns; so does an export killed before its rename (a hidden
 ``.OUT.partial-*`` folder, whose file names carry slide names). ``wsireview db check`` lists them
 and ``--clean`` removes them.
 
-Only names the tool itself writes are considered (``models/model-*.pt``, ``features/*/slide-*``,
-``thumbs/slide-*.png``, ``masks/slide-*.png``, their temporary files, hidden export folders):
+Only names the tool itself writes are considered (``models/model-*.pt``, ``models/scores-*.npy``,
+``features/*/slide-*``, ``thumbs/slide-*.png``, ``masks/slide-*.png``, their temporary files,
+hidden export folders):
 anything else in the workspace is left alone. A file changed in the last :data:`GRACE_SECONDS`
 may belong to a command still running (written, its row not yet committed), so it is reported
 as recent and not removed; an export folder is known to be running by its lock instead.
@@ -32,15 +33,18 @@ from wsireview.workspace import Workspace
 # Longer than any command takes between writing a file and committing the row that owns it.
 GRACE_SECONDS = 60.0
 
-CHECKPOINT, FEATURES, SLIDE_IMAGE, TEMPORARY, PARTIAL_EXPORT = (
-    "checkpoint", "feature matrix", "slide image", "temporary file", "partial export")
+CHECKPOINT, SCORES, FEATURES, SLIDE_IMAGE, TEMPORARY, PARTIAL_EXPORT = (
+    "checkpoint", "score file", "feature matrix", "slide image", "temporary file", "partial export")
 
 # (folder, file-name pattern, kind) of every file the tool writes into the workspace.
 OWNED_NAMES = (
     ("models", re.compile(r"^model-\d+(-\d+)?\.pt$"), CHECKPOINT),
     ("models", re.compile(r"^\.model-\d+-.*\.partial$"), TEMPORARY),
+    ("models", re.compile(r"^scores-\d+\.npy$"), SCORES),
+    ("models", re.compile(r"^\.scores-.*\.partial$"), TEMPORARY),
     ("features/*", re.compile(r"^slide-\d+\.np[yz]$"), FEATURES),
     ("features/*", re.compile(r"^slide-\d+.*\.partial\.npy$"), TEMPORARY),
+    ("features/*/projected-*", re.compile(r"^slide-\d+.*\.partial\.npy$"), TEMPORARY),  # a killed round's cache
     ("thumbs", re.compile(r"^slide-\d+\.png$"), SLIDE_IMAGE),
     ("masks", re.compile(r"^slide-\d+(-overlay)?\.png$"), SLIDE_IMAGE),
 )
@@ -64,6 +68,7 @@ def _owned(catalog: Catalog, workspace: Workspace) -> set[Path]:
     """Every workspace file a catalog row names."""
     with catalog.session() as session:
         stored = [*session.scalars(select(ModelVersion.checkpoint_path)),
+                  *session.scalars(select(ModelVersion.scores_path)),
                   *session.scalars(select(FeatureSet.path)),
                   *(p for row in session.execute(select(Slide.thumbnail_path, Slide.mask_path, Slide.overlay_path))
                     for p in row)]

@@ -8,7 +8,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from wsireview.catalog import FAILED, MISSING, READY, Catalog, Slide
-from wsireview.catalog.queries import slides_overview
+from wsireview.catalog.progress import queue_progress
+from wsireview.catalog.queries import latest_model_version_id, slides_overview
 from wsireview.errors import WsireviewError
 from wsireview.learn.reviews import verdict_counts
 from wsireview.workspace import Workspace
@@ -64,6 +65,7 @@ def catalog_status(catalog: Catalog, workspace: Workspace) -> dict:
         },
         "grids": [{"patch_size_px": px, "target_mpp": mpp, "slides": n} for (px, mpp), n in patch_grids(catalog).items()],
         "verdicts": verdict_counts(catalog),
+        "queue": latest_queue_progress(catalog),
     }
     try:
         from wsireview.learn.status import model_status
@@ -71,6 +73,13 @@ def catalog_status(catalog: Catalog, workspace: Workspace) -> dict:
         return doc
     doc["model"] = model_status(catalog)
     return doc
+
+
+def latest_queue_progress(catalog: Catalog) -> dict | None:
+    """The newest model version's queue: reviewed by the team and by each reviewer, and who holds
+    claims on what is left (None before the first model)."""
+    version = latest_model_version_id(catalog)
+    return queue_progress(catalog, version).as_dict() if version is not None else None
 
 
 def patch_grids(catalog: Catalog) -> dict[tuple[int | None, float | None], int]:
@@ -95,26 +104,37 @@ def mixed_grids_warning(grids: dict[tuple[int | None, float | None], int]) -> st
 
 class MixedGrids(WsireviewError):
     """Ready slides cut at different patch resolutions: a model trained on both would mix features
-    that do not compare."""
+    that do not compare. ``warning`` says which grids, without the command-line way out."""
+
+    def __init__(self, warning: str) -> None:
+        super().__init__(f"{warning}, or retrain --mixed-grids to train on them as they are")
+        self.warning = warning
 
 
 def refuse_mixed_grids(catalog: Catalog) -> None:
     """The one rule training follows: raise :class:`MixedGrids` when ready slides differ in patch grid."""
     if warning := mixed_grids_warning(patch_grids(catalog)):
-        raise MixedGrids(f"{warning}, or retrain --mixed-grids to train on them as they are")
+        raise MixedGrids(warning)
 
 
 def mark_unreadable(catalog: Catalog, slide_id: int, reason: str) -> None:
     """Mark a ready slide failed when its pixels turn out unreadable after ingest (in embed or
-    export), so it is not left "ready"; its patches and reviews stay. `add` checks it again."""
+    export), so it is not left "ready"; its patches and reviews stay. `add` checks it again.
+    A slide whose file has gone is marked missing instead, as :func:`mark_missing` would."""
     with catalog.session() as session:
         row = session.get(Slide, slide_id)
-        if row is not None and row.status == READY:
+        if row is None or row.status != READY:
+            return
+        if not Path(row.path).exists():
+            row.status, row.reason = MISSING, f"file not found: {row.path}"
+        else:
             row.status, row.reason, row.warning = FAILED, reason, None
 
 
 def mark_missing(catalog: Catalog) -> list[str]:
-    """Mark slides whose file has disappeared as missing (never deleted: their reviews stay)."""
+    """Mark slides whose file has disappeared as missing (never deleted: their reviews stay). A file
+    back at its path is ready again when its bytes match the catalogued ones, else failed until
+    `add` examines it."""
     missing = []
     with catalog.session() as session:
         for row in session.scalars(select(Slide).where(Slide.status != MISSING)):
@@ -123,5 +143,19 @@ def mark_missing(catalog: Catalog) -> list[str]:
                 missing.append(row.name)
         for row in session.scalars(select(Slide).where(Slide.status == MISSING)):
             if Path(row.path).exists():
-                row.status, row.reason = (READY if row.thumbnail_path else FAILED), None
+                if row.thumbnail_path and _another_file(row):
+                    row.status, row.reason = FAILED, ("the file back at this path is not the one catalogued (its "
+                                                      "content differs): run `wsireview add` on it")
+                else:
+                    row.status, row.reason = (READY if row.thumbnail_path else FAILED), None
     return missing
+
+
+def _another_file(row: Slide) -> bool:
+    """Whether the file now at a slide's path is, by its bytes, not the one it was catalogued from."""
+    from wsireview.slides.reader import file_still_matches
+
+    try:
+        return file_still_matches(row.content_hash, Path(row.path)) is False
+    except OSError:
+        return True

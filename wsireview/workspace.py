@@ -76,6 +76,11 @@ class Workspace:
     def models(self) -> Path:
         return self.dir("models")
 
+    @property
+    def tile_cache(self) -> Path:
+        """Encoded Deep Zoom tiles of the viewer: safe to delete (they are rendered again)."""
+        return self.dir("tile-cache")
+
     def relative(self, path: Path) -> str:
         """Store a path relative to the workspace when it lies inside it."""
         path = Path(path).resolve()

@@ -12,10 +12,10 @@ from wsireview.catalog.models import (
     READY,
     UNSURE,
     VERDICTS,
+    Claim,
     FeatureSet,
     ModelVersion,
     Patch,
-    PatchScore,
     ReviewQueueItem,
     Review,
     Slide,
@@ -24,6 +24,6 @@ from wsireview.catalog.models import (
 
 __all__ = [
     "ADJUDICATION", "ARTIFACT", "FAILED", "LESION", "MISSING", "NOT_LESION", "READ", "READY", "UNSURE", "VERDICTS",
-    "Catalog", "FeatureSet", "ModelVersion", "Patch", "PatchScore", "Review", "ReviewQueueItem",
+    "Catalog", "Claim", "FeatureSet", "ModelVersion", "Patch", "Review", "ReviewQueueItem",
     "Slide", "SlidePrediction", "open_catalog",
 ]

@@ -77,6 +77,9 @@ class Slide(Base):
     label_set_by: Mapped[str | None] = mapped_column(String(128))
     label_set_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     tissue_fraction: Mapped[float | None] = mapped_column(Float)
+    # Patches in its grid, kept by ingest (so the slides screen and `status` do not count millions
+    # of patch rows); None for rows written without it, which are counted instead.
+    patch_count: Mapped[int | None] = mapped_column(Integer)
     thumbnail_path: Mapped[str | None] = mapped_column(Text)
     mask_path: Mapped[str | None] = mapped_column(Text)
     overlay_path: Mapped[str | None] = mapped_column(Text)
@@ -134,24 +137,10 @@ class ModelVersion(Base):
     label_counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    # Its per-patch scores, a file beside the checkpoint (see catalog.score_files); None once pruned.
+    scores_path: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="ready")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class PatchScore(Base):
-    __tablename__ = "patch_scores"
-
-    model_version_id: Mapped[int] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
-    )
-    patch_id: Mapped[int] = mapped_column(ForeignKey("patches.id", ondelete="CASCADE"), primary_key=True)
-    attention: Mapped[float] = mapped_column(Float)  # normalised within its slide, 0..1 (max = 1)
-    attention_rank: Mapped[int] = mapped_column(Integer)  # 1 = highest attention in its slide
-    probability: Mapped[float] = mapped_column(Float)  # instance head, P(lesion)
-    uncertainty: Mapped[float] = mapped_column(Float)
-
-
-Index("ix_patch_scores_patch", PatchScore.patch_id)
 
 
 class SlidePrediction(Base):
@@ -183,6 +172,10 @@ class ReviewQueueItem(Base):
     reads: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
+# Claims walk a queue in rank order (wsireview.catalog.claims): the order without a sort.
+Index("ix_review_queue_version_rank", ReviewQueueItem.model_version_id, ReviewQueueItem.rank)
+
+
 class Review(Base):
     """An append-only verdict. Undo marks the row (``undone_at``); nothing is ever deleted."""
 
@@ -198,3 +191,21 @@ class Review(Base):
     undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # READ (a reviewer's verdict) or ADJUDICATION (the decision on a patch whose reads disagree).
     role: Mapped[str] = mapped_column(String(16), default=READ, server_default=READ)
+
+
+class Claim(Base):
+    """A reviewer's lease on one queued patch, so reviewers working at once get different patches.
+
+    One row per patch (the primary key): two reviewers can never hold a live claim on the same patch,
+    and taking one is a single conditional upsert (see ``wsireview.catalog.claims``). A claim whose
+    ``expires_at`` has passed is free to take (the app that held it crashed or went idle).
+    """
+
+    __tablename__ = "claims"
+
+    patch_id: Mapped[int] = mapped_column(ForeignKey("patches.id", ondelete="CASCADE"), primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(128), index=True)
+    # The queue the patch was claimed from (informational: a claim holds the patch in every queue).
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from wsireview.catalog.db import Catalog
-from wsireview.catalog.models import Patch, PatchScore, Review, ReviewQueueItem
+from wsireview.catalog.models import Patch, Review, ReviewQueueItem
 from wsireview.catalog.queries import latest_model_version_id
+from wsireview.catalog.score_files import version_scores
 from wsireview.catalog.verdicts import counting, open_patches
 
 
@@ -52,15 +53,7 @@ def slide_overlays(catalog: Catalog, slide_id: int, model_version_id: int | None
         patches = session.execute(
             select(Patch.id, Patch.x, Patch.y, Patch.size).where(Patch.slide_id == slide_id).order_by(Patch.id)
         ).all()
-        attention: dict[int, float] = {}
         if mv is not None:
-            attention = dict(
-                session.execute(
-                    select(PatchScore.patch_id, PatchScore.attention)
-                    .join(Patch, Patch.id == PatchScore.patch_id)
-                    .where(Patch.slide_id == slide_id, PatchScore.model_version_id == mv)
-                ).all()
-            )
             out.queued = list(
                 session.scalars(
                     select(ReviewQueueItem.patch_id)
@@ -79,6 +72,11 @@ def slide_overlays(catalog: Catalog, slide_id: int, model_version_id: int | None
         ).all():
             if patch_id not in hidden:
                 latest[(patch_id, by)] = PatchVerdict(patch_id, verdict, by, review_id)
+    attention: dict[int, float] = {}
+    scores = version_scores(catalog, mv)
+    if scores is not None:
+        ids, rows = scores.rows(p[0] for p in patches)
+        attention = dict(zip(ids.tolist(), rows["attention"].tolist()))
     for pid, x, y, size in patches:
         out.patch_ids.append(pid)
         out.x.append(int(x))

@@ -12,18 +12,20 @@ from typing import Any, Protocol
 
 from sqlalchemy import and_, func, select
 
+from wsireview.catalog.claims import may_see
 from wsireview.catalog.db import Catalog
+from wsireview.catalog.score_files import SCORES_OK, scores_state, version_scores
 from wsireview.catalog.models import (
     READY,
     ModelVersion,
     Patch,
-    PatchScore,
     Review,
     ReviewQueueItem,
     Slide,
     SlidePrediction,
+    utcnow,
 )
-from wsireview.catalog.verdicts import counting, load_reads, may_judge, needs_adjudication, shown_verdict
+from wsireview.catalog.verdicts import counting, load_reads, may_judge, needs_adjudication, open_patches, shown_verdict
 
 __all__ = ["counting"]  # re-exported: older callers import it from here
 
@@ -41,9 +43,10 @@ def latest_model_version(catalog: Catalog, encoder: str | None = None) -> ModelV
 
 
 def latest_model_version_id(catalog: Catalog) -> int | None:
-    """The id of :func:`latest_model_version`, or None before the first training."""
-    version = latest_model_version(catalog)
-    return version.id if version is not None else None
+    """The id of :func:`latest_model_version`, or None before the first training (one small query:
+    the review screens ask it on every patch to notice a newer version)."""
+    with catalog.session() as session:
+        return session.scalar(select(func.max(ModelVersion.id)).where(ModelVersion.status == READY))
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class ModelVersionSummary:
     label_counts: dict[str, Any]
     queued: int
     reviews: int  # verdicts (not undone) given to patches this version queued
+    scores: str = SCORES_OK  # its per-patch scores: ok, "scores pruned" or "score file missing"
 
     def metric_changes(self, parent: "ModelVersionSummary | None") -> dict[str, float]:
         """Numeric metrics that both this version and its parent have: this minus parent."""
@@ -99,7 +103,7 @@ def model_versions(catalog: Catalog) -> list[ModelVersionSummary]:
                 id=m.id, parent_id=m.parent_id, encoder=m.encoder, positive_label=m.positive_label,
                 status=m.status, created_at=m.created_at, params=dict(m.params or {}),
                 metrics=dict(m.metrics or {}), label_counts=dict(m.label_counts or {}),
-                queued=queued.get(m.id, 0), reviews=reviews.get(m.id, 0),
+                queued=queued.get(m.id, 0), reviews=reviews.get(m.id, 0), scores=scores_state(catalog, m.scores_path),
             )
             for m in rows
         ]
@@ -140,15 +144,26 @@ class SlideOverview:
 
 
 def slides_overview(catalog: Catalog) -> list[SlideOverview]:
-    """All slides by name with counts and the latest prediction, in four grouped queries."""
+    """All slides by name with counts and the latest prediction, in grouped queries whose cost follows
+    the slides, reviews and queue, never the patches: the patch count is the one ingest stored."""
     latest = latest_model_version_id(catalog)
     with catalog.session() as session:
-        patches = dict(session.execute(select(Patch.slide_id, func.count()).group_by(Patch.slide_id)).all())
+        slides = session.scalars(select(Slide).order_by(Slide.name, Slide.id)).all()
+        patches = {s.id: s.patch_count for s in slides if s.patch_count is not None}
+        uncounted = [s.id for s in slides if s.patch_count is None]
+        if uncounted:  # rows written without a count (not by ingest): counted, a few at a time
+            for start in range(0, len(uncounted), 500):
+                patches.update(session.execute(
+                    select(Patch.slide_id, func.count()).where(Patch.slide_id.in_(uncounted[start:start + 500]))
+                    .group_by(Patch.slide_id)).all())
+        # From the reviews' side: each counting review's patch looked up by id (scanning patches
+        # for their reviews took 1.3 s at 5 million patches).
+        reviewed_patches = select(Review.patch_id).where(counting()).distinct().subquery()
         reviewed = dict(
             session.execute(
-                select(Patch.slide_id, func.count(func.distinct(Review.patch_id)))
-                .join(Review, Review.patch_id == Patch.id)
-                .where(counting())
+                select(Patch.slide_id, func.count())
+                .select_from(reviewed_patches)
+                .join(Patch, Patch.id == reviewed_patches.c.patch_id)
                 .group_by(Patch.slide_id)
             ).all()
         )
@@ -171,7 +186,6 @@ def slides_overview(catalog: Catalog) -> list[SlideOverview]:
                     .group_by(Patch.slide_id)
                 ).all()
             )
-        slides = session.scalars(select(Slide).order_by(Slide.name, Slide.id)).all()
         return [
             SlideOverview(
                 id=s.id, name=s.name, path=s.path, status=s.status, reason=s.reason, warning=s.warning,
@@ -251,23 +265,22 @@ class QueueEntry:
 def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_id: int | None = None,
                   reviewer: str | None = None) -> list[QueueEntry]:
     """The queue of a model version (default: the latest) in presentation order, optionally one slide's,
-    as ``reviewer`` sees it (None: a reviewer who has judged nothing).
+    as ``reviewer`` sees it (None: every item, as a reviewer who has judged nothing sees it).
 
-    Every item is included; those the reviewer may not judge (:func:`~wsireview.catalog.verdicts.may_judge`)
-    have ``done`` set, so progress counts them and the screen skips them. An item the reviewer may
-    still judge carries no verdict, whatever others said: a double read is blind.
+    With ``reviewer``: only what that reviewer's queue shows (``claims.may_see``: the items they may
+    take, by the one rule, and those they read themselves; not an item another reviewer holds a claim
+    on or that has all its reads). Items the reviewer may not judge
+    (:func:`~wsireview.catalog.verdicts.may_judge`) have ``done`` set, so progress counts them and the
+    screen skips them. An item the reviewer may still judge carries no verdict, whatever others said:
+    a double read is blind.
     """
     mv = model_version_id if model_version_id is not None else latest_model_version_id(catalog)
     if mv is None:
         return []
     stmt = (
-        select(ReviewQueueItem, Patch, Slide, PatchScore, SlidePrediction.probability)
+        select(ReviewQueueItem, Patch, Slide, SlidePrediction.probability, may_judge(reviewer).label("still_open"))
         .join(Patch, Patch.id == ReviewQueueItem.patch_id)
         .join(Slide, Slide.id == Patch.slide_id)
-        .outerjoin(
-            PatchScore,
-            and_(PatchScore.patch_id == Patch.id, PatchScore.model_version_id == ReviewQueueItem.model_version_id),
-        )
         .outerjoin(
             SlidePrediction,
             and_(SlidePrediction.slide_id == Slide.id, SlidePrediction.model_version_id == ReviewQueueItem.model_version_id),
@@ -277,25 +290,28 @@ def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_i
     )
     if slide_id is not None:
         stmt = stmt.where(Slide.id == slide_id)
+    if reviewer is not None:
+        stmt = stmt.where(may_see(reviewer, utcnow()))
     with catalog.session() as session:
         rows = session.execute(stmt).all()
         reads = load_reads(session, [r[1].id for r in rows])
         verdicts = {pid: shown_verdict(patch) for pid, patch in reads.items()}
-        judged = {q.id: not may_judge(q.reads, reads[p.id].readers if p.id in reads else (), reviewer)
-                  for q, p, *_ in rows}
-        return [
-            QueueEntry(
-                queue_id=q.id, rank=q.rank, reason=q.reason, score=q.score, model_version_id=q.model_version_id,
-                patch_id=p.id, x=p.x, y=p.y, size=p.size, slide_id=s.id, slide_name=s.name, slide_path=s.path,
-                slide_status=s.status, slide_label=s.label, slide_probability=prob, slide_width=s.width,
-                slide_height=s.height, patch_size_px=s.patch_size_px, thumbnail_path=s.thumbnail_path,
-                attention=score.attention if score else None,
-                attention_rank=score.attention_rank if score else None,
-                probability=score.probability if score else None,
-                verdict=verdicts.get(p.id) if judged[q.id] else None, done=judged[q.id], reads=q.reads,
-            )
-            for q, p, s, score, prob in rows
-        ]
+    scores_file = version_scores(catalog, mv)
+    scores = scores_file.lookup(r[1].id for r in rows) if scores_file is not None else {}
+    out = []
+    for q, p, s, prob, still_open in rows:
+        score = scores.get(p.id)
+        out.append(QueueEntry(
+            queue_id=q.id, rank=q.rank, reason=q.reason, score=q.score, model_version_id=q.model_version_id,
+            patch_id=p.id, x=p.x, y=p.y, size=p.size, slide_id=s.id, slide_name=s.name, slide_path=s.path,
+            slide_status=s.status, slide_label=s.label, slide_probability=prob, slide_width=s.width,
+            slide_height=s.height, patch_size_px=s.patch_size_px, thumbnail_path=s.thumbnail_path,
+            attention=score.attention if score else None,
+            attention_rank=score.attention_rank if score else None,
+            probability=score.probability if score else None,
+            verdict=None if still_open else verdicts.get(p.id), done=not still_open, reads=q.reads,
+        ))
+    return out
 
 
 ADJUDICATION_REASON = "adjudication"
@@ -314,17 +330,19 @@ def adjudication_entries(catalog: Catalog) -> list[QueueEntry]:
         ids = sorted(waiting)
         for start in range(0, len(ids), 500):
             rows += session.execute(
-                select(Patch, Slide, PatchScore, SlidePrediction.probability)
+                select(Patch, Slide, SlidePrediction.probability)
                 .join(Slide, Slide.id == Patch.slide_id)
-                .outerjoin(PatchScore, and_(PatchScore.patch_id == Patch.id, PatchScore.model_version_id == latest))
                 .outerjoin(SlidePrediction, and_(SlidePrediction.slide_id == Slide.id,
                                                  SlidePrediction.model_version_id == latest))
                 .where(Patch.id.in_(ids[start:start + 500]))
             ).all()
     order = {pid: min(v.review_id for v in waiting[pid].reads) for pid in waiting}
     rows.sort(key=lambda r: order[r[0].id])
+    scores_file = version_scores(catalog, latest)
+    scores = scores_file.lookup(ids) if scores_file is not None else {}
     out = []
-    for rank, (p, s, score, prob) in enumerate(rows, start=1):
+    for rank, (p, s, prob) in enumerate(rows, start=1):
+        score = scores.get(p.id)
         reads = waiting[p.id].reads
         flagged = [v.model_version_id for v in reads if v.model_version_id is not None]
         out.append(QueueEntry(
@@ -374,22 +392,23 @@ def slide_patches(catalog: Catalog, slide_id: int, also: int | None = None,
         others = [pid for pid in reviewed_ids if pid not in in_queue]
         if also is not None and also not in in_queue and also not in others:
             others.append(also)
-        verdicts = {pid: shown_verdict(patch) for pid, patch in load_reads(session, others).items()}
-        rows = session.execute(
-            select(Patch, PatchScore)
-            .outerjoin(PatchScore, and_(PatchScore.patch_id == Patch.id, PatchScore.model_version_id == latest))
-            .where(Patch.id.in_(others), Patch.slide_id == slide_id)
-        ).all() if others else []
+        hidden = open_patches(session, latest, reviewer, others) if latest is not None else set()
+        verdicts = {pid: shown_verdict(patch) for pid, patch in load_reads(session, others).items()
+                    if pid not in hidden}
+        rows = session.scalars(select(Patch).where(Patch.id.in_(others), Patch.slide_id == slide_id)).all() if others else []
+    scores_file = version_scores(catalog, latest) if rows else None
+    scores = scores_file.lookup(p.id for p in rows) if scores_file is not None else {}
     out = [
         SlidePatch(e.patch_id, e.x, e.y, e.size, e.verdict, e.rank, e.reason, e.attention, e.attention_rank,
                    e.probability)
         for e in queued
     ]
-    rest = [
-        SlidePatch(p.id, p.x, p.y, p.size, verdicts.get(p.id), None, None, score.attention if score else None,
-                   score.attention_rank if score else None, score.probability if score else None)
-        for p, score in rows
-    ]
+    rest = []
+    for p in rows:
+        score = scores.get(p.id)
+        rest.append(SlidePatch(p.id, p.x, p.y, p.size, verdicts.get(p.id), None, None,
+                               score.attention if score else None, score.attention_rank if score else None,
+                               score.probability if score else None))
     return out + sorted(rest, key=lambda sp: (sp.attention_rank is None, sp.attention_rank or 0, sp.patch_id))
 
 
@@ -408,13 +427,14 @@ def slide_attention(catalog: Catalog, slide_id: int, model_version_id: int | Non
     mv = model_version_id if model_version_id is not None else latest_model_version_id(catalog)
     if mv is None:
         return []
+    scores_file = version_scores(catalog, mv)
+    if scores_file is None:
+        return []
     with catalog.session() as session:
-        rows = session.execute(
-            select(Patch.x, Patch.y, Patch.size, PatchScore.attention)
-            .join(PatchScore, PatchScore.patch_id == Patch.id)
-            .where(Patch.slide_id == slide_id, PatchScore.model_version_id == mv)
-        ).all()
-    return [PatchAttention(int(x), int(y), int(s), float(a)) for x, y, s, a in rows]
+        rows = session.execute(select(Patch.id, Patch.x, Patch.y, Patch.size).where(Patch.slide_id == slide_id)).all()
+    ids, scored = scores_file.rows(r[0] for r in rows)
+    attention = dict(zip(ids.tolist(), scored["attention"].tolist()))
+    return [PatchAttention(int(x), int(y), int(s), float(attention[pid])) for pid, x, y, s in rows if pid in attention]
 
 
 @dataclass

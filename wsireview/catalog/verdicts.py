@@ -15,8 +15,9 @@ A patch whose reads disagree (two different verdicts other than ``unsure``), or 
 is ``unsure``, waits for an adjudicator until one decides.
 
 A queue item asks for ``reads`` different reviewers (2 for a blinded double read). Reviewer R may
-judge it while R has not and fewer than ``reads`` reviewers have (:func:`may_judge`); while R may,
-the verdicts others gave it are hidden from R (:func:`open_patches`), so a second read is blind.
+judge it while R has not and fewer than ``reads`` reviewers have (:func:`may_judge`, a condition
+the database evaluates; ``claims.claimable_by`` adds that nobody else holds it); while R may, the
+verdicts others gave it are hidden from R (:func:`open_patches`), so a second read is blind.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import ColumnElement, ScalarSelect, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from wsireview.catalog.models import ADJUDICATION, READ, UNSURE, Review, ReviewQueueItem
@@ -173,25 +174,42 @@ def patch_verdicts(session: Session, patch_ids: Collection[int] | None = None) -
     return out
 
 
-def may_judge(reads_required: int, readers: Collection[str], reviewer: str | None) -> bool:
-    """May ``reviewer`` judge a queue item that asks for ``reads_required`` different reviewers and
-    has been judged by ``readers``? Yes while they have not judged it and it still needs a read
-    (``reviewer`` None: anyone new). THE rule of the queue: the apps, counts and blinding call it."""
-    return (reviewer is None or reviewer not in readers) and len(readers) < reads_required
+def read_by(reviewer: Any, patch: Any = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
+    """The reviewer has a standing read of the patch (an adjudication is not a read)."""
+    mine = aliased(Review, name="own_read")
+    return exists().where(mine.patch_id == patch, mine.reviewer == reviewer, mine.role == READ,
+                          mine.undone_at.is_(None))
+
+
+def readers(patch: Any = ReviewQueueItem.patch_id) -> ScalarSelect[int]:
+    """How many different reviewers have a standing read of the patch."""
+    read = aliased(Review, name="any_read")
+    return (select(func.count(func.distinct(read.reviewer)))
+            .where(read.patch_id == patch, read.role == READ, read.undone_at.is_(None)).scalar_subquery())
+
+
+def may_judge(reviewer: Any | None, patch: Any = ReviewQueueItem.patch_id,
+              reads_required: Any = ReviewQueueItem.reads) -> ColumnElement[bool]:
+    """May ``reviewer`` judge a queue item that asks for ``reads_required`` different reviewers? Yes
+    while they have not read it and fewer than ``reads_required`` reviewers have (``reviewer`` None:
+    anyone new). THE read rule of the queue, as a condition on the queue item's row: who may take it
+    (``claims.claimable_by`` adds the claims), what a queue shows, the counts and the blinding call it."""
+    still_open = readers(patch) < reads_required
+    return still_open if reviewer is None else and_(~read_by(reviewer, patch), still_open)
 
 
 def open_patches(session: Session, model_version_id: int, reviewer: str | None,
                  patch_ids: Collection[int] | None = None) -> set[int]:
     """Patches of a version's queue that ``reviewer`` may still judge: what others said of them is
     hidden from ``reviewer`` (a double read stays blind)."""
-    stmt = select(ReviewQueueItem.patch_id, ReviewQueueItem.reads).where(
-        ReviewQueueItem.model_version_id == model_version_id)
-    items = dict(session.execute(stmt).all())
-    if patch_ids is not None:
-        items = {pid: n for pid, n in items.items() if pid in set(patch_ids)}
-    reads = load_reads(session, list(items))
-    return {pid for pid, n in items.items()
-            if may_judge(n, reads[pid].readers if pid in reads else frozenset(), reviewer)}
+    stmt = select(ReviewQueueItem.patch_id).where(ReviewQueueItem.model_version_id == model_version_id,
+                                                  may_judge(reviewer))
+    if patch_ids is None:
+        return set(session.scalars(stmt))
+    ids, out = list(patch_ids), set[int]()
+    for start in range(0, len(ids), 500):  # keep IN lists short for SQLite
+        out.update(session.scalars(stmt.where(ReviewQueueItem.patch_id.in_(ids[start:start + 500]))))
+    return out
 
 
 def second_reads_waiting(session: Session, model_version_id: int) -> list[int]:

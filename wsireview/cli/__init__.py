@@ -27,7 +27,7 @@ SUBCOMMANDS = {
     "add": "add slides to the catalog (thumbnail, tissue mask, patch grid)",
     "retile": "cut a new patch grid (--patch-size, --mpp, --min-tissue) for slides already in the catalog",
     "status": "show the catalog: slides by status, patches, labels, model",
-    "db": "catalog schema migrations (upgrade, current, downgrade); check for files no row owns",
+    "db": "catalog schema migrations (upgrade, current, downgrade); check for files no row owns; prune old scores",
     "demo": "generate a synthetic H&E cohort with known lesions (labels and ground truth included)",
     "embed": "compute patch features (resumable; `retrain` runs this for you)",
     "retrain": "train a new model version on all labels and verdicts, and queue patches to review",
@@ -144,7 +144,7 @@ class Context:
                 raise CommandError(f"no catalog at {path}: add slides with `wsireview add` first, or check {option}")
             self.workspace.refuse_read_only(path)
             with catalog_errors(self.workspace.db_url):
-                self._catalog = open_catalog(self.workspace.db_url)
+                self._catalog = open_catalog(self.workspace.db_url, root=self.workspace.root)
             self.workspace.ensure()  # after: a catalog URL that fails leaves no workspace folder behind
         return self._catalog
 

@@ -1,4 +1,5 @@
-"""`wsireview db upgrade|downgrade|current|check`: catalog migrations, and files no catalog row owns."""
+"""`wsireview db upgrade|downgrade|current|check|prune`: catalog migrations, files no catalog row owns,
+and older model versions' score files."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from wsireview.catalog.db import current_revision, downgrade, head_revision, make_engine, upgrade
-from wsireview.cli import SUBCOMMANDS, catalog_errors, hint, plural
+from wsireview.cli import SUBCOMMANDS, CommandError, catalog_errors, hint, plural
 from wsireview.leftovers import GRACE_SECONDS, find_leftovers, remove_leftovers
 
 
@@ -14,7 +15,8 @@ def register(sub) -> None:
     parser = sub.add_parser("db", help=SUBCOMMANDS["db"],
                             description="Catalog migrations. Opening a catalog upgrades it automatically; "
                             "these commands are for operators of a shared (PostgreSQL) catalog. "
-                            "`check` finds workspace files that no catalog row owns.")
+                            "`check` finds workspace files that no catalog row owns; `prune` deletes older model "
+                            "versions' per-patch score files.")
     actions = parser.add_subparsers(dest="db_action", metavar="ACTION", required=True)
     up = actions.add_parser("upgrade", help="upgrade the catalog schema (default: to head)")
     up.add_argument("revision", nargs="?", default="head")
@@ -28,21 +30,30 @@ def register(sub) -> None:
         "files, and hidden folders of killed exports (.OUT.partial-*). Exit code 1 while any remain. "
         f"Files changed in the last {GRACE_SECONDS:.0f} s may belong to a running command and are kept.")
     check.add_argument("--clean", action="store_true", help="remove them")
+    prune = actions.add_parser(
+        "prune", help="delete the per-patch score files of all but the newest N model versions",
+        description="Delete the per-patch score files (models/scores-N.npy) of every model version but the "
+        "--keep newest. Each file holds a score for every patch of the cohort (about 28 bytes a patch); "
+        "versions, checkpoints, queues, slide predictions and reviews stay. Pruned versions show "
+        "\"scores pruned\" (their attention and probabilities are no longer shown or exported).")
+    prune.add_argument("--keep", type=int, required=True, metavar="N", help="versions whose scores stay (at least 1)")
     parser.set_defaults(func=run)
 
 
 def run(args, ctx) -> int:
     if args.db_action == "check":
         return check(args, ctx)
+    if args.db_action == "prune":
+        return prune(args, ctx)
     with catalog_errors(ctx.workspace.db_url):
         engine = make_engine(ctx.workspace.db_url)
         ctx.workspace.ensure()
         try:
             if args.db_action == "upgrade":
-                upgrade(engine, args.revision)
+                upgrade(engine, args.revision, root=ctx.workspace.root)
                 ctx.console.print(f"catalog at revision {current_revision(engine)}")
             elif args.db_action == "downgrade":
-                downgrade(engine, args.revision)
+                downgrade(engine, args.revision, root=ctx.workspace.root)
                 ctx.console.print(f"catalog at revision {current_revision(engine) or 'base'}")
             else:
                 current, head = current_revision(engine), head_revision()
@@ -84,3 +95,20 @@ def check(args, ctx) -> int:
         ctx.console.print(f"{plural(len(leftovers), 'leftover')} ({size}); "
                           f"`{hint(args, 'db check --clean')}` removes them")
     return 1 if left else 0
+
+
+def prune(args, ctx) -> int:
+    """Delete older versions' score files and say what that freed."""
+    from wsireview.catalog.score_files import prune_scores
+
+    if args.keep < 1:
+        raise CommandError("--keep must be at least 1: the latest version's scores show its queue", 2)
+    pruned = prune_scores(ctx.catalog(create=False), args.keep)
+    if not pruned.versions:
+        ctx.console.print(f"nothing to prune: at most {plural(args.keep, 'version')} with score files")
+        return 0
+    versions = ", ".join(f"v{v}" for v in pruned.versions)
+    ctx.console.print(f"pruned the scores of {plural(len(pruned.versions), 'version')} ({versions}): "
+                      f"{plural(pruned.files, 'file')} deleted, {_megabytes(pruned.bytes)} freed; "
+                      "their queues, predictions and reviews stay")
+    return 0

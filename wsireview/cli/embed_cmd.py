@@ -6,8 +6,26 @@ from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError, plural
 from wsireview.cli.progress_bar import progress_bar
+from wsireview.features.cluster import ClusterError, embed_on_cluster, local_workers
 from wsireview.features.embed import DEFAULT_WORKERS, EMBEDDED, EMPTY, FAILED, embed_slides
 from wsireview.features.encoders import DEFAULT_ENCODER, PRECISIONS, RUNTIMES, EncoderError, check_encoder_name
+
+
+def add_cluster_option(parser) -> None:
+    """--cluster: the option `embed` and `retrain` share."""
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="embed on a Dask cluster, one task per slide: a scheduler address (tcp://host:8786; "
+                             "workspace and slides on a filesystem every worker shares) or local:N (N worker "
+                             "processes on this machine)")
+
+
+def check_cluster_option(args) -> None:
+    """Refuse a malformed local:N (exit 2) before the catalog is opened."""
+    if getattr(args, "cluster", None):
+        try:
+            local_workers(args.cluster)
+        except ClusterError as error:
+            raise CommandError(str(error), 2) from error
 
 
 def register(sub) -> None:
@@ -18,7 +36,9 @@ def register(sub) -> None:
             "Read every patch of every ready slide at the catalog's target resolution and store its "
             "features (float16, one matrix per slide and encoder, in the workspace). Slides that "
             "already have features for the encoder are skipped, so an interrupted run resumes where "
-            "it stopped; a slide whose pixels cannot be read is reported and skipped."
+            "it stopped; a slide whose pixels cannot be read is reported and skipped. With --cluster, "
+            "each slide is a task on a Dask cluster: workers read the slides and write the feature files, "
+            "this command records them in the catalog, and a slide whose worker dies is run again elsewhere."
         ),
         epilog=(
             "Encoders: effnet-lite0 (default; EfficientNet-Lite0, ImageNet weights shipped with the "
@@ -35,15 +55,18 @@ def register(sub) -> None:
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="patches per model call (default: the encoder's best; 8 for effnet-lite0)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
-                        help=f"threads reading patches ahead of the model (default: {DEFAULT_WORKERS})")
+                        help=f"threads reading patches ahead of the model (default: {DEFAULT_WORKERS}; on a cluster, "
+                             "per slide task)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="compute threads for the model (default: torch's, i.e. the CPU cores)")
+                        help="compute threads for the model (default: torch's, i.e. the CPU cores; on a cluster, "
+                             "each machine's cores divided among its worker threads)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="effnet-lite0 arithmetic (default: auto = bf16 where the CPU has native bfloat16, else fp32)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="effnet-lite0 runtime: eager torch, torch.compile or ONNX Runtime (default: auto)")
     parser.add_argument("--slide", type=int, action="append", dest="slide_ids", metavar="ID",
                         help="only this slide id (repeatable)")
+    add_cluster_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -51,13 +74,15 @@ def register(sub) -> None:
 def run(args, ctx) -> int:
     try:
         check_encoder_name(args.encoder)  # a typo is bad usage, whatever the workspace holds
+        check_cluster_option(args)
         catalog = ctx.catalog(create=False)
+        options = dict(encoder=args.encoder, batch_size=args.batch_size, workers=args.workers,
+                       slide_ids=args.slide_ids, precision=args.precision, runtime=args.runtime, threads=args.threads)
         with progress_bar(ctx.err, not args.no_progress) as show:
-            report = embed_slides(
-                catalog, ctx.workspace, encoder=args.encoder, batch_size=args.batch_size, workers=args.workers,
-                slide_ids=args.slide_ids, precision=args.precision, runtime=args.runtime, threads=args.threads,
-                on_progress=show,
-            )
+            if args.cluster:
+                report = embed_on_cluster(catalog, ctx.workspace, args.cluster, on_progress=show, **options)
+            else:
+                report = embed_slides(catalog, ctx.workspace, on_progress=show, **options)
     except EncoderError as error:
         raise CommandError(str(error), 2) from error
     if not report.results:
@@ -77,9 +102,10 @@ def run(args, ctx) -> int:
         note = r.reason or ("no patches: an empty matrix is recorded" if r.outcome == EMPTY else "")
         table.add_row(r.name, f"[{styles[r.outcome]}]{r.outcome}[/]", str(r.patches), f"{r.seconds:.1f}", note)
     ctx.console.print(table)
+    ready = "cluster" if args.cluster else "model"
     ctx.console.print(
         f"{report.patches:,} {'patch' if report.patches == 1 else 'patches'} in {report.seconds:.1f} s = "
-        f"[bold]{report.patches_per_second:,.0f} patches/s[/] (model ready in {report.load_seconds:.1f} s); "
+        f"[bold]{report.patches_per_second:,.0f} patches/s[/] ({ready} ready in {report.load_seconds:.1f} s); "
         f"{plural(report.already_done, 'slide')} already embedded."
     )
     return 1 if report.failed else 0

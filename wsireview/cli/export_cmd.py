@@ -13,6 +13,8 @@ from wsireview.cli import SUBCOMMANDS, plural
 from wsireview.cli.progress_bar import progress_bar
 from wsireview.export import CONSENSUS_MODES, DROP_ORDER, FORMATS, ExportOptions, Selection, run_export
 from wsireview.export.selection import default_consensus
+from wsireview.export.selection import DROP_UNREADABLE
+from wsireview.text import printable
 
 
 def _date(text: str) -> datetime:
@@ -77,10 +79,21 @@ def run(args: argparse.Namespace, ctx) -> int:
         return 130
     _print(ctx, report)
     if report.unreadable:
-        for name, why in report.unreadable.items():
-            ctx.err.print(f"[yellow]not exported, slide unreadable:[/] {name}: {why}")
+        ctx.err.print(unreadable_line(report), markup=False, highlight=False, soft_wrap=True)
         return 1
     return 0
+
+
+def unreadable_line(report, shown: int = 3) -> str:
+    """One line for the slides an export could not read: how many patches they cost, which slides
+    (the first few, then a count) and why, and what to do."""
+    lost = report.dropped.get(DROP_UNREADABLE, 0)
+    items = list(report.unreadable.items())
+    named = "; ".join(f"{printable(name)} ({printable(why)})" for name, why in items[:shown])
+    more = f"; and {len(items) - shown} more" if len(items) > shown else ""
+    return (f"warning: {plural(len(items), 'slide')} unreadable, {plural(lost, 'patch')} not exported, the slides "
+            f"marked failed in the catalog: {named}{more}; the rest was exported; fix or replace the files and "
+            "run `wsireview add` on them, then export again")
 
 
 def _print(ctx, report) -> None:

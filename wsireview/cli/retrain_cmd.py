@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError, hint, plural
+from wsireview.cli.embed_cmd import add_cluster_option, check_cluster_option
 from wsireview.features.encoders import DEFAULT_ENCODER, EncoderError, check_encoder_name
 from wsireview.features.store import feature_sets
 from wsireview.learn.labels import label_first_step, needs_labels, similar_labels, slide_targets
@@ -71,6 +72,7 @@ def register(sub) -> None:
     parser.add_argument("--mixed-grids", action="store_true",
                         help="train even when ready slides were cut at different patch resolutions (refused otherwise; "
                         "`wsireview retile` puts them on one grid)")
+    add_cluster_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
     parser.set_defaults(func=run)
 
@@ -157,6 +159,7 @@ def run(args, ctx) -> int:
     if args.budget is not None and args.budget < 0:
         raise CommandError("--budget must be 0 or more", 2)
     check_training_options(args)
+    check_cluster_option(args)
     catalog = ctx.catalog(create=False)
     spec = round_spec(args, catalog)
     check_encoder(catalog, spec.encoder)
@@ -165,7 +168,8 @@ def run(args, ctx) -> int:
         raise NothingToLearn(label_first_step(spec.positive))
     try:
         with progress_bar(ctx.err, not args.no_progress) as show:
-            result = retrain(catalog, ctx.workspace, spec, on_progress=show, mixed_grids=args.mixed_grids)
+            result = retrain(catalog, ctx.workspace, spec, on_progress=show, mixed_grids=args.mixed_grids,
+                             cluster=args.cluster)
     except EncoderError as error:  # e.g. a TorchScript file that cannot be loaded
         raise CommandError(str(error), 2) from error
     if result.embedded:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from wsireview.cli import SUBCOMMANDS, CommandError, plural
-from wsireview.serve.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_QUALITY
+from wsireview.serve.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_QUALITY, DEFAULT_WORKERS
 
 
 def register(sub) -> None:
@@ -28,6 +28,9 @@ def register(sub) -> None:
     parser.add_argument("--token", help="the token browsers must present (default: a random one on non-loopback hosts)")
     parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
                         help=f"JPEG quality of the tiles, 1-100 (default {DEFAULT_QUALITY})")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="worker processes serving tiles; they share the workspace's tile cache "
+                             f"(default {DEFAULT_WORKERS}: its threads already use every core)")
     parser.set_defaults(func=run)
 
 
@@ -43,11 +46,13 @@ def run(args, ctx) -> int:
         raise CommandError(f"--port must be between 0 and 65535, not {args.port}", 2)
     if args.token is not None and not args.token.strip():
         raise CommandError("--token must not be empty", 2)
+    if args.workers < 1:
+        raise CommandError(f"--workers must be at least 1, not {args.workers}", 2)
     catalog = ctx.catalog(create=False)
     sock = bind(args.host, args.port)
     config = ServeConfig.for_bind(
         args.host, token=args.token, port=sock.getsockname()[1], quality=args.quality,
-        reviewer=args.reviewer or default_reviewer(),
+        reviewer=args.reviewer or default_reviewer(), workers=args.workers,
     )
     ready = sum(1 for s in slides_overview(catalog) if s.status == READY)
     ctx.console.print(f"Serving {plural(ready, 'ready slide')} to reviewer [b]{config.reviewer}[/] at", highlight=False)
@@ -74,11 +79,23 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(catalog, workspace, config, sock: socket.socket) -> None:
-    """Run the viewer on ``sock`` until Ctrl-C."""
+    """Run the viewer on ``sock`` until Ctrl-C: in this process, or in ``config.workers`` processes
+    that share the socket (uvicorn's supervisor starts them, and restarts one that dies)."""
+    from functools import partial
+
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    from wsireview.serve.app import create_app
+    from wsireview.serve.app import create_app, worker_app
+    from wsireview.serve.tiles import TileSource
 
-    app = create_app(catalog, workspace, config)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    server.run(sockets=[sock])
+    TileSource(catalog, workspace, config).prune_disk_cache()
+    if config.workers == 1:
+        app = create_app(catalog, workspace, config)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        server.run(sockets=[sock])
+        return
+    catalog.close()  # each worker opens its own
+    settings = uvicorn.Config(partial(worker_app, workspace, config), factory=True, workers=config.workers,
+                              log_level="warning", access_log=False)
+    Multiprocess(settings, sockets=[sock]).run()

@@ -17,7 +17,8 @@ def register(sub) -> None:
     parser = sub.add_parser("status", help=SUBCOMMANDS["status"],
                             description="Show the catalog. With --json, print one JSON document with every "
                             "slide (name, path, status, reason, size, mpp, tissue fraction, patches, label, "
-                            "thumbnail and mask PNGs), totals, verdict counts and the latest model version.")
+                            "thumbnail and mask PNGs), totals, verdict counts, the latest model version and its queue's "
+                            "progress (the team's count, each reviewer's, and who holds claims).")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(func=run)
 
@@ -29,6 +30,16 @@ def _mpp_cell(slide: dict) -> str:
     if slide["resolution_source"] not in (None, "mpp"):
         return f"[strike]{slide['mpp']:.4g}[/] [dim](not used)[/]"
     return f"{slide['mpp']:.3f}"
+
+
+def queue_line(queue: dict) -> str:
+    """The newest queue's progress, the team's count and each reviewer's labelled apart."""
+    people = ", ".join(f"{literal(name)} {n}" for name, n in sorted(queue["reviewed_by_reviewer"].items()))
+    line = (f"queue of version {queue['model_version_id']}: team {queue['reviewed_by_team']}/{queue['queued']} reviewed"
+            + (f" (by reviewer: {people})" if people else ""))
+    if queue["claimed_by_reviewer"]:
+        line += "; claimed now: " + ", ".join(f"{literal(name)} {n}" for name, n in sorted(queue["claimed_by_reviewer"].items()))
+    return line
 
 
 def run(args, ctx) -> int:
@@ -85,4 +96,10 @@ def run(args, ctx) -> int:
     if model and model.get("id"):
         queued = plural(model.get("queued", 0), "patch")
         ctx.console.print(f"latest model: version {model['id']}, {queued} queued for review")
+        if model.get("scores_pruned"):
+            ctx.console.print(f"scores pruned: {plural(len(model['scores_pruned']), 'version')} "
+                              f"({', '.join(f'v{v}' for v in model['scores_pruned'])}); their queues, predictions "
+                              "and reviews stay")
+    if queue := doc.get("queue"):
+        ctx.console.print(queue_line(queue))
     return 0

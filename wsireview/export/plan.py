@@ -17,7 +17,7 @@ from sqlalchemy import select
 from wsireview.catalog import Catalog, Slide
 from wsireview.export.naming import anonymous_name, unique_stems
 from wsireview.export.selection import LabeledPatch
-from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, patch_resolution, plausible_mpp
+from wsireview.slides.reader import DEFAULT_PATCH_SIZE, DEFAULT_TARGET_MPP, level0_mpp, patch_resolution
 from wsireview.workspace import Workspace
 
 # Namespace of the stable feature ids (uuid5 of the slide's pseudonym and the square).
@@ -35,7 +35,7 @@ class SlideInfo:
     path: Path | None
     width: int
     height: int
-    mpp: float | None  # level 0, µm/px, when plausible
+    mpp: float | None  # level 0, µm/px, when it holds up (reader.judge_mpp)
     objective_power: float | None
     level_downsamples: list[float]
     target_mpp: float | None
@@ -73,7 +73,7 @@ class ExportPlan:
 
 def level0_side(slide: SlideInfo, out_px: int, target_mpp: float) -> int:
     """The level-0 side of an ``out_px`` patch at ``target_mpp`` (the ingest's rule)."""
-    return patch_resolution(out_px, target_mpp, slide.mpp, slide.objective_power).level0_size
+    return patch_resolution(out_px, target_mpp, slide.mpp, slide.objective_power, (slide.width, slide.height)).level0_size
 
 
 def place(item: LabeledPatch, slide: SlideInfo, catalog_px: int | None, patch_size: int | None,
@@ -92,6 +92,12 @@ def place(item: LabeledPatch, slide: SlideInfo, catalog_px: int | None, patch_si
     return ExportPatch(item=item, slide=slide, x=x, y=y, size0=size0, out_px=out_px, mpp=out_mpp)
 
 
+def _trusted_mpp(s: Slide) -> float | None:
+    """The slide's recorded mpp when it holds up against its size and objective, else None."""
+    mpp, source = level0_mpp(s.mpp_x, s.objective_power, (s.width, s.height) if s.width and s.height else None)
+    return mpp if source == "mpp" else None
+
+
 def build_plan(catalog: Catalog, workspace: Workspace, items: list[LabeledPatch], *, anonymize: bool = False,
                patch_size: int | None = None, mpp: float | None = None) -> ExportPlan:
     """Look up the slides of ``items`` and place every patch."""
@@ -106,7 +112,7 @@ def build_plan(catalog: Catalog, workspace: Workspace, items: list[LabeledPatch]
     for sid, s in rows.items():
         plan.slides[sid] = SlideInfo(
             slide_id=sid, name=names[sid], stem=stems[sid], key=keys[sid], path=workspace.absolute(s.path),
-            width=s.width or 0, height=s.height or 0, mpp=plausible_mpp(s.mpp_x), objective_power=s.objective_power,
+            width=s.width or 0, height=s.height or 0, mpp=_trusted_mpp(s), objective_power=s.objective_power,
             level_downsamples=[float(d) for d in (s.level_downsamples or [1.0])], target_mpp=s.target_mpp,
         )
         catalog_px[sid] = s.patch_size_px

@@ -16,11 +16,18 @@ from wsireview.export.atomic import ExportError, atomic_dir, check_target
 from wsireview.export.manifest import write_manifest
 from wsireview.export.plan import ExportPatch, build_plan
 from wsireview.export.selection import DROP_UNREADABLE, Selection, select_patches
+from wsireview.errors import WsireviewError
+from wsireview.files import is_disk_full
 from wsireview.progress import ProgressCallback
+from wsireview.status import mark_unreadable
 from wsireview.workspace import Workspace
 
 FORMATS = ("imagefolder", "qupath", "clam-h5", "csv")
 SUMMARY_FILE = "export.json"
+
+
+class ExportDiskFull(WsireviewError):
+    """The disk ran full while an export was written: nothing was left at OUT."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ class ExportReport:
     dropped: Counter = field(default_factory=Counter)
     reviewed: int = 0
     files: int = 0
-    unreadable: dict[str, str] = field(default_factory=dict)  # slide name -> reason
+    unreadable: dict[str, str] = field(default_factory=dict)  # slide name -> reason (now marked failed)
 
     @property
     def per_label(self) -> Counter:
@@ -96,11 +103,25 @@ def _protected(catalog: Catalog, workspace: Workspace) -> list[Path]:
 
 def run_export(catalog: Catalog, workspace: Workspace, out: Path, options: ExportOptions,
                on_progress: ProgressCallback | None = None) -> ExportReport:
-    """Export the labeled patches to ``out``; raises ExportError when OUT cannot be written.
+    """Export the labeled patches to ``out``; raises ExportError when OUT cannot be written and
+    :class:`ExportDiskFull` when the disk fills meanwhile (OUT is then left as it was).
 
+    A slide whose pixels cannot be read is skipped, listed in the report's ``unreadable`` and marked
+    failed in the catalog (missing when its file has gone), the rest is exported.
     ``on_progress`` hears the patches written so far.
     """
-    out = Path(out)
+    try:
+        return _run_export(catalog, workspace, Path(out), options, on_progress)
+    except Exception as error:  # a file write (OSError) or the catalog's (SQLite: "database or disk is full")
+        if not is_disk_full(error):
+            raise
+        why = error.strerror if isinstance(error, OSError) and error.strerror else "no space left on the device"
+        raise ExportDiskFull(f"disk full: the export to {Path(out).absolute()} could not be written ({why}); "
+                             "nothing was left at OUT: free space and re-run") from error
+
+
+def _run_export(catalog: Catalog, workspace: Workspace, out: Path, options: ExportOptions,
+                on_progress: ProgressCallback | None) -> ExportReport:
     protected = _protected(catalog, workspace)
     check_target(out, options.force, protected)  # fail before any slide is read
     chosen = select_patches(catalog, options.selection)
@@ -121,6 +142,8 @@ def run_export(catalog: Catalog, workspace: Workspace, out: Path, options: Expor
         if options.format == "imagefolder":
             patches, unreadable = imagefolder.write(tmp, plan, advance)
             report.unreadable = {plan.slides[sid].name: why for sid, why in unreadable.items()}
+            for sid, why in unreadable.items():
+                mark_unreadable(catalog, sid, f"unreadable while exporting: {why}")
             lost = len(plan.patches) - len(patches)
             if lost:
                 report.dropped[DROP_UNREADABLE] += lost

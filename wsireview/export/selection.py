@@ -26,7 +26,8 @@ from datetime import datetime
 
 from sqlalchemy import exists, select
 
-from wsireview.catalog import ADJUDICATION, UNSURE, VERDICTS, Catalog, Patch, PatchScore, Review
+from wsireview.catalog import ADJUDICATION, UNSURE, VERDICTS, Catalog, Patch, Review
+from wsireview.catalog.score_files import PatchScore, version_scores
 from wsireview.catalog.verdicts import (
     ADJUDICATED,
     CONSENSUS_MODES,
@@ -190,14 +191,14 @@ def select_patches(catalog: Catalog, selection: Selection) -> SelectionResult:
                 geometry[p.id] = (p.slide_id, p.x, p.y, p.size)
         flags = {pid: _latest([v for v in votes if v.verdict == label] + ([adjudications[pid]] if pid in adjudications else []))
                  for pid, (label, votes) in labels.items()}
-        # keyed by (model version, patch): a flag without a model version finds nothing
-        scores: dict[tuple[int | None, int], PatchScore] = {}
-        for mvid in {f.model_version_id for f in flags.values() if f.model_version_id is not None}:
-            pids = [pid for pid, f in flags.items() if f.model_version_id == mvid]
-            for start in range(0, len(pids), 500):
-                for s in session.scalars(select(PatchScore).where(
-                        PatchScore.model_version_id == mvid, PatchScore.patch_id.in_(pids[start:start + 500]))):
-                    scores[(mvid, s.patch_id)] = s
+    # keyed by (model version, patch): a flag without a model version (or whose version's scores
+    # were pruned) finds nothing
+    scores: dict[tuple[int | None, int], PatchScore] = {}
+    for mvid in sorted({f.model_version_id for f in flags.values() if f.model_version_id is not None}):
+        version = version_scores(catalog, mvid)
+        if version is not None:
+            found = version.lookup(pid for pid, f in flags.items() if f.model_version_id == mvid)
+            scores.update(((mvid, pid), score) for pid, score in found.items())
     for pid in ids:
         label, votes = labels[pid]
         flag = flags[pid]

@@ -13,6 +13,8 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from sqlalchemy import select
@@ -87,7 +89,8 @@ def pending_slides(catalog: Catalog, workspace: Workspace, encoder: str,
     return todo, len(slides) - len(todo)
 
 
-def _patch_grid(catalog: Catalog, slide_id: int) -> tuple[np.ndarray, np.ndarray]:
+def patch_grid(catalog: Catalog, slide_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """A slide's patch ids and their ``x, y, size`` (level-0 pixels), in id order: the rows of its matrix."""
     with catalog.session() as session:
         rows = session.execute(
             select(Patch.id, Patch.x, Patch.y, Patch.size).where(Patch.slide_id == slide_id).order_by(Patch.id)
@@ -132,6 +135,14 @@ def _embed_one(coords: np.ndarray, slide_file: SlideFile, encoder: Encoder, pool
     return np.concatenate(features) if features else np.zeros((0, encoder.dim), dtype=np.float32)
 
 
+def embed_slide_file(path: Path, coords: np.ndarray, encoder: Encoder, pool: ThreadPoolExecutor, out_px: int,
+                     batch_size: int, lookahead: int, on_batch: Callable[[int], None]) -> np.ndarray:
+    """One slide's feature matrix: the per-slide step of this module and of a cluster worker
+    (:mod:`wsireview.features.cluster`). Raises :class:`SlideError` when its pixels cannot be read."""
+    with SlideFile(path) as slide_file:
+        return _embed_one(coords, slide_file, encoder, pool, out_px, batch_size, lookahead, on_batch)
+
+
 def embed_slides(
     catalog: Catalog,
     workspace: Workspace,
@@ -169,7 +180,7 @@ def embed_slides(
     batch_size = int(batch_size or encoder.batch_size)
     workers = max(1, int(workers))
 
-    jobs = [(slide, *_patch_grid(catalog, slide.id)) for slide in todo]
+    jobs = [(slide, *patch_grid(catalog, slide.id)) for slide in todo]
     total = sum(len(ids) for _, ids, _ in jobs)
     started = time.perf_counter()
     overall = [0]
@@ -192,9 +203,8 @@ def embed_slides(
             try:
                 slide_path = workspace.absolute(slide.path)
                 assert slide_path is not None  # a slide's path column is never empty
-                with SlideFile(slide_path) as slide_file:
-                    matrix = _embed_one(coords, slide_file, encoder, pool, out_px, batch_size,
-                                        workers * PREFETCH_PER_WORKER, advance_slide)
+                matrix = embed_slide_file(slide_path, coords, encoder, pool, out_px, batch_size,
+                                          workers * PREFETCH_PER_WORKER, advance_slide)
             except SlideError as error:
                 advance_slide(len(ids) - done[0])  # what this slide would have added
                 report.results.append(SlideOutcome(slide.id, slide.name, FAILED, 0, time.perf_counter() - t0, str(error)))

@@ -9,12 +9,19 @@ workspaces are still read.
 
 A file is written to a temporary name and renamed, and the ``feature_sets`` row is added only
 after the rename, so an interrupted run never leaves a matrix that looks complete.
+
+Beside each encoder's matrices, ``projected-<key>/slide-N.npy`` holds the same patches after a
+round's projection (``wsireview.learn.data.Preprocessor``, ``key`` a hash of it): float32 records
+of ``pca_dim`` numbers instead of 1,280, written once per (feature set, projection) so the next
+round reads a twentieth of the bytes. They are a cache: a projected file older than its slide's
+features is computed again, and a round removes the folders of projections it no longer uses.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,13 +42,114 @@ def features_path(workspace: Workspace, slide_id: int, encoder: str) -> Path:
     return workspace.features / encoder_slug(encoder) / f"slide-{slide_id}.npy"
 
 
-def feature_records(patch_ids: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """The records one file holds: ``(patch_id int64, features float16[D])`` per patch."""
-    dtype = np.dtype([("patch_id", "<i8"), ("features", "<f2", (features.shape[1],))])
-    records = np.empty(patch_ids.shape[0], dtype=dtype)
+PROJECTED_PREFIX = "projected-"
+
+
+def projected_path(workspace: Workspace, slide_id: int, encoder: str, key: str) -> Path:
+    """Where one slide's features after the projection ``key`` are cached."""
+    return workspace.features / encoder_slug(encoder) / f"{PROJECTED_PREFIX}{key}" / f"slide-{slide_id}.npy"
+
+
+def feature_records(patch_ids: np.ndarray, features: np.ndarray, dtype: str = "<f2") -> np.ndarray:
+    """The records one file holds: ``(patch_id int64, features float16[D])`` per patch (or ``dtype``)."""
+    record = np.dtype([("patch_id", "<i8"), ("features", dtype, (features.shape[1],))])
+    records = np.empty(patch_ids.shape[0], dtype=record)
     records["patch_id"] = patch_ids
     records["features"] = features
     return records
+
+
+def write_features_file(path: Path, patch_ids: np.ndarray, features: np.ndarray) -> None:
+    """Write one slide's records to ``path`` atomically: a temporary name in the same folder, then a rename.
+
+    Needs no catalog, so a cluster worker calls it too; a writer killed half-way leaves only a
+    ``*.partial.npy`` file that no catalog row points to (``db check --clean`` removes it).
+    """
+    patch_ids = np.asarray(patch_ids, dtype=np.int64)
+    features = np.asarray(features, dtype=np.float16)
+    if features.ndim != 2 or features.shape[0] != patch_ids.shape[0]:
+        raise ValueError(f"features {features.shape} do not align with {patch_ids.shape[0]} patch ids")
+    write_records(path, feature_records(patch_ids, features))
+
+
+def record_feature_set(
+    catalog: Catalog,
+    workspace: Workspace,
+    slide: Slide,
+    encoder: str,
+    path: Path,
+    dim: int,
+    n_patches: int,
+    patch_size_px: int,
+) -> FeatureSet:
+    """Record (or replace) the ``feature_sets`` row of a file already written by :func:`write_features_file`."""
+    with catalog.session() as session:
+        row = session.scalar(
+            select(FeatureSet).where(FeatureSet.slide_id == slide.id, FeatureSet.encoder == encoder)
+        )
+        if row is None:
+            row = FeatureSet(slide_id=slide.id, encoder=encoder)
+            session.add(row)
+        previous = workspace.absolute(row.path) if row.path else None
+        row.dim = int(dim)
+        row.n_patches = int(n_patches)
+        row.patch_size_px = int(patch_size_px)
+        row.target_mpp = slide.target_mpp
+        row.path = workspace.relative(path)
+    if previous is not None and previous != path:
+        previous.unlink(missing_ok=True)  # an older workspace's .npz, replaced by the .npy above
+    return row
+
+
+def write_records(path: Path, records: np.ndarray, sync: bool = True) -> None:
+    """Write ``records`` to ``path`` through a temporary name and a rename: never half a file.
+
+    ``sync``: flush to disk before the rename (a cache that can be computed again skips it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".partial.npy")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, records)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        make_ordinary(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_projected(workspace: Workspace, feature_set: FeatureSet, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(patch_ids, projected float32 features)`` cached for ``feature_set`` under projection ``key``,
+    read into memory; None when there is none or it is older than the features it came from."""
+    path = projected_path(workspace, feature_set.slide_id, feature_set.encoder, key)
+    source = workspace.absolute(feature_set.path)
+    try:
+        if source is not None and path.stat().st_mtime_ns < source.stat().st_mtime_ns:
+            return None
+        records = np.load(path)
+    except (OSError, ValueError):
+        return None
+    if records.shape[0] != feature_set.n_patches:
+        return None
+    return records["patch_id"], records["features"]
+
+
+def save_projected(workspace: Workspace, feature_set: FeatureSet, key: str, patch_ids: np.ndarray,
+                   projected: np.ndarray) -> None:
+    """Cache one slide's projected features (float32) under projection ``key``."""
+    path = projected_path(workspace, feature_set.slide_id, feature_set.encoder, key)
+    write_records(path, feature_records(patch_ids, projected, "<f4"), sync=False)
+
+
+def remove_other_projections(workspace: Workspace, encoder: str, key: str) -> None:
+    """Drop the cached projections of ``encoder`` other than ``key`` (a new projection replaced them)."""
+    folder = workspace.features / encoder_slug(encoder)
+    for stale in folder.glob(f"{PROJECTED_PREFIX}*"):
+        if stale.is_dir() and stale.name != f"{PROJECTED_PREFIX}{key}":
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def save_features(
@@ -54,39 +162,10 @@ def save_features(
     patch_size_px: int,
 ) -> FeatureSet:
     """Write one slide's matrix atomically, then record (or replace) its ``feature_sets`` row."""
-    patch_ids = np.asarray(patch_ids, dtype=np.int64)
-    features = np.asarray(features, dtype=np.float16)
-    if features.ndim != 2 or features.shape[0] != patch_ids.shape[0]:
-        raise ValueError(f"features {features.shape} do not align with {patch_ids.shape[0]} patch ids")
     path = features_path(workspace, slide.id, encoder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".partial.npy")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, feature_records(patch_ids, features))
-            handle.flush()
-            os.fsync(handle.fileno())
-        make_ordinary(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    with catalog.session() as session:
-        row = session.scalar(
-            select(FeatureSet).where(FeatureSet.slide_id == slide.id, FeatureSet.encoder == encoder)
-        )
-        if row is None:
-            row = FeatureSet(slide_id=slide.id, encoder=encoder)
-            session.add(row)
-        previous = workspace.absolute(row.path) if row.path else None
-        row.dim = int(features.shape[1])
-        row.n_patches = int(features.shape[0])
-        row.patch_size_px = int(patch_size_px)
-        row.target_mpp = slide.target_mpp
-        row.path = workspace.relative(path)
-    if previous is not None and previous != path:
-        previous.unlink(missing_ok=True)  # an older workspace's .npz, replaced by the .npy above
-    return row
+    write_features_file(path, patch_ids, features)
+    return record_feature_set(catalog, workspace, slide, encoder, path, features.shape[1], features.shape[0],
+                              patch_size_px)
 
 
 def load_features(workspace: Workspace, feature_set: FeatureSet) -> tuple[np.ndarray, np.ndarray]:

@@ -1,21 +1,40 @@
-"""Bags of patch features (one per slide) and the preprocessing fitted on training patches."""
+"""Bags of patch features (one per slide) and the preprocessing fitted on a sample of patches.
+
+A round never holds the cohort's full-width features: the projection is fitted on a seeded
+sample of up to ``PCA_SAMPLE`` patches read from the mapped feature files, then each slide is
+projected once, block by block, and cached in the feature store (``projected-<key>``, see
+``wsireview.features.store``); the next round with the same projection reads the cache, a
+twentieth of the bytes of 1,280-d features. What a round keeps in memory is the projected
+features: ``pca_dim`` float32 numbers per patch (at most 64: 256 bytes against 2,560 for
+float16 EfficientNet features).
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from wsireview.catalog import Catalog
-from wsireview.features.store import feature_sets, load_features
+from wsireview.features.store import (
+    feature_sets,
+    load_features,
+    load_projected,
+    remove_other_projections,
+    save_projected,
+)
 from wsireview.workspace import Workspace
 
 PCA_SAMPLE = 10_000  # patches used to fit the projection: plenty for a few dozen components
 PATCHES_PER_COMPONENT = 30  # the automatic PCA size: one whitened component per 30 training patches,
 PCA_MIN, PCA_MAX = 32, 64  # kept between these; features no wider than PCA_MAX are not projected
 TRANSFORM_ROWS = 256  # rows projected at a time (see Preprocessor.transform)
+PROJECTION_SEED = 0  # the projection is fitted without labels and must not change from round to round
+# (nor between evaluate's seeds), or every slide's cached projection would be computed again
 
 
 def auto_pca_dim(n_patches: int) -> int:
@@ -84,12 +103,12 @@ class Preprocessor:
             pca_dim = auto_pca_dim(total) if arrays[0].shape[1] > PCA_MAX else 0
         picked = np.sort(rng.choice(total, size=min(total, PCA_SAMPLE), replace=False))
         offsets = np.cumsum([0] + [a.shape[0] for a in arrays])
-        rows = []
+        # One float32 copy of the sampled rows (read from the mapped files), standardised in place.
+        sample = np.empty((picked.size, arrays[0].shape[1]), np.float32)
         for i, a in enumerate(arrays):
-            pick = picked[(picked >= offsets[i]) & (picked < offsets[i + 1])] - offsets[i]
-            if pick.size:
-                rows.append(a[pick].astype(np.float32))
-        sample = np.concatenate(rows)
+            lo, hi = np.searchsorted(picked, [offsets[i], offsets[i + 1]])
+            if hi > lo:
+                sample[lo:hi] = a[picked[lo:hi] - offsets[i]]
         mean = sample.mean(0, dtype=np.float64).astype(np.float32)
         std = sample.std(0, dtype=np.float64).astype(np.float32)
         std = np.where(std < 1e-6, np.float32(1.0), std)
@@ -97,7 +116,9 @@ class Preprocessor:
         # Centred, n patches span at most n - 1 directions: a small cohort gets fewer components.
         components = min(pca_dim, sample.shape[0] - 1)
         if pca_dim and sample.shape[1] > pca_dim and components >= 1:
-            z = torch.from_numpy(pre.standardise(sample))
+            sample -= mean
+            sample /= std
+            z = torch.from_numpy(sample)
             state = torch.random.get_rng_state()
             torch.manual_seed(seed)
             try:
@@ -139,6 +160,86 @@ class Preprocessor:
     def state(self) -> dict:
         return {"mean": self.mean, "std": self.std, "projection": self.projection}
 
+    @functools.cached_property
+    def key(self) -> str:
+        """A short hash of the fitted numbers: names the cache of features projected by it."""
+        digest = hashlib.sha256()
+        for part in (self.mean, self.std, self.projection):
+            if part is not None:
+                digest.update(str(part.shape).encode())
+                digest.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
+        return digest.hexdigest()[:16]
+
     @classmethod
     def from_state(cls, state: dict) -> "Preprocessor":
         return cls(state["mean"], state["std"], state.get("projection"))
+
+
+def load_projected_bags(
+    catalog: Catalog, workspace: Workspace, encoder: str, pca_dim: int | None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[Preprocessor, list[Bag]]:
+    """Every ready slide's features for ``encoder`` after the cohort's projection, as bags.
+
+    The projection is fitted on a sample of every embedded slide's patches (labels play no part)
+    with a fixed seed, so it stays the same from round to round until the cohort changes; each
+    slide is read from the projected cache, or projected from its mapped features (one slide at a
+    time) and cached. The bags' features are views into one float32 matrix of all patches.
+    ``on_progress(done, total)`` after each slide.
+    """
+    sets = [fs for _sid, fs in sorted(feature_sets(catalog, encoder).items()) if fs.n_patches]
+    if not sets:
+        return Preprocessor(np.zeros(0, np.float32), np.ones(0, np.float32)), []
+    pre = Preprocessor.fit([load_features(workspace, fs)[1] for fs in sets], pca_dim, PROJECTION_SEED)
+    packed = np.empty((sum(fs.n_patches for fs in sets), pre.out_dim), np.float32)
+    bags, start = [], 0
+    for done, fs in enumerate(sets, start=1):
+        cached = load_projected(workspace, fs, pre.key)
+        if cached is None:
+            patch_ids, features = load_features(workspace, fs)
+            if patch_ids.shape[0] != fs.n_patches:
+                raise ValueError(f"slide {fs.slide_id}: {patch_ids.shape[0]} feature rows, the catalog says {fs.n_patches}")
+            cached = np.array(patch_ids, dtype=np.int64), pre.transform(features)
+            save_projected(workspace, fs, pre.key, *cached)
+            del features  # unmaps the slide's full-width matrix
+        patch_ids, projected = cached
+        rows = packed[start : start + len(patch_ids)]
+        rows[:] = projected
+        bags.append(Bag(fs.slide_id, np.asarray(patch_ids, dtype=np.int64), rows))
+        start += len(patch_ids)
+        if on_progress is not None:
+            on_progress(done, len(sets))
+    remove_other_projections(workspace, encoder, pre.key)
+    return pre, bags
+
+
+class StackedRows:
+    """Several matrices' rows addressed as one matrix (row ``i`` of their concatenation), without
+    concatenating them: indexing (an int array, a boolean mask or a slice) gathers just those rows.
+
+    What the look-alike search and the queue read the cohort's features through, so they see all
+    patches as one matrix while the bags keep the only copy.
+    """
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = parts
+        sizes = np.array([p.shape[0] for p in parts], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.shape = (int(sizes.sum()), int(parts[0].shape[1]) if parts else 0)
+        self.dtype = parts[0].dtype if parts else np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, slice):
+            index = np.arange(*index.indices(self.shape[0]))
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        part = np.searchsorted(self.starts, index, side="right") - 1
+        out = np.empty((index.size, self.shape[1]), self.dtype)
+        for j in np.unique(part):
+            sel = part == j
+            out[sel] = self.parts[j][index[sel] - self.starts[j]]
+        return out

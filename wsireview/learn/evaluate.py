@@ -34,13 +34,13 @@ from wsireview.catalog import (
     Catalog,
     FeatureSet,
     Patch,
-    PatchScore,
     Review,
     ReviewQueueItem,
     Slide,
     SlidePrediction,
     open_catalog,
 )
+from wsireview.catalog.score_files import version_scores
 from wsireview.errors import WsireviewError
 from wsireview.features.encoders import DEFAULT_ENCODER
 from wsireview.learn.labels import instance_targets, slide_targets
@@ -162,12 +162,11 @@ def new_out_dir(workspace: Workspace) -> Path:
 
 
 def _instance_auc(catalog: Catalog, version_id: int, truth: dict[int, bool]) -> float | None:
-    with catalog.session() as session:
-        rows = session.execute(
-            select(PatchScore.patch_id, PatchScore.probability).where(PatchScore.model_version_id == version_id)
-        ).all()
-    y = np.array([truth.get(pid, False) for pid, _ in rows])
-    return roc_auc(y, np.array([p for _, p in rows]))
+    scores = version_scores(catalog, version_id)
+    if scores is None:
+        return None
+    y = np.array([truth.get(pid, False) for pid in scores.column("patch_id").tolist()])
+    return roc_auc(y, scores.column("probability").astype(np.float64))
 
 
 def _test_slide_auc(catalog: Catalog, version_id: int, truth: dict[int, int]) -> float | None:

@@ -15,6 +15,11 @@
 A round may send a share of its queue to two reviewers (``double_read``): which items is a seeded
 choice (:func:`double_read_picks`), recorded as ``reads = 2`` on the queue item.
 
+Bounded whatever the cohort and the verdicts: the diverse pool is at most ``POOL_MAX`` patches (a
+seeded sample of the suspicious fifth when that is larger), the centres it keeps away from at most
+``CENTRES_MAX`` (every chosen and reviewed patch first, then a seeded sample of the rest), each
+pool's features are gathered once, and distances are computed in blocks of ``BLOCK_ELEMENTS``.
+
 Only patches never reviewed are queued; every entry records why it was chosen. ``mix`` skips
 the slides labelled negative while other patches are left: by their label none of their patches
 is lesion, so a verdict there tells the model what it knows already (and the model's false
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsireview.learn.data import StackedRows
 from wsireview.learn.scoring import PatchScores
 
 STRATEGIES = ("mix", "attention", "uncertainty", "random")
@@ -47,17 +53,34 @@ class QueuePick:
     score: float
 
 
-def _min_sq_dist(points: np.ndarray, centres: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Squared distance of every point to its nearest centre (inf without centres)."""
+POOL_MAX = 20_000  # candidates for the diverse picks (k-center greedy over them)
+CENTRES_MAX = 20_000  # patches the diverse picks keep away from
+BLOCK_ELEMENTS = 1 << 22  # distances computed at a time (16 MB of float32)
+
+
+def _min_sq_dist(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared distance of every point to its nearest centre (inf without centres), in blocks of
+    about ``BLOCK_ELEMENTS`` distances."""
     out = np.full(points.shape[0], np.inf)
-    if centres.shape[0] == 0:
+    if centres.shape[0] == 0 or points.shape[0] == 0:
         return out
+    p_sq = np.square(points).sum(1)
     c_sq = np.square(centres).sum(1)
-    for start in range(0, centres.shape[0], chunk):
-        c = centres[start : start + chunk]
-        d = np.square(points).sum(1)[:, None] - 2.0 * points @ c.T + c_sq[None, start : start + chunk]
-        out = np.minimum(out, np.maximum(d, 0.0).min(1))
+    cols = int(np.clip(BLOCK_ELEMENTS // max(1, points.shape[0]), 256, 4096))
+    rows = max(1, BLOCK_ELEMENTS // cols)
+    for c0 in range(0, centres.shape[0], cols):
+        c = centres[c0 : c0 + cols]
+        for r0 in range(0, points.shape[0], rows):
+            d = points[r0 : r0 + rows] @ c.T
+            d *= -2.0
+            d += p_sq[r0 : r0 + rows, None]
+            d += c_sq[None, c0 : c0 + cols]
+            out[r0 : r0 + rows] = np.minimum(out[r0 : r0 + rows], np.maximum(d.min(1), 0.0))
     return out
+
+
+def _sq_dist_to(points: np.ndarray, one: np.ndarray) -> np.ndarray:
+    return np.square(points - one[None, :]).sum(1)
 
 
 def top_attention(scores: PatchScores, eligible: np.ndarray, slide_probability: dict[int, float], n: int) -> list[int]:
@@ -66,10 +89,12 @@ def top_attention(scores: PatchScores, eligible: np.ndarray, slide_probability: 
         return []
     ranked = sorted(slide_probability, key=lambda s: (-slide_probability[s], s))
     positive = [s for s in ranked if slide_probability[s] >= 0.5] or ranked[:1]
-    per_slide = []
-    for sid in positive:
-        idx = np.flatnonzero((scores.slide_ids == sid) & eligible)
-        per_slide.append(list(idx[np.argsort(scores.attention_rank[idx], kind="stable")]))
+    # One pass over the patches: eligible ones of those slides, by slide then attention rank.
+    idx = np.flatnonzero(eligible & np.isin(scores.slide_ids, positive))
+    idx = idx[np.lexsort((idx, scores.attention_rank[idx], scores.slide_ids[idx]))]
+    sids = scores.slide_ids[idx]
+    bounds = np.searchsorted(sids, positive, side="left"), np.searchsorted(sids, positive, side="right")
+    per_slide = [idx[a:b][: n] for a, b in zip(*bounds)]
     picked: list[int] = []
     depth = 0
     while len(picked) < n and any(depth < len(p) for p in per_slide):
@@ -80,7 +105,7 @@ def top_attention(scores: PatchScores, eligible: np.ndarray, slide_probability: 
     return picked
 
 
-def uncertain_spread(scores: PatchScores, features: np.ndarray, eligible: np.ndarray, chosen: list[int], n: int) -> list[int]:
+def uncertain_spread(scores: PatchScores, features: np.ndarray | StackedRows, eligible: np.ndarray, chosen: list[int], n: int) -> list[int]:
     """Uncertain patches, each pick weighted by its distance to what is already chosen."""
     if n <= 0:
         return []
@@ -88,7 +113,8 @@ def uncertain_spread(scores: PatchScores, features: np.ndarray, eligible: np.nda
     if idx.size == 0:
         return []
     pool = idx[np.argsort(-scores.uncertainty[idx], kind="stable")[: max(5 * n, n)]]
-    d = _min_sq_dist(features[pool], features[chosen]) if chosen else np.full(pool.size, np.inf)
+    pool_x = features[pool]
+    d = _min_sq_dist(pool_x, features[chosen]) if chosen else np.full(pool.size, np.inf)
     scale = np.median(d[np.isfinite(d)]) if np.isfinite(d).any() else 1.0
     picked: list[int] = []
     taken = np.zeros(pool.size, bool)
@@ -98,12 +124,14 @@ def uncertain_spread(scores: PatchScores, features: np.ndarray, eligible: np.nda
         j = int(np.argmax(value))
         taken[j] = True
         picked.append(int(pool[j]))
-        d = np.minimum(d, np.square(features[pool] - features[pool[j]]).sum(1))
+        d = np.minimum(d, _sq_dist_to(pool_x, pool_x[j]))
     return picked
 
 
-def diverse(scores: PatchScores, features: np.ndarray, eligible: np.ndarray, centres: list[int], n: int) -> list[int]:
-    """k-center greedy over the suspicious eligible patches (upper fifth by instance probability)."""
+def diverse(scores: PatchScores, features: np.ndarray | StackedRows, eligible: np.ndarray, centres: list[int], n: int,
+            seed: int = 0) -> list[int]:
+    """k-center greedy over the suspicious eligible patches (upper fifth by instance probability;
+    a seeded sample of ``POOL_MAX`` of them when there are more)."""
     if n <= 0:
         return []
     idx = np.flatnonzero(eligible)
@@ -111,12 +139,17 @@ def diverse(scores: PatchScores, features: np.ndarray, eligible: np.ndarray, cen
         return []
     k = max(10 * n, idx.size // 5)
     pool = idx[np.argsort(-scores.probability[idx], kind="stable")[:k]]
-    d = _min_sq_dist(features[pool], features[centres]) if centres else np.full(pool.size, np.inf)
+    if pool.size > max(POOL_MAX, 10 * n):
+        rng = np.random.default_rng([seed, 37])
+        keep = np.sort(rng.choice(pool.size, size=max(POOL_MAX, 10 * n), replace=False))
+        pool = pool[keep]  # still most probable first
+    pool_x = features[pool]
+    d = _min_sq_dist(pool_x, features[centres]) if centres else np.full(pool.size, np.inf)
     picked: list[int] = []
     for _ in range(min(n, pool.size)):
         j = 0 if np.isinf(d).all() else int(np.argmax(d))  # no centre yet: the most probable patch
         picked.append(int(pool[j]))
-        d = np.minimum(d, np.square(features[pool] - features[pool[j]]).sum(1))
+        d = np.minimum(d, _sq_dist_to(pool_x, pool_x[j]))
         d[j] = -1.0
     return picked
 
@@ -134,9 +167,23 @@ def double_read_picks(queued: int, share: float, seed: int) -> set[int]:
     return {int(i) for i in rng.choice(queued, size=n, replace=False)}
 
 
+def _centres(scores: PatchScores, eligible: np.ndarray, first: np.ndarray, seed: int) -> list[int]:
+    """What the diverse picks keep away from: the patches no longer eligible, ``first`` (chosen and
+    reviewed) always, the rest (left out by a rule) sampled to at most ``CENTRES_MAX`` in all."""
+    taken = np.flatnonzero(~eligible)
+    if taken.size <= CENTRES_MAX:
+        return taken.tolist()
+    must = np.intersect1d(taken, first)
+    rest = np.setdiff1d(taken, must, assume_unique=True)
+    room = max(0, CENTRES_MAX - must.size)
+    rng = np.random.default_rng([seed, 43])
+    sample = rest[np.sort(rng.choice(rest.size, size=min(room, rest.size), replace=False))]
+    return np.union1d(must, sample).tolist()
+
+
 def build_queue(
     scores: PatchScores,
-    features: np.ndarray,
+    features: np.ndarray | StackedRows,
     slide_probability: dict[int, float],
     reviewed: set[int],
     budget: int,
@@ -147,6 +194,9 @@ def build_queue(
 ) -> list[QueuePick]:
     """``budget`` never-reviewed patches chosen by ``strategy``, in the order to show them.
 
+    ``features``: the patches' features, rows in the order of ``scores`` (a matrix or
+    ``StackedRows``; only the rows a strategy looks at are gathered).
+
     ``negative_slides``: slides labelled negative, which ``mix`` leaves out while it can.
     ``set_aside``: patches ``mix`` also leaves out while it can: the look-alikes of rejected
     patches whose verdicts the model has not been taught yet (``wsireview.learn.round.rejections_wait``),
@@ -154,7 +204,8 @@ def build_queue(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
-    eligible = ~np.isin(scores.patch_ids, np.fromiter(reviewed, dtype=np.int64, count=len(reviewed)))
+    not_reviewed = ~np.isin(scores.patch_ids, np.fromiter(reviewed, dtype=np.int64, count=len(reviewed)))
+    eligible = not_reviewed.copy()
     budget = min(budget, int(eligible.sum()))
     known_negative = np.isin(scores.slide_ids, list(negative_slides or ()))
     if strategy == "mix" and int((eligible & ~known_negative).sum()) >= budget:
@@ -188,8 +239,10 @@ def build_queue(
         take(top_attention(scores, eligible, slide_probability, n_att), TOP_ATTENTION, scores.attention)
         chosen = [int(i) for i in np.flatnonzero(np.isin(scores.patch_ids, [e.patch_id for e in entries]))]
         take(uncertain_spread(scores, features, eligible, chosen, n_unc), UNCERTAIN, scores.uncertainty)
-        centres = [int(i) for i in np.flatnonzero(~eligible)]  # chosen and reviewed patches
-        take(diverse(scores, features, eligible, centres, budget - len(entries)), DIVERSE, scores.probability)
+        first = np.concatenate([np.flatnonzero(~not_reviewed), np.flatnonzero(np.isin(
+            scores.patch_ids, [e.patch_id for e in entries]))])
+        centres = _centres(scores, eligible, first, seed)  # chosen and reviewed patches (and those left out)
+        take(diverse(scores, features, eligible, centres, budget - len(entries), seed), DIVERSE, scores.probability)
     if len(entries) < budget:  # a pool ran dry: fill with the most probable patches left
         idx = np.flatnonzero(eligible)
         take(list(idx[np.argsort(-scores.probability[idx], kind="stable")[: budget - len(entries)]]), DIVERSE, scores.probability)

@@ -44,7 +44,7 @@ def record_verdict(
     commit it at once; returns the review id."""
     if verdict not in VERDICTS:
         raise ValueError(f"unknown verdict {verdict!r}; expected one of {', '.join(VERDICTS)}")
-    with catalog.session() as session:
+    with catalog.write_session() as session:
         review = Review(
             patch_id=patch_id,
             verdict=verdict,
@@ -67,7 +67,7 @@ def record_adjudication(catalog: Catalog, patch_id: int, verdict: str, adjudicat
 
 def undo_last(catalog: Catalog, reviewer: str) -> Review | None:
     """Mark this reviewer's latest verdict that is not yet undone as undone; returns it, or None."""
-    with catalog.session() as session:
+    with catalog.write_session() as session:
         review = session.scalar(
             select(Review)
             .where(Review.reviewer == reviewer, Review.undone_at.is_(None))
@@ -83,7 +83,7 @@ def undo_last(catalog: Catalog, reviewer: str) -> Review | None:
 def undo_review(catalog: Catalog, review_id: int) -> Review | None:
     """Mark one verdict undone (the triage screen undoes only what its own queue view recorded);
     returns it, or None when it is unknown or already undone."""
-    with catalog.session() as session:
+    with catalog.write_session() as session:
         review = session.get(Review, review_id)
         if review is None or review.undone_at is not None:
             return None

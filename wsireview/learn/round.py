@@ -1,12 +1,11 @@
 """One active-learning round: embed what is missing, train, cross-validate, score, predict, queue.
 
-Everything a round produces is new rows (a ``model_versions`` row with its scores, predictions
-and queue) and a new checkpoint file; nothing of an earlier version is touched.
+Everything a round produces is new rows (a ``model_versions`` row with its predictions and queue)
+and two new files, its checkpoint and its per-patch scores; nothing of an earlier version is touched.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsireview.catalog import Catalog, ModelVersion, PatchScore, ReviewQueueItem, SlidePrediction
+from wsireview.catalog import Catalog, ModelVersion, ReviewQueueItem, SlidePrediction
+from wsireview.catalog.score_files import publish_scores, stage_scores
 from wsireview.catalog.queries import latest_model_version
 from wsireview.catalog.verdicts import second_reads_waiting
 from wsireview.errors import WsireviewError
 from wsireview.features.embed import embed_slides, pending_slides
 from wsireview.learn.checkpoint import save_checkpoint
-from wsireview.learn.data import Bag, Preprocessor, load_bags
+from wsireview.learn.data import Bag, Preprocessor, StackedRows, load_projected_bags
 from wsireview.learn.labels import artifact_patches, instance_targets, reviewed_patches, slide_targets
 from wsireview.learn.lookalike import ARTIFACT as ARTIFACT_CLASS
 from wsireview.learn.lookalike import LESION as LESION_CLASS
@@ -129,38 +129,37 @@ def rejections_wait(verdict: np.ndarray, targets: dict[int, int]) -> bool:
 
 
 def prepare_bags(
-    bags: list[Bag], targets: dict[int, int], inst: dict[int, int], params: TrainParams, seed: int,
+    bags: list[Bag], pre: Preprocessor, targets: dict[int, int], inst: dict[int, int], params: TrainParams,
+    seed: int,
     artifacts: set[int] | None = None,
     abstained: set[int] | None = None,
 ) -> Prepared:
-    """Fit the preprocessing on the training slides' patches, spread the verdicts to look-alikes,
-    drop artifact patches and wrap every bag for training.
+    """Spread the verdicts to look-alikes, drop artifact patches and wrap every bag for training.
 
+    ``bags``: the cohort's projected features (:func:`wsireview.learn.data.load_projected_bags`),
+    ``pre`` the projection that made them. A bag without artifacts trains on its features as they
+    are (no copy).
     ``abstained``: reviewed patches without a lesion/not-lesion/artifact verdict (``unsure``, ties).
     A reviewer's abstention stands: no neighbour's verdict is spread onto them.
     """
     artifacts = artifacts or set()
     art_ids = np.fromiter(artifacts, dtype=np.int64, count=len(artifacts))
-    train = [b for b in bags if b.slide_id in targets or np.isin(b.patch_ids, list(inst)).any()]
-    if not train:
+    inst_ids = np.fromiter(inst, dtype=np.int64, count=len(inst))
+    if not any(b.slide_id in targets or np.isin(b.patch_ids, inst_ids).any() for b in bags):
         raise NothingToLearn(
             "no slide has a label and no patch has a lesion/not-lesion verdict: add labels with "
             "`wsireview add ... --labels labels.csv` or review some patches first"
         )
-    pre = Preprocessor.fit([b.features[~np.isin(b.patch_ids, art_ids)] for b in train], params.pca_dim, seed)
-    x_all = np.concatenate([pre.transform(b.features) for b in bags])
+    x_all = StackedRows([b.features for b in bags])
     ids_all = np.concatenate([b.patch_ids for b in bags])
     negative_rows = np.concatenate([np.full(len(b), targets.get(b.slide_id) == 0) for b in bags])
 
     # Verdict classes per row (-1: none) and their spread to look-alikes.
     verdict = np.full(ids_all.size, -1, np.int64)
-    row_of = {int(p): r for r, p in enumerate(ids_all)}
-    for pid, y in inst.items():
-        if pid in row_of:
-            verdict[row_of[pid]] = LESION_CLASS if y else NOT_LESION_CLASS
-    for pid in artifacts:
-        if pid in row_of:
-            verdict[row_of[pid]] = ARTIFACT_CLASS
+    inst_y = np.fromiter(inst.values(), dtype=np.int64, count=len(inst))
+    found, rows = rows_of(ids_all, inst_ids)
+    verdict[rows] = np.where(inst_y[found] != 0, LESION_CLASS, NOT_LESION_CLASS)
+    verdict[rows_of(ids_all, art_ids)[1]] = ARTIFACT_CLASS
     reviewed_rows = np.flatnonzero(verdict >= 0)
     spread = spread_verdicts(x_all, reviewed_rows, verdict[reviewed_rows], negative_rows, params.spread, seed)
     if abstained:
@@ -187,18 +186,29 @@ def prepare_bags(
     out_bags, out = [], []
     start = 0
     for b in bags:
-        rows = slice(start, start + len(b))
+        span = slice(start, start + len(b))
         start += len(b)
-        k = keep[rows]
+        k = keep[span]
         if not k.any():
             continue
-        positions = np.flatnonzero(~np.isnan(label[rows][k]))
+        positions = np.flatnonzero(~np.isnan(label[span][k]))
         target = float(targets[b.slide_id]) if b.slide_id in targets else None
-        out_bags.append(Bag(b.slide_id, b.patch_ids[k], b.features[k]))
-        out.append(make_bag(b.slide_id, torch.from_numpy(np.ascontiguousarray(x_all[rows][k])), target, positions,
-                            label[rows][k][positions], weight[rows][k][positions], attention[rows][k]))
+        x = b.features if k.all() else b.features[k]  # a view of the cohort's matrix unless artifacts go
+        out_bags.append(Bag(b.slide_id, b.patch_ids[k], x))
+        out.append(make_bag(b.slide_id, torch.from_numpy(np.ascontiguousarray(x)), target, positions,
+                            label[span][k][positions], weight[span][k][positions], attention[span][k]))
     set_aside = set(ids_all[held_back & ~hard].tolist())
     return Prepared(out_bags, out, pre, spread, int((~keep).sum()), int(held_back.sum()), set_aside)
+
+
+def rows_of(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``wanted`` ids occur in ``ids`` (bool per wanted) and their rows there."""
+    if wanted.size == 0 or ids.size == 0:
+        return np.zeros(wanted.size, bool), np.zeros(0, np.int64)
+    order = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids, wanted, sorter=order), ids.size - 1)
+    found = ids[order[pos]] == wanted
+    return found, order[pos[found]]
 
 
 def count_labels(targets: dict[int, int], labels: dict[int, str | None], inst: dict[int, int], reviewed: int) -> dict:
@@ -215,7 +225,7 @@ def count_labels(targets: dict[int, int], labels: dict[int, str | None], inst: d
 
 
 def _insert(session, model, columns: list[str], rows: list[tuple]) -> None:
-    """Bulk inserts without ORM objects: 200,000 score rows in about a second.
+    """Bulk inserts without ORM objects (slide predictions and the queue: thousands of rows at most).
 
     Rows are tuples in ``columns`` order (built with ``zip`` over numpy ``tolist()`` columns, which
     costs a fraction of building a dict per row). On drivers with a positional paramstyle
@@ -242,12 +252,14 @@ def retrain(
     spec: RoundSpec | None = None,
     on_progress: ProgressCallback | None = None,
     mixed_grids: bool = False,
+    cluster: str | None = None,
 ) -> RoundResult:
     """Run one round of ``spec`` and record a new model version (parent: the latest one for its encoder).
 
     ``on_progress`` hears each phase with the fraction of the round done (embedding, when needed,
     reports its patches; cross-validation each fold): the one way a command or a screen follows it.
     Slides of different patch grids are refused (:class:`MixedGrids`) unless ``mixed_grids``.
+    ``cluster`` (a Dask scheduler address or ``local:N``) embeds the missing slides there.
     """
     if not mixed_grids:
         refuse_mixed_grids(catalog)
@@ -262,7 +274,12 @@ def retrain(
     missing, _ = pending_slides(catalog, workspace, encoder)
     if missing:
         bar.start_embedding(encoder, len(missing))
-        embed_slides(catalog, workspace, encoder=encoder, on_progress=bar.embedded)
+        if cluster:
+            from wsireview.features.cluster import embed_on_cluster
+
+            embed_on_cluster(catalog, workspace, cluster, encoder=encoder, on_progress=bar.embedded)
+        else:
+            embed_slides(catalog, workspace, encoder=encoder, on_progress=bar.embedded)
         bar.embedding_done()
     timings["embed"] = time.perf_counter() - t0
 
@@ -272,14 +289,18 @@ def retrain(
         report = bar.phase
         t = time.perf_counter()
         report("loading features and labels", 0.05)
-        bags = load_bags(catalog, workspace, encoder)
+
+        def loaded(done: int, total: int) -> None:
+            report(f"loading projected features: {done} of {total} slides", 0.05 + 0.1 * done / total)
+
+        pre, bags = load_projected_bags(catalog, workspace, encoder, params.pca_dim, on_progress=loaded)
         if not bags:
             raise NothingToLearn(f"no slide has features for encoder {encoder!r}; run `wsireview embed` first")
         targets, labels = slide_targets(catalog, spec.positive)
         inst = instance_targets(catalog)
         reviewed = reviewed_patches(catalog)
         artifacts = artifact_patches(catalog)
-        prepared = prepare_bags(bags, targets, inst, params, seed, artifacts, reviewed - set(inst) - artifacts)
+        prepared = prepare_bags(bags, pre, targets, inst, params, seed, artifacts, reviewed - set(inst) - artifacts)
         bags, data, pre = prepared.bags, prepared.data, prepared.pre
         timings["load"] = time.perf_counter() - t
 
@@ -309,13 +330,15 @@ def retrain(
         scores = score_patches([b.slide_id for b in bags], [b.patch_ids for b in bags], preds, cv.members)
         slides = predict_slides(data, preds, cv, targets)
         slide_prob = {sid: p.probability for sid, p in slides.predictions.items()}
-        features = np.concatenate([d.x.numpy() for d in data])
+        features = StackedRows([d.x.numpy() for d in data])  # the bags' rows, not a copy of them
+        t_queue = time.perf_counter()
         queue = build_queue(scores, features, slide_prob, reviewed, spec.budget, spec.strategy, seed,
                             negative_slides={sid for sid, t in targets.items() if t == 0},
                             set_aside=prepared.set_aside)
         carried = second_reads_carried(catalog)
         queue = [QueuePick(pid, SECOND_READ, 0.0) for pid in carried] + queue
         timings["score_and_queue"] = time.perf_counter() - t
+        timings["queue"] = time.perf_counter() - t_queue  # of score_and_queue
 
         parent = latest_model_version(catalog, encoder)
         metrics = {
@@ -380,14 +403,19 @@ def _fit_instance_auc(scores: PatchScores, inst: dict[int, int]) -> float | None
         return None
     ids = np.fromiter(inst, dtype=np.int64, count=len(inst))
     y = np.fromiter(inst.values(), dtype=np.int64, count=len(inst))
-    pos = {int(p): i for i, p in enumerate(scores.patch_ids)}
-    keep = [k for k, p in enumerate(ids) if int(p) in pos]
-    return roc_auc(y[keep], scores.probability[[pos[int(ids[k])] for k in keep]])
+    found, rows = rows_of(scores.patch_ids, ids)
+    return roc_auc(y[found], scores.probability[rows])
 
 
 def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, label_counts, model, pre, scores,
             slide_prob, queue) -> tuple[int, Path]:
-    """One transaction: the version row, its checkpoint file, scores, predictions and queue."""
+    """One short transaction: the version row, its checkpoint file, predictions and queue.
+
+    The per-patch scores (millions of rows at a thousand slides) are written to a file before the
+    transaction and only renamed inside it, so the catalog's write lock is held for the version
+    row, the checkpoint (kilobytes), the slide predictions and the queue: a reviewer's verdict
+    committed meanwhile waits milliseconds, not the minute the score rows took to insert.
+    """
     encoder, positive = spec.encoder, spec.positive
     run_params = {
         "spec": spec.as_dict(), "train": params.as_dict(), "strategy": spec.strategy, "budget": spec.budget,
@@ -395,7 +423,10 @@ def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, 
         "epochs_trained": info.best_epoch, "val_slides": info.val_slides, "in_dim": pre.out_dim,
         "feature_dim": int(pre.mean.shape[0]),
     }
-    checkpoint: Path | None = None
+    models = workspace.models
+    staged = stage_scores(models, scores.patch_ids, scores.slide_ids, scores.attention, scores.attention_rank,
+                          scores.probability, scores.uncertainty)
+    written: list[Path] = []
     try:
         with catalog.session() as session:
             version = ModelVersion(
@@ -404,17 +435,14 @@ def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, 
             )
             session.add(version)
             session.flush()
-            meta = {"train_params": params.as_dict(), "in_dim": pre.out_dim, "encoder": encoder,
-                    "positive": positive, "model_version_id": version.id}
-            checkpoint = save_checkpoint(workspace.models, version.id, model, pre, meta)
-            version.checkpoint_path = workspace.relative(checkpoint)
             vid = version.id
-            session.flush()
-            _insert(session, PatchScore,
-                    ["model_version_id", "patch_id", "attention", "attention_rank", "probability", "uncertainty"],
-                    list(zip(itertools.repeat(vid), scores.patch_ids.tolist(), scores.attention.tolist(),
-                             scores.attention_rank.tolist(), scores.probability.tolist(),
-                             scores.uncertainty.tolist())))
+            written.append(publish_scores(staged, models, vid))
+            meta = {"train_params": params.as_dict(), "in_dim": pre.out_dim, "encoder": encoder,
+                    "positive": positive, "model_version_id": vid}
+            checkpoint = save_checkpoint(models, vid, model, pre, meta)
+            written.append(checkpoint)
+            version.checkpoint_path = workspace.relative(checkpoint)
+            version.scores_path = workspace.relative(written[0])
             _insert(session, SlidePrediction,
                     ["model_version_id", "slide_id", "probability", "bag_probability", "evidence", "driver"],
                     [(vid, int(sid), p.probability, p.bag_probability, p.evidence, p.driver)
@@ -426,7 +454,7 @@ def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, 
                       DOUBLE_READS if k - 1 in doubles or e.reason == SECOND_READ else 1)
                      for k, e in enumerate(queue, start=1)])
     except BaseException:
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)
+        for path in (staged, *written):
+            path.unlink(missing_ok=True)
         raise
     return vid, checkpoint

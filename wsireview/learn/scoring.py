@@ -52,8 +52,8 @@ def score_patches(slide_ids: list[int], patch_ids: list[np.ndarray], predictions
                   members: list[list[np.ndarray]] | None = None) -> PatchScores:
     """Scores of every patch; ``members``: other models' P(lesion) per bag (the CV folds), for the
     ensemble uncertainty."""
-    att_parts, rank_parts, sid_parts = [], [], []
-    for sid, ids, pred in zip(slide_ids, patch_ids, predictions):
+    att_parts, rank_parts, sid_parts, unc_parts = [], [], [], []
+    for i, (sid, ids, pred) in enumerate(zip(slide_ids, patch_ids, predictions)):
         att = pred.attention.astype(np.float64)
         att_parts.append(att / att.max() if att.size and att.max() > 0 else att)
         order = np.argsort(-att, kind="stable")
@@ -61,13 +61,14 @@ def score_patches(slide_ids: list[int], patch_ids: list[np.ndarray], predictions
         ranks[order] = np.arange(1, att.size + 1)
         rank_parts.append(ranks)
         sid_parts.append(np.full(ids.shape[0], sid, dtype=np.int64))
-    probability = np.concatenate([p.instance_probability.astype(np.float64) for p in predictions])
+        # Slide by slide: the ensemble's temporaries are one slide's, not (members x patches) of the cohort.
+        p = pred.instance_probability.astype(np.float64)
+        unc_parts.append(disagreement(np.stack([p] + [m[i] for m in members])) if members else uncertainty(p))
     return PatchScores(
         patch_ids=np.concatenate(patch_ids).astype(np.int64),
         slide_ids=np.concatenate(sid_parts),
         attention=np.concatenate(att_parts),
         attention_rank=np.concatenate(rank_parts),
-        probability=probability,
-        uncertainty=(disagreement(np.stack([probability] + [np.concatenate(m) for m in members]))
-                     if members else uncertainty(probability)),
+        probability=np.concatenate([p.instance_probability.astype(np.float64) for p in predictions]),
+        uncertainty=np.concatenate(unc_parts),
     )

@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 
 from wsireview.catalog import Catalog, ModelVersion, ReviewQueueItem, Slide, SlidePrediction
 from wsireview.catalog.queries import latest_model_version
+from wsireview.catalog.score_files import SCORES_PRUNED, scores_state
 from wsireview.catalog.verdicts import open_patches
 from wsireview.learn.labels import instance_targets
 
@@ -32,16 +33,19 @@ def model_status(catalog: Catalog) -> dict:
         "metrics": version.metrics,
         "label_counts": version.label_counts,
         "checkpoint": version.checkpoint_path,
+        "scores": scores_state(catalog, version.scores_path),
+        "scores_pruned": _pruned_versions(catalog),
         "versions": versions,
         "queued": queued_patches(catalog, version.id),
         "queue_size": _queue_size(catalog, version.id),
         "spec": (version.params or {}).get("spec"),
-        "queue_yield": {str(v): queue_yield(catalog, v) for v in _version_ids(catalog)},
+        "queue_yield": _queue_yields(catalog),
         "slides": slide_predictions(catalog, version.id),
     }
 
 
-def queue_yield(catalog: Catalog, model_version_id: int) -> dict[str, dict[str, int]]:
+def queue_yield(catalog: Catalog, model_version_id: int, targets: dict[int, int] | None = None
+                ) -> dict[str, dict[str, int]]:
     """Per reason a version queued patches for (exploit, top-attention, uncertain, diverse, random):
     how many it queued, how many have a lesion/not-lesion verdict now, and how many are lesion.
 
@@ -51,7 +55,7 @@ def queue_yield(catalog: Catalog, model_version_id: int) -> dict[str, dict[str, 
     with catalog.session() as session:
         rows = session.execute(select(ReviewQueueItem.patch_id, ReviewQueueItem.reason)
                                .where(ReviewQueueItem.model_version_id == model_version_id)).all()
-    targets = instance_targets(catalog)
+    targets = instance_targets(catalog) if targets is None else targets
     out: dict[str, dict[str, int]] = {}
     for patch_id, reason in rows:
         entry = out.setdefault(reason, {"queued": 0, "reviewed": 0, "lesion": 0})
@@ -77,9 +81,12 @@ def slide_predictions(catalog: Catalog, model_version_id: int) -> list[dict]:
             for name, label, p, bag, ev, driver in rows]
 
 
-def _version_ids(catalog: Catalog) -> list[int]:
+def _queue_yields(catalog: Catalog) -> dict[str, dict[str, dict[str, int]]]:
+    """:func:`queue_yield` of every version, the verdicts read once (not once per version)."""
     with catalog.session() as session:
-        return list(session.scalars(select(ModelVersion.id).order_by(ModelVersion.id)))
+        ids = list(session.scalars(select(ModelVersion.id).order_by(ModelVersion.id)))
+    targets = instance_targets(catalog)
+    return {str(v): queue_yield(catalog, v, targets) for v in ids}
 
 
 def _queue_size(catalog: Catalog, model_version_id: int) -> int:
@@ -87,3 +94,11 @@ def _queue_size(catalog: Catalog, model_version_id: int) -> int:
         return int(session.scalar(
             select(func.count()).select_from(ReviewQueueItem).where(ReviewQueueItem.model_version_id == model_version_id)
         ) or 0)
+
+
+def _pruned_versions(catalog: Catalog) -> list[int]:
+    """Ready versions whose per-patch scores were pruned (`wsireview db prune`)."""
+    with catalog.session() as session:
+        rows = session.execute(select(ModelVersion.id, ModelVersion.scores_path)
+                               .where(ModelVersion.status == "ready").order_by(ModelVersion.id)).all()
+    return [vid for vid, stored in rows if scores_state(catalog, stored) == SCORES_PRUNED]

@@ -20,8 +20,10 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from wsireview.catalog import READY, VERDICTS, Catalog
+from wsireview.catalog import READY, VERDICTS, Catalog, open_catalog
+from wsireview.catalog.claims import CLAIMS, claim_patches, release_claims
 from wsireview.catalog.overlays import slide_overlays
+from wsireview.catalog.progress import queue_progress
 from wsireview.catalog.queries import SlideOverview, latest_model_version_id, queue_entries, slides_overview
 from wsireview.learn.reviews import record_verdict, undo_last
 from wsireview.serve.auth import GuardMiddleware
@@ -46,7 +48,7 @@ def _error(message: str, status: int = 404) -> JSONResponse:
 
 def _slide_json(s: SlideOverview) -> dict:
     # The terminal's rule for sizes and magnification: a plausible mpp, else the objective power's.
-    um_per_px, source = level0_mpp(s.mpp, s.objective_power)
+    um_per_px, source = level0_mpp(s.mpp, s.objective_power, (s.width, s.height) if s.width and s.height else None)
     return {
         "id": s.id, "name": s.name, "label": s.label, "probability": s.probability,
         "width": s.width, "height": s.height, "levels": s.levels, "mpp": s.mpp,
@@ -107,10 +109,14 @@ def create_app(catalog: Catalog, workspace: Workspace, config: ServeConfig) -> S
         })
 
     def api_queue(request: Request) -> Response:
-        slide = request.query_params.get("slide")
+        """The queue as this reviewer sees it (``claims.may_see``): the newest version's, or ``version``'s."""
+        slide, version = request.query_params.get("slide"), request.query_params.get("version")
         if slide is not None and not slide.isdigit():
             return _error("slide must be a catalog id", 400)
-        entries = queue_entries(catalog, slide_id=int(slide) if slide else None, reviewer=config.reviewer)
+        if version is not None and not version.isdigit():
+            return _error("version must be a model version id", 400)
+        entries = queue_entries(catalog, slide_id=int(slide) if slide else None,
+                                model_version_id=int(version) if version else None, reviewer=config.reviewer)
         return _json([
             {"patch_id": e.patch_id, "queue_id": e.queue_id, "rank": e.rank, "reason": e.reason,
              "model_version_id": e.model_version_id, "slide_id": e.slide_id, "slide_name": e.slide_name,
@@ -138,6 +144,38 @@ def create_app(catalog: Catalog, workspace: Workspace, config: ServeConfig) -> S
         except IntegrityError:
             return _error(f"no patch {patch_id} in the catalog", 400)
         return _json({"review_id": review_id, "patch_id": patch_id, "verdict": verdict, "reviewer": config.reviewer})
+
+    async def api_claims(request: Request) -> Response:
+        """Renew this reviewer's claims and top them up on a queue; answers what they hold to judge,
+        the queue's progress (theirs and the team's) and the newest model version."""
+        try:
+            body = await request.json()
+            version = int(body["model_version_id"])
+            slide = int(body["slide"]) if body.get("slide") is not None else None
+            exclude = {int(p) for p in body.get("exclude") or []}
+            first = [int(p) for p in body.get("first") or []]
+        except (ValueError, KeyError, TypeError):
+            return _error("expected JSON with model_version_id, and optionally slide, exclude and first", 400)
+
+        def claim() -> dict:
+            claimed = claim_patches(catalog, config.reviewer, version, slide_id=slide, exclude=exclude, first=first)
+            progress = queue_progress(catalog, version, slide)
+            return {"claimed": claimed, "model_version_id": version, "latest_model_version": latest_model_version_id(catalog),
+                    "progress": dict(progress.as_dict(), you=progress.yours(config.reviewer),
+                                     text=progress.text(config.reviewer)),
+                    "renew_every_seconds": CLAIMS.renew_every_seconds}
+
+        return _json(await run_in_threadpool(claim))
+
+    async def api_release(request: Request) -> Response:
+        """Give back this reviewer's claims: all of them (leaving the page), or ``patch_ids`` (a skip)."""
+        try:
+            body = await request.json() if await request.body() else {}
+            patch_ids = [int(p) for p in body["patch_ids"]] if body.get("patch_ids") is not None else None
+        except (ValueError, KeyError, TypeError):
+            return _error("expected JSON with optional patch_ids", 400)
+        released = await run_in_threadpool(release_claims, catalog, config.reviewer, patch_ids)
+        return _json({"released": released})
 
     def api_undo(request: Request) -> Response:
         review = undo_last(catalog, config.reviewer)
@@ -191,6 +229,8 @@ def create_app(catalog: Catalog, workspace: Workspace, config: ServeConfig) -> S
         Route("/api/queue", api_queue),
         Route("/api/reviews", api_record, methods=["POST"]),
         Route("/api/undo", api_undo, methods=["POST"]),
+        Route("/api/claims", api_claims, methods=["POST"]),
+        Route("/api/claims/release", api_release, methods=["POST"]),
         Route("/slides/{slide_id:int}/{kind:str}.png", workspace_picture),
         Route("/dz/{slide_id:int}.dzi", dzi),
         Route("/dz/{slide_id:int}_files/{level:int}/{col:int}_{row:int}.jpeg", tile),
@@ -200,3 +240,9 @@ def create_app(catalog: Catalog, workspace: Workspace, config: ServeConfig) -> S
     app.state.tiles = tiles
     return app
 
+
+
+def worker_app(workspace: Workspace, config: ServeConfig) -> Starlette:
+    """The app of one worker process (started by uvicorn's supervisor): its own catalog connection,
+    open slides and caches; tiles rendered by one worker reach the others through the disk cache."""
+    return create_app(open_catalog(workspace.db_url, migrate=False), workspace, config)

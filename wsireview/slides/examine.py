@@ -50,14 +50,14 @@ class Examined:
 def identify(path: Path) -> Identity:
     """Open the file, check its declared size against its bytes, and hash its content."""
     with SlideFile(path) as slide:
-        check_declared_size(slide.path, slide.dimensions)
+        check_declared_size(slide)
         return Identity(slide.content_hash())
 
 
 def examine(path: Path, options: GridOptions) -> Examined:
     """Thumbnail, tissue mask and patch grid of a slide, with a sample of its patches read back."""
     with SlideFile(path) as slide:
-        check_declared_size(slide.path, slide.dimensions)
+        check_declared_size(slide)
         resolution = slide.resolution(options.patch_size, options.target_mpp)
         check_grid_size(slide.dimensions, resolution.level0_size)
         thumb = slide.thumbnail(THUMBNAIL_SIDE)
@@ -88,7 +88,7 @@ def examine(path: Path, options: GridOptions) -> Examined:
 def verify(path: Path, positions: list[tuple[int, int]], size0: int, out_px: int) -> int:
     """Read known tissue patches of a slide back (a moved or copied file must still hold them)."""
     with SlideFile(path) as slide:
-        check_declared_size(slide.path, slide.dimensions)
+        check_declared_size(slide)
         return verify_patches(slide, positions, size0, out_px)
 
 
@@ -96,6 +96,8 @@ def _warning(slide: SlideFile, resolution, mask: np.ndarray, patches: list, opti
     warnings = []
     if resolution.source != "mpp":
         warnings.append(f"patch size from {resolution.source}" + (f": {resolution.note}" if resolution.note else ""))
+    elif resolution.note:
+        warnings.append(resolution.note)
     if not mask.any():
         warnings.append("no tissue detected")
     elif min(slide.dimensions) < resolution.level0_size:

@@ -16,6 +16,8 @@ import numpy as np
 
 from wsireview.slides.reader import SlideFile, SlideError
 
+# Bytes a plain image may take decoded when the process has no memory limit (``--workers 0``).
+PLAIN_DECODE_DEFAULT = 2 * 1024**3
 # Larger than any scanner makes (a 250 mm field at 0.25 µm/px is 1,000,000 px).
 MAX_SIDE = 1_000_000
 # Tiles are 240 to 1024 px in practice; a reader allocates a whole tile, so a damaged tile size
@@ -31,22 +33,142 @@ BLANK_STD = 2.0
 GLASS_MIN, GLASS_SHARE = 215, 0.95
 
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+# Bounds on how far a file's bytes can stretch, from how each format encodes (generous: meant to
+# catch damaged headers, never a real image). Deflate (PNG) compresses at most 1032:1. A Huffman-coded
+# JPEG spends at least one bit on every 8 x 8 block of every component: 512 px a byte at most for grey.
+# Any other format (sparse ones leave background out): a bound far above any slide's.
+DEFLATE_MAX_RATIO = 1032
+JPEG_MAX_PIXELS_PER_BYTE = 1024
+GENERIC_MAX_PIXELS_PER_BYTE = 4096
+# Headers, tables and small images: bytes a file may lack before the bounds above apply.
+SLACK_BYTES = 1 << 16
+# DICOM transfer syntaxes whose pixel data is stored uncompressed.
+DICOM_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 
 
-def check_declared_size(path: Path, dimensions: tuple[int, int]) -> None:
-    """Raise :class:`SlideError` when the declared size cannot be real or is not backed by the file."""
-    width, height = dimensions
+def check_declared_size(slide: SlideFile) -> None:
+    """Raise :class:`SlideError` when the declared size cannot be real or is not backed by the file,
+    or when a plain image would have to be decoded whole into more memory than a reader may use."""
+    width, height = slide.dimensions
     if width <= 0 or height <= 0:
         raise SlideError(f"the header declares an empty slide ({width} x {height} px): the file is damaged")
     if max(width, height) > MAX_SIDE:
         raise SlideError(f"the header declares {width:,} x {height:,} px, larger than any scanner makes "
                          f"(over {MAX_SIDE:,} px a side): the file is damaged")
+    problem = declared_size_problem(slide.path, slide.dimensions)
+    if problem:
+        raise SlideError(problem)
+    if slide.is_plain_image:
+        check_plain_decode(slide)
+
+
+def declared_size_problem(path: Path, dimensions: tuple[int, int]) -> str | None:
+    """Why the file's bytes cannot hold the pixels its header declares, by format, or None."""
     with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic in TIFF_MAGIC:
-        problem = tiff_structure_problem(path)
-        if problem:
-            raise SlideError(problem)
+        head = handle.read(132)
+    if head[:4] in TIFF_MAGIC:
+        return tiff_structure_problem(path)
+    size = path.stat().st_size
+    if head.startswith(PNG_MAGIC):
+        return png_problem(head, size)
+    if head.startswith(JPEG_MAGIC):
+        return _ratio_problem("JPEG", dimensions, size, JPEG_MAX_PIXELS_PER_BYTE)
+    if head[128:132] == b"DICM":
+        return dicom_problem(path, size)
+    return _ratio_problem("slide", dimensions, slide_bytes(path), GENERIC_MAX_PIXELS_PER_BYTE)
+
+
+def _ratio_problem(kind: str, dimensions: tuple[int, int], size: int, pixels_per_byte: int) -> str | None:
+    pixels = dimensions[0] * dimensions[1]
+    if pixels <= pixels_per_byte * (size + SLACK_BYTES):
+        return None
+    return (f"the header declares {dimensions[0]:,} x {dimensions[1]:,} px but the {kind} holds {size:,} bytes, "
+            f"fewer than any encoding of that many pixels needs (over {pixels_per_byte:,} px a byte): "
+            "the header is damaged or the file truncated")
+
+
+def png_problem(head: bytes, size: int) -> str | None:
+    """A PNG whose rows, as its header declares them, deflate could not have packed into ``size`` bytes."""
+    if head[12:16] != b"IHDR":
+        return "damaged PNG: its first chunk is not the image header"
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    depth, colour = head[24], head[25]
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 4)
+    raw = height * (1 + -(-width * channels * depth // 8))
+    if raw <= DEFLATE_MAX_RATIO * (size + SLACK_BYTES):
+        return None
+    return (f"the header declares {width:,} x {height:,} px ({raw:,} bytes of rows) but the PNG holds {size:,} "
+            f"bytes, more than deflate can pack in them ({DEFLATE_MAX_RATIO}:1 at most): the header is damaged "
+            "or the file truncated")
+
+
+def dicom_problem(path: Path, size: int) -> str | None:
+    """A DICOM instance whose frames cannot tile its declared pixel matrix, or whose bytes cannot
+    hold its frames (uncompressed: exactly; compressed: the JPEG bound)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as error:
+        return f"damaged DICOM header: {str(error).strip() or type(error).__name__}"
+    width = int(ds.get("TotalPixelMatrixColumns") or ds.get("Columns") or 0)
+    height = int(ds.get("TotalPixelMatrixRows") or ds.get("Rows") or 0)
+    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if not (rows and cols and width and height):
+        return None  # not a tiled image (a label, a report): OpenSlide decides
+    if str(ds.get("DimensionOrganizationType", "")).upper() == "TILED_FULL":
+        planes = int(ds.get("TotalPixelMatrixFocalPlanes") or 1) * int(ds.get("NumberOfOpticalPaths") or 1)
+        needed = -(-width // cols) * -(-height // rows) * max(1, planes)
+        if frames < needed:
+            return (f"the header declares {width:,} x {height:,} px in {cols} x {rows} px tiles ({needed:,} tiles) "
+                    f"but holds {frames:,} frames: the header is damaged")
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if syntax in DICOM_NATIVE:
+        needed_bytes = frames * rows * cols * int(ds.get("SamplesPerPixel") or 1) * max(1, int(ds.get("BitsAllocated") or 8)) // 8
+        if needed_bytes > size:
+            return (f"truncated file: its {frames:,} frames of {cols} x {rows} px need {needed_bytes:,} bytes "
+                    f"uncompressed but it holds {size:,}")
+        return None
+    return _ratio_problem("DICOM file", (frames * cols, rows), size, JPEG_MAX_PIXELS_PER_BYTE)
+
+
+def slide_bytes(path: Path) -> int:
+    """The bytes a slide's pixels may lie in: its file, plus the data folder beside it (MIRAX keeps
+    its tiles in a folder named like the file; Hamamatsu VMS lists JPEG files in its folder)."""
+    total = path.stat().st_size
+    folder = path.with_suffix("")
+    if path.suffix.lower() in (".vms", ".vmu"):
+        total += sum(p.stat().st_size for p in path.parent.iterdir() if p.is_file() and p != path)
+    elif folder.is_dir():
+        total += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return total
+
+
+def check_plain_decode(slide: SlideFile) -> None:
+    """Refuse a plain image (PNG, JPEG, flat TIFF) whose pixels would not fit in memory decoded whole:
+    its reader holds the whole image to read any part of it."""
+    needed = slide.plain_decoded_bytes()
+    budget = plain_decode_budget()
+    if needed > budget:
+        raise SlideError(
+            f"a plain {slide.plain_format or 'image'} of {slide.dimensions[0]:,} x {slide.dimensions[1]:,} px is "
+            f"decoded whole to read any part of it ({needed / 1024**3:.3g} GB), more than the {budget / 1024**3:.3g} GB "
+            "a reader may use: convert it to a tiled pyramidal TIFF (e.g. `vips tiffsave IN OUT.tif --tile "
+            "--pyramid --compression jpeg`) and add that")
+
+
+def plain_decode_budget() -> int:
+    """Bytes a plain image may take decoded: half the process's address-space limit (the isolated
+    reader's --max-memory), the rest left for the reader's own work; without a limit, DEFAULT."""
+    import resource
+
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY or limit <= 0:
+        return PLAIN_DECODE_DEFAULT
+    return limit // 2
 
 
 def tiff_structure_problem(path: Path) -> str | None:

@@ -14,8 +14,10 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import tempfile
 import time
+import types
 import warnings
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
@@ -109,6 +111,24 @@ def crash_reason(exitcode: int | None, limits: ReaderLimits) -> str:
     return f"the reader crashed: exit code {exitcode}"
 
 
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start spawned processes without the parent's main module.
+
+    A spawned child first imports the parent's ``__main__`` (the ``wsireview`` script, a benchmark,
+    a test runner): up to the whole app, SQLAlchemy, Rich and the learning code, none of which a
+    reader needs. That cost 2-5 s of CPU per worker, which made two isolated workers slower than
+    reading in process. With a bare stand-in as ``__main__`` while the process starts, the child
+    imports only the reader code its jobs name (job functions must live in importable modules).
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 class _Worker:
     def __init__(self, context, limits: ReaderLimits):
         self.conn, child = context.Pipe()
@@ -116,7 +136,8 @@ class _Worker:
         os.close(handle)
         self.process = context.Process(target=_worker_main, args=(child, limits.memory_bytes, self.log_path),
                                        daemon=True)
-        self.process.start()
+        with _main_module_hidden():
+            self.process.start()
         child.close()
         self.job: tuple[Hashable, float] | None = None  # (key, deadline)
 

@@ -17,6 +17,13 @@ from wsireview.slides.magnification import mpp_from_magnification
 # defaults (a plain TIFF at 72 dpi reads as 352.8 µm/px) and are not used to size patches.
 PLAUSIBLE_MPP = (0.05, 20.0)
 
+# A glass slide is 75 x 25 mm: no level 0 spans more than this many mm a side.
+MAX_SLIDE_MM = 80
+# How far a scanner's mpp strays from its objective's convention (10 µm / power) at most.
+MPP_OBJECTIVE_FACTOR = 3.0
+# Microscope objectives' powers: an objective power outside these is itself suspect.
+OBJECTIVE_POWERS = frozenset({1.25, 2, 2.5, 4, 5, 10, 16, 20, 25, 40, 50, 60, 63, 80, 100})
+
 # The patch grid ingest builds and export falls back to: 224 px squares at 0.5 µm/px (20x).
 DEFAULT_PATCH_SIZE = 224
 DEFAULT_TARGET_MPP = 0.5
@@ -45,6 +52,8 @@ def explain_open_error(path: Path, error: BaseException) -> str:
         pass
     text = str(error).strip().replace(str(path), path.name)
     lowered = text.lower()
+    if isinstance(error, Image.DecompressionBombError):
+        return f"the header declares more pixels than any slide has: the file is damaged ({text})"
     if "short read" in lowered:
         return f"truncated file: {text}"
     if "invalid tiff" in lowered or "cannot get required tiff tag" in lowered or "cannot handle" in lowered:
@@ -115,6 +124,18 @@ def same_content(stored: str | None, current: str) -> bool:
     return stored is not None and (stored == current or current.startswith(stored + "+"))
 
 
+def file_still_matches(stored: str | None, path: Path) -> bool | None:
+    """Whether the file at ``path`` is still the one a stored content hash was taken of, judged
+    from its bytes alone (no reader opened); None when the hash cannot tell without a reader."""
+    if not stored:
+        return None
+    if stored.startswith("sha256:"):
+        return file_hash(path) == stored
+    if "+sample:" in stored:
+        return stored.rsplit("+sample:", 1)[1] == sampled_file_hash(path)
+    return None
+
+
 def _float(value: str | None) -> float | None:
     try:
         return float(value) if value not in (None, "") else None
@@ -137,29 +158,66 @@ def plausible_mpp(mpp: float | None) -> float | None:
 
 
 def patch_resolution(
-    patch_size: int, target_mpp: float, mpp: float | None, objective_power: float | None
+    patch_size: int, target_mpp: float, mpp: float | None, objective_power: float | None,
+    dimensions: tuple[int, int] | None = None,
 ) -> Resolution:
     """The level-0 side of a ``patch_size`` px patch at ``target_mpp``, from the slide's metadata.
 
-    The one rule ingest and export share: mpp when plausible, else the objective power (20x is
-    0.5 µm/px, the convention CLAM and TRIDENT use), else level-0 pixels.
+    The one rule ingest and export share (see :func:`judge_mpp`): the mpp when it holds up, else
+    the objective power (20x is 0.5 µm/px, the convention CLAM and TRIDENT use), else level-0 pixels.
     """
-    level0, source = level0_mpp(mpp, objective_power)
-    note = f"recorded mpp {mpp:.4g} µm/px is implausible for a microscope" if mpp and not plausible_mpp(mpp) else None
+    level0, source, note = judge_mpp(mpp, objective_power, dimensions)
     if level0 is not None:
         return Resolution(max(1, round(patch_size * target_mpp / level0)), source, note)
     return Resolution(patch_size, "level0-pixels", note or "no mpp and no objective power in the file")
 
 
-def level0_mpp(mpp: float | None, objective_power: float | None) -> tuple[float | None, str]:
-    """The µm per level-0 pixel and where it came from: the file's mpp when plausible ("mpp"), else
-    the objective power (20x is 0.5 µm/px, the convention CLAM and TRIDENT use: "objective-power"),
-    else unknown (None, "level0-pixels"): sizes are then only in pixels."""
-    if plausible_mpp(mpp):
-        return mpp, "mpp"
-    if objective_power:
-        return mpp_from_magnification(objective_power), "objective-power"
-    return None, "level0-pixels"
+def level0_mpp(mpp: float | None, objective_power: float | None,
+               dimensions: tuple[int, int] | None = None) -> tuple[float | None, str]:
+    """The µm per level-0 pixel and where it came from: the file's mpp when it holds up ("mpp"),
+    else the objective power ("objective-power"), else unknown (None, "level0-pixels"): sizes are
+    then only in pixels. See :func:`judge_mpp`."""
+    level0, source, _ = judge_mpp(mpp, objective_power, dimensions)
+    return level0, source
+
+
+def judge_mpp(mpp: float | None, objective_power: float | None,
+              dimensions: tuple[int, int] | None = None) -> tuple[float | None, str, str | None]:
+    """The level-0 µm/px to size things by, where it came from, and what was wrong with the file's mpp.
+
+    A damaged header can hold a plausible but wrong mpp (2.5 for 0.25): every patch would then
+    cover a tenth of the tissue it should. The mpp is checked against what else the file says:
+    a level 0 that the mpp makes larger than a glass slide means the mpp is wrong; an mpp more
+    than 3x away from its objective's convention (a 20x objective images at 0.24 to 0.55 µm/px on
+    real scanners) gives way to the objective when that is a microscope objective's power
+    (1.25x to 100x) that fits the slide on glass, and is kept, with the note, when the objective
+    power itself cannot be right.
+    """
+    objective = objective_power if objective_power and objective_power > 0 else None
+    note = None
+    if mpp and not plausible_mpp(mpp):
+        note = f"recorded mpp {mpp:.4g} µm/px is implausible for a microscope"
+    elif mpp and dimensions is not None and _larger_than_glass(mpp, dimensions):
+        note = (f"recorded mpp {mpp:.4g} µm/px makes level 0 {dimensions[0] * mpp / 1000:,.0f} x "
+                f"{dimensions[1] * mpp / 1000:,.0f} mm, larger than a glass slide: the header is damaged")
+    elif mpp and objective:
+        expected = mpp_from_magnification(objective)
+        if not 1 / MPP_OBJECTIVE_FACTOR <= mpp / expected <= MPP_OBJECTIVE_FACTOR:
+            disagree = (f"recorded mpp {mpp:.4g} µm/px disagrees with the objective power {objective:g}x "
+                        f"(about {expected:.2g} µm/px)")
+            if objective not in OBJECTIVE_POWERS or _larger_than_glass(expected, dimensions):
+                return mpp, "mpp", f"{disagree}, which cannot be right for this slide: the mpp is used; check the file"
+            note = f"{disagree}: one of them is damaged; sizes follow the objective; check the file"
+    if mpp and note is None:
+        return mpp, "mpp", None
+    if objective and not _larger_than_glass(mpp_from_magnification(objective), dimensions):
+        return mpp_from_magnification(objective), "objective-power", note
+    return None, "level0-pixels", note
+
+
+def _larger_than_glass(mpp: float, dimensions: tuple[int, int] | None) -> bool:
+    """Whether level 0 at ``mpp`` µm/px would span more than a glass slide."""
+    return bool(dimensions) and max(dimensions or (0,)) * mpp / 1000 > MAX_SLIDE_MM
 
 
 class SlideFile:
@@ -173,6 +231,11 @@ class SlideFile:
             raise SlideError(explain_open_error(self.path, error)) from error
         props = self._osr.properties
         self.is_plain_image = isinstance(self._osr, openslide.ImageSlide)
+        self.plain_format: str | None = None  # PNG, JPEG, TIFF, ... for a plain image
+        self._plain_mode: str | None = None
+        if self.is_plain_image:
+            with Image.open(self.path) as header:  # the header only: nothing is decoded
+                self.plain_format, self._plain_mode = header.format, header.mode
         self.vendor: str = "image" if self.is_plain_image else props.get(openslide.PROPERTY_NAME_VENDOR, "unknown")
         self.dimensions: tuple[int, int] = self._osr.dimensions
         self.level_count: int = self._osr.level_count
@@ -183,7 +246,7 @@ class SlideFile:
         self.objective_power = _float(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
         self.quickhash = props.get(openslide.PROPERTY_NAME_QUICKHASH1)
         # µm per level-0 pixel (None: sizes only in pixels), and whether the file or the objective said so.
-        self.level0_mpp, self.mpp_source = level0_mpp(self.mpp_x, self.objective_power)
+        self.level0_mpp, self.mpp_source = level0_mpp(self.mpp_x, self.objective_power, self.dimensions)
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -200,7 +263,14 @@ class SlideFile:
     # -- resolution -----------------------------------------------------------------------------
     def resolution(self, patch_size: int, target_mpp: float) -> Resolution:
         """The level-0 size of a ``patch_size`` px patch at ``target_mpp``, and how it was derived."""
-        return patch_resolution(patch_size, target_mpp, self.mpp_x, self.objective_power)
+        return patch_resolution(patch_size, target_mpp, self.mpp_x, self.objective_power, self.dimensions)
+
+    def plain_decoded_bytes(self) -> int:
+        """The memory a plain image takes decoded (its reader holds it whole): PIL keeps 1 byte a
+        pixel for grey and palette images, 2 for 16-bit grey, 4 for everything else (RGB included)."""
+        mode = self._plain_mode or "RGB"
+        per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+        return self.dimensions[0] * self.dimensions[1] * per_pixel
 
     # -- pixels ---------------------------------------------------------------------------------
     def thumbnail(self, max_side: int = 1024) -> Image.Image:
@@ -214,13 +284,30 @@ class SlideFile:
         level = self._osr.get_best_level_for_downsample(downsample) if downsample > 1 else 0
         level_width, level_height = self.level_dimensions[level]
         try:
-            if self.is_plain_image or level_width * level_height <= WHOLE_LEVEL_PIXELS:
+            if self.is_plain_image:
+                return self._plain_thumbnail(max_side)
+            if level_width * level_height <= WHOLE_LEVEL_PIXELS:
                 return self._osr.get_thumbnail((max_side, max_side)).convert("RGB")
             return self._thumbnail_by_regions(level, max_side)
         except SlideError:
             raise
         except Exception as error:
             raise SlideError(explain_read_error(error)) from error
+
+    def _plain_thumbnail(self, max_side: int) -> Image.Image:
+        """A plain image reduced as it is decoded: a JPEG at 1/2 to 1/8 scale by its decoder
+        (``draft``: a 20,000 px JPEG is decoded 2,500 px wide), others decoded once and reduced in
+        place, without the whole-image copies OpenSlide's plain-image thumbnail makes."""
+        with Image.open(self.path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (max_side, max_side))
+            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=None)
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                flat = Image.new("RGB", rgba.size, (255, 255, 255))
+                flat.paste(rgba, mask=rgba.getchannel("A"))
+                return flat
+            return image.convert("RGB")
 
     def _thumbnail_by_regions(self, level: int, max_side: int) -> Image.Image:
         level_width, level_height = self.level_dimensions[level]

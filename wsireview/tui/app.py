@@ -15,6 +15,7 @@ from textual.screen import Screen
 
 from wsireview.text import literal
 from wsireview.catalog import Catalog
+from wsireview.catalog.claims import release_claims
 from wsireview.catalog.queries import SlideOverview, latest_model_version_id, model_versions, slides_overview
 from wsireview.tui.gc_policy import IdleCollector
 from wsireview.tui.messages import CatalogChanged
@@ -71,6 +72,7 @@ class ReviewApp(App):
         await super().on_event(event)
 
     def on_unmount(self) -> None:
+        release_claims(self.catalog, self.reviewer)  # on quit: the patches this reviewer held go back to the team
         self.collector.stop()
         self.source.close()
         if self._latency:

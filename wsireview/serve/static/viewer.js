@@ -8,6 +8,7 @@ const REASON_TEXT = {"top-attention": "top attention", uncertain: "uncertain (P 
                      diverse: "diverse (unlike the others)", random: "random (baseline)"};
 const LAYER_KEYS = {t: "mask", h: "heatmap", g: "grid", q: "queue", v: "verdicts"};
 const READ_AHEAD = 3;      // patches whose tiles are fetched before they are shown
+const REFILL_AT = 2;       // claimed patches still to judge when the claims are topped up
 const CONTEXT_FACTOR = 8;  // the wider context covers 8 x the patch field, as in the terminal
 
 const viewer = OpenSeadragon({
@@ -41,6 +42,8 @@ const triage = {
   slideId: new URLSearchParams(location.search).get("slide"),
   entries: [], index: null, verdicts: new Map(), skipped: new Set(),
   shownAt: 0, shown: false, context: false, busy: false, sessionVerdicts: 0,
+  // Reviewers share the queue: this page shows only the patches its reviewer holds a claim on.
+  version: null, claimed: new Set(), progress: null, newer: null, renewTimer: null,
 };
 
 function banner(text) {
@@ -174,13 +177,24 @@ function verdictLegend() {
 }
 
 // -- triage ------------------------------------------------------------------------------------
-async function loadQueue() {
-  const entries = await api(`/api/queue${triage.slideId ? `?slide=${encodeURIComponent(triage.slideId)}` : ""}`);
+function queueUrl(version) {
+  const query = new URLSearchParams();
+  if (triage.slideId) query.set("slide", triage.slideId);
+  if (version) query.set("version", version);
+  return `/api/queue?${query}`;
+}
+
+async function loadQueue(version) {
+  const entries = await api(queueUrl(version));
   triage.entries = entries;
+  triage.version = entries.length ? entries[0].model_version_id : (version || session.model_version);
   // done: this reviewer may not judge it (judged, or read by enough others); open items carry no verdict
   triage.verdicts = new Map(entries.filter((e) => e.done).map((e) => [e.patch_id, e.verdict]));
   triage.skipped.clear();
-  const next = nextPending(0);
+  triage.claimed.clear();
+  triage.newer = null;
+  if (entries.length) await claim();
+  const next = await nextClaimed(0);
   if (!entries.length) {
     finish("Nothing queued here. Run `wsireview retrain` to train a model and queue patches.");
   } else if (next === null) {
@@ -192,7 +206,55 @@ async function loadQueue() {
 
 function pending(i) {
   const id = triage.entries[i].patch_id;
-  return !triage.verdicts.has(id) && !triage.skipped.has(id);
+  return triage.claimed.has(id) && !triage.verdicts.has(id) && !triage.skipped.has(id);
+}
+
+function toJudge() {
+  return [...triage.claimed].filter((id) => !triage.verdicts.has(id) && !triage.skipped.has(id)).length;
+}
+
+// Renew this reviewer's claims and top them up; read the team's progress and the newest model version.
+async function claim(first = []) {
+  if (!triage.version) return false;
+  const answer = await api("/api/claims", {method: "POST", body: JSON.stringify({
+    model_version_id: triage.version, slide: triage.slideId ? Number(triage.slideId) : null,
+    exclude: [...triage.skipped], first})});
+  if (answer.model_version_id !== triage.version) return false;  // the page has moved to another queue
+  triage.claimed = new Set(answer.claimed);
+  triage.progress = answer.progress;
+  const known = new Set(triage.entries.map((e) => e.patch_id));
+  if (answer.claimed.some((id) => !known.has(id))) {  // freed by another reviewer since the queue was read
+    triage.entries = await api(queueUrl(triage.version));
+    for (const e of triage.entries) if (e.verdict) triage.verdicts.set(e.patch_id, e.verdict);
+  }
+  if (answer.latest_model_version > triage.version && answer.latest_model_version !== triage.newer) {
+    triage.newer = answer.latest_model_version;
+    banner(`A newer model, v${triage.newer}, has queued patches (this is v${triage.version}'s queue): ` +
+      "press N (shift+n) to switch to its queue.");
+  }
+  if (!triage.renewTimer) triage.renewTimer = setInterval(() => claim().catch(() => {}), answer.renew_every_seconds * 1000);
+  if (triage.index !== null) showEntryInfo(triage.entries[triage.index]);
+  return toJudge() > 0;
+}
+
+// The next claimed patch to judge from ``start``; when none is left, top the claims up once and look again.
+async function nextClaimed(start) {
+  if (!triage.entries.length) return null;
+  let next = nextPending(start % triage.entries.length);
+  if (next === null && await claim()) next = nextPending(start % triage.entries.length);
+  return next;
+}
+
+async function switchToNewest() {
+  if (!triage.newer) {
+    lastAction("this is the newest model's queue");
+    return;
+  }
+  const newer = triage.newer;
+  await api("/api/claims/release", {method: "POST", body: "{}"});
+  banner("");
+  await loadQueue(newer);
+  lastAction(`now reviewing model v${newer}'s queue`);
 }
 
 function nextPending(start) {
@@ -242,11 +304,12 @@ async function showEntry(i) {
 }
 
 function showEntryInfo(entry) {
-  const done = triage.entries.filter((e) => triage.verdicts.has(e.patch_id)).length;
   document.getElementById("title").textContent =
     `Triage ${triage.slideId && triage.entries.length ? triage.entries[0].slide_name : "all slides"}`;
+  const p = triage.progress;
   document.getElementById("progress").textContent =
-    `${done}/${triage.entries.length} reviewed` + (triage.skipped.size ? `, ${triage.skipped.size} skipped` : "");
+    (p ? p.text : "") + (triage.skipped.size ? `, ${triage.skipped.size} skipped` : "") +
+    (triage.version ? ` · model v${triage.version}` + (triage.newer ? ` (v${triage.newer} out: N)` : "") : "");
   fillList(document.getElementById("patch-info"), entry ? [
     ["slide", entry.slide_name],
     ["label", `${entry.slide_label || "-"}  P ${fixed(entry.slide_probability)}`],
@@ -298,23 +361,31 @@ async function giveVerdict(verdict) {
   } finally {
     triage.busy = false;
   }
-  banner("");
+  if (!triage.newer) banner("");
   triage.verdicts.set(entry.patch_id, verdict);
   triage.sessionVerdicts += 1;
+  if (triage.progress) {  // counted at once; the next claim reads the team's counts again
+    triage.progress.you += 1;
+    triage.progress.reviewed_by_team += 1;
+    triage.progress.text = `you ${triage.progress.you} · team ${triage.progress.reviewed_by_team}/${triage.progress.queued} reviewed`;
+  }
+  if (toJudge() <= REFILL_AT) claim().catch(() => {});
   lastAction(`${VERDICT_TEXT[verdict]} in ${seconds.toFixed(1)} s`, verdict);
   refreshOverlays();
   await advance(triage.index + 1);
 }
 
 async function advance(start) {
-  const next = nextPending(start % triage.entries.length);
+  const next = await nextClaimed(start);
   if (next === null) finish();
   else await showEntry(next);
 }
 
 function skip() {
   if (triage.index === null || triage.busy || !triage.shown) return;
-  triage.skipped.add(triage.entries[triage.index].patch_id);
+  const id = triage.entries[triage.index].patch_id;
+  triage.skipped.add(id);
+  api("/api/claims/release", {method: "POST", body: JSON.stringify({patch_ids: [id]})}).catch(() => {});
   lastAction("skipped, not recorded");
   advance(triage.index + 1);
 }
@@ -334,6 +405,13 @@ async function undo() {
   }
   triage.verdicts.delete(result.undone.patch_id);
   triage.skipped.delete(result.undone.patch_id);
+  await claim([result.undone.patch_id]).catch(() => {});  // undone: held again before anyone else may take it
+  triage.claimed.add(result.undone.patch_id);
+  if (triage.progress) {
+    triage.progress.you = Math.max(0, triage.progress.you - 1);
+    triage.progress.reviewed_by_team = Math.max(0, triage.progress.reviewed_by_team - 1);
+    triage.progress.text = `you ${triage.progress.you} · team ${triage.progress.reviewed_by_team}/${triage.progress.queued} reviewed`;
+  }
   triage.sessionVerdicts = Math.max(0, triage.sessionVerdicts - 1);
   lastAction(`undid ${VERDICT_TEXT[result.undone.verdict]}`);
   banner("");
@@ -384,6 +462,7 @@ document.addEventListener("keydown", (event) => {
   else if (triage.on && (key === "z" || key === "Backspace")) undo();
   else if (triage.on && key === " ") skip();
   else if (triage.on && key === "c") toggleContext();
+  else if (triage.on && key === "N") switchToNewest();
   else if (LAYER_KEYS[key]) toggleLayer(LAYER_KEYS[key]);
   else if (key === "V") { overlay.byReviewer = !overlay.byReviewer; syncLayerButtons(); overlay.draw(); }
   else if (key === "[") setThreshold(overlay.threshold - 0.05);
@@ -416,8 +495,9 @@ for (const button of document.querySelectorAll("button")) button.addEventListene
 window.addEventListener("focus", async () => {
   refreshOverlays().catch(() => {});
   if (!triage.on || triage.index === null) return;
-  const fresh = await api(`/api/queue${triage.slideId ? `?slide=${encodeURIComponent(triage.slideId)}` : ""}`);
+  const fresh = await api(queueUrl(triage.version));
   for (const e of fresh) if (e.done) triage.verdicts.set(e.patch_id, e.verdict);
+  await claim();
   if (!pending(triage.index)) await advance(triage.index + 1);
   else showEntryInfo(triage.entries[triage.index]);
 });
@@ -439,5 +519,13 @@ async function start() {
     await openSlide(id);
   }
 }
+
+// Leaving the page gives this reviewer's claims back to the team (keepalive: the request outlives the page).
+window.addEventListener("pagehide", () => {
+  if (triage.on && triage.claimed.size) {
+    fetch("/api/claims/release", {method: "POST", keepalive: true, credentials: "same-origin",
+      headers: {"X-WSIReview": "1", "Content-Type": "application/json"}, body: "{}"});
+  }
+});
 
 start().catch((error) => banner(error.message));

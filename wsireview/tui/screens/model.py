@@ -13,6 +13,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Static
 
 from wsireview.catalog.queries import ModelVersionSummary, model_versions
+from wsireview.catalog.score_files import SCORES_OK
 from wsireview.learn.reviews import verdict_counts
 from wsireview.learn.status import queue_yield, slide_predictions
 from wsireview.numbers import change_text, metric_text, rounded_change
@@ -178,5 +179,6 @@ class ModelScreen(ReviewScreen):
             labels.add_row(_count_name(key), metric_text(value), _delta(change, whole=True))
         grid = Table.grid(padding=(0, 4))
         grid.add_row(metrics, labels)
-        return Group(grid, Text(f"{v.positive_label!r} is positive · {v.queued} queued · {v.reviews} verdicts on its queue",
-                                style="dim"))
+        scores = f" · {v.scores}" if v.scores != SCORES_OK else ""
+        return Group(grid, Text(f"{v.positive_label!r} is positive · {v.queued} queued · {v.reviews} verdicts on its queue"
+                                f"{scores}", style="dim"))

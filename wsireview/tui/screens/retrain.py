@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Label, ProgressBar, Static
 
+from wsireview.text import literal
 from wsireview.tui.screens.base import ReviewModalScreen
 
 
@@ -42,13 +43,26 @@ class ConfirmRetrainScreen(ReviewModalScreen[bool]):
 
 
 class RetrainScreen(ReviewModalScreen[bool]):
-    BINDINGS = [Binding("escape,enter", "close", "Close")]
+    """A round's progress, then its metrics. A catalog whose slides differ in patch grid is refused
+    (as `retrain` refuses it); `m` then trains on them as they are (`retrain --mixed-grids`)."""
+
+    BINDINGS = [
+        Binding("escape,enter", "close", "Close"),
+        Binding("m", "train_mixed", "Train on mixed grids"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
         self.started = time.monotonic()
         self.running = True
         self.ok = False
+        self.mixed_grids = False  # train on slides of different patch grids together
+        self.refused_mixed = False  # the round refused mixed grids: `m` is offered
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "train_mixed":
+            return self.refused_mixed
+        return True
 
     def compose(self) -> ComposeResult:
         with Vertical(id="retrain-box"):
@@ -82,9 +96,14 @@ class RetrainScreen(ReviewModalScreen[bool]):
         self.app.call_from_thread(
             self._line, escape(f"{spec.encoder} · positive {spec.positive!r} · {spec.strategy} · "
                                f"budget {spec.budget} · seed {spec.seed}"))
+        from wsireview.status import MixedGrids
+
         try:
-            result = retrain(self.app.catalog, self.app.workspace, spec=spec,
+            result = retrain(self.app.catalog, self.app.workspace, spec=spec, mixed_grids=self.mixed_grids,
                              on_progress=lambda what, fraction: self.app.call_from_thread(self._progress, what, fraction))
+        except MixedGrids as error:
+            self.app.call_from_thread(self._refused_mixed, error.warning)
+            return
         except Exception as error:  # shown to the person; the catalog is unchanged by a failed round
             self.app.call_from_thread(self._failed, f"{type(error).__name__}: {error}")
             return
@@ -98,8 +117,27 @@ class RetrainScreen(ReviewModalScreen[bool]):
         self.running = False
         bar = self.query_one(ProgressBar)
         bar.update(progress=0)
-        self._line(f"[red]Retrain failed:[/red] {text}")
+        self._line(f"[red]Retrain failed:[/red] {literal(text)}")
         self._line("esc: close")
+
+    def _refused_mixed(self, text: str) -> None:
+        self.running, self.refused_mixed = False, True
+        self.query_one(ProgressBar).update(progress=0)
+        self.query_one("#retrain-phase", Label).update("refused: slides differ in patch grid")
+        self._line(f"[yellow]Not trained:[/yellow] {literal(text)}")
+        self._line("[b]m[/b]: train on them as they are (retrain --mixed-grids)  ·  [b]esc[/b]: close")
+        self.refresh_bindings()
+
+    def action_train_mixed(self) -> None:
+        """Run the refused round again on the mixed grids, as `retrain --mixed-grids` does."""
+        if not self.refused_mixed:
+            return
+        self.refused_mixed, self.mixed_grids, self.running = False, True, True
+        self.started = time.monotonic()
+        self.lines = []
+        self._line("[yellow]training on slides of different patch grids[/yellow] (retrain --mixed-grids)")
+        self.refresh_bindings()
+        self.run_round()
 
     def _done(self, result) -> None:
         """Show what the new version learned (the model screen's table: metrics and label counts with

@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.widgets import Footer, Static
 
 from wsireview.catalog import VERDICTS
+from wsireview.catalog.progress import QueueProgress
 from wsireview.catalog.queries import review_summary
 from wsireview.tui.screens.base import ReviewScreen
 from wsireview.tui.screens.triage import VERDICT_STYLE, VERDICT_TEXT
@@ -25,11 +26,12 @@ class SummaryScreen(ReviewScreen[str]):
         Binding("q", "app.quit", "Quit"),
     ]
 
-    def __init__(self, review_ids: list[int], skipped: int, queued: int) -> None:
+    def __init__(self, review_ids: list[int], skipped: int, queued: int, progress: QueueProgress | None = None) -> None:
         super().__init__()
         self.review_ids = review_ids
         self.skipped = skipped
         self.queued = queued
+        self.progress = progress  # the whole queue, the reviewer's part and the team's
 
     def compose(self) -> ComposeResult:
         yield Static("[b]Queue done[/b]", id="summary-title", classes="title")
@@ -52,6 +54,7 @@ class SummaryScreen(ReviewScreen[str]):
             table,
             Text(""),
             Text(f"{per}  ·  {s.undone} undone  ·  {self.skipped} skipped  ·  {self.queued} in the queue"),
+            *self._team_lines(),
             Text(""),
             Text.from_markup("Retrain with these verdicts (they become patch labels) and queue the next patches:"),
             Text.from_markup(f"    [b]{self.app.retrain_command()}[/b]"),
@@ -60,6 +63,17 @@ class SummaryScreen(ReviewScreen[str]):
                              "[b]z[/b] undo the last verdict  ·  [b]esc[/b] back to the slides"),
         ]
         return Group(*lines)
+
+    def _team_lines(self) -> list[RenderableType]:
+        """Whole queue: the reviewer's count, the team's, and who else holds patches still to judge."""
+        p = self.progress
+        if p is None:
+            return []
+        others = {name: n for name, n in p.claimed.items() if name != self.app.reviewer}
+        line = f"The whole queue: {p.text(self.app.reviewer)}"
+        if others:
+            line += "; still being judged by " + ", ".join(f"{name} ({n})" for name, n in sorted(others.items()))
+        return [Text(line)]
 
     def action_retrain(self) -> None:
         def done(ok: bool | None) -> None:

@@ -6,6 +6,13 @@ is read from the best pyramid level for its magnification. After every frame a t
 reads and renders what one key away would show (zoom in, zoom out, the four pans) and the next
 patches, so a keypress only swaps prepared lines: the key handler never touches a slide file or
 converts pixels when the step was prefetched.
+
+Reviewers share the queue: the screen shows only the patches this reviewer holds a claim on
+(``catalog.claims``, whose one rule also keeps a double read open for a second, different reader
+and hides the first read from them), topped up in a worker as they are judged, renewed on a timer and released
+when the screen closes. The title gives the reviewer's count and the team's, and a newer model
+version is announced with the key that opens its queue (N). The adjudication queue
+(``adjudicate``) takes no claims: its patches have all their reads.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from textual.worker import get_current_worker
 
 from wsireview.text import literal
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE
-from wsireview.catalog.queries import QueueEntry, adjudication_entries, queue_entries
+from wsireview.catalog.claims import CLAIMS, claim_patches, release_claims, renew_claims
+from wsireview.catalog.progress import QueueProgress, queue_progress
+from wsireview.catalog.queries import QueueEntry, adjudication_entries, latest_model_version_id, queue_entries
 from wsireview.learn.labels import nothing_queued_step
 from wsireview.learn.reviews import record_adjudication, record_verdict, undo_review
 from wsireview.tui.imaging import MARK_COLOUR, VIEW_COLOUR, mark_rect, placeholder
@@ -50,6 +59,8 @@ from wsireview.tui.widgets.image_view import image_view
 from wsireview.tui.widgets.textual_image_view import make_image_view
 
 READ_AHEAD = 4
+REFILL_AT = 2  # claimed patches still to judge when the claims are topped up
+REFRESH_SECONDS = 5.0  # at most this long between reading team progress and the newest model version
 KEEP_IMAGES = 64
 VERDICT_TEXT = {LESION: "lesion", NOT_LESION: "not lesion", UNSURE: "unsure", ARTIFACT: "artifact"}
 VERDICT_STYLE = {LESION: "bold red", NOT_LESION: "bold green", UNSURE: "bold yellow", ARTIFACT: "bold magenta"}
@@ -84,6 +95,7 @@ class TriageScreen(ReviewScreen):
         Binding("c", "context", "Context (8 fields wide) / back", show=False),
         Binding("f", "fill", "Image on the whole terminal / back", show=False),
         Binding("s", "on_slide", "Where on the slide (slide view)", show=False),
+        Binding("N", "newest_queue", "Switch to the newest model's queue (when one appeared)", show=False),
         Binding("escape", "back", "Slides"),
         Binding("question_mark", "app.help", "Keys"),
         Binding("q", "app.quit", "Quit", show=False),
@@ -99,6 +111,12 @@ class TriageScreen(ReviewScreen):
         self.verdicts: dict[int, str] = {}
         self.skipped: set[int] = set()
         self.index: int | None = None
+        self.model_version_id: int | None = None  # the version whose queue is shown
+        self.claimed: set[int] = set()  # patches this reviewer holds a claim on, still to judge
+        self.progress: QueueProgress | None = None
+        self.newer_version: int | None = None  # a newer model version that appeared meanwhile
+        self._refreshed_at = 0.0
+        self._new_patch = False
         self.session_reviews: list[int] = []  # review ids recorded in this queue view, oldest first
         self.shown_at = time.monotonic()
         self.view: Viewport | None = None  # None: home, the patch fitted to the box
@@ -130,14 +148,24 @@ class TriageScreen(ReviewScreen):
         self.patch_view = image_view(self, "#patch")
         self.thumb_view = image_view(self, "#triage-thumb")
         self.load_queue()
+        self.set_interval(CLAIMS.renew_every_seconds, self.renew, name="renew-claims")
+
+    def on_unmount(self) -> None:
+        release_claims(self.app.catalog, self.app.reviewer)  # left the queue: others may take them now
+
+    def on_screen_resume(self) -> None:
+        if self.model_version_id is not None and self.index is not None:
+            self._claim()  # another queue view of this reviewer may have released them meanwhile
 
     # -- the queue ------------------------------------------------------------------------------
-    def load_queue(self) -> None:
+    def load_queue(self, model_version_id: int | None = None) -> None:
+        """Show the queue of ``model_version_id`` (default: the newest version) as this reviewer sees it."""
         self.loaded_generation = self.app.generation
-        if self.adjudicate:
-            self.entries = adjudication_entries(self.app.catalog)
-        else:
-            self.entries = queue_entries(self.app.catalog, slide_id=self.slide_id, reviewer=self.app.reviewer)
+        version = model_version_id if model_version_id is not None else latest_model_version_id(self.app.catalog)
+        if self.model_version_id is not None and version != self.model_version_id:
+            release_claims(self.app.catalog, self.app.reviewer)  # the old queue's patches go back to the team
+        self.model_version_id, self.newer_version = version, None
+        self.entries = self._entries()
         self.verdicts = {e.patch_id: e.verdict or "" for e in self.entries if e.done}
         self.skipped.clear()
         self.session_reviews.clear()
@@ -146,11 +174,14 @@ class TriageScreen(ReviewScreen):
             self._images.clear()
             self._errors.clear()
         self.index = None
+        self.claimed.clear()
         if not self.entries and self.adjudicate:
             self.patch_view.show_message("Nothing to adjudicate: no patch has reads that disagree (or were all "
                                          "unsure) without a decision.")
             self._update_text()
             return
+        if self.entries:
+            self._claim()
         if not self.entries:
             where = "this slide" if self.slide_id is not None else "any slide"
             self.patch_view.show_message(f"Nothing queued for {where}.\n\n{nothing_queued_step(self.app.catalog)}")
@@ -162,17 +193,91 @@ class TriageScreen(ReviewScreen):
         else:
             self.show_entry(nxt)
 
+    def _entries(self) -> list[QueueEntry]:
+        if self.adjudicate:
+            return adjudication_entries(self.app.catalog)
+        if self.model_version_id is None:
+            return []
+        return queue_entries(self.app.catalog, slide_id=self.slide_id, model_version_id=self.model_version_id,
+                             reviewer=self.app.reviewer)
+
     def _pending(self, i: int) -> bool:
         pid = self.entries[i].patch_id
-        return pid not in self.verdicts and pid not in self.skipped
+        # The adjudication queue takes no claims: its patches have all their reads, so none is held.
+        return (self.adjudicate or pid in self.claimed) and pid not in self.verdicts and pid not in self.skipped
 
     def _next_pending(self, start: int) -> int | None:
-        n = len(self.entries)
-        for offset in range(n):
-            i = (start + offset) % n
-            if self._pending(i):
-                return i
+        for _ in range(2):  # nothing claimed left: top up once, then look again
+            n = len(self.entries)
+            for offset in range(n):
+                i = (start + offset) % n
+                if self._pending(i):
+                    return i
+            if not self._claim():
+                return None
         return None
+
+    # -- claims: the patches this reviewer works on -----------------------------------------------
+    def _to_judge(self) -> int:
+        return len(self.claimed - self.verdicts.keys() - self.skipped)
+
+    def _claim(self, first: tuple[int, ...] = ()) -> bool:
+        """Top up this reviewer's claims now (on the UI thread: only when nothing claimed is left,
+        or to hold again a patch whose verdict was undone, ``first``); True when it brought patches to judge."""
+        if self.model_version_id is None or self.adjudicate:
+            return False
+        claimed = claim_patches(self.app.catalog, self.app.reviewer, self.model_version_id,
+                                slide_id=self.slide_id, exclude=set(self.skipped), first=first)
+        self._claims_ready(claimed, *self._read_team())
+        return self._to_judge() > 0
+
+    def _read_team(self) -> tuple[QueueProgress | None, int | None]:
+        assert self.model_version_id is not None
+        catalog = self.app.catalog
+        return queue_progress(catalog, self.model_version_id, self.slide_id), latest_model_version_id(catalog)
+
+    @work(thread=True, exclusive=True, group="claims")
+    def refill(self, version: int, skipped: frozenset[int], top_up: bool, team: bool) -> None:
+        """In a worker after each new patch is shown: look for a newer model version; top up the
+        claims when few are left (``top_up``) and read the team's progress (``team``)."""
+        catalog = self.app.catalog
+        claimed = claim_patches(catalog, self.app.reviewer, version, slide_id=self.slide_id,
+                                exclude=skipped) if top_up else None
+        progress = queue_progress(catalog, version, self.slide_id) if team else self.progress
+        self.app.call_from_thread(self._claims_ready, claimed, progress, latest_model_version_id(catalog), version)
+
+    def _claims_ready(self, claimed: list[int] | None, progress: QueueProgress | None, latest: int | None,
+                      version: int | None = None) -> None:
+        if version is not None and version != self.model_version_id:
+            return  # read for a queue the screen has left
+        if progress is not self.progress:
+            self._refreshed_at = time.monotonic()
+        if claimed is not None:
+            self.claimed = set(claimed)
+            if not self.claimed <= {e.patch_id for e in self.entries}:  # freed by others since the queue was read
+                self.entries = self._entries()
+                self.verdicts.update({e.patch_id: e.verdict or "" for e in self.entries if e.done})
+        self.progress = progress
+        if latest is not None and self.model_version_id is not None and latest > self.model_version_id \
+                and latest != self.newer_version:
+            self.newer_version = latest
+            self.notify(f"A newer model, v{latest}, has queued patches (this is v{self.model_version_id}'s queue): "
+                        "press N (shift+n) to switch to its queue.", title="New model version", timeout=10)
+        self._update_text()
+
+    def renew(self) -> None:
+        """On a timer: keep this reviewer's claims while the screen is open, even while they think."""
+        renew_claims(self.app.catalog, self.app.reviewer)
+
+    def action_newest_queue(self) -> None:
+        """Leave this queue for the newest model version's (its verdicts are recorded against it)."""
+        latest = latest_model_version_id(self.app.catalog)
+        if latest is None or latest == self.model_version_id:
+            self.notify("This is the newest model's queue.", timeout=3)
+            return
+        self.session_reviews.clear()  # undo stays within one queue view
+        self.load_queue(latest)
+        self.notify(f"Now reviewing model v{latest}'s queue.", timeout=3)
 
     def _upcoming(self, after: int, count: int) -> list[int]:
         out, n = [], len(self.entries)
@@ -212,6 +317,7 @@ class TriageScreen(ReviewScreen):
 
     def show_entry(self, index: int, started: float | None = None) -> None:
         self.index, self.view = index, None
+        self._new_patch = True  # once drawn: claims, team progress and the newest version are looked at
         self.shown_at = time.monotonic()
         self._show_view(started)
 
@@ -242,12 +348,18 @@ class TriageScreen(ReviewScreen):
         self.call_after_refresh(self._frame_drawn, started)
 
     def _frame_drawn(self, started: float | None) -> None:
-        """The new frame is on screen: log the latency, then prepare what one key away shows."""
+        """The new frame is on screen: log the latency, then prepare what one key away shows and,
+        when due, top up the claims and read the team's progress."""
         self._frame_pending.clear()
         if started is not None:
             self.app.log_latency(time.perf_counter() - started)
         if self.index is not None:
             self.prefetch(self.index, self.current_view(), self._box())
+            if self._new_patch and self.model_version_id is not None and not self.adjudicate:
+                top_up = self._to_judge() <= REFILL_AT
+                team = top_up or time.monotonic() - self._refreshed_at > REFRESH_SECONDS
+                self.refill(self.model_version_id, frozenset(self.skipped), top_up, team)
+        self._new_patch = False
 
     def _marked_thumb(self, entry: QueueEntry, view: Viewport, box: tuple[int, int], cells: tuple[int, int]) -> Image.Image:
         """The slide's thumbnail fitted to ``cells`` with the patch (cyan) and, when zoomed or
@@ -349,6 +461,8 @@ class TriageScreen(ReviewScreen):
         review_id = record(self.app.catalog, entry.patch_id, verdict, self.app.reviewer, seconds, entry.model_version_id)
         self.session_reviews.append(review_id)
         self.verdicts[entry.patch_id] = verdict
+        if self.progress is not None and not self.adjudicate:  # counted at once; the next refresh reads the team's
+            self.progress = self.progress.counted(self.app.reviewer, 1, completes=entry.reads <= 1)
         self.last_action = f"[{VERDICT_STYLE[verdict]}]{VERDICT_TEXT[verdict]}[/] in {seconds:.1f} s"
         assert self.index is not None  # there is a current entry
         self._advance(self.index + 1, started)
@@ -359,11 +473,15 @@ class TriageScreen(ReviewScreen):
         if entry is None:
             return
         self.skipped.add(entry.patch_id)
+        release_claims(self.app.catalog, self.app.reviewer, [entry.patch_id])  # someone else may take it
         self.last_action = "skipped, not recorded"
         assert self.index is not None  # there is a current entry
         self._advance(self.index + 1, started)
 
     def _advance(self, start: int, started: float) -> None:
+        if not self.entries:
+            self._finished()
+            return
         nxt = self._next_pending(start % len(self.entries))
         if nxt is None:
             self._finished()
@@ -380,6 +498,10 @@ class TriageScreen(ReviewScreen):
             entry = self.entries[index]
             self.verdicts.pop(entry.patch_id, None)
             self.skipped.discard(entry.patch_id)
+            self._claim(first=(entry.patch_id,))  # undone: held again before anyone else may take it
+            self.claimed.add(entry.patch_id)
+            if self.progress is not None and not self.adjudicate:
+                self.progress = self.progress.counted(self.app.reviewer, -1, completes=entry.reads <= 1)
             where = self._where_text(entry)
             self.last_action = f"undid {VERDICT_TEXT.get(review.verdict, review.verdict)}"
             self.notify(f"Undid {VERDICT_TEXT.get(review.verdict, review.verdict)} on {literal(entry.slide_name)}, "
@@ -453,17 +575,19 @@ class TriageScreen(ReviewScreen):
         from wsireview.tui.screens.summary import SummaryScreen
 
         self.index = None
+        if self.model_version_id is not None and not self.adjudicate:
+            self.progress = queue_progress(self.app.catalog, self.model_version_id, self.slide_id)
         self._update_text()
         self.patch_view.show_message("Queue done.")
         self.app.push_screen(
-            SummaryScreen(list(self.session_reviews), len(self.skipped), len(self.entries)),
+            SummaryScreen(list(self.session_reviews), len(self.skipped), len(self.entries), self.progress),
             self._after_summary,
         )
 
     def _after_summary(self, result: str | None) -> None:
         if result == "skipped":
             self.skipped.clear()
-            nxt = self._next_pending(0)
+            nxt = self._next_pending(0) if self.entries else None
             if nxt is not None:
                 self.show_entry(nxt)
                 return
@@ -488,13 +612,19 @@ class TriageScreen(ReviewScreen):
     def _update_text(self) -> None:
         """Title, caption and info have fixed heights (CSS), so a keypress repaints them without a
         layout pass over the whole screen (which cost about 25 ms a verdict)."""
-        done = sum(1 for e in self.entries if e.patch_id in self.verdicts)
-        model = f"model v{self.entries[0].model_version_id}" if self.entries else "no model yet"
+        model = f"model v{self.model_version_id}" if self.model_version_id is not None else "no model yet"
+        if self.newer_version is not None:
+            model += f" (v{self.newer_version} out: N)"
         title = Table.grid(padding=0)
         title.add_column(no_wrap=True)
         title.add_column()  # the scope: shortened in its middle when the line is too narrow
         title.add_column(no_wrap=True)
-        counts = f"[b]{done}[/b]/{len(self.entries)} {'decided' if self.adjudicate else 'reviewed'}" + (f", {len(self.skipped)} skipped" if self.skipped else "")
+        if self.adjudicate:
+            done = sum(1 for e in self.entries if e.patch_id in self.verdicts)
+            counts = f"[b]{done}[/b]/{len(self.entries)} decided"
+        else:
+            counts = self._progress_text()
+        counts += f", {len(self.skipped)} skipped" if self.skipped else ""
         scope = self.entries[0].slide_name if self.slide_id is not None and self.entries else "all slides"
         name = "[b]Adjudication[/b] " if self.adjudicate else "[b]Triage[/b] "
         title.add_row(Text.from_markup(name), Shortened(scope),
@@ -502,6 +632,13 @@ class TriageScreen(ReviewScreen):
         self.query_one("#triage-title", Static).update(title, layout=False)
         self.query_one("#triage-scale", Static).update(self._caption(), layout=False)
         self.query_one("#triage-info", Static).update(self._info(), layout=False)
+
+    def _progress_text(self) -> str:
+        """The reviewer's count and the team's, each labelled: ``you 6 · team 20/50 reviewed``."""
+        p = self.progress
+        if p is None:
+            return "[b]you 0[/b] · team 0/0 reviewed"
+        return f"[b]you {p.yours(self.app.reviewer)}[/b] · team {p.team}/{p.queued} reviewed"
 
     def _caption(self) -> Text:
         """Under the image: a scale bar, the magnification, and (in fill view) the field."""

@@ -1,14 +1,14 @@
 """reviews.role (a read or an adjudication) and review_queue.reads (how many reviewers judge an item)
 
-Revision ID: 0008_adjudication
-Revises: 0007_slide_evidence
+Revision ID: 0010_adjudication
+Revises: 0009_claims
 Create Date: 2026-12-01
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_adjudication"
-down_revision = "0007_slide_evidence"
+revision = "0010_adjudication"
+down_revision = "0009_claims"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,93 @@
+"""A round's memory does not grow with the cohort's full-width features, and the queue's does not
+grow with the patches and verdicts (the numbers of benchmarks/scale.py, checked small)."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from wsireview.features.store import feature_sets, load_features
+from wsireview.learn.checkpoint import load_checkpoint
+from wsireview.learn import data
+from wsireview.learn.round import retrain
+from wsireview.learn.spec import RoundSpec
+from wsireview.learn.synthetic import make_synthetic_cohort
+
+SYN = "synthetic-wide"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_a_round_projects_slide_by_slide_and_the_next_reads_the_cache(workspace, catalog, monkeypatch):
+    """16 slides x 500 patches of 1,280-d features (20 MB as float16): the round's numpy peak stays
+    under half of that (the projection is fitted on a sample, each slide is projected alone), every
+    slide's projection is cached, and the next round projects nothing again."""
+    monkeypatch.setattr(data, "PCA_SAMPLE", 300)  # the sample, not the cohort, sets the fit's memory
+    make_synthetic_cohort(catalog, workspace, SYN, n_slides=16, n_patches=500, dim=1280, seed=2)
+    full_width = 16 * 500 * 1280 * 2
+    projected_rows = []
+    transform = data.Preprocessor.transform
+    monkeypatch.setattr(data.Preprocessor, "transform",
+                        lambda self, x: projected_rows.append(x.shape[0]) or transform(self, x))
+
+    tracemalloc.start()
+    try:
+        first = retrain(catalog, workspace, RoundSpec(encoder=SYN, budget=5, seed=0))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < full_width / 2, f"numpy peak {peak / 1e6:.1f} MB against {full_width / 1e6:.1f} MB of features"
+    assert projected_rows == [500] * 16  # one slide at a time
+    folders = list(workspace.features.glob("*/projected-*"))
+    assert len(folders) == 1
+    _, pre, _ = load_checkpoint(first.checkpoint)
+    assert folders[0].name == f"projected-{pre.key}"  # named after the projection the model was trained on
+    for fs in feature_sets(catalog, SYN).values():
+        cached = np.load(folders[0] / f"slide-{fs.slide_id}.npy")
+        patch_ids, raw = load_features(workspace, fs)
+        np.testing.assert_array_equal(cached["patch_id"], patch_ids)
+        assert cached["features"].dtype == np.float32 and 32 <= cached["features"].shape[1] <= 64
+        np.testing.assert_array_equal(cached["features"], pre.transform(raw))
+
+    projected_rows.clear()
+    second = retrain(catalog, workspace, RoundSpec(encoder=SYN, budget=5, seed=0))
+    assert projected_rows == []  # read from the cache
+    assert second.metrics["slide_auc"] == first.metrics["slide_auc"]  # the same projection, the same model
+
+
+def test_the_queue_stays_small_in_memory_with_many_patches_and_verdicts():
+    """300,000 patches and 5,000 verdicts: before, the diverse pool (a fifth of the patches) met every
+    reviewed patch in float32 blocks of 60,000 x 4,096 (about 1 GB); now the pool, the centres and
+    the blocks are bounded, and the queue is still 50 never-reviewed patches of every kind."""
+    from wsireview.learn.query import build_queue
+    from wsireview.learn.scoring import PatchScores
+
+    rng = np.random.default_rng(0)
+    n, slides = 300_000, 150
+    features = rng.standard_normal((n, 32), dtype=np.float32)
+    slide_ids = np.repeat(np.arange(slides), n // slides)
+    rank = np.tile(np.arange(1, n // slides + 1), slides)
+    scores = PatchScores(patch_ids=np.arange(n), slide_ids=slide_ids, attention=1.0 / rank, attention_rank=rank,
+                         probability=rng.uniform(size=n), uncertainty=rng.uniform(size=n))
+    reviewed = set(rng.choice(n, size=5_000, replace=False).tolist())
+    slide_p = {s: float(s % 2) for s in range(slides)}
+
+    tracemalloc.start()
+    try:
+        queue = build_queue(scores, features, slide_p, reviewed, 50, "mix", seed=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6, f"queue building peaked at {peak / 1e6:.0f} MB"
+    picked = [e.patch_id for e in queue]
+    assert len(set(picked)) == 50 and not set(picked) & reviewed
+    assert {e.reason for e in queue} == {"exploit", "top-attention", "uncertain", "diverse"}
