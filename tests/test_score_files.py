@@ -16,7 +16,7 @@ from wsireview.catalog import ModelVersion, Patch, Review, Slide, open_catalog
 from wsireview.catalog.db import current_revision, downgrade, head_revision, make_engine, upgrade
 from wsireview.catalog.queries import queue_entries, slide_attention, slides_overview
 from wsireview.catalog.score_files import (
-    SCORE_DTYPE,
+    SCORE_FIELDS,
     SCORES_OK,
     SCORES_PRUNED,
     ScoreFile,
@@ -45,7 +45,7 @@ def test_a_score_file_is_sorted_by_patch_id_and_looks_patches_up(tmp_path):
     assert path.name == "scores-7.npy" and not list(tmp_path.glob(".scores-*"))  # renamed into place
     assert path.stat().st_mode & 0o777 == ordinary_mode()  # not mkstemp's 0600
     plain = np.load(path)  # an ordinary .npy of records
-    assert plain.dtype == SCORE_DTYPE and np.all(np.diff(plain["patch_id"]) > 0)
+    assert plain.dtype == np.dtype(SCORE_FIELDS) and np.all(np.diff(plain["patch_id"]) > 0)
     scores = ScoreFile.open(path)
     assert isinstance(scores.records, np.memmap) and len(scores) == ids.size
     k = int(np.flatnonzero(ids == 500)[0])

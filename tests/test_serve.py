@@ -652,3 +652,4 @@ def test_serve_command_reports_a_taken_port_in_one_line(served, capsys):
     err = capsys.readouterr().err
     assert f"cannot serve on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
     assert main(["--workspace", str(ws.root), "serve", "--quality", "0"]) == 2
+    assert main(["--workspace", str(ws.root), "serve", "--workers", "0"]) == 2

@@ -41,18 +41,27 @@ async def test_app_shows_only_its_claims_and_counts_you_and_team(queued):
         screen = app.screen
         assert screen.current.patch_id == queue[CLAIMS.batch]  # the first patch nobody holds
         assert not {e.patch_id for e in screen.entries} & set(ben)
-        assert "you 0 · team 1/18 reviewed" in title(app)
+        assert "you 0 · team 1/18 " in title(app)
         for _ in range(4):
             await pilot.press("y")
             await settle(pilot)
-        assert "you 4 · team 5/18 reviewed" in title(app)
+        assert "you 4 · team 5/18 " in title(app)
+        await pilot.press("z")  # undo: the patch is hers again, and both counts drop by one
+        await settle(pilot)
+        assert "you 3 · team 4/18 " in title(app)
+        assert screen.current.patch_id == queue[CLAIMS.batch + 3]
+        await pilot.press("y")
+        await settle(pilot)
         held = {c.patch_id for c in live_claims(cat) if c.reviewer == "anna"}
         assert held and not held & set(ben)
     # quitting released anna's claims; ben's stay
     assert {c.reviewer for c in live_claims(cat)} == {"ben"}
     with cat.session() as session:
-        judged = session.execute(select(Review.patch_id, Review.reviewer).where(Review.reviewer == "anna")).all()
-    assert [pid for pid, _ in judged] == queue[CLAIMS.batch:CLAIMS.batch + 4]
+        judged = session.execute(select(Review.patch_id, Review.undone_at).where(Review.reviewer == "anna")
+                                 .order_by(Review.id)).all()
+    mine = queue[CLAIMS.batch:CLAIMS.batch + 4]
+    assert [(pid, undone is not None) for pid, undone in judged] == \
+        [(p, False) for p in mine[:3]] + [(mine[3], True), (mine[3], False)]
 
 
 async def test_newer_model_version_is_announced_and_N_switches(queued):

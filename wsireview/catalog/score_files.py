@@ -19,9 +19,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import numpy as np
 from sqlalchemy import select, update
 
 from wsireview.catalog.db import Catalog
@@ -29,14 +28,19 @@ from wsireview.catalog.models import READY, ModelVersion
 from wsireview.errors import WsireviewError
 from wsireview.files import make_ordinary
 
-SCORE_DTYPE = np.dtype([
+if TYPE_CHECKING:
+    import numpy as np
+
+# The record of one patch (NumPy is imported when a file is read or written, not with the
+# catalog: `status` and the app's start-up need no NumPy).
+SCORE_FIELDS = [
     ("patch_id", "<i8"),
     ("slide_id", "<i4"),
     ("attention", "<f4"),  # normalised within its slide, 0..1 (max = 1)
     ("attention_rank", "<i4"),  # 1 = highest attention in its slide
     ("probability", "<f4"),  # instance head, P(lesion)
     ("uncertainty", "<f4"),
-])
+]
 STAGED_PREFIX, STAGED_SUFFIX = ".scores-", ".partial"
 
 # What a version's scores are, for the screens and `status`.
@@ -69,6 +73,8 @@ class ScoreFile:
 
     @classmethod
     def open(cls, path: Path) -> "ScoreFile":
+        import numpy as np
+
         return cls(np.load(path, mmap_mode="r"))
 
     def __len__(self) -> int:
@@ -76,10 +82,14 @@ class ScoreFile:
 
     def column(self, name: str) -> np.ndarray:
         """A whole column (``patch_id``, ``probability``...), in patch id order."""
+        import numpy as np
+
         return np.asarray(self.records[name])
 
     def rows(self, patch_ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """(the asked patch ids that have scores, their rows), in the order asked."""
+        import numpy as np
+
         wanted = np.fromiter((int(p) for p in patch_ids), dtype=np.int64)
         ids = self.records["patch_id"]
         if not wanted.size or not ids.size:
@@ -112,7 +122,9 @@ def stage_scores(folder: Path, patch_ids: np.ndarray, slide_ids: np.ndarray, att
 
     Done before the round's transaction, so the catalog's write lock is held only for the rename
     (:func:`publish_scores`)."""
-    records = np.empty(len(patch_ids), dtype=SCORE_DTYPE)
+    import numpy as np
+
+    records = np.empty(len(patch_ids), dtype=np.dtype(SCORE_FIELDS))
     records["patch_id"] = patch_ids
     records["slide_id"] = slide_ids
     records["attention"] = attention

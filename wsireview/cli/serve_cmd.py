@@ -30,7 +30,7 @@ def register(sub) -> None:
                         help=f"JPEG quality of the tiles, 1-100 (default {DEFAULT_QUALITY})")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help="worker processes serving tiles; they share the workspace's tile cache "
-                             f"(default {DEFAULT_WORKERS}: its threads already use every core)")
+                             f"(default {DEFAULT_WORKERS}: one process's threads already render on every core)")
     parser.set_defaults(func=run)
 
 

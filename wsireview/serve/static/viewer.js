@@ -366,7 +366,7 @@ async function giveVerdict(verdict) {
   triage.sessionVerdicts += 1;
   if (triage.progress) {  // counted at once; the next claim reads the team's counts again
     triage.progress.you += 1;
-    triage.progress.reviewed_by_team += 1;
+    if ((entry.reads || 1) <= 1) triage.progress.reviewed_by_team += 1;  // a double read: counted when read again
     triage.progress.text = `you ${triage.progress.you} · team ${triage.progress.reviewed_by_team}/${triage.progress.queued} reviewed`;
   }
   if (toJudge() <= REFILL_AT) claim().catch(() => {});
@@ -405,13 +405,9 @@ async function undo() {
   }
   triage.verdicts.delete(result.undone.patch_id);
   triage.skipped.delete(result.undone.patch_id);
-  await claim([result.undone.patch_id]).catch(() => {});  // undone: held again before anyone else may take it
+  // Undone: held again before anyone else may take it (and the counts are read again).
+  await claim([result.undone.patch_id]).catch(() => {});
   triage.claimed.add(result.undone.patch_id);
-  if (triage.progress) {
-    triage.progress.you = Math.max(0, triage.progress.you - 1);
-    triage.progress.reviewed_by_team = Math.max(0, triage.progress.reviewed_by_team - 1);
-    triage.progress.text = `you ${triage.progress.you} · team ${triage.progress.reviewed_by_team}/${triage.progress.queued} reviewed`;
-  }
   triage.sessionVerdicts = Math.max(0, triage.sessionVerdicts - 1);
   lastAction(`undid ${VERDICT_TEXT[result.undone.verdict]}`);
   banner("");

@@ -498,10 +498,8 @@ class TriageScreen(ReviewScreen):
             entry = self.entries[index]
             self.verdicts.pop(entry.patch_id, None)
             self.skipped.discard(entry.patch_id)
-            self._claim(first=(entry.patch_id,))  # undone: held again before anyone else may take it
+            self._claim(first=(entry.patch_id,))  # undone: held again first; the counts are read again too
             self.claimed.add(entry.patch_id)
-            if self.progress is not None and not self.adjudicate:
-                self.progress = self.progress.counted(self.app.reviewer, -1, completes=entry.reads <= 1)
             where = self._where_text(entry)
             self.last_action = f"undid {VERDICT_TEXT.get(review.verdict, review.verdict)}"
             self.notify(f"Undid {VERDICT_TEXT.get(review.verdict, review.verdict)} on {literal(entry.slide_name)}, "
@@ -634,11 +632,12 @@ class TriageScreen(ReviewScreen):
         self.query_one("#triage-info", Static).update(self._info(), layout=False)
 
     def _progress_text(self) -> str:
-        """The reviewer's count and the team's, each labelled: ``you 6 · team 20/50 reviewed``."""
+        """The reviewer's count and the team's of the whole queue, each labelled: ``you 6 · team 20/50``
+        (short: the title keeps its scope at 80 columns)."""
         p = self.progress
         if p is None:
-            return "[b]you 0[/b] · team 0/0 reviewed"
-        return f"[b]you {p.yours(self.app.reviewer)}[/b] · team {p.team}/{p.queued} reviewed"
+            return "[b]you 0[/b] · team 0/0"
+        return f"[b]you {p.yours(self.app.reviewer)}[/b] · team {p.team}/{p.queued}"
 
     def _caption(self) -> Text:
         """Under the image: a scale bar, the magnification, and (in fill view) the field."""
