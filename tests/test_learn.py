@@ -535,6 +535,35 @@ def test_retrain_options_default_from_the_latest_round(workspace, catalog, synth
     assert second.label_counts["slides"]["positive"] == 6 and len(queue_of(catalog, second.id)) == 6
 
 
+def test_double_read_share_is_stored_with_the_round_and_seeded(workspace, catalog, synthetic):
+    """`--double-read 0.25` sends a seeded quarter of the queue to two reviewers; the next round keeps it."""
+    from wsireview.cli import main
+    from wsireview.learn.query import double_read_picks
+
+    ws = str(workspace.root)
+    assert main(["--workspace", ws, "retrain", "--encoder", SYN, "--budget", "8", "--double-read", "0.25",
+                 "--seed", "5", "--epochs", "2", "--no-progress"]) == 0
+    assert main(["--workspace", ws, "retrain", "--no-progress", "--budget", "12"]) == 0
+    assert main(["--workspace", ws, "retrain", "--double-read", "1.5", "--no-progress"]) == 2
+    with catalog.session() as session:
+        versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
+        reads = [[r for (r,) in session.execute(select(ReviewQueueItem.reads).where(
+            ReviewQueueItem.model_version_id == v.id).order_by(ReviewQueueItem.rank))] for v in versions]
+    assert [v.params["spec"]["double_read"] for v in versions] == [0.25, 0.25]
+    assert reads[0] == [2 if i in double_read_picks(8, 0.25, 5) else 1 for i in range(8)] and reads[0].count(2) == 2
+    assert reads[1].count(2) == 3  # a quarter of 12
+    # A double read half done when the next round comes is queued again first, for its second reader.
+    with catalog.session() as session:
+        half = session.scalars(select(ReviewQueueItem.patch_id).where(
+            ReviewQueueItem.model_version_id == versions[1].id, ReviewQueueItem.reads == 2)).first()
+    record_verdict(catalog, half, "lesion", "anna")
+    assert main(["--workspace", ws, "retrain", "--no-progress"]) == 0
+    with catalog.session() as session:
+        first = session.execute(select(ReviewQueueItem.patch_id, ReviewQueueItem.reason, ReviewQueueItem.reads)
+                                .order_by(ReviewQueueItem.model_version_id.desc(), ReviewQueueItem.rank)).first()
+    assert tuple(first) == (half, "second-read", 2)
+
+
 def test_an_unsure_verdict_is_not_overwritten_by_a_neighbours_verdict(workspace, catalog):
     """Verdicts spread to unreviewed look-alikes only: a patch a reviewer marked `unsure` (or a
     held-out slide's patch in `evaluate`) keeps no label, while the other look-alikes keep theirs."""

@@ -2,7 +2,7 @@
 an index to walk a queue in rank order
 
 Revision ID: 0009_claims
-Revises: 0007_slide_evidence
+Revises: 0008_score_files
 Create Date: 2026-12-01
 """
 import sqlalchemy as sa

@@ -2,11 +2,13 @@
 
 from wsireview.catalog.db import Catalog, open_catalog
 from wsireview.catalog.models import (
+    ADJUDICATION,
     ARTIFACT,
     FAILED,
     LESION,
     MISSING,
     NOT_LESION,
+    READ,
     READY,
     UNSURE,
     VERDICTS,
@@ -21,7 +23,7 @@ from wsireview.catalog.models import (
 )
 
 __all__ = [
-    "ARTIFACT", "FAILED", "LESION", "MISSING", "NOT_LESION", "READY", "UNSURE", "VERDICTS",
+    "ADJUDICATION", "ARTIFACT", "FAILED", "LESION", "MISSING", "NOT_LESION", "READ", "READY", "UNSURE", "VERDICTS",
     "Catalog", "Claim", "FeatureSet", "ModelVersion", "Patch", "Review", "ReviewQueueItem",
     "Slide", "SlidePrediction", "open_catalog",
 ]

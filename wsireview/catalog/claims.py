@@ -10,9 +10,12 @@ or on conflict take the row over only when its lease has expired or it is alread
 The database decides, on SQLite and on PostgreSQL alike, so two reviewers can never hold a live
 claim on one patch however their requests interleave.
 
-Who may take a queued patch is one rule, :func:`claimable_by` (and what a reviewer's queue shows,
-:func:`may_see`, adds what they judged themselves); the terminal app, the web viewer and the claim
-itself all go through it.
+Who may take a queued patch is one rule, :func:`claimable_by`: the read rule of
+:func:`wsireview.catalog.verdicts.may_judge` (a double read stays open until a second, different
+reviewer has read it; nobody reads an item twice) and nobody else's live claim. What a reviewer's
+queue shows, :func:`may_see`, adds what they read themselves; the terminal app, the web viewer and
+the claim itself all go through it. The adjudication queue takes no claims: it lists patches whose
+reads are complete, which no claim can hold back.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from sqlalchemy import BindParameter, ColumnElement, Integer, and_, bindparam, d
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from wsireview.catalog.db import Catalog
-from wsireview.catalog.models import Claim, Patch, Review, ReviewQueueItem, utcnow
+from wsireview.catalog.models import Claim, Patch, ReviewQueueItem, utcnow
+from wsireview.catalog.verdicts import may_judge, read_by
 from wsireview.errors import WsireviewError
 
 # On PostgreSQL, candidates someone else took in between: look again, up to TAKE_ATTEMPTS times while
@@ -68,16 +72,6 @@ _OTHER = aliased(Claim, name="other_claim")  # the outer query may read the clai
 _OWN = aliased(Claim, name="own_claim")
 
 
-def judged_by(reviewer: Value, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
-    """The reviewer has a verdict on the patch that is not undone."""
-    return exists().where(Review.patch_id == patch, Review.reviewer == reviewer, Review.undone_at.is_(None))
-
-
-def judged(patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
-    """Anyone has a verdict on the patch that is not undone."""
-    return exists().where(Review.patch_id == patch, Review.undone_at.is_(None))
-
-
 def claimed_by_others(reviewer: Value, now: Value, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
     """Someone other than the reviewer holds a live claim on the patch."""
     return exists().where(_OTHER.patch_id == patch, _OTHER.reviewer != reviewer, _OTHER.expires_at > now)
@@ -89,16 +83,17 @@ def held_by(reviewer: Value, patch: PatchColumn = ReviewQueueItem.patch_id) -> C
 
 
 def claimable_by(reviewer: Value, now: Value, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
-    """THE rule for which queued patches a reviewer may take: nobody has judged it, and nobody else
-    holds a live claim on it. Claims and queue listings go through this condition (extend it here,
-    e.g. to let a second reader take a patch the first one judged)."""
-    return and_(~judged(patch), ~claimed_by_others(reviewer, now, patch))
+    """THE rule for which queued patches a reviewer may take (and see undecided in their queue): they
+    may judge it (:func:`~wsireview.catalog.verdicts.may_judge`: they have not read it, and it still
+    needs a read: a double read stays open for a second, different reviewer), and nobody else holds a
+    live claim on it. Claims, queue listings, the terminal app and the web viewer go through this."""
+    return and_(may_judge(reviewer, patch), ~claimed_by_others(reviewer, now, patch))
 
 
 def may_see(reviewer: Value, now: Value, patch: PatchColumn = ReviewQueueItem.patch_id) -> ColumnElement[bool]:
     """What a reviewer's queue shows: the patches they may take (:func:`claimable_by`) and those
-    they judged themselves."""
-    return or_(judged_by(reviewer, patch), claimable_by(reviewer, now, patch))
+    they read themselves."""
+    return or_(read_by(reviewer, patch), claimable_by(reviewer, now, patch))
 
 
 # -- taking, renewing and releasing claims --------------------------------------------------------
@@ -115,14 +110,15 @@ def claim_patches(
     now: datetime | None = None,
 ) -> list[int]:
     """Renew the reviewer's claims and top up their claims on the queue of ``model_version_id``
-    (one slide's part of it when ``slide_id`` is given) to ``policy.batch`` patches nobody has
-    judged; returns those patches in queue order.
+    (one slide's part of it when ``slide_id`` is given) to ``policy.batch`` patches they may take
+    (:func:`claimable_by`); returns those patches in queue order.
 
     ``exclude``: patches the reviewer set aside (skipped) in this sitting, neither counted nor taken.
     ``first``: patches to take before the queue's order (one whose verdict the reviewer just undid).
 
-    Claims on patches the reviewer has judged are dropped here: a verdict hides a patch from others
-    by itself (:func:`claimable_by`), and the claims table stays as small as the work in progress.
+    Claims on patches the reviewer has read are dropped here: a completed read hides a patch from
+    others by itself (:func:`claimable_by`), the half of a double read is free for its second
+    reader, and the claims table stays as small as the work in progress.
     Whatever the interleaving, the upsert's condition refuses a patch someone else holds, so two
     reviewers never hold one patch; on PostgreSQL a candidate another claim took meanwhile makes
     this look again for the next ones.
@@ -238,7 +234,7 @@ def _renew_stmt():
 
 @cache
 def _drop_judged_stmt():
-    return delete(Claim).where(Claim.reviewer == _REVIEWER, judged_by(_REVIEWER, Claim.patch_id))
+    return delete(Claim).where(Claim.reviewer == _REVIEWER, read_by(_REVIEWER, Claim.patch_id))
 
 
 @cache

@@ -43,6 +43,10 @@ UNSURE = "unsure"
 ARTIFACT = "artifact"
 VERDICTS = (LESION, NOT_LESION, UNSURE, ARTIFACT)
 
+# What a review is: a reviewer's own read of a patch, or an adjudicator's decision between reads.
+READ = "read"
+ADJUDICATION = "adjudication"
+
 
 class Slide(Base):
     __tablename__ = "slides"
@@ -164,6 +168,8 @@ class ReviewQueueItem(Base):
     rank: Mapped[int] = mapped_column(Integer)  # order of presentation, 1 first
     reason: Mapped[str] = mapped_column(String(32))  # top-attention, uncertain, diverse, random
     score: Mapped[float | None] = mapped_column(Float)
+    # Different reviewers who judge it before it leaves the queue: 2 for a blinded double read.
+    reads: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 # Claims walk a queue in rank order (wsireview.catalog.claims): the order without a sort.
@@ -183,6 +189,8 @@ class Review(Base):
     seconds_taken: Mapped[float | None] = mapped_column(Float)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"))
     undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # READ (a reviewer's verdict) or ADJUDICATION (the decision on a patch whose reads disagree).
+    role: Mapped[str] = mapped_column(String(16), default=READ, server_default=READ)
 
 
 class Claim(Base):

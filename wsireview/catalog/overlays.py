@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from wsireview.catalog.db import Catalog
 from wsireview.catalog.models import Patch, Review, ReviewQueueItem
-from wsireview.catalog.queries import counting, latest_model_version_id
+from wsireview.catalog.queries import latest_model_version_id
 from wsireview.catalog.score_files import version_scores
+from wsireview.catalog.verdicts import counting, open_patches
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,11 @@ class SlideOverlays:
     verdicts: list[PatchVerdict] = field(default_factory=list)
 
 
-def slide_overlays(catalog: Catalog, slide_id: int, model_version_id: int | None = None) -> SlideOverlays:
+def slide_overlays(catalog: Catalog, slide_id: int, model_version_id: int | None = None,
+                   reviewer: str | None = None) -> SlideOverlays:
     """Every patch of a slide with its attention and queue place under a model version (default: the
-    latest), and each reviewer's latest verdict per patch."""
+    latest), and each reviewer's latest verdict per patch, except on queued patches ``reviewer`` may
+    still judge (a double read stays blind)."""
     mv = model_version_id if model_version_id is not None else latest_model_version_id(catalog)
     out = SlideOverlays(model_version_id=mv)
     with catalog.session() as session:
@@ -59,14 +62,16 @@ def slide_overlays(catalog: Catalog, slide_id: int, model_version_id: int | None
                     .order_by(ReviewQueueItem.rank, ReviewQueueItem.id)
                 ).all()
             )
+        hidden = open_patches(session, mv, reviewer, patch_ids=out.queued) if mv is not None else set()
         latest: dict[tuple[int, str], PatchVerdict] = {}
-        for review_id, patch_id, verdict, reviewer in session.execute(
+        for review_id, patch_id, verdict, by in session.execute(
             select(Review.id, Review.patch_id, Review.verdict, Review.reviewer)
             .join(Patch, Patch.id == Review.patch_id)
             .where(Patch.slide_id == slide_id, counting())
             .order_by(Review.id)
         ).all():
-            latest[(patch_id, reviewer)] = PatchVerdict(patch_id, verdict, reviewer, review_id)
+            if patch_id not in hidden:
+                latest[(patch_id, by)] = PatchVerdict(patch_id, verdict, by, review_id)
     attention: dict[int, float] = {}
     scores = version_scores(catalog, mv)
     if scores is not None:

@@ -1,7 +1,9 @@
 """How far a review queue has come, for one reviewer and for the team, read from the catalog.
 
 A reviewer's own count and the team's are different numbers and every screen says which is which:
-"you 6 · team 20/50". A patch counts as reviewed when it carries a verdict that is not undone.
+"you 6 · team 20/50". An item counts as reviewed by the team when it has all the reads it asks for
+(:func:`~wsireview.catalog.verdicts.may_judge` for nobody new): a double read half done is still
+queued.
 """
 
 from __future__ import annotations
@@ -9,28 +11,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
 from wsireview.catalog.db import Catalog
-from wsireview.catalog.models import Claim, Patch, Review, ReviewQueueItem, utcnow
+from wsireview.catalog.models import READ, Claim, Patch, Review, ReviewQueueItem, utcnow
+from wsireview.catalog.verdicts import may_judge
 
 
 @dataclass(frozen=True)
 class QueueProgress:
     model_version_id: int
     queued: int  # patches in the queue
-    team: int  # queued patches with a verdict from anyone
-    by_reviewer: dict[str, int] = field(default_factory=dict)  # queued patches each reviewer judged
-    claimed: dict[str, int] = field(default_factory=dict)  # queued patches without a verdict, on a live claim
+    team: int  # queued items with all their reads
+    by_reviewer: dict[str, int] = field(default_factory=dict)  # queued patches each reviewer read
+    claimed: dict[str, int] = field(default_factory=dict)  # queued items still waiting for a read, on a live claim
 
     def yours(self, reviewer: str) -> int:
         return self.by_reviewer.get(reviewer, 0)
 
-    def counted(self, reviewer: str, change: int) -> "QueueProgress":
-        """These counts after the reviewer judged (+1) or undid (-1) a patch nobody else had judged:
-        what a screen shows until it reads the catalog again."""
+    def counted(self, reviewer: str, change: int, completes: bool = True) -> "QueueProgress":
+        """These counts after the reviewer judged (+1) or undid (-1) a patch nobody else had judged
+        (``completes``: the read completes the item, as a single read does; a double read's counts
+        wait for the next look at the catalog): what a screen shows until it reads the catalog again."""
         mine = {**self.by_reviewer, reviewer: max(0, self.yours(reviewer) + change)}
-        return replace(self, team=max(0, self.team + change), by_reviewer=mine)
+        return replace(self, team=max(0, self.team + (change if completes else 0)), by_reviewer=mine)
 
     def text(self, reviewer: str) -> str:
         """One line, the reviewer's count and the team's labelled: ``you 6 · team 20/50 reviewed``."""
@@ -48,20 +52,18 @@ def queue_progress(catalog: Catalog, model_version_id: int, slide_id: int | None
     in_queue = select(ReviewQueueItem.patch_id).where(ReviewQueueItem.model_version_id == model_version_id)
     if slide_id is not None:
         in_queue = in_queue.join(Patch, Patch.id == ReviewQueueItem.patch_id).where(Patch.slide_id == slide_id)
-    standing = Review.undone_at.is_(None)
+    waiting = in_queue.where(may_judge(None))  # still needs a read: a double read half done included
+    read = and_(Review.undone_at.is_(None), Review.role == READ)
     with catalog.session() as session:
         queued = session.scalar(select(func.count()).select_from(in_queue.subquery())) or 0
-        team = session.scalar(
-            select(func.count(func.distinct(Review.patch_id))).where(standing, Review.patch_id.in_(in_queue))
-        ) or 0
+        team = queued - (session.scalar(select(func.count()).select_from(waiting.subquery())) or 0)
         by_reviewer = dict(session.execute(
             select(Review.reviewer, func.count(func.distinct(Review.patch_id)))
-            .where(standing, Review.patch_id.in_(in_queue)).group_by(Review.reviewer)
+            .where(read, Review.patch_id.in_(in_queue)).group_by(Review.reviewer)
         ).all())
-        judged = select(Review.patch_id).where(standing)
         claimed = dict(session.execute(
             select(Claim.reviewer, func.count())
-            .where(Claim.expires_at > now, Claim.patch_id.in_(in_queue), Claim.patch_id.not_in(judged))
+            .where(Claim.expires_at > now, Claim.patch_id.in_(waiting))
             .group_by(Claim.reviewer)
         ).all())
     return QueueProgress(model_version_id, queued, team, by_reviewer, claimed)

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import and_, exists, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import and_, func, select
 
 from wsireview.catalog.claims import may_see
 from wsireview.catalog.db import Catalog
@@ -26,17 +25,9 @@ from wsireview.catalog.models import (
     SlidePrediction,
     utcnow,
 )
+from wsireview.catalog.verdicts import counting, load_reads, may_judge, needs_adjudication, open_patches, shown_verdict
 
-
-def counting():
-    """The condition a review counts under: not undone, and its reviewer's latest on the patch
-    (a verdict they changed later is superseded; see ``wsireview.learn.reviews``)."""
-    newer = aliased(Review)
-    return and_(
-        Review.undone_at.is_(None),
-        ~exists().where(newer.patch_id == Review.patch_id, newer.reviewer == Review.reviewer,
-                        newer.undone_at.is_(None), newer.id > Review.id),
-    )
+__all__ = ["counting"]  # re-exported: older callers import it from here
 
 
 # -- model versions -------------------------------------------------------------------------------
@@ -264,22 +255,30 @@ class QueueEntry:
     attention: float | None
     attention_rank: int | None
     probability: float | None
-    verdict: str | None = None  # the latest verdict that counts, if the patch has one
+    verdict: str | None = None  # the patch's verdict as shown (verdicts.shown_verdict), None while the reviewer may judge it
+    done: bool = False  # the reviewer may not judge it (any more): judged, or read by enough others
+    reads: int = 1  # different reviewers the item asks for (2: a blinded double read)
+    # (reviewer, verdict) of every read: shown to an adjudicator only, never in a reviewer's queue
+    shown_reads: tuple[tuple[str, str], ...] = ()
 
 
 def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_id: int | None = None,
                   reviewer: str | None = None) -> list[QueueEntry]:
-    """The queue of a model version (default: the latest) in presentation order, optionally one slide's.
+    """The queue of a model version (default: the latest) in presentation order, optionally one slide's,
+    as ``reviewer`` sees it (None: every item, as a reviewer who has judged nothing sees it).
 
-    Patches that already carry a verdict are included with ``verdict`` set, so the screen can skip
-    them. With ``reviewer``: only what that reviewer's queue shows (``claims.may_see``: not a patch
-    another reviewer judged or holds a claim on).
+    With ``reviewer``: only what that reviewer's queue shows (``claims.may_see``: the items they may
+    take, by the one rule, and those they read themselves; not an item another reviewer holds a claim
+    on or that has all its reads). Items the reviewer may not judge
+    (:func:`~wsireview.catalog.verdicts.may_judge`) have ``done`` set, so progress counts them and the
+    screen skips them. An item the reviewer may still judge carries no verdict, whatever others said:
+    a double read is blind.
     """
     mv = model_version_id if model_version_id is not None else latest_model_version_id(catalog)
     if mv is None:
         return []
     stmt = (
-        select(ReviewQueueItem, Patch, Slide, SlidePrediction.probability)
+        select(ReviewQueueItem, Patch, Slide, SlidePrediction.probability, may_judge(reviewer).label("still_open"))
         .join(Patch, Patch.id == ReviewQueueItem.patch_id)
         .join(Slide, Slide.id == Patch.slide_id)
         .outerjoin(
@@ -295,11 +294,12 @@ def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_i
         stmt = stmt.where(may_see(reviewer, utcnow()))
     with catalog.session() as session:
         rows = session.execute(stmt).all()
-        verdicts = latest_verdicts(session, [r[1].id for r in rows])
+        reads = load_reads(session, [r[1].id for r in rows])
+        verdicts = {pid: shown_verdict(patch) for pid, patch in reads.items()}
     scores_file = version_scores(catalog, mv)
     scores = scores_file.lookup(r[1].id for r in rows) if scores_file is not None else {}
     out = []
-    for q, p, s, prob in rows:
+    for q, p, s, prob, still_open in rows:
         score = scores.get(p.id)
         out.append(QueueEntry(
             queue_id=q.id, rank=q.rank, reason=q.reason, score=q.score, model_version_id=q.model_version_id,
@@ -309,23 +309,52 @@ def queue_entries(catalog: Catalog, slide_id: int | None = None, model_version_i
             attention=score.attention if score else None,
             attention_rank=score.attention_rank if score else None,
             probability=score.probability if score else None,
-            verdict=verdicts.get(p.id),
+            verdict=None if still_open else verdicts.get(p.id), done=not still_open, reads=q.reads,
         ))
     return out
 
 
-def latest_verdicts(session, patch_ids: list[int]) -> dict[int, str]:
-    """patch id -> its most recent verdict that is not undone."""
-    out: dict[int, str] = {}
-    ids = list(patch_ids)
-    for start in range(0, len(ids), 500):  # keep IN lists short for SQLite
-        chunk = ids[start:start + 500]
-        for patch_id, verdict in session.execute(
-            select(Review.patch_id, Review.verdict)
-            .where(counting(), Review.patch_id.in_(chunk))
-            .order_by(Review.id)
-        ).all():
-            out[patch_id] = verdict
+ADJUDICATION_REASON = "adjudication"
+
+
+def adjudication_entries(catalog: Catalog) -> list[QueueEntry]:
+    """The adjudication queue: patches whose reads disagree (or were all unsure) and that no
+    adjudicator has decided, oldest first, each with every reader's verdict and name
+    (``shown_reads``) and the latest model's scores."""
+    latest = latest_model_version_id(catalog)
+    with catalog.session() as session:
+        waiting = {pid: p for pid, p in load_reads(session).items() if needs_adjudication(p)}
+        if not waiting:
+            return []
+        rows: list[Any] = []
+        ids = sorted(waiting)
+        for start in range(0, len(ids), 500):
+            rows += session.execute(
+                select(Patch, Slide, SlidePrediction.probability)
+                .join(Slide, Slide.id == Patch.slide_id)
+                .outerjoin(SlidePrediction, and_(SlidePrediction.slide_id == Slide.id,
+                                                 SlidePrediction.model_version_id == latest))
+                .where(Patch.id.in_(ids[start:start + 500]))
+            ).all()
+    order = {pid: min(v.review_id for v in waiting[pid].reads) for pid in waiting}
+    rows.sort(key=lambda r: order[r[0].id])
+    scores_file = version_scores(catalog, latest)
+    scores = scores_file.lookup(ids) if scores_file is not None else {}
+    out = []
+    for rank, (p, s, prob) in enumerate(rows, start=1):
+        score = scores.get(p.id)
+        reads = waiting[p.id].reads
+        flagged = [v.model_version_id for v in reads if v.model_version_id is not None]
+        out.append(QueueEntry(
+            queue_id=0, rank=rank, reason=ADJUDICATION_REASON, score=None,
+            model_version_id=flagged[-1] if flagged else (latest or 0), patch_id=p.id, x=p.x, y=p.y, size=p.size,
+            slide_id=s.id, slide_name=s.name, slide_path=s.path, slide_status=s.status, slide_label=s.label,
+            slide_probability=prob, slide_width=s.width, slide_height=s.height, patch_size_px=s.patch_size_px,
+            thumbnail_path=s.thumbnail_path, attention=score.attention if score else None,
+            attention_rank=score.attention_rank if score else None,
+            probability=score.probability if score else None,
+            shown_reads=tuple((v.reviewer, v.verdict) for v in reads),
+        ))
     return out
 
 
@@ -339,7 +368,7 @@ class SlidePatch:
     x: int
     y: int
     size: int
-    verdict: str | None  # the latest verdict that counts (any reviewer)
+    verdict: str | None  # the patch's verdict as shown (verdicts.shown_verdict); None while the reviewer may judge it
     queue_rank: int | None  # its place in the latest queue, if queued there
     reason: str | None  # why it was queued
     attention: float | None  # under the latest model
@@ -347,10 +376,12 @@ class SlidePatch:
     probability: float | None
 
 
-def slide_patches(catalog: Catalog, slide_id: int, also: int | None = None) -> list[SlidePatch]:
+def slide_patches(catalog: Catalog, slide_id: int, also: int | None = None,
+                  reviewer: str | None = None) -> list[SlidePatch]:
     """The slide's queued patches in queue order, then its other reviewed patches by attention rank
-    (and the patch ``also``, whatever its state: the one a screen was opened for)."""
-    queued = queue_entries(catalog, slide_id=slide_id)
+    (and the patch ``also``, whatever its state: the one a screen was opened for), as ``reviewer``
+    sees them (no verdict on a queued patch they may still judge)."""
+    queued = queue_entries(catalog, slide_id=slide_id, reviewer=reviewer)
     in_queue = {e.patch_id for e in queued}
     latest = latest_model_version_id(catalog)
     with catalog.session() as session:
@@ -361,7 +392,9 @@ def slide_patches(catalog: Catalog, slide_id: int, also: int | None = None) -> l
         others = [pid for pid in reviewed_ids if pid not in in_queue]
         if also is not None and also not in in_queue and also not in others:
             others.append(also)
-        verdicts = latest_verdicts(session, others)
+        hidden = open_patches(session, latest, reviewer, others) if latest is not None else set()
+        verdicts = {pid: shown_verdict(patch) for pid, patch in load_reads(session, others).items()
+                    if pid not in hidden}
         rows = session.scalars(select(Patch).where(Patch.id.in_(others), Patch.slide_id == slide_id)).all() if others else []
     scores_file = version_scores(catalog, latest) if rows else None
     scores = scores_file.lookup(p.id for p in rows) if scores_file is not None else {}

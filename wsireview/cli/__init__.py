@@ -33,6 +33,7 @@ SUBCOMMANDS = {
     "retrain": "train a new model version on all labels and verdicts, and queue patches to review",
     "evaluate": "simulate review rounds with known lesions and compare query strategies",
     "review": "review queued patches in the terminal app (triage screen)",
+    "agreement": "how far reviewers agree: Cohen's kappa per pair with its confidence interval, Fleiss' kappa, confusion tables",
     "serve": "open the slide viewer in a browser: Deep Zoom, overlays, triage (loopback by default)",
     "export": "export reviewed patches (PNG folders, QuPath GeoJSON, CLAM h5, CSV)",
 }

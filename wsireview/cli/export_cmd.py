@@ -12,6 +12,7 @@ from wsireview.catalog import VERDICTS
 from wsireview.cli import SUBCOMMANDS, plural
 from wsireview.cli.progress_bar import progress_bar
 from wsireview.export import CONSENSUS_MODES, DROP_ORDER, FORMATS, ExportOptions, Selection, run_export
+from wsireview.export.selection import default_consensus
 from wsireview.export.selection import DROP_UNREADABLE
 from wsireview.text import printable
 
@@ -45,9 +46,11 @@ def register(sub) -> None:
     parser.add_argument("--since", type=_date, metavar="DATE", help="count only verdicts given at or after DATE (ISO; UTC unless a zone is given)")
     parser.add_argument("--include-unsure", action="store_true",
                         help="treat 'unsure' as a label (default: an unsure verdict is an abstention)")
-    parser.add_argument("--consensus", choices=CONSENSUS_MODES, default="majority",
-                        help="how reviewers combine, after each reviewer's latest verdict: majority (default; ties dropped), "
-                             "unanimous (disagreements dropped), latest (most recent reviewer wins)")
+    parser.add_argument("--consensus", choices=CONSENSUS_MODES, default=None,
+                        help="how reviewers combine, after each reviewer's latest verdict: adjudicated (the "
+                             "adjudicator's decision, else the majority; the default once any patch is adjudicated), "
+                             "majority (the default before; ties dropped), unanimous (disagreements dropped), "
+                             "latest (most recent reviewer wins)")
     parser.add_argument("--patch-size", type=int, metavar="PX", help="output patch side in px (default: the catalog's)")
     parser.add_argument("--mpp", type=float, metavar="M", help="output resolution in µm/px (default: the catalog's); keeps patch centres")
     parser.add_argument("--anonymize", action="store_true",
@@ -60,15 +63,15 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace, ctx) -> int:
     try:
+        catalog = ctx.catalog(create=False)
         options = ExportOptions(
             format=args.format,
-            selection=Selection(consensus=args.consensus, labels=tuple(args.label) if args.label else None,
+            selection=Selection(consensus=args.consensus or default_consensus(catalog), labels=tuple(args.label) if args.label else None,
                                 reviewers=tuple(args.reviewer) if args.reviewer else None, since=args.since,
                                 include_unsure=args.include_unsure),
             patch_size=args.patch_size, mpp=args.mpp, anonymize=args.anonymize, force=args.force,
             object_type=args.object_type,
         )
-        catalog = ctx.catalog(create=False)
         with progress_bar(ctx.err, transient=True) as show:
             report = run_export(catalog, ctx.workspace, args.out, options, on_progress=show)
     except KeyboardInterrupt:

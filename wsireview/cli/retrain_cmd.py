@@ -66,6 +66,9 @@ def register(sub) -> None:
                              "0 = verdicts only)")
     parser.add_argument("--epochs", type=int, default=None, metavar="N",
                         help="train exactly N epochs (default: the latest round's, else early stopping, at most 30)")
+    parser.add_argument("--double-read", type=float, default=None, metavar="SHARE",
+                        help="share of the queue (0 to 1) that a second reviewer also judges, blind to the first "
+                             "verdict; a seeded choice (default: the latest round's, else 0)")
     parser.add_argument("--mixed-grids", action="store_true",
                         help="train even when ready slides were cut at different patch resolutions (refused otherwise; "
                         "`wsireview retile` puts them on one grid)")
@@ -98,6 +101,8 @@ def check_training_options(args) -> None:
         problems.append("--instance-weight must be 0 or more")
     if args.distill is not None and args.distill < 0:
         problems.append("--distill must be 0 or more")
+    if getattr(args, "double_read", None) is not None and not 0 <= args.double_read <= 1:
+        problems.append("--double-read must be a share between 0 and 1")
     if problems:
         raise CommandError("; ".join(problems), 2)
 
@@ -134,7 +139,7 @@ def round_spec(args, catalog) -> RoundSpec:
     base = latest_spec(catalog) or RoundSpec()
     return base.replace(encoder=args.encoder, positive=args.positive, budget=args.budget, strategy=args.strategy,
                         seed=args.seed, epochs=args.epochs, instance_weight=args.instance_weight,
-                        bag_instance_weight=args.distill)
+                        bag_instance_weight=args.distill, double_read=getattr(args, "double_read", None))
 
 
 @contextlib.contextmanager
@@ -192,6 +197,8 @@ def run(args, ctx) -> int:
     review = escape(hint(args, "review"))
     if result.queued:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(result.queue_reasons.items()))
+        if result.double_reads:
+            reasons += f"; {result.double_reads} of them for a second, blinded reviewer"
         ctx.console.print(f"[bold]{plural(result.queued, 'patch')}[/] queued for review ({reasons}). "
                           f"Review them in the triage screen: `{review}`.", soft_wrap=True)
     elif spec.budget == 0:

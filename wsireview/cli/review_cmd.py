@@ -22,7 +22,11 @@ def register(sub) -> None:
             "s where on the slide, N a newer model's queue, ? all keys). Every verdict is saved the moment the "
             "key is pressed, with the reviewer and the seconds taken. Reviewers working at once share the queue: "
             "each holds a short claim on the next few patches and never sees what another holds or judged. "
-            "The queue comes from `wsireview retrain`, which needs slide labels: "
+            "Items of a double read (`retrain --double-read`) stay in the queue "
+            "until a second, different reviewer has judged them, and that reviewer does not see the first verdict. "
+            "With --adjudicate, the adjudication queue instead: patches whose reviewers disagree (or were all "
+            "unsure), each with every reviewer's verdict and name; your key is the decision that training and "
+            "export use. The queue comes from `wsireview retrain`, which needs slide labels: "
             "label slides first (`l` on the slides screen of `wsireview`, or `wsireview add --labels CSV`)."
         ),
     )
@@ -31,6 +35,9 @@ def register(sub) -> None:
         "--reviewer", metavar="NAME",
         help="name recorded with every verdict (default: $WSIREVIEW_REVIEWER, else the login name)",
     )
+    parser.add_argument("--adjudicate", action="store_true",
+                        help="open the adjudication queue as adjudicator (the reviewer name): see every reviewer's "
+                             "verdict on patches they disagree on, and decide")
     parser.set_defaults(func=run)
 
 
@@ -38,7 +45,7 @@ def _graphics(args) -> str:
     return getattr(args, "graphics", None) or os.environ.get(ENV_GRAPHICS) or "auto"
 
 
-def _launch(args, ctx, start: str, slide_id: int | None = None) -> int:
+def _launch(args, ctx, start: str, slide_id: int | None = None, adjudicate: bool = False) -> int:
     from wsireview.learn.reviews import default_reviewer
     from wsireview.tui import graphics as graphics_modes
     from wsireview.tui.app import GRAPHICS, ReviewApp
@@ -59,6 +66,7 @@ def _launch(args, ctx, start: str, slide_id: int | None = None) -> int:
         graphics=graphics,
         start=start,
         slide_id=slide_id,
+        adjudicate=adjudicate,
         latency_log=Path(log) if log else None,
     )
     app.run()
@@ -67,13 +75,15 @@ def _launch(args, ctx, start: str, slide_id: int | None = None) -> int:
 
 def run(args, ctx) -> int:
     slide_id = None
+    if args.adjudicate and args.slide:
+        raise CommandError("--adjudicate takes the whole adjudication queue: leave out --slide", 2)
     if args.slide:
         from wsireview.catalog.queries import find_slide
 
         slide_id = find_slide(ctx.catalog(), args.slide)
         if slide_id is None:
             raise CommandError(f"no slide named {args.slide!r} in the catalog (see `wsireview status`)")
-    return _launch(args, ctx, "review", slide_id)
+    return _launch(args, ctx, "review", slide_id, adjudicate=args.adjudicate)
 
 
 def open_app(args, ctx) -> int:

@@ -86,6 +86,12 @@ def run(args, ctx) -> int:
     verdicts = doc["verdicts"]
     if verdicts["total"]:
         ctx.console.print("verdicts: " + ", ".join(f"{n} {k}" for k, n in sorted(verdicts["by_verdict"].items())))
+        patches = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(verdicts["by_patch"].items()))
+        ctx.console.print(f"patches by their verdict (adjudicated, else majority): {patches}")
+        waiting = verdicts["adjudication"]
+        if waiting["pending"] or waiting["decided"]:
+            how = f" (`{escape(hint(args, 'review --adjudicate'))}`)" if waiting["pending"] else ""
+            ctx.console.print(f"adjudication: {waiting['pending']} waiting{how}, {waiting['decided']} decided")
     model = doc.get("model")
     if model and model.get("id"):
         queued = plural(model.get("queued", 0), "patch")

@@ -15,7 +15,7 @@ MANIFEST = "manifest.csv"
 COLUMNS = [
     "file", "label", "slide", "x", "y", "size_level0", "patch_px", "mpp", "level0_mpp",
     "reviewers", "votes", "reviewed_at", "model_version", "attention_rank", "attention", "probability",
-    "patch_id",
+    "patch_id", "adjudicator",
 ]
 
 
@@ -46,6 +46,7 @@ def row(p: ExportPatch) -> dict[str, str]:
         "attention": _num(p.item.attention),
         "probability": _num(p.item.probability),
         "patch_id": str(p.item.patch_id),
+        "adjudicator": p.item.adjudication.reviewer if p.item.adjudication else "",
     }
 
 

@@ -1,12 +1,17 @@
 """Which reviewed patches an export contains, and with which label.
 
 Verdicts are append-only rows; undone rows never count. Every mode first keeps each reviewer's
-latest verdict on a patch (a reviewer who changed their mind counts once, with the new verdict),
-then combines reviewers:
+latest read of a patch (a reviewer who changed their mind counts once, with the new verdict),
+then combines reviewers by the one rule of ``wsireview.catalog.verdicts``:
 
-- ``majority`` (the default): the label most reviewers gave; a tie drops the patch.
+- ``adjudicated`` (the default once any patch has an adjudication): the adjudicator's decision,
+  else the majority;
+- ``majority`` (the default before): the label most reviewers gave; a tie drops the patch.
 - ``unanimous``: the label all reviewers gave; any disagreement drops the patch.
 - ``latest``: the most recent reviewer's verdict wins.
+
+``--reviewer`` and ``--since`` choose reads; an adjudication decides the label of a patch that
+still has a read after them.
 
 ``unsure`` verdicts are abstentions unless ``include_unsure``: they are removed before the vote, so
 one reviewer's "unsure" neither blocks nor breaks a tie. Every dropped patch is counted under the
@@ -17,23 +22,35 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
-from wsireview.catalog import UNSURE, VERDICTS, Catalog, Patch, Review
+from wsireview.catalog import ADJUDICATION, UNSURE, VERDICTS, Catalog, Patch, Review
 from wsireview.catalog.score_files import PatchScore, version_scores
+from wsireview.catalog.verdicts import (
+    ADJUDICATED,
+    CONSENSUS_MODES,
+    NO_VERDICT_DISAGREE,
+    NO_VERDICT_TIE,
+    NO_VERDICT_UNSURE,
+    Vote,
+    as_utc,
+    decide,
+    latest_per_reviewer,
+)
 from wsireview.export.atomic import ExportError
 
-CONSENSUS_MODES = ("majority", "unanimous", "latest")
+__all__ = ["CONSENSUS_MODES", "Vote", "Selection", "LabeledPatch", "SelectionResult", "default_consensus",
+           "label_patches", "select_patches", "latest_per_reviewer", "as_utc"]
 
 # Drop reasons, in the order the rules apply (the order the report prints them).
 DROP_UNDONE = "undone"
 DROP_REVIEWER = "other reviewers"
 DROP_SINCE = "before --since"
-DROP_UNSURE = "unsure"
-DROP_TIE = "tie"
-DROP_DISAGREE = "disagreement"
+DROP_UNSURE = NO_VERDICT_UNSURE
+DROP_TIE = NO_VERDICT_TIE
+DROP_DISAGREE = NO_VERDICT_DISAGREE
 DROP_LABEL = "label not selected"
 DROP_UNREADABLE = "slide unreadable"
 DROP_ORDER = (DROP_UNDONE, DROP_REVIEWER, DROP_SINCE, DROP_UNSURE, DROP_TIE, DROP_DISAGREE, DROP_LABEL,
@@ -41,19 +58,8 @@ DROP_ORDER = (DROP_UNDONE, DROP_REVIEWER, DROP_SINCE, DROP_UNSURE, DROP_TIE, DRO
 
 
 @dataclass(frozen=True)
-class Vote:
-    """One counting verdict: a reviewer's latest on a patch."""
-
-    review_id: int
-    reviewer: str
-    verdict: str
-    created_at: datetime
-    model_version_id: int | None
-
-
-@dataclass(frozen=True)
 class Selection:
-    """What to export: filters and the consensus rule."""
+    """What to export: filters and the consensus rule (see :func:`default_consensus`)."""
 
     consensus: str = "majority"
     labels: tuple[str, ...] | None = None  # None: every label
@@ -79,11 +85,12 @@ class LabeledPatch:
     y: int
     size: int
     label: str
-    votes: tuple[Vote, ...]  # every counting vote (all reviewers)
+    votes: tuple[Vote, ...]  # every counting read (all reviewers; unsure ones only with include_unsure)
     model_version_id: int | None  # the model that flagged it: of the latest vote for the label
     attention: float | None = None
     attention_rank: int | None = None
     probability: float | None = None
+    adjudication: Vote | None = None  # the adjudicator's decision that gave the label, if one did
 
     @property
     def supporters(self) -> tuple[Vote, ...]:
@@ -95,7 +102,8 @@ class LabeledPatch:
 
     @property
     def reviewed_at(self) -> datetime:
-        return max(v.created_at for v in self.supporters)
+        decided = self.supporters + ((self.adjudication,) if self.adjudication else ())
+        return max(v.created_at for v in decided)
 
 
 @dataclass
@@ -105,40 +113,23 @@ class SelectionResult:
     reviewed: int = 0  # patches with any verdict row at all
 
 
-def as_utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes that were written as UTC; make every moment aware."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+def default_consensus(catalog: Catalog) -> str:
+    """``adjudicated`` once any patch has a standing adjudication, else ``majority``."""
+    with catalog.session() as session:
+        adjudicated = session.scalar(select(exists().where(Review.role == ADJUDICATION, Review.undone_at.is_(None))))
+    return ADJUDICATED if adjudicated else "majority"
 
 
 def _latest(votes: list[Vote]) -> Vote:
     return max(votes, key=lambda v: (v.created_at, v.review_id))
 
 
-def decide(votes: list[Vote], consensus: str) -> tuple[str | None, str | None]:
-    """The label from reviewers' latest votes, or ``(None, drop reason)``."""
-    if consensus == "latest":
-        return _latest(votes).verdict, None
-    counts = Counter(v.verdict for v in votes).most_common()
-    if consensus == "unanimous":
-        return (counts[0][0], None) if len(counts) == 1 else (None, DROP_DISAGREE)
-    if len(counts) > 1 and counts[0][1] == counts[1][1]:
-        return None, DROP_TIE
-    return counts[0][0], None
-
-
-def latest_per_reviewer(rows: list[Vote]) -> list[Vote]:
-    """Each reviewer's most recent vote (ids break ties in time: the table is append-only)."""
-    latest: dict[str, Vote] = {}
-    for vote in rows:
-        held = latest.get(vote.reviewer)
-        if held is None or (vote.created_at, vote.review_id) > (held.created_at, held.review_id):
-            latest[vote.reviewer] = vote
-    return list(latest.values())
-
-
-def label_patches(reviews_by_patch: dict[int, list[tuple[Vote, bool]]], selection: Selection
+def label_patches(reviews_by_patch: dict[int, list[tuple[Vote, bool]]], selection: Selection,
+                  adjudications: dict[int, Vote] | None = None
                   ) -> tuple[dict[int, tuple[str, list[Vote]]], Counter]:
-    """Apply the rules to ``{patch: [(vote, undone), ...]}``; returns labels and drop counts."""
+    """Apply the rules to ``{patch: [(vote, undone), ...]}`` (reads) and ``{patch: standing
+    adjudication}``; returns labels and drop counts."""
+    adjudications = adjudications or {}
     dropped: Counter = Counter()
     labels: dict[int, tuple[str, list[Vote]]] = {}
     reviewers = set(selection.reviewers) if selection.reviewers else None
@@ -159,19 +150,14 @@ def label_patches(reviews_by_patch: dict[int, list[tuple[Vote, bool]]], selectio
                 dropped[DROP_SINCE] += 1
                 continue
         votes = latest_per_reviewer(active)
-        if not selection.include_unsure:
-            votes = [v for v in votes if v.verdict != UNSURE]
-            if not votes:
-                dropped[DROP_UNSURE] += 1
-                continue
-        label, reason = decide(votes, selection.consensus)
+        label, reason = decide(votes, adjudications.get(patch_id), selection.consensus, selection.include_unsure)
         if label is None:
             dropped[reason] += 1
             continue
         if selection.labels and label not in selection.labels:
             dropped[DROP_LABEL] += 1
             continue
-        labels[patch_id] = (label, votes)
+        labels[patch_id] = (label, [v for v in votes if selection.include_unsure or v.verdict != UNSURE])
     return labels, dropped
 
 
@@ -180,13 +166,20 @@ def select_patches(catalog: Catalog, selection: Selection) -> SelectionResult:
     with catalog.session() as session:
         rows = session.execute(
             select(Review.id, Review.patch_id, Review.reviewer, Review.verdict, Review.created_at,
-                   Review.model_version_id, Review.undone_at).order_by(Review.id)
+                   Review.model_version_id, Review.undone_at, Review.role).order_by(Review.id)
         ).all()
         by_patch: dict[int, list[tuple[Vote, bool]]] = {}
-        for rid, pid, reviewer, verdict, created, mvid, undone in rows:
-            by_patch.setdefault(pid, []).append(
-                (Vote(rid, reviewer, verdict, as_utc(created), mvid), undone is not None))
-        labels, dropped = label_patches(by_patch, selection)
+        adjudications: dict[int, Vote] = {}
+        for rid, pid, reviewer, verdict, created, mvid, undone, role in rows:
+            vote = Vote(rid, reviewer, verdict, as_utc(created), mvid)
+            if role == ADJUDICATION:
+                if undone is None:
+                    adjudications[pid] = vote  # id order: the latest standing one decides
+                continue
+            by_patch.setdefault(pid, []).append((vote, undone is not None))
+        labels, dropped = label_patches(by_patch, selection, adjudications)
+        if selection.consensus != ADJUDICATED:
+            adjudications = {}
         result = SelectionResult(dropped=dropped, reviewed=len(by_patch))
         if not labels:
             return result
@@ -196,7 +189,8 @@ def select_patches(catalog: Catalog, selection: Selection) -> SelectionResult:
             chunk = ids[start:start + 500]
             for p in session.scalars(select(Patch).where(Patch.id.in_(chunk))):
                 geometry[p.id] = (p.slide_id, p.x, p.y, p.size)
-        flags = {pid: _latest([v for v in votes if v.verdict == label]) for pid, (label, votes) in labels.items()}
+        flags = {pid: _latest([v for v in votes if v.verdict == label] + ([adjudications[pid]] if pid in adjudications else []))
+                 for pid, (label, votes) in labels.items()}
     # keyed by (model version, patch): a flag without a model version (or whose version's scores
     # were pruned) finds nothing
     scores: dict[tuple[int | None, int], PatchScore] = {}
@@ -216,5 +210,6 @@ def select_patches(catalog: Catalog, selection: Selection) -> SelectionResult:
             attention=None if score is None else score.attention,
             attention_rank=None if score is None else score.attention_rank,
             probability=None if score is None else score.probability,
+            adjudication=adjudications.get(pid),
         ))
     return result

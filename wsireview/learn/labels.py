@@ -1,21 +1,20 @@
 """What the model learns from: slide labels and the instance labels that reviews amount to.
 
-A patch's instance label comes from the reviews that count (not undone): each reviewer's latest
-verdict, then the majority of lesion against not-lesion votes; unsure and artifact are no vote,
-and a tie gives no label. A patch is an artifact when artifact is its most common latest verdict
-(more votes than lesion and than not lesion): it leaves the bags of every later version.
+A patch's instance label is its verdict under the one rule (``wsireview.catalog.verdicts.decide``):
+the adjudicator's decision when there is one, else the majority of each reviewer's latest verdict
+(unsure abstains, a tie gives no label). Lesion is 1, not lesion 0; a patch whose verdict is
+artifact leaves the bags of every later version.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime, timezone
 from typing import Iterable
 
 from sqlalchemy import func, select
 
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, READY, Catalog, Review, Slide
-from wsireview.catalog.queries import counting
+from wsireview.catalog.verdicts import counting, patch_verdicts
 
 # Offered in the app when no slide carries a label yet: `retrain`'s default positive class and a negative.
 SUGGESTED_LABELS = ("lesion", "normal")
@@ -45,23 +44,15 @@ def reviewed_patches(catalog: Catalog) -> set[int]:
         return set(session.scalars(select(Review.patch_id).where(counting()).distinct()))
 
 
-def _latest_votes(catalog: Catalog) -> dict[int, Counter]:
-    """``{patch_id: Counter of verdicts}`` over each reviewer's latest verdict that counts."""
+def verdicts(catalog: Catalog) -> dict[int, str]:
+    """``{patch_id: verdict}`` of every patch that has one under the one rule (adjudicated, else majority)."""
     with catalog.session() as session:
-        rows = session.execute(select(Review.patch_id, Review.verdict).where(counting())).all()
-    votes: dict[int, Counter] = {}
-    for patch_id, verdict in rows:
-        votes.setdefault(patch_id, Counter())[verdict] += 1
-    return votes
+        return patch_verdicts(session)
 
 
 def instance_targets(catalog: Catalog) -> dict[int, int]:
-    """``{patch_id: 1 (lesion) | 0 (not lesion)}`` from the reviews that count."""
-    targets: dict[int, int] = {}
-    for patch_id, counter in _latest_votes(catalog).items():
-        if counter[LESION] != counter[NOT_LESION]:
-            targets[patch_id] = int(counter[LESION] > counter[NOT_LESION])
-    return targets
+    """``{patch_id: 1 (lesion) | 0 (not lesion)}`` from the patches' verdicts."""
+    return {pid: int(v == LESION) for pid, v in verdicts(catalog).items() if v in (LESION, NOT_LESION)}
 
 
 def record_label(slide: Slide, label: str | None, set_by: str) -> None:
@@ -131,6 +122,5 @@ def nothing_queued_step(catalog: Catalog) -> str:
 
 
 def artifact_patches(catalog: Catalog) -> set[int]:
-    """Patches whose most common latest verdict is artifact: out of every later version's bags."""
-    return {patch_id for patch_id, counter in _latest_votes(catalog).items()
-            if counter[ARTIFACT] > max(counter[LESION], counter[NOT_LESION])}
+    """Patches whose verdict is artifact: out of every later version's bags."""
+    return {pid for pid, v in verdicts(catalog).items() if v == ARTIFACT}

@@ -17,8 +17,12 @@ verdict); when no two verdicts of different classes are that close, the cap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # data imports nothing from here; this keeps it so
+    from wsireview.learn.data import StackedRows
 
 NEIGHBOURS = 8  # a verdict reaches about this many look-alikes at most
 PURITY = 0.9  # share of reviewed pairs within the radius that must agree
@@ -63,7 +67,7 @@ def _close_pairs(points: np.ndarray, below: float) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
 
 
-def learn_radius(features: np.ndarray, reviewed: np.ndarray, classes: np.ndarray, seed: int = 0) -> float:
+def learn_radius(features: np.ndarray | StackedRows, reviewed: np.ndarray, classes: np.ndarray, seed: int = 0) -> float:
     """The look-alike radius for ``reviewed`` rows of ``features`` with verdict ``classes``.
 
     Only pairs of reviewed patches closer than the cap can decide it, so only those are kept: the
@@ -93,7 +97,7 @@ def learn_radius(features: np.ndarray, reviewed: np.ndarray, classes: np.ndarray
     return float(pair_d[ok[-1]]) if ok.size else float(pair_d[0]) * 0.5
 
 
-def spread_verdicts(features: np.ndarray, reviewed: np.ndarray, classes: np.ndarray, negative_rows: np.ndarray,
+def spread_verdicts(features: np.ndarray | StackedRows, reviewed: np.ndarray, classes: np.ndarray, negative_rows: np.ndarray,
                     spread: float, seed: int = 0) -> Spread:
     """Soft labels for the unreviewed look-alikes of ``reviewed`` rows (verdict ``classes``).
 

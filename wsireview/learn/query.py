@@ -12,6 +12,9 @@
   fifth by instance probability), starting from everything chosen or reviewed, so the queue
   covers the different-looking candidates instead of 50 neighbours of one spot.
 
+A round may send a share of its queue to two reviewers (``double_read``): which items is a seeded
+choice (:func:`double_read_picks`), recorded as ``reads = 2`` on the queue item.
+
 Bounded whatever the cohort and the verdicts: the diverse pool is at most ``POOL_MAX`` patches (a
 seeded sample of the suspicious fifth when that is larger), the centres it keeps away from at most
 ``CENTRES_MAX`` (every chosen and reviewed patch first, then a seeded sample of the rest), each
@@ -36,6 +39,7 @@ from wsireview.learn.scoring import PatchScores
 
 STRATEGIES = ("mix", "attention", "uncertainty", "random")
 EXPLOIT, TOP_ATTENTION, UNCERTAIN, DIVERSE, RANDOM = "exploit", "top-attention", "uncertain", "diverse", "random"
+SECOND_READ = "second-read"  # a double read the previous queue left half done, queued again first
 REASONS = (EXPLOIT, TOP_ATTENTION, UNCERTAIN, DIVERSE, RANDOM)
 MIX_SHARES = {EXPLOIT: 0.3, TOP_ATTENTION: 0.3, UNCERTAIN: 0.2}  # the rest is diverse
 
@@ -101,7 +105,7 @@ def top_attention(scores: PatchScores, eligible: np.ndarray, slide_probability: 
     return picked
 
 
-def uncertain_spread(scores: PatchScores, features: np.ndarray, eligible: np.ndarray, chosen: list[int], n: int) -> list[int]:
+def uncertain_spread(scores: PatchScores, features: np.ndarray | StackedRows, eligible: np.ndarray, chosen: list[int], n: int) -> list[int]:
     """Uncertain patches, each pick weighted by its distance to what is already chosen."""
     if n <= 0:
         return []
@@ -124,7 +128,7 @@ def uncertain_spread(scores: PatchScores, features: np.ndarray, eligible: np.nda
     return picked
 
 
-def diverse(scores: PatchScores, features: np.ndarray, eligible: np.ndarray, centres: list[int], n: int,
+def diverse(scores: PatchScores, features: np.ndarray | StackedRows, eligible: np.ndarray, centres: list[int], n: int,
             seed: int = 0) -> list[int]:
     """k-center greedy over the suspicious eligible patches (upper fifth by instance probability;
     a seeded sample of ``POOL_MAX`` of them when there are more)."""
@@ -148,6 +152,19 @@ def diverse(scores: PatchScores, features: np.ndarray, eligible: np.ndarray, cen
         d = np.minimum(d, _sq_dist_to(pool_x, pool_x[j]))
         d[j] = -1.0
     return picked
+
+
+DOUBLE_READS = 2  # reviewers who judge a double-read item
+
+
+def double_read_picks(queued: int, share: float, seed: int) -> set[int]:
+    """Which of ``queued`` items (0-based positions) go to a second reviewer: ``share`` of them (rounded
+    half up), drawn from ``seed``, spread over the whole queue rather than its head."""
+    n = min(queued, int(np.floor(share * queued + 0.5)))
+    if n <= 0:
+        return set()
+    rng = np.random.default_rng([seed, 47])
+    return {int(i) for i in rng.choice(queued, size=n, replace=False)}
 
 
 def _centres(scores: PatchScores, eligible: np.ndarray, first: np.ndarray, seed: int) -> list[int]:

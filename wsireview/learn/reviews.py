@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 
-from wsireview.catalog import VERDICTS, Catalog, Patch, Review, Slide
+from wsireview.catalog import ADJUDICATION, READ, VERDICTS, Catalog, Patch, Review, Slide
 from wsireview.catalog.queries import counting
+from wsireview.catalog.verdicts import decide, load_reads, needs_adjudication
 
 
 def default_reviewer() -> str:
@@ -36,8 +38,10 @@ def record_verdict(
     reviewer: str,
     seconds_taken: float | None = None,
     model_version_id: int | None = None,
+    role: str = READ,
 ) -> int:
-    """Append one verdict and commit it at once; returns the review id."""
+    """Append one verdict (a read, or with ``role=ADJUDICATION`` an adjudicator's decision) and
+    commit it at once; returns the review id."""
     if verdict not in VERDICTS:
         raise ValueError(f"unknown verdict {verdict!r}; expected one of {', '.join(VERDICTS)}")
     with catalog.write_session() as session:
@@ -47,10 +51,18 @@ def record_verdict(
             reviewer=reviewer,
             seconds_taken=seconds_taken,
             model_version_id=model_version_id,
+            role=role,
         )
         session.add(review)
         session.flush()
         return review.id
+
+
+def record_adjudication(catalog: Catalog, patch_id: int, verdict: str, adjudicator: str,
+                        seconds_taken: float | None = None, model_version_id: int | None = None) -> int:
+    """The adjudicator's decision on a patch whose reads disagree: it becomes the patch's verdict for
+    training and export (the reads stay as they are); returns the review id."""
+    return record_verdict(catalog, patch_id, verdict, adjudicator, seconds_taken, model_version_id, ADJUDICATION)
 
 
 def undo_last(catalog: Catalog, reviewer: str) -> Review | None:
@@ -80,8 +92,15 @@ def undo_review(catalog: Catalog, review_id: int) -> Review | None:
 
 
 def verdict_counts(catalog: Catalog) -> dict:
-    """Counts of verdicts that count, by verdict and by reviewer (for `status --json`)."""
+    """Counts of reads that count, by verdict and by reviewer; the patches by their verdict under the
+    one rule (``by_patch``: adjudicated, else majority; ``no_verdict``: ties and all-unsure); the
+    adjudication queue (for `status --json` and `status`)."""
     with catalog.session() as session:
+        patches = load_reads(session)
+        by_patch: Counter = Counter()
+        for patch in patches.values():
+            verdict, _ = decide(patch.reads, patch.adjudication)
+            by_patch[verdict or "no_verdict"] += 1
         by_verdict = dict(
             session.execute(
                 select(Review.verdict, func.count()).where(counting()).group_by(Review.verdict)
@@ -94,7 +113,10 @@ def verdict_counts(catalog: Catalog) -> dict:
             .group_by(Review.reviewer, Review.verdict)
         ).all():
             by_reviewer.setdefault(reviewer, {})[verdict] = count
-    return {"by_verdict": by_verdict, "by_reviewer": by_reviewer, "total": sum(by_verdict.values())}
+    adjudication = {"pending": sum(1 for p in patches.values() if needs_adjudication(p)),
+                    "decided": sum(1 for p in patches.values() if p.adjudication is not None)}
+    return {"by_verdict": by_verdict, "by_reviewer": by_reviewer, "total": sum(by_verdict.values()),
+            "by_patch": dict(by_patch), "adjudication": adjudication}
 
 
 # -- changing one's mind ----------------------------------------------------------------------------
@@ -104,7 +126,8 @@ def change_verdict(catalog: Catalog, patch_id: int, reviewer: str, verdict: str)
     history, superseded), keeping the model version that flagged the patch; returns its id."""
     with catalog.session() as session:
         flagged_by = session.scalar(
-            select(Review.model_version_id).where(Review.patch_id == patch_id, Review.reviewer == reviewer)
+            select(Review.model_version_id).where(Review.patch_id == patch_id, Review.reviewer == reviewer,
+                                                  Review.role == READ)
             .order_by(Review.id.desc()).limit(1)
         )
     return record_verdict(catalog, patch_id, verdict, reviewer, None, flagged_by)
@@ -115,7 +138,8 @@ def withdraw_verdict(catalog: Catalog, patch_id: int, reviewer: str) -> int:
     marked undone (an earlier, superseded verdict must not come back). Returns how many were marked."""
     with catalog.session() as session:
         rows = session.scalars(
-            select(Review).where(Review.patch_id == patch_id, Review.reviewer == reviewer, Review.undone_at.is_(None))
+            select(Review).where(Review.patch_id == patch_id, Review.reviewer == reviewer, Review.undone_at.is_(None),
+                                 Review.role == READ)
         ).all()
         now = datetime.now(timezone.utc)
         for review in rows:
@@ -160,7 +184,7 @@ def reviewer_history(
         select(Review, Patch, Slide)
         .join(Patch, Patch.id == Review.patch_id)
         .join(Slide, Slide.id == Patch.slide_id)
-        .where(Review.reviewer == reviewer)
+        .where(Review.reviewer == reviewer, Review.role == READ)
         .order_by(Review.id)
     )
     if slide_id is not None:

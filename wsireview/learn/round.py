@@ -17,6 +17,7 @@ import torch
 from wsireview.catalog import Catalog, ModelVersion, ReviewQueueItem, SlidePrediction
 from wsireview.catalog.score_files import publish_scores, stage_scores
 from wsireview.catalog.queries import latest_model_version
+from wsireview.catalog.verdicts import second_reads_waiting
 from wsireview.errors import WsireviewError
 from wsireview.features.embed import embed_slides, pending_slides
 from wsireview.learn.checkpoint import save_checkpoint
@@ -27,7 +28,7 @@ from wsireview.learn.lookalike import LESION as LESION_CLASS
 from wsireview.learn.lookalike import NOT_LESION as NOT_LESION_CLASS
 from wsireview.learn.lookalike import Spread, spread_verdicts
 from wsireview.learn.metrics import roc_auc
-from wsireview.learn.query import build_queue
+from wsireview.learn.query import DOUBLE_READS, SECOND_READ, QueuePick, build_queue, double_read_picks
 from wsireview.learn.scoring import PatchScores, score_patches
 from wsireview.learn.slide_predictions import predict_slides
 from wsireview.learn.spec import RoundSpec
@@ -90,6 +91,7 @@ class RoundResult:
     checkpoint: Path
     embedded: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    double_reads: int = 0  # queued items that two reviewers judge
 
 
 @dataclass
@@ -184,17 +186,17 @@ def prepare_bags(
     out_bags, out = [], []
     start = 0
     for b in bags:
-        rows = slice(start, start + len(b))
+        span = slice(start, start + len(b))
         start += len(b)
-        k = keep[rows]
+        k = keep[span]
         if not k.any():
             continue
-        positions = np.flatnonzero(~np.isnan(label[rows][k]))
+        positions = np.flatnonzero(~np.isnan(label[span][k]))
         target = float(targets[b.slide_id]) if b.slide_id in targets else None
         x = b.features if k.all() else b.features[k]  # a view of the cohort's matrix unless artifacts go
         out_bags.append(Bag(b.slide_id, b.patch_ids[k], x))
         out.append(make_bag(b.slide_id, torch.from_numpy(np.ascontiguousarray(x)), target, positions,
-                            label[rows][k][positions], weight[rows][k][positions], attention[rows][k]))
+                            label[span][k][positions], weight[span][k][positions], attention[span][k]))
     set_aside = set(ids_all[held_back & ~hard].tolist())
     return Prepared(out_bags, out, pre, spread, int((~keep).sum()), int(held_back.sum()), set_aside)
 
@@ -333,6 +335,8 @@ def retrain(
         queue = build_queue(scores, features, slide_prob, reviewed, spec.budget, spec.strategy, seed,
                             negative_slides={sid for sid, t in targets.items() if t == 0},
                             set_aside=prepared.set_aside)
+        carried = second_reads_carried(catalog)
+        queue = [QueuePick(pid, SECOND_READ, 0.0) for pid in carried] + queue
         timings["score_and_queue"] = time.perf_counter() - t
         timings["queue"] = time.perf_counter() - t_queue  # of score_and_queue
 
@@ -380,7 +384,17 @@ def retrain(
         checkpoint=checkpoint,
         embedded=len(missing),
         seconds=timings,
+        double_reads=len(carried) + len(double_read_picks(len(queue) - len(carried), spec.double_read, spec.seed)),
     )
+
+
+def second_reads_carried(catalog: Catalog) -> list[int]:
+    """The latest queue's double reads still waiting for a second reviewer: the new queue keeps them."""
+    latest = latest_model_version(catalog)
+    if latest is None:
+        return []
+    with catalog.session() as session:
+        return second_reads_waiting(session, latest.id)
 
 
 def _fit_instance_auc(scores: PatchScores, inst: dict[int, int]) -> float | None:
@@ -433,8 +447,11 @@ def _record(catalog, workspace, spec: RoundSpec, parent, params, info, metrics, 
                     ["model_version_id", "slide_id", "probability", "bag_probability", "evidence", "driver"],
                     [(vid, int(sid), p.probability, p.bag_probability, p.evidence, p.driver)
                      for sid, p in slide_prob.items()])
-            _insert(session, ReviewQueueItem, ["model_version_id", "patch_id", "rank", "reason", "score"],
-                    [(vid, int(e.patch_id), k, e.reason, float(e.score) if e.score is not None else None)
+            carried = sum(1 for e in queue if e.reason == SECOND_READ)  # first in the queue
+            doubles = {carried + i for i in double_read_picks(len(queue) - carried, spec.double_read, spec.seed)}
+            _insert(session, ReviewQueueItem, ["model_version_id", "patch_id", "rank", "reason", "score", "reads"],
+                    [(vid, int(e.patch_id), k, e.reason, float(e.score) if e.score is not None else None,
+                      DOUBLE_READS if k - 1 in doubles or e.reason == SECOND_READ else 1)
                      for k, e in enumerate(queue, start=1)])
     except BaseException:
         for path in (staged, *written):

@@ -26,6 +26,7 @@ class RoundSpec:
     strategy: str = "mix"
     seed: int = 0
     epochs: int | None = None  # train exactly this many epochs (None: early stopping decides)
+    double_read: float = 0.0  # share of the queue that two different reviewers judge, blind to each other
     train: TrainParams = field(default_factory=TrainParams)
 
     def as_dict(self) -> dict[str, Any]:
@@ -42,7 +43,9 @@ class RoundSpec:
 
     def replace(self, **changes: Any) -> "RoundSpec":
         """A copy with ``changes``; ``None`` values mean "keep" (how the command line passes options)."""
-        train_names = {f.name for f in dataclasses.fields(TrainParams)}
+        # A name both levels have (seed) is the spec's: train_params() hands it down to training.
+        own_names = {f.name for f in dataclasses.fields(self)} - {"train"}
+        train_names = {f.name for f in dataclasses.fields(TrainParams)} - own_names
         own = {k: v for k, v in changes.items() if v is not None and k not in train_names}
         train = {k: v for k, v in changes.items() if v is not None and k in train_names}
         spec = dataclasses.replace(self, **own)

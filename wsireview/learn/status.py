@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from wsireview.catalog import Catalog, ModelVersion, Review, ReviewQueueItem, Slide, SlidePrediction
-from wsireview.catalog.queries import counting, latest_model_version
+from wsireview.catalog import Catalog, ModelVersion, ReviewQueueItem, Slide, SlidePrediction
+from wsireview.catalog.queries import latest_model_version
 from wsireview.catalog.score_files import SCORES_PRUNED, scores_state
+from wsireview.catalog.verdicts import open_patches
 from wsireview.learn.labels import instance_targets
 
 
 def queued_patches(catalog: Catalog, model_version_id: int) -> int:
-    """Patches in a version's queue that nobody has reviewed yet (reviews that count)."""
+    """Patches in a version's queue that still wait for a read (a double read until its second)."""
     with catalog.session() as session:
-        reviewed = select(Review.patch_id).where(counting())
-        return int(session.scalar(
-            select(func.count()).select_from(ReviewQueueItem).where(
-                ReviewQueueItem.model_version_id == model_version_id, ReviewQueueItem.patch_id.not_in(reviewed)
-            )
-        ) or 0)
+        return len(open_patches(session, model_version_id, None))
 
 
 def model_status(catalog: Catalog) -> dict:

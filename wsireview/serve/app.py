@@ -99,7 +99,7 @@ def create_app(catalog: Catalog, workspace: Workspace, config: ServeConfig) -> S
         slide_id = request.path_params["slide_id"]
         if ready_slide(slide_id) is None:
             return _error(f"no ready slide {slide_id} in the catalog")
-        layers = slide_overlays(catalog, slide_id)
+        layers = slide_overlays(catalog, slide_id, reviewer=config.reviewer)
         return _json({
             "model_version": layers.model_version_id,
             "patches": {"id": layers.patch_ids, "x": layers.x, "y": layers.y, "size": layers.size,
@@ -122,7 +122,7 @@ def create_app(catalog: Catalog, workspace: Workspace, config: ServeConfig) -> S
              "model_version_id": e.model_version_id, "slide_id": e.slide_id, "slide_name": e.slide_name,
              "slide_label": e.slide_label, "slide_probability": e.slide_probability,
              "x": e.x, "y": e.y, "size": e.size, "attention": e.attention, "attention_rank": e.attention_rank,
-             "probability": e.probability, "verdict": e.verdict}
+             "probability": e.probability, "verdict": e.verdict, "done": e.done, "reads": e.reads}
             for e in entries if e.slide_status == READY
         ])
 

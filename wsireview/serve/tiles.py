@@ -177,9 +177,11 @@ class TileSource:
         versions = set()
         for slide_id, stored, content_hash in rows:
             path = self.workspace.absolute(stored)
+            if path is None:  # no path: nothing of it is worth keeping
+                continue
             try:
                 versions.add((slide_id, tile_version(content_hash or "", path.stat(), self.config)))
-            except (OSError, AttributeError):  # missing file (or no path): nothing of it is worth keeping
+            except OSError:  # missing file: nothing of it is worth keeping
                 continue
         return versions
 

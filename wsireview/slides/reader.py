@@ -197,7 +197,7 @@ def judge_mpp(mpp: float | None, objective_power: float | None,
     note = None
     if mpp and not plausible_mpp(mpp):
         note = f"recorded mpp {mpp:.4g} µm/px is implausible for a microscope"
-    elif mpp and dimensions and _larger_than_glass(mpp, dimensions):
+    elif mpp and dimensions is not None and _larger_than_glass(mpp, dimensions):
         note = (f"recorded mpp {mpp:.4g} µm/px makes level 0 {dimensions[0] * mpp / 1000:,.0f} x "
                 f"{dimensions[1] * mpp / 1000:,.0f} mm, larger than a glass slide: the header is damaged")
     elif mpp and objective:

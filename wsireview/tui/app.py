@@ -38,6 +38,7 @@ class ReviewApp(App):
         start: str = "slides",
         slide_id: int | None = None,
         latency_log: Path | None = None,
+        adjudicate: bool = False,
     ) -> None:
         super().__init__()
         if graphics not in GRAPHICS:
@@ -48,6 +49,7 @@ class ReviewApp(App):
         self.graphics = graphics
         self.start = start
         self.start_slide_id = slide_id
+        self.start_adjudicating = adjudicate  # `wsireview review --adjudicate`: the adjudication queue first
         self.source = PatchSource(workspace)
         self.generation = 0  # bumped when a retrain changes the model and queue
         self._latency = open(latency_log, "a", buffering=1) if latency_log else None
@@ -60,7 +62,7 @@ class ReviewApp(App):
 
     def on_mount(self) -> None:
         if self.start == "review":
-            self.open_triage(self.start_slide_id)
+            self.open_triage(self.start_slide_id, adjudicate=self.start_adjudicating)
         self.set_timer(1.0, self.collector.start)  # once start-up is drawn: it costs one full collection
         self.set_interval(0.5, self.collector.tick, name="idle-gc")
 
@@ -77,10 +79,16 @@ class ReviewApp(App):
             self._latency.close()
 
     # -- navigation ---------------------------------------------------------------------------
-    def open_triage(self, slide_id: int | None) -> None:
+    def open_triage(self, slide_id: int | None, adjudicate: bool = False) -> None:
+        """The review queue (one slide's, or all), or with ``adjudicate`` the adjudication queue."""
         from wsireview.tui.screens.triage import TriageScreen
 
-        self.push_screen(TriageScreen(slide_id))
+        self.push_screen(TriageScreen(slide_id, adjudicate=adjudicate))
+
+    def open_team(self) -> None:
+        from wsireview.tui.screens.team import TeamScreen
+
+        self.push_screen(TeamScreen())
 
     def open_slide(self, slide_id: int, focus_patch_id: int | None = None) -> None:
         """The slide view: its picture with layers, its patches; ``focus_patch_id`` boxed and selected."""
@@ -186,6 +194,10 @@ class ReviewApp(App):
                             lambda: self.open_triage(None))
         yield SystemCommand("History", "your verdicts, newest first: change or withdraw any of them",
                             self.open_history)
+        yield SystemCommand("Team agreement", "Cohen's and Fleiss' kappa between reviewers, the adjudication queue",
+                            self.open_team)
+        yield SystemCommand("Adjudication queue", "decide the patches whose reviewers disagree",
+                            lambda: self.open_triage(None, adjudicate=True))
         yield SystemCommand("Retrain now", "train a new model version on every label and verdict, then "
                             "replace the queue (asks first)", self.confirm_retrain)
         yield SystemCommand("Keys", "every key of this screen", self.action_help)

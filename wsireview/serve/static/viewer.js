@@ -188,7 +188,8 @@ async function loadQueue(version) {
   const entries = await api(queueUrl(version));
   triage.entries = entries;
   triage.version = entries.length ? entries[0].model_version_id : (version || session.model_version);
-  triage.verdicts = new Map(entries.filter((e) => e.verdict).map((e) => [e.patch_id, e.verdict]));
+  // done: this reviewer may not judge it (judged, or read by enough others); open items carry no verdict
+  triage.verdicts = new Map(entries.filter((e) => e.done).map((e) => [e.patch_id, e.verdict]));
   triage.skipped.clear();
   triage.claimed.clear();
   triage.newer = null;
@@ -365,7 +366,7 @@ async function giveVerdict(verdict) {
   triage.sessionVerdicts += 1;
   if (triage.progress) {  // counted at once; the next claim reads the team's counts again
     triage.progress.you += 1;
-    triage.progress.reviewed_by_team += 1;
+    if ((entry.reads || 1) <= 1) triage.progress.reviewed_by_team += 1;  // a double read: counted when read again
     triage.progress.text = `you ${triage.progress.you} · team ${triage.progress.reviewed_by_team}/${triage.progress.queued} reviewed`;
   }
   if (toJudge() <= REFILL_AT) claim().catch(() => {});
@@ -491,7 +492,7 @@ window.addEventListener("focus", async () => {
   refreshOverlays().catch(() => {});
   if (!triage.on || triage.index === null) return;
   const fresh = await api(queueUrl(triage.version));
-  for (const e of fresh) if (e.verdict) triage.verdicts.set(e.patch_id, e.verdict);
+  for (const e of fresh) if (e.done) triage.verdicts.set(e.patch_id, e.verdict);
   await claim();
   if (!pending(triage.index)) await advance(triage.index + 1);
   else showEntryInfo(triage.entries[triage.index]);

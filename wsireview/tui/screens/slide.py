@@ -126,7 +126,8 @@ class SlideScreen(ReviewScreen):
             return
         table = self.query_one(DataTable)
         keep = self.selected.patch_id if self.selected else self.focus_patch_id
-        self.patches = slide_patches(self.app.catalog, self.slide_id, also=self.focus_patch_id)
+        self.patches = slide_patches(self.app.catalog, self.slide_id, also=self.focus_patch_id,
+                                     reviewer=self.app.reviewer)
         self.has_model = latest_model_version_id(self.app.catalog) is not None
         table.clear()
         for p in self.patches:

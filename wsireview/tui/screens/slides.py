@@ -52,6 +52,7 @@ class SlidesScreen(ReviewScreen):
         Binding("l", "label", "Label"),
         Binding("m", "models", "Models", show=False),  # in ? and the palette: the footer keeps ? and q at 80 columns
         Binding("h", "history", "History", show=False),
+        Binding("g", "team", "Team agreement and adjudication", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("question_mark", "app.help", "Keys"),
         Binding("q", "app.quit", "Quit"),
@@ -271,3 +272,6 @@ class SlidesScreen(ReviewScreen):
 
     def action_history(self) -> None:
         self.app.open_history()
+
+    def action_team(self) -> None:
+        self.app.open_team()

@@ -8,9 +8,11 @@ patches, so a keypress only swaps prepared lines: the key handler never touches 
 converts pixels when the step was prefetched.
 
 Reviewers share the queue: the screen shows only the patches this reviewer holds a claim on
-(``catalog.claims``), topped up in a worker as they are judged, renewed on a timer and released
+(``catalog.claims``, whose one rule also keeps a double read open for a second, different reader
+and hides the first read from them), topped up in a worker as they are judged, renewed on a timer and released
 when the screen closes. The title gives the reviewer's count and the team's, and a newer model
-version is announced with the key that opens its queue (N).
+version is announced with the key that opens its queue (N). The adjudication queue
+(``adjudicate``) takes no claims: its patches have all their reads.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from wsireview.text import literal
 from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, UNSURE
 from wsireview.catalog.claims import CLAIMS, claim_patches, release_claims, renew_claims
 from wsireview.catalog.progress import QueueProgress, queue_progress
-from wsireview.catalog.queries import QueueEntry, latest_model_version_id, queue_entries
+from wsireview.catalog.queries import QueueEntry, adjudication_entries, latest_model_version_id, queue_entries
 from wsireview.learn.labels import nothing_queued_step
-from wsireview.learn.reviews import record_verdict, undo_review
+from wsireview.learn.reviews import record_adjudication, record_verdict, undo_review
 from wsireview.tui.imaging import MARK_COLOUR, VIEW_COLOUR, mark_rect, placeholder
 from wsireview.tui.messages import CatalogChanged, ImageBoxChanged
 from wsireview.tui.patch_source import PatchUnavailable
@@ -68,6 +70,7 @@ REASON_TEXT = {
     "uncertain": "uncertain (P near 0.5)",
     "diverse": "diverse (unlike the others)",
     "random": "random (baseline)",
+    "second-read": "second read (from the last queue)",
 }
 SCALE_BAR = "━"
 
@@ -98,9 +101,12 @@ class TriageScreen(ReviewScreen):
         Binding("q", "app.quit", "Quit", show=False),
     ]
 
-    def __init__(self, slide_id: int | None = None) -> None:
+    def __init__(self, slide_id: int | None = None, adjudicate: bool = False) -> None:
         super().__init__()
         self.slide_id = slide_id
+        # The adjudication queue instead of the review queue: every reader's verdict and name shown,
+        # and a key records the adjudicator's decision.
+        self.adjudicate = adjudicate
         self.entries: list[QueueEntry] = []
         self.verdicts: dict[int, str] = {}
         self.skipped: set[int] = set()
@@ -160,7 +166,7 @@ class TriageScreen(ReviewScreen):
             release_claims(self.app.catalog, self.app.reviewer)  # the old queue's patches go back to the team
         self.model_version_id, self.newer_version = version, None
         self.entries = self._entries()
-        self.verdicts = {e.patch_id: e.verdict for e in self.entries if e.verdict}
+        self.verdicts = {e.patch_id: e.verdict or "" for e in self.entries if e.done}
         self.skipped.clear()
         self.session_reviews.clear()
         self.last_action = ""
@@ -169,6 +175,11 @@ class TriageScreen(ReviewScreen):
             self._errors.clear()
         self.index = None
         self.claimed.clear()
+        if not self.entries and self.adjudicate:
+            self.patch_view.show_message("Nothing to adjudicate: no patch has reads that disagree (or were all "
+                                         "unsure) without a decision.")
+            self._update_text()
+            return
         if self.entries:
             self._claim()
         if not self.entries:
@@ -183,6 +194,8 @@ class TriageScreen(ReviewScreen):
             self.show_entry(nxt)
 
     def _entries(self) -> list[QueueEntry]:
+        if self.adjudicate:
+            return adjudication_entries(self.app.catalog)
         if self.model_version_id is None:
             return []
         return queue_entries(self.app.catalog, slide_id=self.slide_id, model_version_id=self.model_version_id,
@@ -190,7 +203,8 @@ class TriageScreen(ReviewScreen):
 
     def _pending(self, i: int) -> bool:
         pid = self.entries[i].patch_id
-        return pid in self.claimed and pid not in self.verdicts and pid not in self.skipped
+        # The adjudication queue takes no claims: its patches have all their reads, so none is held.
+        return (self.adjudicate or pid in self.claimed) and pid not in self.verdicts and pid not in self.skipped
 
     def _next_pending(self, start: int) -> int | None:
         for _ in range(2):  # nothing claimed left: top up once, then look again
@@ -210,7 +224,7 @@ class TriageScreen(ReviewScreen):
     def _claim(self, first: tuple[int, ...] = ()) -> bool:
         """Top up this reviewer's claims now (on the UI thread: only when nothing claimed is left,
         or to hold again a patch whose verdict was undone, ``first``); True when it brought patches to judge."""
-        if self.model_version_id is None:
+        if self.model_version_id is None or self.adjudicate:
             return False
         claimed = claim_patches(self.app.catalog, self.app.reviewer, self.model_version_id,
                                 slide_id=self.slide_id, exclude=set(self.skipped), first=first)
@@ -242,7 +256,7 @@ class TriageScreen(ReviewScreen):
             self.claimed = set(claimed)
             if not self.claimed <= {e.patch_id for e in self.entries}:  # freed by others since the queue was read
                 self.entries = self._entries()
-                self.verdicts.update({e.patch_id: e.verdict for e in self.entries if e.verdict})
+                self.verdicts.update({e.patch_id: e.verdict or "" for e in self.entries if e.done})
         self.progress = progress
         if latest is not None and self.model_version_id is not None and latest > self.model_version_id \
                 and latest != self.newer_version:
@@ -341,7 +355,7 @@ class TriageScreen(ReviewScreen):
             self.app.log_latency(time.perf_counter() - started)
         if self.index is not None:
             self.prefetch(self.index, self.current_view(), self._box())
-            if self._new_patch and self.model_version_id is not None:
+            if self._new_patch and self.model_version_id is not None and not self.adjudicate:
                 top_up = self._to_judge() <= REFILL_AT
                 team = top_up or time.monotonic() - self._refreshed_at > REFRESH_SECONDS
                 self.refill(self.model_version_id, frozenset(self.skipped), top_up, team)
@@ -443,13 +457,12 @@ class TriageScreen(ReviewScreen):
                 self.notify("The patch is still loading.", timeout=1.5)
             return
         seconds = time.monotonic() - self.shown_at
-        review_id = record_verdict(
-            self.app.catalog, entry.patch_id, verdict, self.app.reviewer, seconds, entry.model_version_id
-        )
+        record = record_adjudication if self.adjudicate else record_verdict
+        review_id = record(self.app.catalog, entry.patch_id, verdict, self.app.reviewer, seconds, entry.model_version_id)
         self.session_reviews.append(review_id)
         self.verdicts[entry.patch_id] = verdict
-        if self.progress is not None:  # counted at once; the next refresh reads the team's again
-            self.progress = self.progress.counted(self.app.reviewer, 1)
+        if self.progress is not None and not self.adjudicate:  # counted at once; the next refresh reads the team's
+            self.progress = self.progress.counted(self.app.reviewer, 1, completes=entry.reads <= 1)
         self.last_action = f"[{VERDICT_STYLE[verdict]}]{VERDICT_TEXT[verdict]}[/] in {seconds:.1f} s"
         assert self.index is not None  # there is a current entry
         self._advance(self.index + 1, started)
@@ -560,7 +573,7 @@ class TriageScreen(ReviewScreen):
         from wsireview.tui.screens.summary import SummaryScreen
 
         self.index = None
-        if self.model_version_id is not None:
+        if self.model_version_id is not None and not self.adjudicate:
             self.progress = queue_progress(self.app.catalog, self.model_version_id, self.slide_id)
         self._update_text()
         self.patch_view.show_message("Queue done.")
@@ -604,9 +617,15 @@ class TriageScreen(ReviewScreen):
         title.add_column(no_wrap=True)
         title.add_column()  # the scope: shortened in its middle when the line is too narrow
         title.add_column(no_wrap=True)
-        counts = self._progress_text() + (f", {len(self.skipped)} skipped" if self.skipped else "")
+        if self.adjudicate:
+            done = sum(1 for e in self.entries if e.patch_id in self.verdicts)
+            counts = f"[b]{done}[/b]/{len(self.entries)} decided"
+        else:
+            counts = self._progress_text()
+        counts += f", {len(self.skipped)} skipped" if self.skipped else ""
         scope = self.entries[0].slide_name if self.slide_id is not None and self.entries else "all slides"
-        title.add_row(Text.from_markup("[b]Triage[/b] "), Shortened(scope),
+        name = "[b]Adjudication[/b] " if self.adjudicate else "[b]Triage[/b] "
+        title.add_row(Text.from_markup(name), Shortened(scope),
                       Text.from_markup(f"  ·  {counts}  ·  {self.app.reviewer}  ·  {model}"))
         self.query_one("#triage-title", Static).update(title, layout=False)
         self.query_one("#triage-scale", Static).update(self._caption(), layout=False)
@@ -656,7 +675,10 @@ class TriageScreen(ReviewScreen):
         grid.add_row("slide", Shortened(entry.slide_name, style="bold"))
         pred = f"  P {entry.slide_probability:.2f}" if entry.slide_probability is not None else ""
         grid.add_row("label", one_line(f"{entry.slide_label or '-'}{pred}"))
-        grid.add_row("why", Text(REASON_TEXT.get(entry.reason, entry.reason)))
+        if entry.shown_reads:  # the adjudication queue: who said what
+            grid.add_row("reads", Text(", ".join(f"{who} {VERDICT_TEXT.get(v, v)}" for who, v in entry.shown_reads)))
+        else:
+            grid.add_row("why", Text(REASON_TEXT.get(entry.reason, entry.reason)))
         rank = f"#{entry.attention_rank}" if entry.attention_rank is not None else "-"
         prob = f"{entry.probability:.2f}" if entry.probability is not None else "-"
         grid.add_row("attn", one_line(f"rank {rank}  P(lesion) {prob}"))
