@@ -14,7 +14,7 @@ from typing import Iterable
 
 from sqlalchemy import func, select
 
-from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, READY, Catalog, Review, Slide
+from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, READY, Catalog, Patch, Review, Slide
 from wsireview.catalog.queries import counting
 
 # Offered in the app when no slide carries a label yet: `retrain`'s default positive class and a negative.
@@ -134,3 +134,13 @@ def artifact_patches(catalog: Catalog) -> set[int]:
     """Patches whose most common latest verdict is artifact: out of every later version's bags."""
     return {patch_id for patch_id, counter in _latest_votes(catalog).items()
             if counter[ARTIFACT] > max(counter[LESION], counter[NOT_LESION])}
+
+
+def slides_of(catalog: Catalog, patch_ids) -> set[int]:
+    """The slides the patches ``patch_ids`` belong to (asked 500 ids at a time)."""
+    ids = sorted(int(p) for p in patch_ids)
+    found: set[int] = set()
+    with catalog.session() as session:
+        for start in range(0, len(ids), 500):
+            found.update(session.scalars(select(Patch.slide_id).where(Patch.id.in_(ids[start : start + 500])).distinct()))
+    return found
