@@ -158,9 +158,11 @@ def _scan(features, sources: np.ndarray, radius: float, keep: int) -> tuple[np.n
         d += np.square(x).sum(1)[:, None]
         r, c = np.nonzero(d < radius * radius)
         pair_r.append(r + start), pair_s.append(c), pair_d.append(np.sqrt(np.maximum(d[r, c], 0.0)))
-        if keep:
-            rows = np.broadcast_to(np.arange(start, start + x.shape[0])[:, None], d.shape)
-            cand_r, cand_d = np.concatenate([top_r, rows]), np.concatenate([top_d, d])
+        if keep:  # the block's own nearest rows per verdict, then merged with those kept so far
+            part = np.argpartition(d, keep - 1, axis=0)[:keep] if d.shape[0] > keep else \
+                np.broadcast_to(np.arange(d.shape[0])[:, None], d.shape)
+            cand_r = np.concatenate([top_r, part + start])
+            cand_d = np.concatenate([top_d, np.take_along_axis(d, part, 0)])
             if cand_d.shape[0] > keep:
                 part = np.argpartition(cand_d, keep - 1, axis=0)[:keep]
                 cand_r, cand_d = np.take_along_axis(cand_r, part, 0), np.take_along_axis(cand_d, part, 0)
