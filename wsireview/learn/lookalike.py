@@ -143,33 +143,36 @@ class Neighbours:
 
 def _scan(features, sources: np.ndarray, radius: float, keep: int) -> tuple[np.ndarray, ...]:
     """One blocked pass over every row against ``sources``: the (row, source, distance) pairs
-    closer than ``radius`` and each source's ``keep`` nearest rows ((keep, S) rows and distances)."""
-    w = np.vstack([-2.0 * sources.T, np.square(sources).sum(1)[None, :]]).astype(np.float32)
+    closer than ``radius`` and each source's ``keep`` nearest rows ((S, keep) rows and distances).
+
+    Distances are laid out one source per row (S, block), so choosing each source's nearest rows
+    partitions contiguous memory."""
+    w = np.hstack([-2.0 * sources, np.square(sources).sum(1)[:, None]]).astype(np.float32)  # (S, K + 1)
     n, s_count = features.shape[0], sources.shape[0]
-    top_r = np.zeros((0, s_count), np.int64)
-    top_d = np.zeros((0, s_count), np.float32)
+    top_r = np.zeros((s_count, 0), np.int64)
+    top_d = np.zeros((s_count, 0), np.float32)
     pair_r, pair_s, pair_d = [], [], []
     step = max(_block_rows(s_count), keep)
     for start in range(0, n, step):
         x = np.asarray(features[start : start + step], dtype=np.float32)
-        x1 = np.empty((x.shape[0], x.shape[1] + 1), np.float32)
-        x1[:, :-1], x1[:, -1] = x, 1.0
-        d = x1 @ w  # squared distances, |x|^2 added next; square roots only for the pairs kept
-        d += np.square(x).sum(1)[:, None]
-        r, c = np.nonzero(d < radius * radius)
-        pair_r.append(r + start), pair_s.append(c), pair_d.append(np.sqrt(np.maximum(d[r, c], 0.0)))
-        if keep:  # the block's own nearest rows per verdict, then merged with those kept so far
-            part = np.argpartition(d, keep - 1, axis=0)[:keep] if d.shape[0] > keep else \
-                np.broadcast_to(np.arange(d.shape[0])[:, None], d.shape)
-            cand_r = np.concatenate([top_r, part + start])
-            cand_d = np.concatenate([top_d, np.take_along_axis(d, part, 0)])
-            if cand_d.shape[0] > keep:
-                part = np.argpartition(cand_d, keep - 1, axis=0)[:keep]
-                cand_r, cand_d = np.take_along_axis(cand_r, part, 0), np.take_along_axis(cand_d, part, 0)
+        x1 = np.empty((x.shape[1] + 1, x.shape[0]), np.float32)
+        x1[:-1], x1[-1] = x.T, 1.0
+        d = w @ x1  # (S, block) squared distances once |x|^2 is added; square roots only for pairs kept
+        d += np.square(x).sum(1)[None, :]
+        c, r = np.nonzero(d < radius * radius)
+        pair_r.append(r + start), pair_s.append(c), pair_d.append(np.sqrt(np.maximum(d[c, r], 0.0)))
+        if keep:  # the block's own nearest rows per source, then merged with those kept so far
+            part = np.argpartition(d, keep - 1, axis=1)[:, :keep] if d.shape[1] > keep else \
+                np.broadcast_to(np.arange(d.shape[1])[None, :], d.shape)
+            cand_r = np.concatenate([top_r, part + start], axis=1)
+            cand_d = np.concatenate([top_d, np.take_along_axis(d, part, 1)], axis=1)
+            if cand_d.shape[1] > keep:
+                part = np.argpartition(cand_d, keep - 1, axis=1)[:, :keep]
+                cand_r, cand_d = np.take_along_axis(cand_r, part, 1), np.take_along_axis(cand_d, part, 1)
             top_r, top_d = cand_r, cand_d
-    order = np.argsort(top_d, axis=0, kind="stable")
+    order = np.argsort(top_d, axis=1, kind="stable")
     return (np.concatenate(pair_r), np.concatenate(pair_s), np.concatenate(pair_d),
-            np.take_along_axis(top_r, order, 0), np.sqrt(np.maximum(np.take_along_axis(top_d, order, 0), 0.0)))
+            np.take_along_axis(top_r, order, 1), np.sqrt(np.maximum(np.take_along_axis(top_d, order, 1), 0.0)))
 
 
 def spread_verdicts(features: np.ndarray, reviewed: np.ndarray, classes: np.ndarray, negative_rows: np.ndarray,
@@ -218,8 +221,8 @@ def spread_verdicts(features: np.ndarray, reviewed: np.ndarray, classes: np.ndar
             new_ids = vids[scan[fresh]]
             merged_ids = np.concatenate([known.verdict_ids, new_ids])
             order = np.argsort(merged_ids, kind="stable")
-            Neighbours(merged_ids[order], np.concatenate([known.ids, row_ids[top_r[:, fresh].T]])[order],
-                       np.concatenate([known.dist, top_d[:, fresh].T.astype(np.float32)])[order]).save(neighbours)
+            Neighbours(merged_ids[order], np.concatenate([known.ids, row_ids[top_r[fresh]]])[order],
+                       np.concatenate([known.dist, top_d[fresh].astype(np.float32)])[order]).save(neighbours)
         use = np.flatnonzero(complete)
         if use.size:
             ids, dist = known.ids[entry[use]], known.dist[entry[use]]
