@@ -59,8 +59,8 @@ def lookalikes_path(workspace: Workspace, encoder: str, key: str) -> Path:
 
 def feature_records(patch_ids: np.ndarray, features: np.ndarray, dtype: str = "<f2") -> np.ndarray:
     """The records one file holds: ``(patch_id int64, features float16[D])`` per patch (or ``dtype``)."""
-    dtype = np.dtype([("patch_id", "<i8"), ("features", dtype, (features.shape[1],))])
-    records = np.empty(patch_ids.shape[0], dtype=dtype)
+    record = np.dtype([("patch_id", "<i8"), ("features", dtype, (features.shape[1],))])
+    records = np.empty(patch_ids.shape[0], dtype=record)
     records["patch_id"] = patch_ids
     records["features"] = features
     return records

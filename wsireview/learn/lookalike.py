@@ -20,8 +20,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from wsireview.learn.data import StackedRows
 
 NEIGHBOURS = 8  # a verdict reaches about this many look-alikes at most
 RADIUS_SAMPLE = 20_000  # patches the radius's cap is measured on (see learn_radius)
@@ -67,7 +71,7 @@ def _close_pairs(points: np.ndarray, below: float) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
 
 
-def learn_radius(features: np.ndarray, reviewed: np.ndarray, classes: np.ndarray, seed: int = 0) -> float:
+def learn_radius(features: np.ndarray | StackedRows, reviewed: np.ndarray, classes: np.ndarray, seed: int = 0) -> float:
     """The look-alike radius for ``reviewed`` rows of ``features`` with verdict ``classes``.
 
     Only pairs of reviewed patches closer than the cap can decide it, so only those are kept: the
@@ -141,7 +145,7 @@ class Neighbours:
             raise
 
 
-def _scan(features, sources: np.ndarray, radius: float, keep: int) -> tuple[np.ndarray, ...]:
+def _scan(features: np.ndarray | StackedRows, sources: np.ndarray, radius: float, keep: int) -> tuple[np.ndarray, ...]:
     """One blocked pass over every row against ``sources``: the (row, source, distance) pairs
     closer than ``radius`` and each source's ``keep`` nearest rows ((S, keep) rows and distances).
 
@@ -160,7 +164,9 @@ def _scan(features, sources: np.ndarray, radius: float, keep: int) -> tuple[np.n
         d = w @ x1  # (S, block) squared distances once |x|^2 is added; square roots only for pairs kept
         d += np.square(x).sum(1)[None, :]
         c, r = np.nonzero(d < radius * radius)
-        pair_r.append(r + start), pair_s.append(c), pair_d.append(np.sqrt(np.maximum(d[c, r], 0.0)))
+        pair_r.append(r + start)
+        pair_s.append(c)
+        pair_d.append(np.sqrt(np.maximum(d[c, r], 0.0)))
         if keep:  # the block's own nearest rows per source, then merged with those kept so far
             part = np.argpartition(d, keep - 1, axis=1)[:, :keep] if d.shape[1] > keep else \
                 np.broadcast_to(np.arange(d.shape[1])[None, :], d.shape)
@@ -175,7 +181,7 @@ def _scan(features, sources: np.ndarray, radius: float, keep: int) -> tuple[np.n
             np.take_along_axis(top_r, order, 1), np.sqrt(np.maximum(np.take_along_axis(top_d, order, 1), 0.0)))
 
 
-def spread_verdicts(features: np.ndarray, reviewed: np.ndarray, classes: np.ndarray, negative_rows: np.ndarray,
+def spread_verdicts(features: np.ndarray | StackedRows, reviewed: np.ndarray, classes: np.ndarray, negative_rows: np.ndarray,
                     spread: float, seed: int = 0, row_ids: np.ndarray | None = None,
                     neighbours: Path | None = None) -> Spread:
     """Soft labels for the unreviewed look-alikes of ``reviewed`` rows (verdict ``classes``).
@@ -201,6 +207,7 @@ def spread_verdicts(features: np.ndarray, reviewed: np.ndarray, classes: np.ndar
     src = np.asarray(features[reviewed], dtype=np.float32)
     keep = kept_neighbours(n) if neighbours is not None and row_ids is not None else 0
     if keep:
+        assert neighbours is not None and row_ids is not None  # keep is 0 without them
         known = Neighbours.load(neighbours, keep)
         vids = row_ids[reviewed]
         entry = np.searchsorted(known.verdict_ids, vids) if known.verdict_ids.size else np.zeros(vids.size, np.int64)
@@ -216,6 +223,7 @@ def spread_verdicts(features: np.ndarray, reviewed: np.ndarray, classes: np.ndar
     else:  # every verdict's look-alikes are remembered
         pair_r, pair_s, pair_d = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     if keep:
+        assert neighbours is not None and row_ids is not None
         fresh = ~cached[scan]  # verdicts seen for the first time: remember their neighbours
         if fresh.any():
             new_ids = vids[scan[fresh]]

@@ -101,7 +101,7 @@ def top_attention(scores: PatchScores, eligible: np.ndarray, slide_probability: 
     return picked
 
 
-def uncertain_spread(scores: PatchScores, features: np.ndarray, eligible: np.ndarray, chosen: list[int], n: int) -> list[int]:
+def uncertain_spread(scores: PatchScores, features: np.ndarray | StackedRows, eligible: np.ndarray, chosen: list[int], n: int) -> list[int]:
     """Uncertain patches, each pick weighted by its distance to what is already chosen."""
     if n <= 0:
         return []
@@ -124,7 +124,7 @@ def uncertain_spread(scores: PatchScores, features: np.ndarray, eligible: np.nda
     return picked
 
 
-def diverse(scores: PatchScores, features: np.ndarray, eligible: np.ndarray, centres: list[int], n: int,
+def diverse(scores: PatchScores, features: np.ndarray | StackedRows, eligible: np.ndarray, centres: list[int], n: int,
             seed: int = 0) -> list[int]:
     """k-center greedy over the suspicious eligible patches (upper fifth by instance probability;
     a seeded sample of ``POOL_MAX`` of them when there are more)."""

@@ -159,8 +159,8 @@ def prepare_bags(
     # Verdict classes per row (-1: none) and their spread to look-alikes.
     verdict = np.full(ids_all.size, -1, np.int64)
     inst_y = np.fromiter(inst.values(), dtype=np.int64, count=len(inst))
-    found, rows = rows_of(ids_all, inst_ids)
-    verdict[rows] = np.where(inst_y[found] != 0, LESION_CLASS, NOT_LESION_CLASS)
+    found, inst_rows = rows_of(ids_all, inst_ids)
+    verdict[inst_rows] = np.where(inst_y[found] != 0, LESION_CLASS, NOT_LESION_CLASS)
     verdict[rows_of(ids_all, art_ids)[1]] = ARTIFACT_CLASS
     reviewed_rows = np.flatnonzero(verdict >= 0)
     spread = spread_verdicts(x_all, reviewed_rows, verdict[reviewed_rows], negative_rows, params.spread, seed,
