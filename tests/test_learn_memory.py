@@ -91,3 +91,31 @@ def test_the_queue_stays_small_in_memory_with_many_patches_and_verdicts():
     picked = [e.patch_id for e in queue]
     assert len(set(picked)) == 50 and not set(picked) & reviewed
     assert {e.reason for e in queue} == {"exploit", "top-attention", "uncertain", "diverse"}
+
+
+def test_remembered_neighbours_give_the_same_look_alikes_as_comparing_every_patch(tmp_path):
+    """Verdicts spread through their remembered nearest patches exactly as through a comparison with
+    every patch, also where a dense clump holds more look-alikes than are remembered; each round
+    adds only its new verdicts to the file."""
+    from wsireview.learn.lookalike import Neighbours, kept_neighbours, spread_verdicts
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    x = rng.standard_normal((n, 16)).astype(np.float32)
+    x[:300] = x[0] + 0.05 * rng.standard_normal((300, 16))  # a dust speck's 300 twins
+    ids = np.arange(n) * 3 + 7
+    negative = np.repeat(rng.random(n // 100) < 0.5, 100)
+    order = np.concatenate([[0, 1, 2], rng.permutation(np.arange(3, n))])
+    path = tmp_path / "neighbours.npz"
+    for count in (40, 400):
+        reviewed = np.sort(order[:count])
+        classes = np.where(reviewed < 300, 2, (x[reviewed, 0] > 0.3).astype(int))
+        full = spread_verdicts(x, reviewed, classes, negative, 0.5, 0)
+        remembered = spread_verdicts(x, reviewed, classes, negative, 0.5, 0, row_ids=ids, neighbours=path)
+        assert full.rows.size > count  # the verdicts reach look-alikes
+        assert remembered.radius == full.radius
+        np.testing.assert_array_equal(remembered.rows, full.rows)
+        np.testing.assert_array_equal(remembered.label, full.label)
+        np.testing.assert_allclose(remembered.weight, full.weight, atol=1e-5)
+        kept = Neighbours.load(path, kept_neighbours(n))
+        np.testing.assert_array_equal(kept.verdict_ids, np.sort(ids[reviewed]))

@@ -13,8 +13,10 @@ after the rename, so an interrupted run never leaves a matrix that looks complet
 Beside each encoder's matrices, ``projected-<key>/slide-N.npy`` holds the same patches after a
 round's projection (``wsireview.learn.data.Preprocessor``, ``key`` a hash of it): float32 records
 of ``pca_dim`` numbers instead of 1,280, written once per (feature set, projection) so the next
-round reads a twentieth of the bytes. They are a cache: a projected file older than its slide's
-features is computed again, and a round removes the folders of projections it no longer uses.
+round reads a twentieth of the bytes; beside them ``lookalike-neighbours.npz``, each verdict's
+nearest patches (``wsireview.learn.lookalike.Neighbours``). They are a cache: a projected file
+older than its slide's features is computed again (and the neighbours forgotten), and a round
+removes the folders of projections it no longer uses.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ PROJECTED_PREFIX = "projected-"
 def projected_path(workspace: Workspace, slide_id: int, encoder: str, key: str) -> Path:
     """Where one slide's features after the projection ``key`` are cached."""
     return workspace.features / encoder_slug(encoder) / f"{PROJECTED_PREFIX}{key}" / f"slide-{slide_id}.npy"
+
+
+def lookalikes_path(workspace: Workspace, encoder: str, key: str) -> Path:
+    """Where the verdicts' nearest patches under projection ``key`` are remembered between rounds."""
+    return workspace.features / encoder_slug(encoder) / f"{PROJECTED_PREFIX}{key}" / "lookalike-neighbours.npz"
 
 
 def feature_records(patch_ids: np.ndarray, features: np.ndarray, dtype: str = "<f2") -> np.ndarray:

@@ -24,6 +24,7 @@ from wsireview.features.store import (
     feature_sets,
     load_features,
     load_projected,
+    lookalikes_path,
     remove_other_projections,
     save_projected,
 )
@@ -177,12 +178,14 @@ class Preprocessor:
 
 def load_projected_bags(
     catalog: Catalog, workspace: Workspace, encoder: str, pca_dim: int | None,
+    fit_on: set[int] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Preprocessor, list[Bag]]:
     """Every ready slide's features for ``encoder`` after the cohort's projection, as bags.
 
-    The projection is fitted on a sample of every embedded slide's patches (labels play no part)
-    with a fixed seed, so it stays the same from round to round until the cohort changes; each
+    The projection is fitted on a sample of the patches of the slides ``fit_on`` (the training
+    slides: labelled or holding a verdict; every slide when None or none of them is embedded)
+    with a fixed seed, so it stays the same from round to round until those slides change; each
     slide is read from the projected cache, or projected from its mapped features (one slide at a
     time) and cached. The bags' features are views into one float32 matrix of all patches.
     ``on_progress(done, total)`` after each slide.
@@ -190,12 +193,14 @@ def load_projected_bags(
     sets = [fs for _sid, fs in sorted(feature_sets(catalog, encoder).items()) if fs.n_patches]
     if not sets:
         return Preprocessor(np.zeros(0, np.float32), np.ones(0, np.float32)), []
-    pre = Preprocessor.fit([load_features(workspace, fs)[1] for fs in sets], pca_dim, PROJECTION_SEED)
+    fit_sets = [fs for fs in sets if fit_on is None or fs.slide_id in fit_on] or sets
+    pre = Preprocessor.fit([load_features(workspace, fs)[1] for fs in fit_sets], pca_dim, PROJECTION_SEED)
     packed = np.empty((sum(fs.n_patches for fs in sets), pre.out_dim), np.float32)
     bags, start = [], 0
     for done, fs in enumerate(sets, start=1):
         cached = load_projected(workspace, fs, pre.key)
         if cached is None:
+            lookalikes_path(workspace, encoder, pre.key).unlink(missing_ok=True)  # its rows are changing
             patch_ids, features = load_features(workspace, fs)
             if patch_ids.shape[0] != fs.n_patches:
                 raise ValueError(f"slide {fs.slide_id}: {patch_ids.shape[0]} feature rows, the catalog says {fs.n_patches}")

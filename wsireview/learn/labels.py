@@ -13,7 +13,7 @@ from typing import Iterable
 
 from sqlalchemy import func, select
 
-from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, READY, Catalog, Review, Slide
+from wsireview.catalog import ARTIFACT, LESION, NOT_LESION, READY, Catalog, Patch, Review, Slide
 from wsireview.catalog.verdicts import counting, patch_verdicts
 
 # Offered in the app when no slide carries a label yet: `retrain`'s default positive class and a negative.
@@ -124,3 +124,13 @@ def nothing_queued_step(catalog: Catalog) -> str:
 def artifact_patches(catalog: Catalog) -> set[int]:
     """Patches whose verdict is artifact: out of every later version's bags."""
     return {pid for pid, v in verdicts(catalog).items() if v == ARTIFACT}
+
+
+def slides_of(catalog: Catalog, patch_ids) -> set[int]:
+    """The slides the patches ``patch_ids`` belong to (asked 500 ids at a time)."""
+    ids = sorted(int(p) for p in patch_ids)
+    found: set[int] = set()
+    with catalog.session() as session:
+        for start in range(0, len(ids), 500):
+            found.update(session.scalars(select(Patch.slide_id).where(Patch.id.in_(ids[start : start + 500])).distinct()))
+    return found

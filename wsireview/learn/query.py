@@ -53,8 +53,8 @@ class QueuePick:
     score: float
 
 
-POOL_MAX = 20_000  # candidates for the diverse picks (k-center greedy over them)
-CENTRES_MAX = 20_000  # patches the diverse picks keep away from
+POOL_MAX = 10_000  # candidates for the diverse picks (k-center greedy over them)
+CENTRES_MAX = 10_000  # patches the diverse picks keep away from
 BLOCK_ELEMENTS = 1 << 22  # distances computed at a time (16 MB of float32)
 
 
@@ -167,18 +167,20 @@ def double_read_picks(queued: int, share: float, seed: int) -> set[int]:
     return {int(i) for i in rng.choice(queued, size=n, replace=False)}
 
 
-def _centres(scores: PatchScores, eligible: np.ndarray, first: np.ndarray, seed: int) -> list[int]:
+def _centres(eligible: np.ndarray, first: np.ndarray, seed: int) -> list[int]:
     """What the diverse picks keep away from: the patches no longer eligible, ``first`` (chosen and
     reviewed) always, the rest (left out by a rule) sampled to at most ``CENTRES_MAX`` in all."""
-    taken = np.flatnonzero(~eligible)
-    if taken.size <= CENTRES_MAX:
-        return taken.tolist()
-    must = np.intersect1d(taken, first)
-    rest = np.setdiff1d(taken, must, assume_unique=True)
-    room = max(0, CENTRES_MAX - must.size)
+    taken = ~eligible
+    if int(taken.sum()) <= CENTRES_MAX:
+        return np.flatnonzero(taken).tolist()
+    must = np.zeros(taken.size, bool)
+    must[first] = True
+    must &= taken
+    rest = np.flatnonzero(taken & ~must)
+    room = max(0, CENTRES_MAX - int(must.sum()))
     rng = np.random.default_rng([seed, 43])
-    sample = rest[np.sort(rng.choice(rest.size, size=min(room, rest.size), replace=False))]
-    return np.union1d(must, sample).tolist()
+    must[rest[rng.choice(rest.size, size=min(room, rest.size), replace=False)]] = True
+    return np.flatnonzero(must).tolist()
 
 
 def build_queue(
@@ -241,7 +243,7 @@ def build_queue(
         take(uncertain_spread(scores, features, eligible, chosen, n_unc), UNCERTAIN, scores.uncertainty)
         first = np.concatenate([np.flatnonzero(~not_reviewed), np.flatnonzero(np.isin(
             scores.patch_ids, [e.patch_id for e in entries]))])
-        centres = _centres(scores, eligible, first, seed)  # chosen and reviewed patches (and those left out)
+        centres = _centres(eligible, first, seed)  # chosen and reviewed patches (and those left out)
         take(diverse(scores, features, eligible, centres, budget - len(entries), seed), DIVERSE, scores.probability)
     if len(entries) < budget:  # a pool ran dry: fill with the most probable patches left
         idx = np.flatnonzero(eligible)

@@ -20,13 +20,14 @@ from wsireview.catalog.queries import latest_model_version
 from wsireview.catalog.verdicts import second_reads_waiting
 from wsireview.errors import WsireviewError
 from wsireview.features.embed import embed_slides, pending_slides
+from wsireview.features.store import lookalikes_path
 from wsireview.learn.checkpoint import save_checkpoint
 from wsireview.learn.data import Bag, Preprocessor, StackedRows, load_projected_bags
-from wsireview.learn.labels import artifact_patches, instance_targets, reviewed_patches, slide_targets
+from wsireview.learn.labels import artifact_patches, instance_targets, reviewed_patches, slide_targets, slides_of
 from wsireview.learn.lookalike import ARTIFACT as ARTIFACT_CLASS
 from wsireview.learn.lookalike import LESION as LESION_CLASS
 from wsireview.learn.lookalike import NOT_LESION as NOT_LESION_CLASS
-from wsireview.learn.lookalike import Spread, spread_verdicts
+from wsireview.learn.lookalike import Spread, rows_of, spread_verdicts
 from wsireview.learn.metrics import roc_auc
 from wsireview.learn.query import DOUBLE_READS, SECOND_READ, QueuePick, build_queue, double_read_picks
 from wsireview.learn.scoring import PatchScores, score_patches
@@ -133,6 +134,7 @@ def prepare_bags(
     seed: int,
     artifacts: set[int] | None = None,
     abstained: set[int] | None = None,
+    neighbours: Path | None = None,
 ) -> Prepared:
     """Spread the verdicts to look-alikes, drop artifact patches and wrap every bag for training.
 
@@ -141,6 +143,8 @@ def prepare_bags(
     are (no copy).
     ``abstained``: reviewed patches without a lesion/not-lesion/artifact verdict (``unsure``, ties).
     A reviewer's abstention stands: no neighbour's verdict is spread onto them.
+    ``neighbours``: where the verdicts' nearest patches under ``pre`` are remembered between rounds
+    (see :func:`wsireview.learn.lookalike.spread_verdicts`).
     """
     artifacts = artifacts or set()
     art_ids = np.fromiter(artifacts, dtype=np.int64, count=len(artifacts))
@@ -157,11 +161,12 @@ def prepare_bags(
     # Verdict classes per row (-1: none) and their spread to look-alikes.
     verdict = np.full(ids_all.size, -1, np.int64)
     inst_y = np.fromiter(inst.values(), dtype=np.int64, count=len(inst))
-    found, rows = rows_of(ids_all, inst_ids)
-    verdict[rows] = np.where(inst_y[found] != 0, LESION_CLASS, NOT_LESION_CLASS)
+    found, inst_rows = rows_of(ids_all, inst_ids)
+    verdict[inst_rows] = np.where(inst_y[found] != 0, LESION_CLASS, NOT_LESION_CLASS)
     verdict[rows_of(ids_all, art_ids)[1]] = ARTIFACT_CLASS
     reviewed_rows = np.flatnonzero(verdict >= 0)
-    spread = spread_verdicts(x_all, reviewed_rows, verdict[reviewed_rows], negative_rows, params.spread, seed)
+    spread = spread_verdicts(x_all, reviewed_rows, verdict[reviewed_rows], negative_rows, params.spread, seed,
+                             row_ids=ids_all, neighbours=neighbours)
     if abstained:
         open_rows = ~np.isin(ids_all[spread.rows], np.fromiter(abstained, dtype=np.int64, count=len(abstained)))
         spread = Spread(spread.radius, spread.rows[open_rows], spread.label[open_rows], spread.weight[open_rows])
@@ -199,16 +204,6 @@ def prepare_bags(
                             label[span][k][positions], weight[span][k][positions], attention[span][k]))
     set_aside = set(ids_all[held_back & ~hard].tolist())
     return Prepared(out_bags, out, pre, spread, int((~keep).sum()), int(held_back.sum()), set_aside)
-
-
-def rows_of(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Which of ``wanted`` ids occur in ``ids`` (bool per wanted) and their rows there."""
-    if wanted.size == 0 or ids.size == 0:
-        return np.zeros(wanted.size, bool), np.zeros(0, np.int64)
-    order = np.argsort(ids, kind="stable")
-    pos = np.minimum(np.searchsorted(ids, wanted, sorter=order), ids.size - 1)
-    found = ids[order[pos]] == wanted
-    return found, order[pos[found]]
 
 
 def count_labels(targets: dict[int, int], labels: dict[int, str | None], inst: dict[int, int], reviewed: int) -> dict:
@@ -293,14 +288,18 @@ def retrain(
         def loaded(done: int, total: int) -> None:
             report(f"loading projected features: {done} of {total} slides", 0.05 + 0.1 * done / total)
 
-        pre, bags = load_projected_bags(catalog, workspace, encoder, params.pca_dim, on_progress=loaded)
-        if not bags:
-            raise NothingToLearn(f"no slide has features for encoder {encoder!r}; run `wsireview embed` first")
         targets, labels = slide_targets(catalog, spec.positive)
         inst = instance_targets(catalog)
         reviewed = reviewed_patches(catalog)
         artifacts = artifact_patches(catalog)
-        prepared = prepare_bags(bags, pre, targets, inst, params, seed, artifacts, reviewed - set(inst) - artifacts)
+        # The projection is fitted on the training slides' patches (artifacts included: a verdict
+        # must not change the projection, or every slide would be projected again).
+        pre, bags = load_projected_bags(catalog, workspace, encoder, params.pca_dim,
+                                        fit_on=set(targets) | slides_of(catalog, inst), on_progress=loaded)
+        if not bags:
+            raise NothingToLearn(f"no slide has features for encoder {encoder!r}; run `wsireview embed` first")
+        prepared = prepare_bags(bags, pre, targets, inst, params, seed, artifacts, reviewed - set(inst) - artifacts,
+                                neighbours=lookalikes_path(workspace, encoder, pre.key))
         bags, data, pre = prepared.bags, prepared.data, prepared.pre
         timings["load"] = time.perf_counter() - t
 
