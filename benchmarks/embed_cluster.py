@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster")
     parser.add_argument("--encoders", default="stain-stats,effnet-lite0", help="comma-separated encoder names")
     parser.add_argument("--runtime", default="auto", help="effnet-lite0 runtime on both paths (auto, eager, compile, onnx)")
+    parser.add_argument("--precision", default="auto", help="effnet-lite0 precision on both paths (auto, fp32, bf16)")
     args = parser.parse_args()
     import torch
 
@@ -115,12 +116,13 @@ def main() -> None:
         for encoder in [e.strip() for e in args.encoders.split(",") if e.strip()]:
             forget_features(catalog, workspace)
             started = time.perf_counter()
-            single = embed_slides(catalog, workspace, encoder, runtime=args.runtime)
+            single = embed_slides(catalog, workspace, encoder, runtime=args.runtime, precision=args.precision)
             single_s = time.perf_counter() - started
             reference = read_back(catalog, workspace, encoder)
             forget_features(catalog, workspace)
             started = time.perf_counter()
-            on_cluster = embed_on_cluster(catalog, workspace, address, encoder, runtime=args.runtime)
+            on_cluster = embed_on_cluster(catalog, workspace, address, encoder, runtime=args.runtime,
+                                          precision=args.precision)
             cluster_s = time.perf_counter() - started
             cosine = min_cosine(reference, read_back(catalog, workspace, encoder))
             n = len(single.results)
