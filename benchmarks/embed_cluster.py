@@ -17,6 +17,7 @@ The machine may be shared: the load average before and after is printed with the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -29,7 +30,7 @@ from rich.table import Table
 from sqlalchemy import delete
 
 from wsireview.catalog import FeatureSet, open_catalog
-from wsireview.features.cluster import embed_on_cluster
+from wsireview.features.cluster import connect, embed_on_cluster
 from wsireview.features.embed import embed_slides, patch_grid
 from wsireview.features.store import feature_sets, load_features
 from wsireview.workspace import Workspace
@@ -81,8 +82,10 @@ def main() -> None:
     parser.add_argument("--slides", type=int, default=4, help="demo slides (small)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster")
     parser.add_argument("--encoders", default="stain-stats,effnet-lite0", help="comma-separated encoder names")
+    parser.add_argument("--runtime", default="auto", help="effnet-lite0 runtime on both paths (auto, eager, compile, onnx)")
+    parser.add_argument("--precision", default="auto", help="effnet-lite0 precision on both paths (auto, fp32, bf16)")
     args = parser.parse_args()
-    from dask.distributed import Client, LocalCluster
+    import torch
 
     from wsireview.demo import generate_cohort
     from wsireview.ingest import add_paths
@@ -97,10 +100,13 @@ def main() -> None:
         catalog = open_catalog(workspace.db_url)
         add_paths(catalog, workspace, [cohort])
 
+        stack = contextlib.ExitStack()
         started = time.perf_counter()
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0")
-        client = Client(cluster)
+        client = stack.enter_context(connect(f"local:{args.workers}"))
+        address = client.scheduler.address
         startup = time.perf_counter() - started
+        console.print(f"LocalCluster of {args.workers} started in {startup:.1f} s; this process computes with "
+                      f"{torch.get_num_threads()} torch threads")
 
         table = Table(title=f"embedding {args.slides} demo slides: one process against a LocalCluster of "
                             f"{args.workers} workers")
@@ -110,12 +116,13 @@ def main() -> None:
         for encoder in [e.strip() for e in args.encoders.split(",") if e.strip()]:
             forget_features(catalog, workspace)
             started = time.perf_counter()
-            single = embed_slides(catalog, workspace, encoder)
+            single = embed_slides(catalog, workspace, encoder, runtime=args.runtime, precision=args.precision)
             single_s = time.perf_counter() - started
             reference = read_back(catalog, workspace, encoder)
             forget_features(catalog, workspace)
             started = time.perf_counter()
-            on_cluster = embed_on_cluster(catalog, workspace, cluster.scheduler_address, encoder)
+            on_cluster = embed_on_cluster(catalog, workspace, address, encoder, runtime=args.runtime,
+                                          precision=args.precision)
             cluster_s = time.perf_counter() - started
             cosine = min_cosine(reference, read_back(catalog, workspace, encoder))
             n = len(single.results)
@@ -124,14 +131,15 @@ def main() -> None:
             table.add_row("", f"LocalCluster x {args.workers}", on_cluster.backend, f"{on_cluster.patches:,}",
                           f"{cluster_s:.1f}", f"{on_cluster.patches / cluster_s:,.1f}", f"{single_s / cluster_s:.2f}",
                           f"{(cluster_s - single_s) / n:+.2f}", f"{cosine:.6f}")
+            console.print(f"{encoder}: one process {single_s:.1f} s ({single.backend}), cluster {cluster_s:.1f} s "
+                          f"({on_cluster.backend}), load average {load():.2f}")
         per_task = dask_round_trip(client, catalog, 1)
         table.add_row("(empty task)", "Dask round trip", "one slide's grid per task", "-", "-", "-", "-",
                       f"{per_task:.3f}", "-")
         console.print(table)
         console.print(f"LocalCluster start-up: {startup:.1f} s (not in the times above). "
                       f"Ratio > 1: the cluster is faster. Load average {load_before:.2f} before, {load():.2f} after.")
-        client.close()
-        cluster.close()
+        stack.close()
         catalog.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

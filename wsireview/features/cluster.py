@@ -184,6 +184,20 @@ def local_workers(address: str) -> int | None:
 
 
 @contextlib.contextmanager
+def environment_kept() -> Iterator[None]:
+    """Undo what starting local workers writes into this process's environment: Dask's nannies set
+    ``OMP_NUM_THREADS=1`` (and MKL's, OpenBLAS') here before spawning, which would leave torch in this
+    process (a retrain round after its embedding, say) on one thread."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in [key for key in os.environ if key not in saved]:
+            del os.environ[key]
+        os.environ.update({key: value for key, value in saved.items() if os.environ.get(key) != value})
+
+
+@contextlib.contextmanager
 def connect(address: str) -> Iterator[Any]:
     """A Dask client for ``address``: a scheduler (``tcp://host:8786``) or ``local:N``, started here and
     stopped on exit (N worker processes, one task thread each)."""
@@ -191,6 +205,7 @@ def connect(address: str) -> Iterator[Any]:
 
     n_local = local_workers(address)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(environment_kept())
         try:
             if n_local is not None:
                 cluster = stack.enter_context(LocalCluster(
@@ -199,8 +214,9 @@ def connect(address: str) -> Iterator[Any]:
                 client = stack.enter_context(Client(cluster))
             else:
                 client = stack.enter_context(Client(address, timeout=CONNECT_TIMEOUT_S))
-        except (OSError, ValueError, TypeError) as error:
-            raise ClusterError(f"cannot reach the Dask scheduler at {address}: {error}") from error
+        except (OSError, ValueError, TypeError, RuntimeError) as error:
+            where = f"start {n_local} local worker processes" if n_local else f"reach the Dask scheduler at {address}"
+            raise ClusterError(f"cannot {where}: {error}") from error
         try:
             client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
         except (TimeoutError, OSError) as error:
