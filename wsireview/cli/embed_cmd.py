@@ -6,6 +6,7 @@ from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError, plural
 from wsireview.cli.progress_bar import progress_bar
+from wsireview.devices import DEFAULT_DEVICE, DEVICES, resolve_device
 from wsireview.features.cluster import ClusterError, embed_on_cluster, local_workers
 from wsireview.features.embed import DEFAULT_WORKERS, EMBEDDED, EMPTY, FAILED, embed_slides
 from wsireview.features.encoders import DEFAULT_ENCODER, PRECISIONS, RUNTIMES, EncoderError, check_encoder_name
@@ -17,6 +18,14 @@ def add_cluster_option(parser) -> None:
                         help="embed on a Dask cluster, one task per slide: a scheduler address (tcp://host:8786; "
                              "workspace and slides on a filesystem every worker shares) or local:N (N worker "
                              "processes on this machine)")
+
+
+def add_device_option(parser) -> None:
+    """--device: the option `embed` and `retrain` share."""
+    parser.add_argument("--device", choices=DEVICES, default=DEFAULT_DEVICE,
+                        help="where torch encoders and training run: auto (default: CUDA when torch sees a GPU, "
+                             "else the CPU), cpu, or cuda (refused without a GPU); on a GPU the batches grow to "
+                             "fit its memory. With --cluster, each worker uses its own auto")
 
 
 def check_cluster_option(args) -> None:
@@ -67,6 +76,7 @@ def register(sub) -> None:
     parser.add_argument("--slide", type=int, action="append", dest="slide_ids", metavar="ID",
                         help="only this slide id (repeatable)")
     add_cluster_option(parser)
+    add_device_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -75,6 +85,7 @@ def run(args, ctx) -> int:
     try:
         check_encoder_name(args.encoder)  # a typo is bad usage, whatever the workspace holds
         check_cluster_option(args)
+        resolve_device(args.device)  # --device cuda without a GPU: refused before the catalog is opened
         catalog = ctx.catalog(create=False)
         options = dict(encoder=args.encoder, batch_size=args.batch_size, workers=args.workers,
                        slide_ids=args.slide_ids, precision=args.precision, runtime=args.runtime, threads=args.threads)
@@ -82,7 +93,7 @@ def run(args, ctx) -> int:
             if args.cluster:
                 report = embed_on_cluster(catalog, ctx.workspace, args.cluster, on_progress=show, **options)
             else:
-                report = embed_slides(catalog, ctx.workspace, on_progress=show, **options)
+                report = embed_slides(catalog, ctx.workspace, on_progress=show, device=args.device, **options)
     except EncoderError as error:
         raise CommandError(str(error), 2) from error
     if not report.results:

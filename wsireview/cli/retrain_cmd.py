@@ -11,7 +11,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 from rich.table import Table
 
 from wsireview.cli import SUBCOMMANDS, CommandError, hint, plural
-from wsireview.cli.embed_cmd import add_cluster_option, check_cluster_option
+from wsireview.cli.embed_cmd import add_cluster_option, add_device_option, check_cluster_option
+from wsireview.devices import resolve_device
 from wsireview.features.encoders import DEFAULT_ENCODER, EncoderError, check_encoder_name
 from wsireview.features.store import feature_sets
 from wsireview.learn.labels import label_first_step, needs_labels, similar_labels, slide_targets
@@ -73,6 +74,7 @@ def register(sub) -> None:
                         help="train even when ready slides were cut at different patch resolutions (refused otherwise; "
                         "`wsireview retile` puts them on one grid)")
     add_cluster_option(parser)
+    add_device_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
     parser.set_defaults(func=run)
 
@@ -160,6 +162,7 @@ def run(args, ctx) -> int:
         raise CommandError("--budget must be 0 or more", 2)
     check_training_options(args)
     check_cluster_option(args)
+    resolve_device(args.device)  # --device cuda without a GPU: refused before the catalog is opened
     catalog = ctx.catalog(create=False)
     spec = round_spec(args, catalog)
     check_encoder(catalog, spec.encoder)
@@ -169,7 +172,7 @@ def run(args, ctx) -> int:
     try:
         with progress_bar(ctx.err, not args.no_progress) as show:
             result = retrain(catalog, ctx.workspace, spec, on_progress=show, mixed_grids=args.mixed_grids,
-                             cluster=args.cluster)
+                             cluster=args.cluster, device=args.device)
     except EncoderError as error:  # e.g. a TorchScript file that cannot be loaded
         raise CommandError(str(error), 2) from error
     if result.embedded:

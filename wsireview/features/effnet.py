@@ -9,7 +9,9 @@ Runtimes, all from the same torch model and the same shipped weights (nothing is
 - ``onnx``: the model exported to ONNX in memory and run by ONNX Runtime (fp32). On CPUs without
   bfloat16 it is several times faster than eager torch with the same numbers.
 
-``auto`` picks compile + bf16 on bfloat16 CPUs, else ONNX Runtime fp32, else eager fp32.
+``auto`` picks compile + bf16 on bfloat16 CPUs, else ONNX Runtime fp32, else eager fp32. On a
+GPU (``device`` cuda) ``auto`` is eager fp32 torch on the GPU (ONNX Runtime here is CPU only), with
+a batch fitted to the GPU's free memory.
 
 Not shipped: ONNX Runtime static int8. On an AVX2 CPU without VNNI its u8 x s8 kernels saturate
 unless weights are 7-bit (``reduce_range``); measured on real H&E patches, per-channel, 64
@@ -30,12 +32,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from wsireview.devices import CPU, fitted_batch_size
 from wsireview.features.encoders import Encoder, EncoderError, cpu_has_bf16, imagenet_normalise
 
 log = logging.getLogger(__name__)
 
 DIM = 1280
 INPUT_PX = 224
+GPU_BYTES_PER_PATCH = 24 * 2**20  # fp32 activations alive at once for one 224 px patch, with margin
 
 
 def weights_path() -> str:
@@ -66,12 +70,13 @@ class Lite0Features(nn.Module):
 class _Bf16(nn.Module):
     """Autocast to bfloat16 inside the module, so ``torch.compile`` sees it; float32 out."""
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __init__(self, inner: nn.Module, device_type: str = "cpu") -> None:
         super().__init__()
         self.inner = inner
+        self.device_type = device_type
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
             return self.inner(x).float()
 
 
@@ -84,8 +89,12 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def resolve(precision: str, runtime: str) -> tuple[str, str]:
-    """The concrete ``(precision, runtime)`` for the requested ones on this CPU and install."""
+def resolve(precision: str, runtime: str, device: torch.device = CPU) -> tuple[str, str]:
+    """The concrete ``(precision, runtime)`` for the requested ones on this CPU (or GPU) and install."""
+    if device.type == "cuda":
+        if runtime == "onnx":
+            raise EncoderError("the ONNX Runtime path runs on the CPU only: use --runtime eager or compile with --device cuda")
+        return ("fp32" if precision == "auto" else precision), ("eager" if runtime == "auto" else runtime)
     bf16 = cpu_has_bf16()
     if precision == "auto":
         precision = "bf16" if bf16 else "fp32"
@@ -109,12 +118,13 @@ class EffNetLite0(Encoder):
     input_px = INPUT_PX
 
     def __init__(self, precision: str = "auto", runtime: str = "auto", threads: int | None = None,
-                 batch_size: int = 8) -> None:
-        self.precision, self.runtime = resolve(precision, runtime)
+                 batch_size: int = 8, device: torch.device = CPU) -> None:
+        self.device = device
+        self.precision, self.runtime = resolve(precision, runtime, device)
         self.threads = int(threads or torch.get_num_threads())
-        # Batch 8 beats 64 on CPU: activations stay in cache.
-        self.batch_size = batch_size
-        self.model = Lite0Features()
+        # Batch 8 beats 64 on CPU: activations stay in cache. A GPU wants as many as its memory holds.
+        self.batch_size = fitted_batch_size(device, batch_size, GPU_BYTES_PER_PATCH)
+        self.model = Lite0Features().to(device)
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None  # torch.compile's module
         self._session = None
         self.compile_seconds: float | None = None
@@ -125,6 +135,8 @@ class EffNetLite0(Encoder):
     @property
     def backend(self) -> str:  # type: ignore[override]
         where = "onnxruntime" if self.runtime == "onnx" else f"torch {self.runtime}"
+        if self.device.type == "cuda":
+            return f"{where} {self.precision} on {torch.cuda.get_device_name(self.device)}, batch {self.batch_size}"
         return f"{where} {self.precision}, {self.threads} thread{'s' if self.threads != 1 else ''}"
 
     # -- runtimes -------------------------------------------------------------------------------
@@ -158,7 +170,7 @@ class EffNetLite0(Encoder):
     def _eager(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision == "bf16":
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 return self.model(x).float()
         return self.model(x)
 
@@ -166,7 +178,7 @@ class EffNetLite0(Encoder):
         """Compile on the first batch; ``None`` (and eager from then on) when compiling fails."""
         started = time.perf_counter()
         try:
-            module = _Bf16(self.model) if self.precision == "bf16" else self.model
+            module = _Bf16(self.model, self.device.type) if self.precision == "bf16" else self.model
             compiled = torch.compile(module, dynamic=False, options={"freezing": True})
             out = compiled(x)
         except Exception as error:  # inductor needs a C++ compiler and more; eager always works
@@ -184,16 +196,18 @@ class EffNetLite0(Encoder):
         if self._session is not None:
             return self._session.run(None, {"x": x})[0]
         tensor = torch.from_numpy(x)
+        if self.device.type != "cpu":
+            tensor = tensor.to(self.device)
         with torch.inference_mode():
             if self.runtime == "compile":
                 if self.precision == "bf16":
                     tensor = tensor.contiguous(memory_format=torch.channels_last)
                 if self._compiled is not None:
-                    return self._compiled(tensor).numpy()
+                    return self._compiled(tensor).cpu().numpy()
                 out = self._compile_and_run(tensor)
                 if out is not None:
-                    return out.numpy()
-            return self._eager(tensor).numpy()
+                    return out.cpu().numpy()
+            return self._eager(tensor).cpu().numpy()
 
     def close(self) -> None:
         self._session = None

@@ -154,12 +154,15 @@ def embed_slides(
     runtime: str = "auto",
     threads: int | None = None,
     on_progress: ProgressCallback | None = None,
+    device: str = "auto",
 ) -> EmbedReport:
     """Embed the ready slides that have no features yet for ``encoder``; return what happened.
 
     ``encoder`` is a name for :func:`get_encoder` or an encoder object. A slide whose pixels cannot
     be read is reported as failed and skipped; the others go on. The model is only loaded when
     there is something to embed. ``on_progress`` hears the slide and the patches done so far.
+    ``device`` (auto, cpu, cuda: :func:`wsireview.devices.resolve_device`) is where a named torch
+    encoder runs; features come back to the CPU and are stored alike.
     """
     name = encoder if isinstance(encoder, str) else encoder.name
     report = EmbedReport(encoder=name)
@@ -174,7 +177,8 @@ def embed_slides(
     started = time.perf_counter()
     if isinstance(encoder, str):
         tell(f"loading {encoder}", 0.0)
-        encoder = get_encoder(encoder, precision=precision, runtime=runtime, threads=threads, batch_size=batch_size)
+        encoder = get_encoder(encoder, precision=precision, runtime=runtime, threads=threads, batch_size=batch_size,
+                              device=device)
     report.backend = encoder.backend
     report.load_seconds = time.perf_counter() - started
     batch_size = int(batch_size or encoder.batch_size)

@@ -120,17 +120,23 @@ def get_encoder(
     runtime: str = "auto",
     threads: int | None = None,
     batch_size: int | None = None,
+    device: str = "auto",
 ) -> Encoder:
-    """Build an encoder by name. ``precision``/``runtime`` only matter for ``effnet-lite0``."""
+    """Build an encoder by name. ``precision``/``runtime`` only matter for ``effnet-lite0``;
+    ``device`` (see :func:`wsireview.devices.resolve_device`) for the torch encoders (stain-stats
+    is numpy and runs on the CPU whatever it says)."""
     if precision not in PRECISIONS:
         raise EncoderError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if runtime not in RUNTIMES:
         raise EncoderError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     check_encoder_name(name)
+    from wsireview.devices import resolve_device
+
+    where = resolve_device(device)
     if name == "effnet-lite0":
         from wsireview.features.effnet import EffNetLite0
 
-        encoder: Encoder = EffNetLite0(precision=precision, runtime=runtime, threads=threads)
+        encoder: Encoder = EffNetLite0(precision=precision, runtime=runtime, threads=threads, device=where)
     elif name == "stain-stats":
         from wsireview.features.stain import StainStats
 
@@ -138,7 +144,7 @@ def get_encoder(
     else:  # torchscript:PATH
         from wsireview.features.torchscript import TorchScriptEncoder
 
-        encoder = TorchScriptEncoder(name.split(":", 1)[1])
+        encoder = TorchScriptEncoder(name.split(":", 1)[1], device=where)
     if batch_size:
         encoder.batch_size = int(batch_size)
     return encoder

@@ -19,6 +19,7 @@ from wsireview.catalog.score_files import publish_scores, stage_scores
 from wsireview.catalog.queries import latest_model_version
 from wsireview.catalog.verdicts import second_reads_waiting
 from wsireview.errors import WsireviewError
+from wsireview.devices import resolve_device
 from wsireview.features.embed import embed_slides, pending_slides
 from wsireview.features.store import lookalikes_path
 from wsireview.learn.checkpoint import save_checkpoint
@@ -248,6 +249,7 @@ def retrain(
     on_progress: ProgressCallback | None = None,
     mixed_grids: bool = False,
     cluster: str | None = None,
+    device: str = "auto",
 ) -> RoundResult:
     """Run one round of ``spec`` and record a new model version (parent: the latest one for its encoder).
 
@@ -255,10 +257,13 @@ def retrain(
     reports its patches; cross-validation each fold): the one way a command or a screen follows it.
     Slides of different patch grids are refused (:class:`MixedGrids`) unless ``mixed_grids``.
     ``cluster`` (a Dask scheduler address or ``local:N``) embeds the missing slides there.
+    ``device`` (auto, cpu, cuda) is where embedding and training run; it is not part of the spec:
+    a version means the same whichever device trained it, and the next round may run elsewhere.
     """
     if not mixed_grids:
         refuse_mixed_grids(catalog)
     spec = spec or RoundSpec()
+    where = resolve_device(device)  # a GPU that is not there is refused before any work
     bar = _RoundProgress(on_progress)
     params = spec.train_params()
     seed, encoder = spec.seed, spec.encoder
@@ -274,7 +279,7 @@ def retrain(
 
             embed_on_cluster(catalog, workspace, cluster, encoder=encoder, on_progress=bar.embedded)
         else:
-            embed_slides(catalog, workspace, encoder=encoder, on_progress=bar.embedded)
+            embed_slides(catalog, workspace, encoder=encoder, on_progress=bar.embedded, device=device)
         bar.embedding_done()
     timings["embed"] = time.perf_counter() - t0
 
@@ -309,7 +314,7 @@ def retrain(
         def fold_done(done: int, k: int) -> None:
             report(f"cross-validation: fold {done} of {k} done", 0.2 + 0.45 * done / k)
 
-        cv = cross_validate(data, params, seed, on_fold=fold_done)
+        cv = cross_validate(data, params, seed, on_fold=fold_done, device=where)
         timings["cross_validate"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -318,14 +323,14 @@ def retrain(
         # in the cross-validation folds (each fold stopped on its own held-out slides).
         if cv.best_epochs and spec.epochs is None:
             final_epochs = max(params.min_epochs, int(np.median(cv.best_epochs)))
-            model, info = fit(data, params, seed, epochs=final_epochs)
+            model, info = fit(data, params, seed, epochs=final_epochs, device=where)
         else:
-            model, info = fit(data, params, seed, epochs=spec.epochs)
+            model, info = fit(data, params, seed, epochs=spec.epochs, device=where)
         timings["train"] = time.perf_counter() - t
 
         t = time.perf_counter()
         report("scoring every patch and building the queue", 0.85)
-        preds = predict(model, data)  # predict runs under no_grad
+        preds = predict(model, data, device=where)  # predict runs under no_grad
         scores = score_patches([b.slide_id for b in bags], [b.patch_ids for b in bags], preds, cv.members)
         slides = predict_slides(data, preds, cv, targets)
         slide_prob = {sid: p.probability for sid, p in slides.predictions.items()}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.adamw import adamw as adamw_update
 
+from wsireview.devices import CPU, fitted_batch_size
 from wsireview.learn.metrics import accuracy, roc_auc
 from wsireview.learn.model import GatedAttentionMIL, pad_bags
 
@@ -293,8 +295,8 @@ def batch_loss(model: GatedAttentionMIL, batch: Batch, params: TrainParams, slid
     terms = []
     labelled = [i for i, t in enumerate(targets) if t is not None]
     if labelled:
-        idx = torch.tensor(labelled)
-        y = torch.tensor([targets[i] for i in labelled], dtype=torch.float32)
+        idx = torch.tensor(labelled, device=x.device)
+        y = torch.tensor([targets[i] for i in labelled], dtype=torch.float32, device=x.device)
         terms.append(F.binary_cross_entropy_with_logits(out["slide_logit"][idx], y))
         if slide_only:
             return terms[0]
@@ -314,7 +316,7 @@ def batch_loss(model: GatedAttentionMIL, batch: Batch, params: TrainParams, slid
         term = attention_supervision(out["attention_logit"], mask, batch.att, batch.inst_w)
         if term is not None:
             terms.append(params.attention_weight * term)
-    return torch.stack(terms).sum() if terms else torch.zeros((), requires_grad=True)
+    return torch.stack(terms).sum() if terms else torch.zeros((), requires_grad=True, device=x.device)
 
 
 def attention_supervision(logits: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
@@ -351,14 +353,28 @@ def split_validation(bags: list[BagData], fraction: float, rng: np.random.Genera
     return [i for i in range(len(bags)) if i not in val_set], sorted(val)
 
 
+def on_device(batch: Batch, device: torch.device) -> Batch:
+    """``batch`` with its tensors on ``device`` (itself on the CPU: bags are drawn there)."""
+    if device.type == "cpu":
+        return batch
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, non_blocking=True)
+
+    return dataclasses.replace(batch, x=move(batch.x), inst=move(batch.inst), mask=move(batch.mask),
+                               inst_w=move(batch.inst_w) if batch.inst_w is not None else None,
+                               att=move(batch.att) if batch.att is not None else None)
+
+
 def fit(
-    bags: list[BagData], params: TrainParams, seed: int, epochs: int | None = None
+    bags: list[BagData], params: TrainParams, seed: int, epochs: int | None = None, device: torch.device = CPU,
 ) -> tuple[GatedAttentionMIL, FitInfo]:
     """Train on ``bags``; with ``epochs`` None, early-stop on a held-out split of labelled slides.
 
     The stopping criterion is the held-out slides' slide loss: what cross-validation measures.
 
     With a fixed ``epochs`` (or when too few slides can be held out) all bags are trained on.
+    On a GPU ``device`` the model and each drawn batch move there (same draws, same batch sizes,
+    same initial weights); the model comes back on the CPU.
     """
     rng = np.random.default_rng(seed)
     with torch_threads(params.threads):  # per thread: folds run in threads of their own
@@ -373,7 +389,9 @@ def fit(
         sampler = BagSampler(train, direction, params)
         val_batch = (BagSampler(val, direction, params).draw(list(range(len(val))), np.random.default_rng([seed, 7]))
                      if val else None)
-        model = seeded_model(bags[0].x.shape[1], params, seed)
+        model = seeded_model(bags[0].x.shape[1], params, seed).to(device)
+        if val_batch is not None:
+            val_batch = on_device(val_batch, device)
         optimiser = AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
         batch = max(2, min(params.batch_bags, len(train) // 4))
         best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
@@ -383,7 +401,8 @@ def fit(
             order = rng.permutation(len(train))
             for start in range(0, len(order), batch):
                 optimiser.zero_grad()
-                loss = batch_loss(model, sampler.draw(order[start : start + batch].tolist(), rng), params)
+                drawn = on_device(sampler.draw(order[start : start + batch].tolist(), rng), device)
+                loss = batch_loss(model, drawn, params)
                 if loss.requires_grad:
                     loss.backward()
                     optimiser.step()
@@ -401,6 +420,7 @@ def fit(
         else:
             best_epoch = epoch
         model.eval()
+        model.to(CPU)
     return model, FitInfo(epochs=epoch, best_epoch=best_epoch, val_slides=len(val), history=history)
 
 
@@ -412,18 +432,35 @@ class Prediction:
 
 
 @torch.no_grad()
-def predict(model: GatedAttentionMIL, bags: list[BagData], batch_bags: int = 16) -> list[Prediction]:
-    """Slide probability, attention and instance probability of every patch of every bag."""
+def predict(model: GatedAttentionMIL, bags: list[BagData], batch_bags: int = 16,
+            device: torch.device = CPU) -> list[Prediction]:
+    """Slide probability, attention and instance probability of every patch of every bag.
+
+    On a GPU ``device`` the model runs there on more bags at once (inference: the batch does not
+    change the numbers) and is back on the CPU when this returns."""
     model.eval()
+    if device.type == "cuda":
+        largest = max((b.x.numel() for b in bags), default=0) * 4
+        batch_bags = fitted_batch_size(device, batch_bags, 8 * largest)  # inputs plus the heads' activations
+        model.to(device)
+    try:
+        return _predict(model, bags, batch_bags, device)
+    finally:
+        model.to(CPU)
+
+
+def _predict(model: GatedAttentionMIL, bags: list[BagData], batch_bags: int, device: torch.device) -> list[Prediction]:
     order = sorted(range(len(bags)), key=lambda i: len(bags[i].x))  # similar sizes pad less
     by_index: dict[int, Prediction] = {}
     for start in range(0, len(order), batch_bags):
         chunk = order[start : start + batch_bags]
         x, mask = pad_bags([bags[i].x for i in chunk])
+        if device.type != "cpu":
+            x, mask = x.to(device), mask.to(device)
         out = model(x, mask)
-        slide_p = torch.sigmoid(out["slide_logit"]).numpy()
-        att = out["attention"].numpy()
-        inst = torch.sigmoid(out["instance_logit"]).numpy()
+        slide_p = torch.sigmoid(out["slide_logit"]).cpu().numpy()
+        att = out["attention"].cpu().numpy()
+        inst = torch.sigmoid(out["instance_logit"]).cpu().numpy()
         for row, i in enumerate(chunk):
             n = bags[i].x.shape[0]
             by_index[i] = Prediction(float(slide_p[row]), att[row, :n].copy(), inst[row, :n].copy())
@@ -455,7 +492,7 @@ class CVResult:
 
 
 def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
-                   on_fold: Callable[[int, int], None] | None = None) -> CVResult:
+                   on_fold: Callable[[int, int], None] | None = None, device: torch.device = CPU) -> CVResult:
     """k-fold over labelled slides (k = min(params.folds, smaller class)): out-of-fold metrics.
 
     Unlabelled slides with reviewed patches train in every fold; instance AUC is measured on the
@@ -471,8 +508,8 @@ def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
     def run_fold(f: int, held: list[int]) -> tuple[int, list[Prediction]]:
         held_set = set(held)
         train = [b for i, b in enumerate(bags) if i not in held_set]
-        model, info = fit(train, params, seed=seed * 1000 + f + 1)
-        return info.best_epoch, predict(model, bags)
+        model, info = fit(train, params, seed=seed * 1000 + f + 1, device=device)
+        return info.best_epoch, predict(model, bags, device=device)
 
     # Each fold's model depends on its own seed only (see seeded_model), so running them in
     # parallel threads gives the same numbers as one after the other.
