@@ -56,10 +56,11 @@ def test_review_in_tmux_saves_every_verdict(demo_workspace, demo_catalog):
     command = f"{WSIREVIEW} --workspace {demo_workspace.root} review --reviewer e2e-reviewer"
     tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", command)
     try:
-        shown = wait_for(session, "0/12 reviewed", "Lesion", "why")  # footer keys, why it was queued
+        shown = wait_for(session, "you 0 · team 0/12", "Lesion", "why")  # footer keys, why it was queued
         assert "top attention" in shown
-        for key, progress in (("y", "1/12"), ("n", "2/12"), ("Space", "2/12 reviewed, 1 skipped"), ("a", "3/12"),
-                              ("z", "2/12"), ("u", "3/12")):
+        for key, progress in (("y", "you 1 · team 1/12"), ("n", "you 2 · team 2/12"),
+                              ("Space", "you 2 · team 2/12, 1 skipped"), ("a", "you 3 · team 3/12"),
+                              ("z", "you 2 · team 2/12"), ("u", "you 3 · team 3/12")):
             tmux("send-keys", "-t", session, key)
             wait_for(session, progress)
         wait_for(session, "last  unsure")
@@ -91,9 +92,9 @@ def test_textual_image_renderers_start_and_record(demo_workspace, demo_catalog, 
     command = f"env WSIREVIEW_GRAPHICS={graphics} {WSIREVIEW} --workspace {demo_workspace.root} review --reviewer k"
     tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", command)
     try:
-        wait_for(session, "0/6 reviewed", "Lesion", timeout=30)
+        wait_for(session, "you 0 · team 0/6", "Lesion", timeout=30)
         tmux("send-keys", "-t", session, "n")
-        wait_for(session, "1/6 reviewed")
+        wait_for(session, "you 1 · team 1/6")
     finally:
         tmux("kill-session", "-t", session, check=False)
     catalog = open_catalog(demo_workspace.db_url)
@@ -153,7 +154,7 @@ def test_zoom_to_level0_on_cmu1_shows_its_level0_pixels(real_slides, workspace, 
     command = f"{WSIREVIEW} --workspace {workspace.root} review --reviewer zoom"
     tmux("new-session", "-d", "-s", session, "-x", str(cols), "-y", str(rows), command)
     try:
-        wait_for(session, "0/1 reviewed", "µm/px")
+        wait_for(session, "you 0 · team 0/1", "µm/px")
         for _ in range(6):
             if "full res" in screen(session):
                 break

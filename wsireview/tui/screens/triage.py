@@ -110,6 +110,7 @@ class TriageScreen(ReviewScreen):
         self.entries: list[QueueEntry] = []
         self.verdicts: dict[int, str] = {}
         self.skipped: set[int] = set()
+        self._verdicts_counted = 0  # verdicts counted on screen: a team read started before the latest is stale
         self.index: int | None = None
         self.model_version_id: int | None = None  # the version whose queue is shown
         self.claimed: set[int] = set()  # patches this reviewer holds a claim on, still to judge
@@ -237,19 +238,23 @@ class TriageScreen(ReviewScreen):
         return queue_progress(catalog, self.model_version_id, self.slide_id), latest_model_version_id(catalog)
 
     @work(thread=True, exclusive=True, group="claims")
-    def refill(self, version: int, skipped: frozenset[int], top_up: bool, team: bool) -> None:
+    def refill(self, version: int, skipped: frozenset[int], top_up: bool, team: bool, stamp: int) -> None:
         """In a worker after each new patch is shown: look for a newer model version; top up the
-        claims when few are left (``top_up``) and read the team's progress (``team``)."""
+        claims when few are left (``top_up``) and read the team's progress (``team``). ``stamp``: the
+        verdicts counted on screen when it started (a read overtaken by a newer verdict is dropped)."""
         catalog = self.app.catalog
         claimed = claim_patches(catalog, self.app.reviewer, version, slide_id=self.slide_id,
                                 exclude=skipped) if top_up else None
         progress = queue_progress(catalog, version, self.slide_id) if team else self.progress
-        self.app.call_from_thread(self._claims_ready, claimed, progress, latest_model_version_id(catalog), version)
+        self.app.call_from_thread(self._claims_ready, claimed, progress, latest_model_version_id(catalog), version,
+                                  stamp)
 
     def _claims_ready(self, claimed: list[int] | None, progress: QueueProgress | None, latest: int | None,
-                      version: int | None = None) -> None:
+                      version: int | None = None, stamp: int | None = None) -> None:
         if version is not None and version != self.model_version_id:
             return  # read for a queue the screen has left
+        if stamp is not None and stamp != self._verdicts_counted:
+            progress = self.progress  # read before this screen's latest verdict: its count would go back
         if progress is not self.progress:
             self._refreshed_at = time.monotonic()
         if claimed is not None:
@@ -358,7 +363,7 @@ class TriageScreen(ReviewScreen):
             if self._new_patch and self.model_version_id is not None and not self.adjudicate:
                 top_up = self._to_judge() <= REFILL_AT
                 team = top_up or time.monotonic() - self._refreshed_at > REFRESH_SECONDS
-                self.refill(self.model_version_id, frozenset(self.skipped), top_up, team)
+                self.refill(self.model_version_id, frozenset(self.skipped), top_up, team, self._verdicts_counted)
         self._new_patch = False
 
     def _marked_thumb(self, entry: QueueEntry, view: Viewport, box: tuple[int, int], cells: tuple[int, int]) -> Image.Image:
@@ -463,6 +468,7 @@ class TriageScreen(ReviewScreen):
         self.verdicts[entry.patch_id] = verdict
         if self.progress is not None and not self.adjudicate:  # counted at once; the next refresh reads the team's
             self.progress = self.progress.counted(self.app.reviewer, 1, completes=entry.reads <= 1)
+            self._verdicts_counted += 1
         self.last_action = f"[{VERDICT_STYLE[verdict]}]{VERDICT_TEXT[verdict]}[/] in {seconds:.1f} s"
         assert self.index is not None  # there is a current entry
         self._advance(self.index + 1, started)
