@@ -637,7 +637,8 @@ def test_browser_triage_of_five_patches_records_five_verdicts_and_undo(served, p
     with catalog.session() as session:
         assert session.get(Review, reviews[-1].id).undone_at is not None
         assert session.get(Review, reviews[-2].id).undone_at is None
-    assert page.locator("#patch-info").text_content() == shown[-1]  # back on the undone patch
+    # back on the undone patch (its slide may still be opening when the counts change)
+    page.wait_for_function("(text) => document.getElementById('patch-info').textContent === text", arg=shown[-1])
 
 
 def test_serve_command_reports_a_taken_port_in_one_line(served, capsys):

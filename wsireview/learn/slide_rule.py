@@ -100,7 +100,7 @@ class SlideRule:
     def predict(self, x_bag: np.ndarray, x_evidence: np.ndarray, confirmed: np.ndarray | None = None) -> np.ndarray:
         """P(positive) from the rule's inputs (see ``inputs``)."""
         t_bag, t_ev = self.terms(x_bag, x_evidence)
-        p = 1.0 / (1.0 + np.exp(-(self.bias + t_bag + t_ev)))
+        p = 0.5 * (1.0 + np.tanh(0.5 * (self.bias + t_bag + t_ev)))  # the logistic, without overflow far out
         if confirmed is not None:
             p = np.where(confirmed, np.maximum(p, CONFIRMED), p)
         return p

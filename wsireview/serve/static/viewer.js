@@ -44,6 +44,9 @@ const triage = {
   shownAt: 0, shown: false, context: false, busy: false, sessionVerdicts: 0,
   // Reviewers share the queue: this page shows only the patches its reviewer holds a claim on.
   version: null, claimed: new Set(), progress: null, newer: null, renewTimer: null,
+  // Each move to a patch takes a number: a move still waiting (on a claim or a slide) when a newer
+  // one starts (an undo pressed right after a verdict) gives way instead of showing its patch.
+  moves: 0,
 };
 
 function banner(text) {
@@ -289,11 +292,13 @@ function fitField(f) {
 }
 
 async function showEntry(i) {
+  const move = ++triage.moves;
   triage.index = i;
   triage.shown = false;  // no verdict until the patch is on screen
   triage.context = false;
   const entry = triage.entries[i];
   await openSlide(entry.slide_id);
+  if (move !== triage.moves) return;  // overtaken by a newer move
   overlay.focus = {x: entry.x, y: entry.y, size: entry.size};
   fitField(field(entry));
   overlay.draw();
@@ -376,7 +381,9 @@ async function giveVerdict(verdict) {
 }
 
 async function advance(start) {
+  const move = ++triage.moves;
   const next = await nextClaimed(start);
+  if (move !== triage.moves) return;  // overtaken by a newer move
   if (next === null) finish();
   else await showEntry(next);
 }
@@ -392,6 +399,7 @@ function skip() {
 
 async function undo() {
   if (triage.busy) return;
+  triage.moves += 1;  // a move to the next patch still under way gives way to the undone patch
   const result = await api("/api/undo", {method: "POST"});
   if (!result.undone) {
     lastAction("nothing to undo");
