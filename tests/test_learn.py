@@ -405,24 +405,34 @@ def test_checkpoint_reproduces_the_recorded_scores(workspace, catalog, synthetic
 
 
 def test_folds_in_parallel_threads_give_the_same_numbers_as_one_after_the_other():
-    """Cross-validation trains folds in threads; each fold's model depends on its seed alone."""
-    from wsireview.learn.train import cross_validate, make_bag
+    """Cross-validation trains folds in threads, and the final model beside the last fold; each
+    model depends on its seed alone, and the final one's epochs on the folds but the last. Bags
+    that are views of one matrix (a round's) train exactly as bags of their own."""
+    from wsireview.learn.train import cross_validate_and_fit, make_bag, row_views
 
     rng = np.random.default_rng(1)
-    bags = []
-    for i in range(12):
-        x = rng.normal(size=(300, 8)).astype(np.float32)
-        if i % 2:
-            x[:40, 0] += 4.0
-        bags.append(make_bag(i, torch.from_numpy(x), float(i % 2), np.zeros(0, np.int64), np.zeros(0)))
+    packed = rng.normal(size=(12 * 300, 8)).astype(np.float32)
+    for i in range(1, 12, 2):
+        packed[i * 300 : i * 300 + 40, 0] += 4.0
+    parts = [packed[i * 300 : (i + 1) * 300] for i in range(12)]
+
+    def bags(tensors):
+        return [make_bag(i, x, float(i % 2), np.zeros(0, np.int64), np.zeros(0)) for i, x in enumerate(tensors)]
+
     params = dict(max_epochs=20, min_epochs=8, max_instances=64)
-    one = cross_validate(bags, TrainParams(parallel_folds=1, **params), seed=3)
+    one = cross_validate_and_fit(bags([torch.from_numpy(p.copy()) for p in parts]),
+                                 TrainParams(parallel_folds=1, **params), seed=3)
     torch.manual_seed(123)  # the global generator's state must not matter
-    two = cross_validate(bags, TrainParams(parallel_folds=3, **params), seed=3)
-    assert one.folds == two.folds == 3
-    assert one.best_epochs == two.best_epochs
-    assert one.oof_slide == two.oof_slide  # bit for bit
-    assert one.slide_auc == two.slide_auc and one.slide_auc > 0.8
+    shared = row_views(parts)
+    assert all(t.untyped_storage().data_ptr() == shared[0].untyped_storage().data_ptr() for t in shared)
+    two = cross_validate_and_fit(bags(shared), TrainParams(parallel_folds=3, **params), seed=3)
+    assert one.cv.folds == two.cv.folds == 3
+    assert one.cv.best_epochs == two.cv.best_epochs
+    assert one.cv.oof_slide == two.cv.oof_slide  # bit for bit
+    assert one.cv.slide_auc == two.cv.slide_auc and one.cv.slide_auc > 0.8
+    assert one.info.epochs == two.info.epochs == max(8, int(np.median(one.cv.best_epochs[:-1])))
+    for name, value in one.model.state_dict().items():
+        assert torch.equal(value, two.model.state_dict()[name]), name
 
 
 # -- what verdicts teach --------------------------------------------------------------------------
@@ -578,11 +588,11 @@ def test_an_unsure_verdict_is_not_overwritten_by_a_neighbours_verdict(workspace,
     lesion = sorted(cohort.lesion_patches)[:4]
     normal = [int(b.patch_ids[0]) for b in bags if targets.get(b.slide_id) == 0][:4]
     inst = {**{p: 1 for p in lesion}, **{p: 0 for p in normal}}
-    spread_to = prepare_bags(bags, pre, targets, inst, params, seed=0).spread.rows
+    spread_to = prepare_bags(bags, pre, targets, inst, params).spread.rows
     ids = np.concatenate([b.patch_ids for b in bags])
     assert spread_to.size >= 2  # the verdicts reach some look-alikes
     unsure = {int(ids[spread_to[0]])}
-    after = prepare_bags(bags, pre, targets, inst, params, seed=0, abstained=unsure).spread.rows
+    after = prepare_bags(bags, pre, targets, inst, params, abstained=unsure).spread.rows
     assert int(ids[spread_to[0]]) not in set(ids[after].tolist())
     assert set(ids[after].tolist()) == set(ids[spread_to].tolist()) - unsure
 
@@ -603,7 +613,7 @@ def test_rejections_wait_for_lesion_verdicts_to_set_them_against(workspace, cata
 
     def taught(inst: dict[int, int]) -> tuple[int, int, int]:
         """(not-lesion instance labels, lesion labels, not-lesion attention targets) of the prepared bags."""
-        prepared = prepare_bags(bags, pre, targets, inst, TrainParams(), seed=0)
+        prepared = prepare_bags(bags, pre, targets, inst, TrainParams())
         labels = torch.cat([d.inst for d in prepared.data])
         att = torch.cat([d.att for d in prepared.data])
         return int((labels == 0).sum()), int((labels == 1).sum()), int((att == 0).sum())
@@ -616,7 +626,7 @@ def test_rejections_wait_for_lesion_verdicts_to_set_them_against(workspace, cata
     assert negatives >= len(rejected) and positives >= 2 and less_attention >= len(rejected)
     # Without a positive slide there is no slide evidence to protect: rejections teach at once.
     no_labels = {sid: 0 for sid in targets}
-    prepared = prepare_bags(bags, pre, no_labels, only_rejections, TrainParams(), seed=0)
+    prepared = prepare_bags(bags, pre, no_labels, only_rejections, TrainParams())
     assert int((torch.cat([d.inst for d in prepared.data]) == 0).sum()) >= len(rejected)
 
 

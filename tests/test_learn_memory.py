@@ -97,7 +97,7 @@ def test_remembered_neighbours_give_the_same_look_alikes_as_comparing_every_patc
     """Verdicts spread through their remembered nearest patches exactly as through a comparison with
     every patch, also where a dense clump holds more look-alikes than are remembered; each round
     adds only its new verdicts to the file."""
-    from wsireview.learn.lookalike import Neighbours, kept_neighbours, spread_verdicts
+    from wsireview.learn.lookalike import KEPT_NEIGHBOURS, Neighbours, spread_verdicts
 
     rng = np.random.default_rng(0)
     n = 20_000
@@ -110,12 +110,67 @@ def test_remembered_neighbours_give_the_same_look_alikes_as_comparing_every_patc
     for count in (40, 400):
         reviewed = np.sort(order[:count])
         classes = np.where(reviewed < 300, 2, (x[reviewed, 0] > 0.3).astype(int))
-        full = spread_verdicts(x, reviewed, classes, negative, 0.5, 0)
-        remembered = spread_verdicts(x, reviewed, classes, negative, 0.5, 0, row_ids=ids, neighbours=path)
+        full = spread_verdicts(x, reviewed, classes, negative, 0.5)
+        remembered = spread_verdicts(x, reviewed, classes, negative, 0.5, row_ids=ids, neighbours=path)
         assert full.rows.size > count  # the verdicts reach look-alikes
         assert remembered.radius == full.radius
         np.testing.assert_array_equal(remembered.rows, full.rows)
         np.testing.assert_array_equal(remembered.label, full.label)
         np.testing.assert_allclose(remembered.weight, full.weight, atol=1e-5)
-        kept = Neighbours.load(path, kept_neighbours(n))
+        kept = Neighbours.load(path, KEPT_NEIGHBOURS)
         np.testing.assert_array_equal(kept.verdict_ids, np.sort(ids[reviewed]))
+
+
+def test_a_verdict_reaches_about_as_many_look_alikes_in_a_large_cohort_as_in_a_small_one():
+    """The radius's cap is each verdict's distance to its 8th nearest patch, found exactly in the
+    whole cohort: before, it was measured on a 20,000-patch sample, so at 200,000 patches a
+    verdict's nearest sampled patches stood for its 20th of the cohort and each verdict reached
+    three times as many look-alikes (29 a verdict here, against 10 at 5,000; about 250 at 5M)."""
+    from wsireview.learn.lookalike import NEIGHBOURS, spread_verdicts
+
+    rng = np.random.default_rng(4)
+    reached = {}
+    for n in (5_000, 200_000):
+        x = rng.standard_normal((n, 8)).astype(np.float32)
+        reviewed = np.sort(rng.choice(n, size=40, replace=False))
+        classes = np.ones(40, np.int64)  # one class: the radius is the cap
+        spread = spread_verdicts(x, reviewed, classes, np.zeros(n, bool), 0.5)
+        reached[n] = spread.rows.size / reviewed.size
+    assert all(0 < r <= 2 * NEIGHBOURS for r in reached.values()), reached  # (the cap is a median)
+
+
+def test_stacked_rows_index_like_the_matrix_they_stand_for():
+    """Blocks, gathers and masks of rows read the same numbers whether the parts are views of one
+    matrix (a round's bags: indexed directly) or arrays of their own (gathered part by part)."""
+    from wsireview.learn.data import StackedRows
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(0, 40, size=30)
+    whole = rng.standard_normal((int(sizes.sum()), 3)).astype(np.float32)
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    views = StackedRows([whole[a:b] for a, b in zip(edges[:-1], edges[1:])])
+    copies = StackedRows([whole[a:b].copy() for a, b in zip(edges[:-1], edges[1:])])
+    assert views.whole is not None and copies.whole is None
+    for stacked in (views, copies):
+        for lo in range(0, whole.shape[0] + 5, 11):
+            for hi in (lo, lo + 1, lo + 17, lo + 300):
+                np.testing.assert_array_equal(stacked[lo:hi], whole[lo:hi])
+        picked = rng.choice(whole.shape[0], size=50)
+        np.testing.assert_array_equal(stacked[picked], whole[picked])
+        mask = rng.random(whole.shape[0]) < 0.3
+        np.testing.assert_array_equal(stacked[mask], whole[mask])
+
+
+def test_the_projection_is_fitted_on_rows_read_where_they_lie(workspace, catalog):
+    """The sample the projection is fitted on is read row by row from the feature files (a mapped
+    file's read-ahead pulled most of every slide into memory: 8 GB at 5M patches) and gives the
+    projection that fitting on the whole matrices gives."""
+    from wsireview.features.store import read_feature_rows
+
+    make_synthetic_cohort(catalog, workspace, SYN, n_slides=6, n_patches=400, dim=96, seed=1)
+    sets = [fs for _sid, fs in sorted(feature_sets(catalog, SYN).items())]
+    rows = np.array([3, 0, 399, 57])
+    np.testing.assert_array_equal(read_feature_rows(workspace, sets[2], rows), load_features(workspace, sets[2])[1][rows])
+    fitted = data._fit_on_sample(workspace, sets, None)
+    whole = data.Preprocessor.fit([np.asarray(load_features(workspace, fs)[1]) for fs in sets], None, data.PROJECTION_SEED)
+    assert fitted.key == whole.key

@@ -128,15 +128,17 @@ def write_records(path: Path, records: np.ndarray, sync: bool = True) -> None:
         raise
 
 
-def load_projected(workspace: Workspace, feature_set: FeatureSet, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+def load_projected(workspace: Workspace, feature_set: FeatureSet, key: str,
+                   buffer: ReadBuffer | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """``(patch_ids, projected float32 features)`` cached for ``feature_set`` under projection ``key``,
-    read into memory; None when there is none or it is older than the features it came from."""
+    read into memory (into ``buffer``, see :func:`read_records`); None when there is none or it is
+    older than the features it came from."""
     path = projected_path(workspace, feature_set.slide_id, feature_set.encoder, key)
     source = workspace.absolute(feature_set.path)
     try:
         if source is not None and path.stat().st_mtime_ns < source.stat().st_mtime_ns:
             return None
-        records = np.load(path)
+        records = read_records(path, buffer)
     except (OSError, ValueError):
         return None
     if records.shape[0] != feature_set.n_patches:
@@ -184,6 +186,74 @@ def load_features(workspace: Workspace, feature_set: FeatureSet) -> tuple[np.nda
             return data["patch_ids"], data["features"]
     # Mapped copy-on-write: nothing is read until used, and a caller may still write to the arrays.
     records = np.load(path, mmap_mode="c")
+    return records["patch_id"], records["features"]
+
+
+def _npy_header(handle) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of the ``.npy`` file ``handle`` is open on, leaving it at the first byte of data."""
+    version = np.lib.format.read_magic(handle)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(handle)
+    if fortran or not shape:
+        raise ValueError(f"{handle.name}: not a file of records")
+    return shape, dtype
+
+
+class ReadBuffer:
+    """Memory one file's records are read into and the next file's reuse (see :func:`read_records`)."""
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+
+    def take(self, n: int, dtype: np.dtype) -> np.ndarray:
+        """``n`` records of ``dtype``: the kept memory when it is of that type and large enough."""
+        if self.array is None or self.array.dtype != dtype or self.array.shape[0] < n:
+            self.array = np.empty(n, dtype)
+        return self.array[:n]
+
+
+def read_records(path: Path, buffer: ReadBuffer | None = None) -> np.ndarray:
+    """All records of a ``.npy`` file, read with plain reads (into ``buffer``'s memory when given:
+    a pass over every slide reuses one allocation instead of making one per slide).
+
+    Not mapped: a mapped file's pages count in the process's memory until it is unmapped, and
+    the kernel's read-ahead (8 MB a fault on some disks) maps megabytes around every row read.
+    """
+    with open(path, "rb") as handle:
+        shape, dtype = _npy_header(handle)
+        out = (buffer or ReadBuffer()).take(shape[0], dtype)
+        if handle.readinto(out.view(np.uint8).data) != out.nbytes:
+            raise ValueError(f"{path.name}: shorter than its header says")
+    return out
+
+
+def read_feature_rows(workspace: Workspace, feature_set: FeatureSet, rows: np.ndarray) -> np.ndarray:
+    """The features of rows ``rows`` of one feature set, each read where it lies: a sample of a
+    few rows per slide costs kilobytes of reads and memory, not the slide's matrix."""
+    path = workspace.absolute(feature_set.path)
+    assert path is not None  # a feature set's path column is never empty
+    if path.suffix == ".npz":
+        return np.asarray(load_features(workspace, feature_set)[1][rows])
+    with open(path, "rb") as handle:
+        shape, dtype = _npy_header(handle)
+        start, size, fd = handle.tell(), dtype.itemsize, handle.fileno()
+        if rows.size and int(rows.max()) >= shape[0]:
+            raise ValueError(f"{path.name}: row {int(rows.max())} of {shape[0]}")
+        data = b"".join(os.pread(fd, size, start + int(r) * size) for r in rows)
+    if len(data) != rows.size * size:
+        raise ValueError(f"{path.name}: shorter than its header says")
+    return np.frombuffer(data, dtype)["features"]
+
+
+def read_features(workspace: Workspace, feature_set: FeatureSet,
+                  buffer: ReadBuffer | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(patch_ids, features)`` of one feature set read into memory (into ``buffer``, see
+    :func:`read_records`): for a pass over every slide, where mapping would leave each in memory."""
+    path = workspace.absolute(feature_set.path)
+    assert path is not None  # a feature set's path column is never empty
+    if path.suffix == ".npz":
+        return load_features(workspace, feature_set)
+    records = read_records(path, buffer)
     return records["patch_id"], records["features"]
 
 

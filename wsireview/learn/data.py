@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
+from numpy.lib.array_utils import byte_bounds
 
-from wsireview.catalog import Catalog
+from wsireview.catalog import Catalog, FeatureSet
 from wsireview.features.store import (
     feature_sets,
     load_features,
     load_projected,
+    ReadBuffer,
     lookalikes_path,
+    read_feature_rows,
+    read_features,
     remove_other_projections,
     save_projected,
 )
@@ -76,6 +81,14 @@ def load_bags(catalog: Catalog, workspace: Workspace, encoder: str) -> list[Bag]
     return bags
 
 
+def sample_positions(sizes: list[int], seed: int) -> np.ndarray:
+    """Sorted positions (in the concatenation of matrices of ``sizes`` rows) of the projection's
+    seeded sample of up to ``PCA_SAMPLE`` patches."""
+    rng = np.random.default_rng([seed, 5])
+    total = int(sum(sizes))
+    return np.sort(rng.choice(total, size=min(total, PCA_SAMPLE), replace=False))
+
+
 @dataclass
 class Preprocessor:
     """Standardisation (mean/std of training patches) and an optional whitened PCA projection.
@@ -98,18 +111,22 @@ class Preprocessor:
 
         ``pca_dim`` None: :func:`auto_pca_dim` of the training patches; 0: no projection.
         """
-        rng = np.random.default_rng([seed, 5])
-        total = sum(a.shape[0] for a in arrays)
-        if pca_dim is None:
-            pca_dim = auto_pca_dim(total) if arrays[0].shape[1] > PCA_MAX else 0
-        picked = np.sort(rng.choice(total, size=min(total, PCA_SAMPLE), replace=False))
-        offsets = np.cumsum([0] + [a.shape[0] for a in arrays])
-        # One float32 copy of the sampled rows (read from the mapped files), standardised in place.
+        sizes = [a.shape[0] for a in arrays]
+        picked = sample_positions(sizes, seed)
+        offsets = np.cumsum([0] + sizes)
+        # One float32 copy of the sampled rows, standardised in place by fit_sample.
         sample = np.empty((picked.size, arrays[0].shape[1]), np.float32)
         for i, a in enumerate(arrays):
             lo, hi = np.searchsorted(picked, [offsets[i], offsets[i + 1]])
             if hi > lo:
                 sample[lo:hi] = a[picked[lo:hi] - offsets[i]]
+        return cls.fit_sample(sample, int(offsets[-1]), pca_dim, seed)
+
+    @classmethod
+    def fit_sample(cls, sample: np.ndarray, total: int, pca_dim: int | None, seed: int) -> "Preprocessor":
+        """Fit on ``sample`` (float32, standardised in place) of ``total`` training patches."""
+        if pca_dim is None:
+            pca_dim = auto_pca_dim(total) if sample.shape[1] > PCA_MAX else 0
         mean = sample.mean(0, dtype=np.float64).astype(np.float32)
         std = sample.std(0, dtype=np.float64).astype(np.float32)
         std = np.where(std < 1e-6, np.float32(1.0), std)
@@ -186,36 +203,67 @@ def load_projected_bags(
     The projection is fitted on a sample of the patches of the slides ``fit_on`` (the training
     slides: labelled or holding a verdict; every slide when None or none of them is embedded)
     with a fixed seed, so it stays the same from round to round until those slides change; each
-    slide is read from the projected cache, or projected from its mapped features (one slide at a
-    time) and cached. The bags' features are views into one float32 matrix of all patches.
+    slide is read from the projected cache, or projected from its features (one slide at a time,
+    read into reused memory) and cached. The bags' features are views into one float32 matrix of all patches.
     ``on_progress(done, total)`` after each slide.
     """
     sets = [fs for _sid, fs in sorted(feature_sets(catalog, encoder).items()) if fs.n_patches]
     if not sets:
         return Preprocessor(np.zeros(0, np.float32), np.ones(0, np.float32)), []
     fit_sets = [fs for fs in sets if fit_on is None or fs.slide_id in fit_on] or sets
-    pre = Preprocessor.fit([load_features(workspace, fs)[1] for fs in fit_sets], pca_dim, PROJECTION_SEED)
+    pre = _fit_on_sample(workspace, fit_sets, pca_dim)
     packed = np.empty((sum(fs.n_patches for fs in sets), pre.out_dim), np.float32)
     bags, start = [], 0
-    for done, fs in enumerate(sets, start=1):
-        cached = load_projected(workspace, fs, pre.key)
-        if cached is None:
-            lookalikes_path(workspace, encoder, pre.key).unlink(missing_ok=True)  # its rows are changing
-            patch_ids, features = load_features(workspace, fs)
+    # The next slide is read while this one is projected or copied (the read waits on the disk
+    # or copies from the page cache, outside the GIL); two buffers per kind take turns.
+    buffers = [(ReadBuffer(), ReadBuffer()) for _ in range(2)]  # (projected, full width), by slide parity
+
+    def read(i: int) -> tuple[bool, np.ndarray, np.ndarray]:
+        projected, full = buffers[i % 2]
+        cached = load_projected(workspace, sets[i], pre.key, projected)
+        if cached is not None:
+            return True, *cached
+        return False, *read_features(workspace, sets[i], full)
+
+    cleared = False
+    with ThreadPoolExecutor(1, thread_name_prefix="read-features") as reader:
+        upcoming = reader.submit(read, 0)
+        for done, fs in enumerate(sets, start=1):
+            was_cached, patch_ids, features = upcoming.result()
+            if done < len(sets):
+                upcoming = reader.submit(read, done)
             if patch_ids.shape[0] != fs.n_patches:
                 raise ValueError(f"slide {fs.slide_id}: {patch_ids.shape[0]} feature rows, the catalog says {fs.n_patches}")
-            cached = np.array(patch_ids, dtype=np.int64), pre.transform(features)
-            save_projected(workspace, fs, pre.key, *cached)
-            del features  # unmaps the slide's full-width matrix
-        patch_ids, projected = cached
-        rows = packed[start : start + len(patch_ids)]
-        rows[:] = projected
-        bags.append(Bag(fs.slide_id, np.asarray(patch_ids, dtype=np.int64), rows))
-        start += len(patch_ids)
-        if on_progress is not None:
-            on_progress(done, len(sets))
+            rows = packed[start : start + len(patch_ids)]
+            if was_cached:
+                rows[:] = features
+            else:
+                if not cleared:  # the neighbours remembered under this projection: its rows are changing
+                    lookalikes_path(workspace, encoder, pre.key).unlink(missing_ok=True)
+                    cleared = True
+                rows[:] = pre.transform(features)
+                save_projected(workspace, fs, pre.key, patch_ids, rows)
+            bags.append(Bag(fs.slide_id, np.array(patch_ids, dtype=np.int64), rows))
+            start += len(patch_ids)
+            if on_progress is not None:
+                on_progress(done, len(sets))
     remove_other_projections(workspace, encoder, pre.key)
     return pre, bags
+
+
+def _fit_on_sample(workspace: Workspace, fit_sets: list[FeatureSet], pca_dim: int | None) -> Preprocessor:
+    """The cohort's preprocessing, fitted on its seeded sample (:func:`sample_positions`) of the
+    ``fit_sets`` patches, each sampled row read where it lies in its file."""
+    sizes = [fs.n_patches for fs in fit_sets]
+    picked = sample_positions(sizes, PROJECTION_SEED)
+    offsets = np.cumsum([0] + sizes)
+    parts = []
+    for i, fs in enumerate(fit_sets):
+        lo, hi = np.searchsorted(picked, [offsets[i], offsets[i + 1]])
+        if hi > lo:
+            parts.append(read_feature_rows(workspace, fs, picked[lo:hi] - offsets[i]))
+    sample = np.concatenate(parts).astype(np.float32)
+    return Preprocessor.fit_sample(sample, int(offsets[-1]), pca_dim, PROJECTION_SEED)
 
 
 class StackedRows:
@@ -232,11 +280,20 @@ class StackedRows:
         self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.shape = (int(sizes.sum()), int(parts[0].shape[1]) if parts else 0)
         self.dtype = parts[0].dtype if parts else np.dtype(np.float32)
+        self.whole = consecutive_rows(parts)  # the parts are one matrix already: index it directly
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, index) -> np.ndarray:
+        if self.whole is not None:
+            return self.whole[index]
+        if isinstance(index, slice) and index.step in (None, 1):  # a block of rows: copied part by part
+            lo, hi, _ = index.indices(self.shape[0])
+            first, last = np.searchsorted(self.starts, [lo, hi], side="right") - 1
+            pieces = [self.parts[j][max(lo, int(self.starts[j])) - int(self.starts[j]) : hi - int(self.starts[j])]
+                      for j in range(max(first, 0), last + 1)]
+            return np.concatenate(pieces) if pieces else np.empty((0, self.shape[1]), self.dtype)
         if isinstance(index, slice):
             index = np.arange(*index.indices(self.shape[0]))
         index = np.asarray(index)
@@ -248,3 +305,21 @@ class StackedRows:
             sel = part == j
             out[sel] = self.parts[j][index[sel] - self.starts[j]]
         return out
+
+
+def consecutive_rows(parts: list[np.ndarray]) -> np.ndarray | None:
+    """The one matrix ``parts`` are, when they are consecutive row blocks of one C-contiguous
+    array (a round's bags are: see :func:`load_projected_bags`), as a view of it; else None."""
+    filled = [p for p in parts if p.shape[0]]  # an empty view's address says nothing
+    base = filled[0].base if filled else None
+    if not isinstance(base, np.ndarray) or base.ndim != 2 or not base.flags.c_contiguous:
+        return None
+    row_bytes = base.shape[1] * base.itemsize
+    at = byte_bounds(filled[0])[0]
+    start = (at - byte_bounds(base)[0]) // row_bytes
+    for p in filled:
+        if p.base is not base or not p.flags.c_contiguous or p.ndim != 2 or p.shape[1] != base.shape[1] \
+                or byte_bounds(p)[0] != at:
+            return None
+        at += p.shape[0] * row_bytes
+    return base[start : start + sum(p.shape[0] for p in filled)]

@@ -7,11 +7,19 @@ verdict gives its unreviewed neighbours within the radius a soft label: the same
 weight falling from ``spread`` at distance 0 to 0 at the radius (the nearest verdict wins). A
 lesion verdict never spreads into a slide labelled negative (its patches are known not lesion).
 
-The radius: candidate radii are distances between reviewed patches, capped at the distance to
-about the ``NEIGHBOURS``-th nearest patch of a reviewed one (a verdict reaches a handful of
-look-alikes, never a whole slide). The radius is the largest candidate within which reviewed
-pairs still agree (``PURITY`` of the pairs of reviewed patches closer than it share their
-verdict); when no two verdicts of different classes are that close, the cap.
+The radius: candidate radii are distances between reviewed patches, capped at the median
+distance from a reviewed patch to its ``NEIGHBOURS``-th nearest patch of the cohort (a verdict
+reaches a handful of look-alikes, never a whole slide, however large the cohort). The radius is
+the largest candidate within which reviewed pairs still agree (``PURITY`` of the pairs of
+reviewed patches closer than it share their verdict); when no two verdicts of different classes
+are that close, the cap.
+
+Every verdict's ``KEPT_NEIGHBOURS`` nearest patches are found exactly, in one blocked pass over
+the cohort that keeps, per verdict, only the rows closer than its current ``KEPT_NEIGHBOURS``-th
+(a few hundred candidates per verdict over millions of rows), and remembered between rounds
+(:class:`Neighbours`): a round compares only its new verdicts with every patch. A verdict whose
+remembered neighbours all lie within the radius (a dense clump: a dust speck's hundred twins) is
+compared with every patch again to find the rest.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ if TYPE_CHECKING:  # data imports nothing from here; this keeps it so
     from wsireview.learn.data import StackedRows
 
 NEIGHBOURS = 8  # a verdict reaches about this many look-alikes at most
-RADIUS_SAMPLE = 20_000  # patches the radius's cap is measured on (see learn_radius)
+KEPT_NEIGHBOURS = 32  # nearest rows found and remembered per verdict (the radius reaches about NEIGHBOURS)
+CAP_PROBES = 500  # verdicts whose NEIGHBOURS-th nearest distance sets the radius's cap (their median)
 PURITY = 0.9  # share of reviewed pairs within the radius that must agree
 LESION, NOT_LESION, ARTIFACT = 1, 0, 2  # verdict classes as numbers
 
@@ -71,28 +80,26 @@ def _close_pairs(points: np.ndarray, below: float) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
 
 
-def learn_radius(features: np.ndarray | StackedRows, reviewed: np.ndarray, classes: np.ndarray, seed: int = 0) -> float:
-    """The look-alike radius for ``reviewed`` rows of ``features`` with verdict ``classes``.
+def radius_cap(nearest_dist: np.ndarray) -> float:
+    """The radius's cap from verdicts' sorted nearest distances ``(R, M)`` (column 0: the patch itself):
+    the median distance to the ``NEIGHBOURS``-th nearest other patch, over the first ``CAP_PROBES``."""
+    column = min(NEIGHBOURS, nearest_dist.shape[1] - 1)
+    return float(np.median(nearest_dist[:CAP_PROBES, column])) if column >= 1 else 0.0
+
+
+def learn_radius(points: np.ndarray, classes: np.ndarray, cap: float) -> float:
+    """The look-alike radius for reviewed ``points`` (their features) with verdict ``classes``.
 
     Only pairs of reviewed patches closer than the cap can decide it, so only those are kept: the
     pairs are found in blocks, and thousands of verdicts never make a matrix of all their pairs.
     """
-    if reviewed.size == 0:
-        return 0.0
-    rng = np.random.default_rng([seed, 41])
-    sample = features[rng.choice(features.shape[0], size=min(features.shape[0], RADIUS_SAMPLE), replace=False)]
-    scale = features.shape[0] / sample.shape[0]
-    # Distance to about the NEIGHBOURS-th nearest patch of the cohort, median over reviewed patches.
-    kth = min(sample.shape[0] - 1, max(1, int(round(NEIGHBOURS / scale))))
-    probe = features[reviewed[: 500]]
-    cap = float(np.median(np.sqrt(np.partition(_sq_dist(probe, sample), kth, axis=1)[:, kth])))
-    if reviewed.size < 2:
+    if points.shape[0] < 2 or cap <= 0:
         return cap
-    i, j, pair_d = _close_pairs(features[reviewed], cap)
+    i, j, pair_d = _close_pairs(points, cap)
     if pair_d.size == 0:
         return cap
     same = classes[i] == classes[j]
-    order = np.lexsort((j, i, pair_d))  # by distance; ties in the order of the pairs (as before: row-major)
+    order = np.lexsort((j, i, pair_d))  # by distance; ties in the order of the pairs (row-major)
     pair_d, same = pair_d[order], same[order]
     if same.all():
         return cap
@@ -101,22 +108,12 @@ def learn_radius(features: np.ndarray | StackedRows, reviewed: np.ndarray, class
     return float(pair_d[ok[-1]]) if ok.size else float(pair_d[0]) * 0.5
 
 
-KEPT_NEIGHBOURS = 32  # nearest rows remembered per verdict, at least (the radius reaches about NEIGHBOURS)
-
-
-def kept_neighbours(n: int) -> int:
-    """Nearest rows to remember per verdict in a cohort of ``n`` patches. The cap is measured on a
-    sample of ``RADIUS_SAMPLE``: past a few hundred thousand patches its nearest sampled neighbour
-    stands for the ``n / RADIUS_SAMPLE``-th of the cohort, so a verdict reaches that many."""
-    return min(n, max(KEPT_NEIGHBOURS, 4 * -(-n // RADIUS_SAMPLE)))
-
-
 @dataclass
 class Neighbours:
     """Each verdict's ``KEPT_NEIGHBOURS`` nearest patches of the cohort under one projection:
     computed once per verdict, so a round compares only its new verdicts with every patch."""
 
-    verdict_ids: np.ndarray  # (R,) patch ids of the reviewed patches
+    verdict_ids: np.ndarray  # (R,) patch ids of the reviewed patches, sorted
     ids: np.ndarray  # (R, M) patch ids of their nearest patches, nearest first
     dist: np.ndarray  # (R, M) their distances
 
@@ -145,16 +142,35 @@ class Neighbours:
             raise
 
 
+def _keep_nearest(top_r: np.ndarray, top_d: np.ndarray, src: np.ndarray, rows: np.ndarray,
+                  dist: np.ndarray) -> None:
+    """Update each source's kept nearest rows ``top_r`` / distances ``top_d`` (in place) with the
+    candidates ``(src, rows, dist)``; only the sources with candidates are touched."""
+    keep = top_r.shape[1]
+    touched, local = np.unique(src, return_inverse=True)
+    all_s = np.concatenate([np.repeat(np.arange(touched.size), keep), local])
+    all_r = np.concatenate([top_r[touched].ravel(), rows])
+    all_d = np.concatenate([top_d[touched].ravel(), dist])
+    order = np.lexsort((all_r, all_d, all_s))  # by source, then distance; ties: the lower row first
+    first = np.searchsorted(all_s[order], np.arange(touched.size))
+    take = order[first[:, None] + np.arange(keep)[None, :]]
+    top_r[touched], top_d[touched] = all_r[take], all_d[take]
+
+
 def _scan(features: np.ndarray | StackedRows, sources: np.ndarray, radius: float, keep: int) -> tuple[np.ndarray, ...]:
     """One blocked pass over every row against ``sources``: the (row, source, distance) pairs
-    closer than ``radius`` and each source's ``keep`` nearest rows ((S, keep) rows and distances).
+    closer than ``radius`` (none when 0) and each source's ``keep`` nearest rows, nearest first
+    ((S, keep) rows and distances; ``keep`` 0: none).
 
-    Distances are laid out one source per row (S, block), so choosing each source's nearest rows
-    partitions contiguous memory."""
+    A row is looked at again only when it is closer to a source than that source's ``keep``-th
+    nearest so far (or within the radius): after the first block that is a few rows in
+    thousands, so the pass costs about its matrix multiplies."""
     w = np.hstack([-2.0 * sources, np.square(sources).sum(1)[:, None]]).astype(np.float32)  # (S, K + 1)
     n, s_count = features.shape[0], sources.shape[0]
-    top_r = np.zeros((s_count, 0), np.int64)
-    top_d = np.zeros((s_count, 0), np.float32)
+    keep = min(keep, n)
+    top_r = np.zeros((s_count, keep), np.int64)
+    top_d = np.full((s_count, keep), np.inf, np.float32)
+    r2 = np.float32(radius * radius) if radius > 0 else np.float32(-1.0)
     pair_r, pair_s, pair_d = [], [], []
     step = max(_block_rows(s_count), keep)
     for start in range(0, n, step):
@@ -163,27 +179,36 @@ def _scan(features: np.ndarray | StackedRows, sources: np.ndarray, radius: float
         x1[:-1], x1[-1] = x.T, 1.0
         d = w @ x1  # (S, block) squared distances once |x|^2 is added; square roots only for pairs kept
         d += np.square(x).sum(1)[None, :]
-        c, r = np.nonzero(d < radius * radius)
-        pair_r.append(r + start)
-        pair_s.append(c)
-        pair_d.append(np.sqrt(np.maximum(d[c, r], 0.0)))
-        if keep:  # the block's own nearest rows per source, then merged with those kept so far
+        if keep and start == 0:  # the first block (at least `keep` rows) fills every source's list
             part = np.argpartition(d, keep - 1, axis=1)[:, :keep] if d.shape[1] > keep else \
-                np.broadcast_to(np.arange(d.shape[1])[None, :], d.shape)
-            cand_r = np.concatenate([top_r, part + start], axis=1)
-            cand_d = np.concatenate([top_d, np.take_along_axis(d, part, 1)], axis=1)
-            if cand_d.shape[1] > keep:
-                part = np.argpartition(cand_d, keep - 1, axis=1)[:, :keep]
-                cand_r, cand_d = np.take_along_axis(cand_r, part, 1), np.take_along_axis(cand_d, part, 1)
-            top_r, top_d = cand_r, cand_d
-    order = np.argsort(top_d, axis=1, kind="stable")
-    return (np.concatenate(pair_r), np.concatenate(pair_s), np.concatenate(pair_d),
-            np.take_along_axis(top_r, order, 1), np.sqrt(np.maximum(np.take_along_axis(top_d, order, 1), 0.0)))
+                np.broadcast_to(np.arange(keep)[None, :], (s_count, keep))
+            top_d[:] = np.take_along_axis(d, part, 1)
+            top_r[:] = part
+        limit = np.maximum(top_d[:, -1], r2) if keep else np.full(s_count, r2)
+        flat = np.flatnonzero(d < limit[:, None])
+        if flat.size == 0:
+            continue
+        c, r = np.divmod(flat, d.shape[1])
+        cd = d.ravel()[flat]
+        close = cd < r2
+        pair_r.append(r[close] + start)
+        pair_s.append(c[close])
+        pair_d.append(np.sqrt(np.maximum(cd[close], 0.0)))
+        if keep and start > 0:  # (the first block's rows are in the lists already)
+            better = cd < top_d[c, -1]
+            if better.any():
+                _keep_nearest(top_r, top_d, c[better], r[better] + start, cd[better])
+    if keep:  # nearest first
+        order = np.argsort(top_d, axis=1, kind="stable")
+        top_r, top_d = np.take_along_axis(top_r, order, 1), np.take_along_axis(top_d, order, 1)
+    empty_i = np.zeros(0, np.int64)
+    return (np.concatenate(pair_r) if pair_r else empty_i, np.concatenate(pair_s) if pair_s else empty_i,
+            np.concatenate(pair_d) if pair_d else np.zeros(0, np.float32),
+            top_r, np.sqrt(np.maximum(top_d, 0.0)))
 
 
 def spread_verdicts(features: np.ndarray | StackedRows, reviewed: np.ndarray, classes: np.ndarray, negative_rows: np.ndarray,
-                    spread: float, seed: int = 0, row_ids: np.ndarray | None = None,
-                    neighbours: Path | None = None) -> Spread:
+                    spread: float, row_ids: np.ndarray | None = None, neighbours: Path | None = None) -> Spread:
     """Soft labels for the unreviewed look-alikes of ``reviewed`` rows (verdict ``classes``).
 
     ``features``: the cohort's rows, a matrix or anything indexed like one
@@ -195,50 +220,54 @@ def spread_verdicts(features: np.ndarray | StackedRows, reviewed: np.ndarray, cl
     these features, whose rows are the patches ``row_ids``: only verdicts new to it (and the rare
     one whose remembered neighbours all lie within the radius) are compared with every patch, so
     a round's time grows with its new verdicts, not with all verdicts times all patches. Without
-    it every patch is compared with every verdict.
+    it every verdict is compared with every patch; the look-alikes are the same.
     """
     empty = Spread(0.0, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     if reviewed.size == 0 or spread <= 0:
         return empty
-    radius = learn_radius(features, reviewed, classes, seed)
+    n = features.shape[0]
+    keep = min(KEPT_NEIGHBOURS, n)
+    remember = neighbours is not None and row_ids is not None
+    ids = row_ids if row_ids is not None else np.arange(n, dtype=np.int64)
+    vids = ids[reviewed]
+    known = Neighbours.load(neighbours, keep) if remember and neighbours is not None else Neighbours.empty(keep)
+    entry = np.minimum(np.searchsorted(known.verdict_ids, vids), max(0, known.verdict_ids.size - 1))
+    cached = known.verdict_ids[entry] == vids if known.verdict_ids.size else np.zeros(vids.size, bool)
+    near_rows = np.zeros((reviewed.size, keep), np.int64)
+    near_dist = np.zeros((reviewed.size, keep), np.float32)
+    old = np.flatnonzero(cached)
+    if old.size:  # remembered rows of patches the cohort still holds (a slide may have left it)
+        found, rows = rows_of(ids, known.ids[entry[old]].ravel())
+        whole = found.reshape(old.size, keep).all(1)
+        near_rows[old[whole]] = _rows_where(found, rows, old.size, keep)[whole]
+        near_dist[old[whole]] = known.dist[entry[old[whole]]]
+        cached[old[~whole]] = False
+    src = np.asarray(features[reviewed], dtype=np.float32)
+    fresh = np.flatnonzero(~cached)
+    if fresh.size:  # every patch compared with the verdicts seen for the first time
+        _, _, _, near_rows[fresh], near_dist[fresh] = _scan(features, src[fresh], 0.0, keep)
+        if remember:
+            assert neighbours is not None
+            stay = np.isin(known.verdict_ids, vids[fresh], invert=True)
+            merged = np.concatenate([known.verdict_ids[stay], vids[fresh]])
+            order = np.argsort(merged, kind="stable")
+            Neighbours(merged[order], np.concatenate([known.ids[stay], ids[near_rows[fresh]]])[order],
+                       np.concatenate([known.dist[stay], near_dist[fresh]])[order]).save(neighbours)
+
+    radius = learn_radius(src, classes, radius_cap(near_dist))
     if radius <= 0:
         return empty
-    n = features.shape[0]
-    src = np.asarray(features[reviewed], dtype=np.float32)
-    keep = kept_neighbours(n) if neighbours is not None and row_ids is not None else 0
-    if keep:
-        assert neighbours is not None and row_ids is not None  # keep is 0 without them
-        known = Neighbours.load(neighbours, keep)
-        vids = row_ids[reviewed]
-        entry = np.searchsorted(known.verdict_ids, vids) if known.verdict_ids.size else np.zeros(vids.size, np.int64)
-        entry = np.minimum(entry, max(0, known.verdict_ids.size - 1))
-        cached = (known.verdict_ids[entry] == vids) if known.verdict_ids.size else np.zeros(vids.size, bool)
-        complete = cached & (known.dist[entry, -1] >= radius) if cached.any() else cached
-        scan = np.flatnonzero(~complete)
-    else:
-        scan = np.arange(reviewed.size)
-    if scan.size:
-        pair_r, pair_s, pair_d, top_r, top_d = _scan(features, src[scan], radius, keep)
-        pair_s = scan[pair_s]
-    else:  # every verdict's look-alikes are remembered
-        pair_r, pair_s, pair_d = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    if keep:
-        assert neighbours is not None and row_ids is not None
-        fresh = ~cached[scan]  # verdicts seen for the first time: remember their neighbours
-        if fresh.any():
-            new_ids = vids[scan[fresh]]
-            merged_ids = np.concatenate([known.verdict_ids, new_ids])
-            order = np.argsort(merged_ids, kind="stable")
-            Neighbours(merged_ids[order], np.concatenate([known.ids, row_ids[top_r[fresh]]])[order],
-                       np.concatenate([known.dist, top_d[fresh].astype(np.float32)])[order]).save(neighbours)
-        use = np.flatnonzero(complete)
-        if use.size:
-            ids, dist = known.ids[entry[use]], known.dist[entry[use]]
-            within = dist < radius
-            found, rows = rows_of(row_ids, ids[within])
-            pair_r = np.concatenate([pair_r, rows])
-            pair_s = np.concatenate([pair_s, np.repeat(use, within.sum(1))[found]])
-            pair_d = np.concatenate([pair_d, dist[within][found]])
+    # Look-alikes: the remembered rows within the radius; a verdict whose every remembered row is
+    # within it (a dense clump) is compared with every patch again to find the rest.
+    within = near_dist < radius
+    dense = np.flatnonzero(within[:, -1]) if keep < n else np.zeros(0, np.int64)
+    within[dense] = False
+    pair_r, pair_s, pair_d = near_rows[within], np.nonzero(within)[0], near_dist[within]
+    if dense.size:
+        more_r, more_s, more_d, _, _ = _scan(features, src[dense], radius, 0)
+        pair_r = np.concatenate([pair_r, more_r])
+        pair_s = np.concatenate([pair_s, dense[more_s]])
+        pair_d = np.concatenate([pair_d, more_d])
     # Each row's nearest verdict within the radius; a lesion verdict does not reach a negative slide.
     ok = ~np.isin(pair_r, reviewed) & ~(negative_rows[pair_r] & (classes[pair_s] == LESION))
     pair_r, pair_s, pair_d = pair_r[ok], pair_s[ok], pair_d[ok]
@@ -246,6 +275,13 @@ def spread_verdicts(features: np.ndarray | StackedRows, reviewed: np.ndarray, cl
     rows, first = np.unique(pair_r[order], return_index=True)
     nearest = order[first]
     return Spread(radius, rows, classes[pair_s[nearest]], spread * (1.0 - pair_d[nearest] / radius))
+
+
+def _rows_where(found: np.ndarray, rows: np.ndarray, count: int, keep: int) -> np.ndarray:
+    """``(count, keep)`` rows from :func:`rows_of` over ``count * keep`` ids (-1 where not found)."""
+    out = np.full(count * keep, -1, np.int64)
+    out[found] = rows
+    return out.reshape(count, keep)
 
 
 def rows_of(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from wsireview.catalog import Catalog, ModelVersion, ReviewQueueItem, SlidePrediction
 from wsireview.catalog.score_files import publish_scores, stage_scores
@@ -35,7 +34,7 @@ from wsireview.learn.scoring import PatchScores, score_patches
 from wsireview.learn.slide_predictions import predict_slides
 from wsireview.learn.spec import RoundSpec
 from wsireview.learn.status import queue_yield
-from wsireview.learn.train import BagData, TrainParams, cross_validate, fit, make_bag, predict, torch_threads
+from wsireview.learn.train import BagData, TrainParams, cross_validate_and_fit, make_bag, predict, row_views, torch_threads
 from wsireview.progress import ProgressCallback
 from wsireview.status import refuse_mixed_grids
 from wsireview.workspace import Workspace
@@ -132,7 +131,6 @@ def rejections_wait(verdict: np.ndarray, targets: dict[int, int]) -> bool:
 
 def prepare_bags(
     bags: list[Bag], pre: Preprocessor, targets: dict[int, int], inst: dict[int, int], params: TrainParams,
-    seed: int,
     artifacts: set[int] | None = None,
     abstained: set[int] | None = None,
     neighbours: Path | None = None,
@@ -166,7 +164,7 @@ def prepare_bags(
     verdict[inst_rows] = np.where(inst_y[found] != 0, LESION_CLASS, NOT_LESION_CLASS)
     verdict[rows_of(ids_all, art_ids)[1]] = ARTIFACT_CLASS
     reviewed_rows = np.flatnonzero(verdict >= 0)
-    spread = spread_verdicts(x_all, reviewed_rows, verdict[reviewed_rows], negative_rows, params.spread, seed,
+    spread = spread_verdicts(x_all, reviewed_rows, verdict[reviewed_rows], negative_rows, params.spread,
                              row_ids=ids_all, neighbours=neighbours)
     if abstained:
         open_rows = ~np.isin(ids_all[spread.rows], np.fromiter(abstained, dtype=np.int64, count=len(abstained)))
@@ -189,20 +187,22 @@ def prepare_bags(
     keep = ~np.isin(ids_all, art_ids)
     label[~keep] = np.nan
 
-    out_bags, out = [], []
+    out_bags, spans = [], []
     start = 0
     for b in bags:
         span = slice(start, start + len(b))
         start += len(b)
         k = keep[span]
-        if not k.any():
-            continue
+        if k.any():
+            x = b.features if k.all() else b.features[k]  # a view of the cohort's matrix unless artifacts go
+            out_bags.append(Bag(b.slide_id, b.patch_ids[k], x))
+            spans.append((span, k))
+    out = []
+    for b, rows, (span, k) in zip(out_bags, row_views([b.features for b in out_bags]), spans):
         positions = np.flatnonzero(~np.isnan(label[span][k]))
         target = float(targets[b.slide_id]) if b.slide_id in targets else None
-        x = b.features if k.all() else b.features[k]  # a view of the cohort's matrix unless artifacts go
-        out_bags.append(Bag(b.slide_id, b.patch_ids[k], x))
-        out.append(make_bag(b.slide_id, torch.from_numpy(np.ascontiguousarray(x)), target, positions,
-                            label[span][k][positions], weight[span][k][positions], attention[span][k]))
+        out.append(make_bag(b.slide_id, rows, target, positions, label[span][k][positions], weight[span][k][positions],
+                            attention[span][k]))
     set_aside = set(ids_all[held_back & ~hard].tolist())
     return Prepared(out_bags, out, pre, spread, int((~keep).sum()), int(held_back.sum()), set_aside)
 
@@ -303,7 +303,7 @@ def retrain(
                                         fit_on=set(targets) | slides_of(catalog, inst), on_progress=loaded)
         if not bags:
             raise NothingToLearn(f"no slide has features for encoder {encoder!r}; run `wsireview embed` first")
-        prepared = prepare_bags(bags, pre, targets, inst, params, seed, artifacts, reviewed - set(inst) - artifacts,
+        prepared = prepare_bags(bags, pre, targets, inst, params, artifacts, reviewed - set(inst) - artifacts,
                                 neighbours=lookalikes_path(workspace, encoder, pre.key))
         bags, data, pre = prepared.bags, prepared.data, prepared.pre
         timings["load"] = time.perf_counter() - t
@@ -314,19 +314,10 @@ def retrain(
         def fold_done(done: int, k: int) -> None:
             report(f"cross-validation: fold {done} of {k} done", 0.2 + 0.45 * done / k)
 
-        cv = cross_validate(data, params, seed, on_fold=fold_done, device=where)
-        timings["cross_validate"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        report("training the new model", 0.65)
-        # The final model trains on every slide for the median epoch count early stopping chose
-        # in the cross-validation folds (each fold stopped on its own held-out slides).
-        if cv.best_epochs and spec.epochs is None:
-            final_epochs = max(params.min_epochs, int(np.median(cv.best_epochs)))
-            model, info = fit(data, params, seed, epochs=final_epochs, device=where)
-        else:
-            model, info = fit(data, params, seed, epochs=spec.epochs, device=where)
-        timings["train"] = time.perf_counter() - t
+        trained = cross_validate_and_fit(data, params, seed, epochs=spec.epochs, on_fold=fold_done, device=where)
+        cv, model, info = trained.cv, trained.model, trained.info
+        timings["cross_validate"] = time.perf_counter() - t - trained.final_seconds
+        timings["train"] = trained.final_seconds  # what the final model took after the last fold
 
         t = time.perf_counter()
         report("scoring every patch and building the queue", 0.85)

@@ -26,12 +26,14 @@ import contextlib
 import copy
 import dataclasses
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
+from numpy.lib.array_utils import byte_bounds
 import torch.nn.functional as F
 from torch.optim.adamw import adamw as adamw_update
 
@@ -165,27 +167,78 @@ class BagSampler:
             priority = order[np.sort(first)][: self.limit]
             self.priority.append(priority)
             self.rest.append(np.setdiff1d(np.arange(n), priority, assume_unique=True))
+        # A step gathers its rows with one index per tensor, not four per bag: the labels of all
+        # bags side by side (12 bytes a patch), and the features from the one matrix the bags are
+        # views of, when they are (a round's bags are; see shared_rows).
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self.inst = torch.cat([b.inst for b in bags]) if bags else torch.zeros(0)
+        self.inst_w = torch.cat([b.inst_w for b in bags]) if bags else torch.zeros(0)
+        self.att = torch.cat([b.att for b in bags]) if bags else torch.zeros(0)
+        self.matrix, self.offsets = shared_rows([b.x for b in bags])
 
     def draw(self, which: list[int], rng: np.random.Generator) -> Batch:
         """The rows of bags ``which`` (indices into the sampler's bags) for one step."""
         shape = (len(which), self.width)
-        x = torch.zeros((*shape, self.bags[which[0]].x.shape[1]))
-        inst = torch.full(shape, float("nan"))
-        inst_w = torch.zeros(shape)
-        att = torch.full(shape, float("nan"))
-        mask = torch.zeros(shape, dtype=torch.bool)
+        picked = np.zeros(shape, np.int64)  # row within its bag; padding points at row 0, masked
+        counts = np.zeros(len(which), np.int64)
         for row, j in enumerate(which):
             rows = self.priority[j]
             fill = min(self.limit, self.sizes[j]) - rows.size
             if fill > 0:
                 rows = np.concatenate([rows, self.rest[j][rng.integers(0, self.rest[j].size, fill)]])
-            b, index, n = self.bags[j], torch.from_numpy(rows), rows.size
-            x[row, :n] = b.x[index]
-            inst[row, :n] = b.inst[index]
-            inst_w[row, :n] = b.inst_w[index]
-            att[row, :n] = b.att[index]
-            mask[row, :n] = True
+            picked[row, : rows.size] = rows
+            counts[row] = rows.size
+        mask_np = np.arange(self.width)[None, :] < counts[:, None]
+        mask = torch.from_numpy(mask_np)
+        where = torch.from_numpy((picked + self.starts[which][:, None]).ravel())
+        padding = ~mask
+        if self.matrix is not None:
+            x = self.matrix.index_select(0, torch.from_numpy((picked + self.offsets[which][:, None]).ravel()))
+            x = x.view(*shape, -1)
+        else:
+            x = torch.stack([self.bags[j].x[torch.from_numpy(picked[row])] for row, j in enumerate(which)])
+        inst = self.inst.index_select(0, where).view(shape)
+        inst_w = self.inst_w.index_select(0, where).view(shape)
+        att = self.att.index_select(0, where).view(shape)
+        if bool(padding.any()):
+            x[padding] = 0.0
+            inst[padding], inst_w[padding], att[padding] = float("nan"), 0.0, float("nan")
         return Batch(x, inst, mask, [self.bags[j].target for j in which], inst_w, att)
+
+
+def row_views(parts: list[np.ndarray]) -> list[torch.Tensor]:
+    """``parts`` as tensors without copies; those that are row blocks of one C-contiguous float
+    matrix become views of one tensor over it, so :func:`shared_rows` finds it."""
+    tensors = [torch.from_numpy(np.ascontiguousarray(p)) for p in parts]
+    base = parts[0].base if parts else None
+    if not isinstance(base, np.ndarray) or base.ndim != 2 or not base.flags.c_contiguous:
+        return tensors
+    low = byte_bounds(base)[0]
+    row_bytes = base.shape[1] * base.itemsize
+    whole = torch.from_numpy(base)
+    for i, p in enumerate(parts):
+        if p.base is base and p.ndim == 2 and p.flags.c_contiguous and p.shape[1] == base.shape[1]:
+            start, extra = divmod(byte_bounds(p)[0] - low, row_bytes)
+            if not extra:
+                tensors[i] = whole[start : start + p.shape[0]]
+    return tensors
+
+
+def shared_rows(parts: list[torch.Tensor]) -> tuple[torch.Tensor | None, np.ndarray]:
+    """The one matrix ``parts`` are row blocks of, and each part's first row in it; ``(None, [])``
+    when they are not views of one matrix (then each part is indexed on its own).
+
+    A round's bags are (:func:`wsireview.learn.data.load_projected_bags` packs the cohort into one
+    matrix), so a training step gathers its rows with one index instead of one per bag."""
+    if not parts or any(p.dim() != 2 or p.stride() != (p.shape[1], 1) for p in parts):
+        return None, np.zeros(0, np.int64)
+    width, storage = parts[0].shape[1], parts[0].untyped_storage()
+    if any(p.shape[1] != width or p.dtype != parts[0].dtype or p.untyped_storage().data_ptr() != storage.data_ptr()
+           or p.storage_offset() % width for p in parts):
+        return None, np.zeros(0, np.int64)
+    rows = storage.nbytes() // (parts[0].element_size() * width)
+    matrix = torch.empty(0, dtype=parts[0].dtype).set_(storage, 0, (rows, width), (width, 1))
+    return matrix, np.array([p.storage_offset() // width for p in parts], dtype=np.int64)
 
 
 class AdamW:
@@ -499,10 +552,45 @@ def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
     verdicts of held-out slides only. Each fold's model also scores every bag: the folds are an
     ensemble whose disagreement is the queue's uncertainty. ``on_fold(done, k)`` after each fold.
     """
+    return _folds_and_final(bags, params, seed, on_fold, device)[0]
+
+
+@dataclass
+class Trained:
+    """A round's models: the cross-validation folds' and the final one, trained on every bag."""
+
+    cv: CVResult
+    model: GatedAttentionMIL
+    info: FitInfo
+    final_seconds: float  # what the final model took after the last fold was done
+
+
+def cross_validate_and_fit(bags: list[BagData], params: TrainParams, seed: int, epochs: int | None = None,
+                           on_fold: Callable[[int, int], None] | None = None,
+                           device: torch.device = CPU) -> Trained:
+    """:func:`cross_validate`, and the final model trained on every bag, in the folds' threads.
+
+    The final model trains for ``epochs``, or, when None, for the median of the epoch counts
+    early stopping chose in every fold but the last (each fold stopped on its own held-out
+    slides; at least ``min_epochs``): so it starts as soon as those folds are done and trains
+    beside the last one, on the core that fold alone would leave idle (3 folds on 2 threads at
+    1,000 slides: 8-10 s of a round). Without cross-validation (too few labelled slides) it
+    early-stops on its own held-out split.
+    """
+    cv, final, final_seconds = _folds_and_final(bags, params, seed, on_fold, device, final=True, epochs=epochs)
+    assert final is not None  # asked for
+    return Trained(cv, final[0], final[1], final_seconds)
+
+
+def _folds_and_final(bags: list[BagData], params: TrainParams, seed: int,
+                     on_fold: Callable[[int, int], None] | None, device: torch.device, final: bool = False,
+                     epochs: int | None = None) -> tuple[CVResult, tuple[GatedAttentionMIL, FitInfo] | None, float]:
     labels = [b.target for b in bags if b.labelled]
     k = min(params.folds, sum(1 for t in labels if t == 1), sum(1 for t in labels if t == 0))
     if k < 2:
-        return CVResult(0, None, None, None, [], {})
+        t = time.perf_counter()
+        alone = fit(bags, params, seed, epochs=epochs, device=device) if final else None
+        return CVResult(0, None, None, None, [], {}), alone, time.perf_counter() - t
     folds = stratified_folds(bags, k, np.random.default_rng([seed, 17]))
 
     def run_fold(f: int, held: list[int]) -> tuple[int, list[Prediction]]:
@@ -512,13 +600,24 @@ def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
         return info.best_epoch, predict(model, bags, device=device)
 
     # Each fold's model depends on its own seed only (see seeded_model), so running them in
-    # parallel threads gives the same numbers as one after the other.
+    # parallel threads gives the same numbers as one after the other; the final model's epochs
+    # depend on the same folds however the threads interleave.
+    final_future: Future | None = None
     with ThreadPoolExecutor(max(1, min(params.parallel_folds, k)), thread_name_prefix="cv-fold") as pool:
         futures = [pool.submit(run_fold, f, held) for f, held in enumerate(folds)]
+        if final and epochs is not None:
+            final_future = pool.submit(fit, bags, params, seed, epochs, device)
         for done, future in enumerate(as_completed(futures), start=1):
             future.result()  # a fold's error surfaces here
             if on_fold is not None:
                 on_fold(done, k)
+            if final and final_future is None and all(f.done() for f in futures[:-1]):
+                first = [f.result()[0] for f in futures[:-1]]
+                final_future = pool.submit(fit, bags, params, seed, max(params.min_epochs, int(np.median(first))),
+                                           device)
+        folds_done = time.perf_counter()
+        trained = final_future.result() if final_future is not None else None
+    final_seconds = time.perf_counter() - folds_done
     oof: dict[int, float] = {}
     oof_instance: dict[int, np.ndarray] = {}
     members: list[list[np.ndarray]] = []
@@ -542,5 +641,5 @@ def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
     y = np.array([b.target for b in bags if b.labelled])
     p = np.array([oof[b.slide_id] for b in bags if b.labelled])
     instance_auc = roc_auc(np.concatenate(inst_y), np.concatenate(inst_p)) if inst_y else None
-    return CVResult(k, roc_auc(y, p), accuracy(y, p), instance_auc, best_epochs, oof, oof_instance, members,
-                    member_slide, folds)
+    return (CVResult(k, roc_auc(y, p), accuracy(y, p), instance_auc, best_epochs, oof, oof_instance, members,
+                     member_slide, folds), trained, final_seconds)
