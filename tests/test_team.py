@@ -136,6 +136,21 @@ def test_double_read_items_wait_for_a_second_different_reviewer(team):
     assert queue_progress(cat, version).team == 11
 
 
+def test_a_half_done_double_read_is_not_adjudicated_before_its_second_read(team):
+    """A double read whose one reader was unsure is not disputed yet: the adjudicator would see that
+    read before the second reader gives theirs. Once both are in (and both unsure) it is."""
+    from wsireview.learn.reviews import verdict_counts
+
+    _, cat, version, entries = team
+    doubles = [e.patch_id for e in entries if e.rank in DOUBLE_RANKS]
+    change_verdict(cat, doubles[0], "anna", "unsure")
+    assert doubles[0] not in {e.patch_id for e in adjudication_entries(cat)}
+    assert agreement_report(cat).adjudication_pending == verdict_counts(cat)["adjudication"]["pending"] == 0
+    record_verdict(cat, doubles[0], "unsure", "ben", 1.0, version)  # the second read: unsure too
+    assert [e.patch_id for e in adjudication_entries(cat)] == [doubles[0]]
+    assert agreement_report(cat).adjudication_pending == verdict_counts(cat)["adjudication"]["pending"] == 1
+
+
 def screen_text(app) -> str:
     """Every character the screen shows (the SVG screenshot's text)."""
     svg = app.export_screenshot()

@@ -91,3 +91,38 @@ async def test_newer_model_version_is_announced_and_N_switches(queued):
     # each verdict records the version whose queue showed the patch
     assert rows[0] == (first.patch_id, version)
     assert rows[1][1] == newer
+
+
+async def test_a_queue_read_again_keeps_the_patch_on_screen_and_lets_a_skipped_patch_go(queued):
+    """Others free patches ahead of this reviewer's: the queue is read again, and the patch on screen
+    stays the one a verdict goes to (before, the list changed under it and `y` judged another patch).
+    A top-up read before a skip no longer holds the skipped patch for the rest of the session."""
+    from wsireview.catalog.claims import release_claims
+
+    ws, cat, version = queued
+    queue = [e.patch_id for e in queue_entries(cat)]
+    ben = claim_patches(cat, "ben", version)  # ben holds the top of the queue
+    app = ReviewApp(ws, cat, reviewer="anna", start="review")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        shown = screen.current.patch_id
+        assert shown == queue[CLAIMS.batch] and not {e.patch_id for e in screen.entries} & set(ben)
+        release_claims(cat, "ben")  # ben quits; anna's next top-up takes his patches, ahead of hers
+        screen._claims_ready(claim_patches(cat, "anna", version, first=tuple(ben[:2])), None, None)
+        await settle(pilot)
+        assert set(ben[:2]) <= {e.patch_id for e in screen.entries}  # the queue was read again
+        assert screen.current.patch_id == shown
+        await pilot.press("y")
+        await settle(pilot)
+        skipped = screen.current.patch_id
+        stale = claim_patches(cat, "anna", version, first=(skipped,))  # a top-up read just before the skip
+        await pilot.press("space")
+        await settle(pilot)
+        screen._claims_ready(stale, None, None)  # ... arrives after it
+        await settle(pilot)
+        assert skipped in stale and skipped not in screen.claimed
+        assert skipped not in {c.patch_id for c in live_claims(cat) if c.reviewer == "anna"}
+    with cat.session() as session:
+        judged = session.scalars(select(Review.patch_id).where(Review.reviewer == "anna")).all()
+    assert judged == [shown]

@@ -25,7 +25,14 @@ from wsireview.catalog.models import (
     SlidePrediction,
     utcnow,
 )
-from wsireview.catalog.verdicts import counting, load_reads, may_judge, needs_adjudication, open_patches, shown_verdict
+from wsireview.catalog.verdicts import (
+    awaiting_adjudication,
+    counting,
+    load_reads,
+    may_judge,
+    open_patches,
+    shown_verdict,
+)
 
 __all__ = ["counting"]  # re-exported: older callers import it from here
 
@@ -323,7 +330,8 @@ def adjudication_entries(catalog: Catalog) -> list[QueueEntry]:
     (``shown_reads``) and the latest model's scores."""
     latest = latest_model_version_id(catalog)
     with catalog.session() as session:
-        waiting = {pid: p for pid, p in load_reads(session).items() if needs_adjudication(p)}
+        every = load_reads(session)
+        waiting = {pid: every[pid] for pid in awaiting_adjudication(session, every)}
         if not waiting:
             return []
         rows: list[Any] = []

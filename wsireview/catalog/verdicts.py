@@ -23,7 +23,7 @@ verdicts others gave it are hidden from R (:func:`open_patches`), so a second re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, ScalarSelect, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from wsireview.catalog.models import ADJUDICATION, READ, UNSURE, Review, ReviewQueueItem
+from wsireview.catalog.models import ADJUDICATION, READ, READY, UNSURE, ModelVersion, Review, ReviewQueueItem
 
 ADJUDICATED = "adjudicated"
 CONSENSUS_MODES = (ADJUDICATED, "majority", "unanimous", "latest")
@@ -136,6 +136,19 @@ def needs_adjudication(patch: PatchReads) -> bool:
         return False
     verdicts = {v.verdict for v in patch.reads}
     return len(verdicts - {UNSURE}) >= 2 or verdicts == {UNSURE}
+
+
+def awaiting_adjudication(session: Session, patches: Mapping[int, PatchReads]) -> set[int]:
+    """The patches of ``patches`` an adjudicator should decide: :func:`needs_adjudication`, and every
+    read in. A double read still waiting for its second reader in the latest queue is not disputed
+    yet: its one reader may have been unsure, and an adjudicator would see that read before the
+    second reader gives theirs."""
+    candidates = [pid for pid, patch in patches.items() if needs_adjudication(patch)]
+    if not candidates:
+        return set()
+    latest = session.scalar(select(func.max(ModelVersion.id)).where(ModelVersion.status == READY))
+    waiting = open_patches(session, latest, None, candidates) if latest is not None else set()
+    return set(candidates) - waiting
 
 
 def load_reads(session: Session, patch_ids: Collection[int] | None = None) -> dict[int, PatchReads]:

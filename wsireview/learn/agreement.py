@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsireview.catalog import VERDICTS, Catalog
-from wsireview.catalog.verdicts import load_reads, needs_adjudication
+from wsireview.catalog.verdicts import awaiting_adjudication, load_reads
 
 Z_95 = 1.959964  # two-sided 95% normal quantile
 CI_METHOD = "kappa ± 1.96 SE, SE of Fleiss, Cohen & Everitt (1969)"
@@ -130,6 +130,7 @@ def agreement_report(catalog: Catalog) -> AgreementReport:
     """Agreement over the catalog's reads: every pair of reviewers who judged a patch in common."""
     with catalog.session() as session:
         patches = load_reads(session)
+        pending = len(awaiting_adjudication(session, patches))
     index = {v: i for i, v in enumerate(CATEGORIES)}
     by_reviewer: dict[str, dict[int, str]] = {}
     counts = []
@@ -154,6 +155,6 @@ def agreement_report(catalog: Catalog) -> AgreementReport:
         report.pairs.append(PairAgreement(first, second, len(both), agreed, cohen_kappa(table), table))
     report.fleiss = fleiss_kappa(counts)
     report.fleiss_patches = sum(1 for row in counts if sum(row) >= 2)
-    report.adjudication_pending = sum(1 for p in patches.values() if needs_adjudication(p))
+    report.adjudication_pending = pending
     report.adjudicated = sum(1 for p in patches.values() if p.adjudication is not None)
     return report

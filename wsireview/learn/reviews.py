@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from wsireview.catalog import ADJUDICATION, READ, VERDICTS, Catalog, Patch, Review, Slide
 from wsireview.catalog.queries import counting
-from wsireview.catalog.verdicts import decide, load_reads, needs_adjudication
+from wsireview.catalog.verdicts import awaiting_adjudication, decide, load_reads
 
 
 def default_reviewer() -> str:
@@ -97,6 +97,7 @@ def verdict_counts(catalog: Catalog) -> dict:
     adjudication queue (for `status --json` and `status`)."""
     with catalog.session() as session:
         patches = load_reads(session)
+        pending = len(awaiting_adjudication(session, patches))
         by_patch: Counter = Counter()
         for patch in patches.values():
             verdict, _ = decide(patch.reads, patch.adjudication)
@@ -113,7 +114,7 @@ def verdict_counts(catalog: Catalog) -> dict:
             .group_by(Review.reviewer, Review.verdict)
         ).all():
             by_reviewer.setdefault(reviewer, {})[verdict] = count
-    adjudication = {"pending": sum(1 for p in patches.values() if needs_adjudication(p)),
+    adjudication = {"pending": pending,
                     "decided": sum(1 for p in patches.values() if p.adjudication is not None)}
     return {"by_verdict": by_verdict, "by_reviewer": by_reviewer, "total": sum(by_verdict.values()),
             "by_patch": dict(by_patch), "adjudication": adjudication}

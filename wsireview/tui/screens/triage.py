@@ -25,6 +25,7 @@ from functools import partial
 from PIL import Image
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.exc import SQLAlchemyError
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -243,11 +244,20 @@ class TriageScreen(ReviewScreen):
         claims when few are left (``top_up``) and read the team's progress (``team``). ``stamp``: the
         verdicts counted on screen when it started (a read overtaken by a newer verdict is dropped)."""
         catalog = self.app.catalog
-        claimed = claim_patches(catalog, self.app.reviewer, version, slide_id=self.slide_id,
-                                exclude=skipped) if top_up else None
-        progress = queue_progress(catalog, version, self.slide_id) if team else self.progress
-        self.app.call_from_thread(self._claims_ready, claimed, progress, latest_model_version_id(catalog), version,
-                                  stamp)
+        try:
+            claimed = claim_patches(catalog, self.app.reviewer, version, slide_id=self.slide_id,
+                                    exclude=skipped) if top_up else None
+            progress = queue_progress(catalog, version, self.slide_id) if team else self.progress
+            latest = latest_model_version_id(catalog)
+        except SQLAlchemyError as error:  # a busy or unreachable catalog: say so, try again after the next patch
+            self.app.call_from_thread(self._catalog_unreachable, error)
+            return
+        self.app.call_from_thread(self._claims_ready, claimed, progress, latest, version, stamp)
+
+    def _catalog_unreachable(self, error: SQLAlchemyError) -> None:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        self.notify(f"The catalog did not answer ({first[:120]}); your claims are kept, and the next patch tries "
+                    "again.", severity="warning", timeout=6)
 
     def _claims_ready(self, claimed: list[int] | None, progress: QueueProgress | None, latest: int | None,
                       version: int | None = None, stamp: int | None = None) -> None:
@@ -258,10 +268,12 @@ class TriageScreen(ReviewScreen):
         if progress is not self.progress:
             self._refreshed_at = time.monotonic()
         if claimed is not None:
-            self.claimed = set(claimed)
+            skipped_since = set(claimed) & self.skipped  # skipped while this top-up was read: let them go again
+            if skipped_since:
+                release_claims(self.app.catalog, self.app.reviewer, sorted(skipped_since))
+            self.claimed = set(claimed) - skipped_since
             if not self.claimed <= {e.patch_id for e in self.entries}:  # freed by others since the queue was read
-                self.entries = self._entries()
-                self.verdicts.update({e.patch_id: e.verdict or "" for e in self.entries if e.done})
+                self._read_entries_again()
         self.progress = progress
         if latest is not None and self.model_version_id is not None and latest > self.model_version_id \
                 and latest != self.newer_version:
@@ -270,9 +282,26 @@ class TriageScreen(ReviewScreen):
                         "press N (shift+n) to switch to its queue.", title="New model version", timeout=10)
         self._update_text()
 
+    def _read_entries_again(self) -> None:
+        """Read the queue again (others freed patches since it was read), keeping the patch on screen
+        the current one wherever it now lies: a verdict goes to the patch the reviewer sees."""
+        shown = self.current
+        self.entries = self._entries()
+        self.verdicts.update({e.patch_id: e.verdict or "" for e in self.entries if e.done})
+        if shown is None or self.index is None:
+            return
+        at = next((i for i, e in enumerate(self.entries) if e.patch_id == shown.patch_id), None)
+        if at is None:  # no longer in this reviewer's queue (a lapsed claim taken over): shown until they move on
+            at = min(self.index, len(self.entries))
+            self.entries.insert(at, shown)
+        self.index = at
+
     def renew(self) -> None:
         """On a timer: keep this reviewer's claims while the screen is open, even while they think."""
-        renew_claims(self.app.catalog, self.app.reviewer)
+        try:
+            renew_claims(self.app.catalog, self.app.reviewer)
+        except SQLAlchemyError as error:
+            self._catalog_unreachable(error)
 
     def action_newest_queue(self) -> None:
         """Leave this queue for the newest model version's (its verdicts are recorded against it)."""
@@ -347,7 +376,7 @@ class TriageScreen(ReviewScreen):
             self.patch_view.show_message(f"This patch cannot be shown:\n{error}\n\nspace: skip it")
         else:
             self.patch_view.show_message("reading ...")
-            self.read_current(self.index, view, box)
+            self.read_current(entry, view, box)
         self.thumb_view.show(("mark", pid, view, box), partial(self._marked_thumb, entry, view, box))
         self._update_text()
         self.call_after_refresh(self._frame_drawn, started)
@@ -423,12 +452,14 @@ class TriageScreen(ReviewScreen):
         return True
 
     @work(thread=True, exclusive=True, group="current")
-    def read_current(self, index: int, view: Viewport, box: tuple[int, int]) -> None:
-        self._prepare(self.entries[index], view, box)
-        self.app.call_from_thread(self._current_ready, index, view, box)
+    def read_current(self, entry: QueueEntry, view: Viewport, box: tuple[int, int]) -> None:
+        self._prepare(entry, view, box)
+        self.app.call_from_thread(self._current_ready, entry.patch_id, view, box)
 
-    def _current_ready(self, index: int, view: Viewport, box: tuple[int, int]) -> None:
-        if self.index == index and self.current_view() == view and self._box() == box:
+    def _current_ready(self, patch_id: int, view: Viewport, box: tuple[int, int]) -> None:
+        current = self.current
+        if current is not None and current.patch_id == patch_id and self.current_view() == view \
+                and self._box() == box:
             self._show_view()
 
     @work(thread=True, exclusive=True, group="prefetch")
@@ -436,13 +467,19 @@ class TriageScreen(ReviewScreen):
         """What one key away shows, the likeliest first: the next patch (a verdict), zoom in,
         the other zoom and pan steps and the patch itself (`0`), then the patches after it."""
         worker = get_current_worker()
-        entry = self.entries[index]
+        entries = self.entries  # the queue may be read again meanwhile: this worker keeps the list it started on
+        if index >= len(entries):
+            return
+        entry = entries[index]
         near: list[tuple[QueueEntry, Viewport]] = []
         if view is not None:
             home = self._home(entry, box)
             steps = neighbours(view, home.downsample, box, self._slide_size(entry))
             near = [(entry, v) for v in steps + ([home] if view != home and home not in steps else [])]
-        upcoming = [(self.entries[i], self._home(self.entries[i], box)) for i in self._upcoming(index, READ_AHEAD)]
+        try:
+            upcoming = [(entries[i], self._home(entries[i], box)) for i in self._upcoming(index, READ_AHEAD)]
+        except IndexError:  # read again since: the next frame prefetches from the new list
+            upcoming = []
         for item_entry, item_view in upcoming[:1] + near + upcoming[1:]:
             self._yield_to_frame()
             if worker.is_cancelled:
@@ -500,12 +537,20 @@ class TriageScreen(ReviewScreen):
             review = undo_review(self.app.catalog, self.session_reviews.pop())
             if review is None:  # already withdrawn elsewhere (another screen): look further back
                 continue
-            index = next(i for i, e in enumerate(self.entries) if e.patch_id == review.patch_id)
+            self.verdicts.pop(review.patch_id, None)
+            self.skipped.discard(review.patch_id)
+            self._verdicts_counted += 1  # a team count read before the undo must not bring the verdict back
+            self._claim(first=(review.patch_id,))  # undone: held again first; the counts are read again too
+            # Looked up after the claim: a queue read again by it has moved the patch.
+            index = next((i for i, e in enumerate(self.entries) if e.patch_id == review.patch_id), None)
+            if index is None or not (self.adjudicate or review.patch_id in self.claimed):
+                # Another reviewer took it meanwhile (a second read): undone, and theirs to judge now.
+                self.last_action = f"undid {VERDICT_TEXT.get(review.verdict, review.verdict)}"
+                self.notify(f"Undid {VERDICT_TEXT.get(review.verdict, review.verdict)}; another reviewer holds that "
+                            "patch now.", timeout=4)
+                self._update_text()
+                return
             entry = self.entries[index]
-            self.verdicts.pop(entry.patch_id, None)
-            self.skipped.discard(entry.patch_id)
-            self._claim(first=(entry.patch_id,))  # undone: held again first; the counts are read again too
-            self.claimed.add(entry.patch_id)
             where = self._where_text(entry)
             self.last_action = f"undid {VERDICT_TEXT.get(review.verdict, review.verdict)}"
             self.notify(f"Undid {VERDICT_TEXT.get(review.verdict, review.verdict)} on {literal(entry.slide_name)}, "
