@@ -544,17 +544,6 @@ class CVResult:
     held_out: list[list[int]] = field(default_factory=list)  # per fold: indices of the bags it held out
 
 
-def cross_validate(bags: list[BagData], params: TrainParams, seed: int,
-                   on_fold: Callable[[int, int], None] | None = None, device: torch.device = CPU) -> CVResult:
-    """k-fold over labelled slides (k = min(params.folds, smaller class)): out-of-fold metrics.
-
-    Unlabelled slides with reviewed patches train in every fold; instance AUC is measured on the
-    verdicts of held-out slides only. Each fold's model also scores every bag: the folds are an
-    ensemble whose disagreement is the queue's uncertainty. ``on_fold(done, k)`` after each fold.
-    """
-    return _folds_and_final(bags, params, seed, on_fold, device)[0]
-
-
 @dataclass
 class Trained:
     """A round's models: the cross-validation folds' and the final one, trained on every bag."""
@@ -568,7 +557,12 @@ class Trained:
 def cross_validate_and_fit(bags: list[BagData], params: TrainParams, seed: int, epochs: int | None = None,
                            on_fold: Callable[[int, int], None] | None = None,
                            device: torch.device = CPU) -> Trained:
-    """:func:`cross_validate`, and the final model trained on every bag, in the folds' threads.
+    """k-fold cross-validation over the labelled slides (k = min(params.folds, smaller class)), and
+    the final model trained on every bag, in the folds' threads.
+
+    Unlabelled slides with reviewed patches train in every fold; instance AUC is measured on the
+    verdicts of held-out slides only. Each fold's model also scores every bag: the folds are an
+    ensemble whose disagreement is the queue's uncertainty. ``on_fold(done, k)`` after each fold.
 
     The final model trains for ``epochs``, or, when None, for the median of the epoch counts
     early stopping chose in every fold but the last (each fold stopped on its own held-out
@@ -577,20 +571,12 @@ def cross_validate_and_fit(bags: list[BagData], params: TrainParams, seed: int, 
     1,000 slides: 8-10 s of a round). Without cross-validation (too few labelled slides) it
     early-stops on its own held-out split.
     """
-    cv, final, final_seconds = _folds_and_final(bags, params, seed, on_fold, device, final=True, epochs=epochs)
-    assert final is not None  # asked for
-    return Trained(cv, final[0], final[1], final_seconds)
-
-
-def _folds_and_final(bags: list[BagData], params: TrainParams, seed: int,
-                     on_fold: Callable[[int, int], None] | None, device: torch.device, final: bool = False,
-                     epochs: int | None = None) -> tuple[CVResult, tuple[GatedAttentionMIL, FitInfo] | None, float]:
     labels = [b.target for b in bags if b.labelled]
     k = min(params.folds, sum(1 for t in labels if t == 1), sum(1 for t in labels if t == 0))
     if k < 2:
         t = time.perf_counter()
-        alone = fit(bags, params, seed, epochs=epochs, device=device) if final else None
-        return CVResult(0, None, None, None, [], {}), alone, time.perf_counter() - t
+        model, info = fit(bags, params, seed, epochs=epochs, device=device)
+        return Trained(CVResult(0, None, None, None, [], {}), model, info, time.perf_counter() - t)
     folds = stratified_folds(bags, k, np.random.default_rng([seed, 17]))
 
     def run_fold(f: int, held: list[int]) -> tuple[int, list[Prediction]]:
@@ -605,18 +591,19 @@ def _folds_and_final(bags: list[BagData], params: TrainParams, seed: int,
     final_future: Future | None = None
     with ThreadPoolExecutor(max(1, min(params.parallel_folds, k)), thread_name_prefix="cv-fold") as pool:
         futures = [pool.submit(run_fold, f, held) for f, held in enumerate(folds)]
-        if final and epochs is not None:
+        if epochs is not None:
             final_future = pool.submit(fit, bags, params, seed, epochs, device)
         for done, future in enumerate(as_completed(futures), start=1):
             future.result()  # a fold's error surfaces here
             if on_fold is not None:
                 on_fold(done, k)
-            if final and final_future is None and all(f.done() for f in futures[:-1]):
+            if final_future is None and all(f.done() for f in futures[:-1]):
                 first = [f.result()[0] for f in futures[:-1]]
                 final_future = pool.submit(fit, bags, params, seed, max(params.min_epochs, int(np.median(first))),
                                            device)
         folds_done = time.perf_counter()
-        trained = final_future.result() if final_future is not None else None
+        assert final_future is not None  # submitted at the latest when the last fold was done
+        model, info = final_future.result()
     final_seconds = time.perf_counter() - folds_done
     oof: dict[int, float] = {}
     oof_instance: dict[int, np.ndarray] = {}
@@ -641,5 +628,6 @@ def _folds_and_final(bags: list[BagData], params: TrainParams, seed: int,
     y = np.array([b.target for b in bags if b.labelled])
     p = np.array([oof[b.slide_id] for b in bags if b.labelled])
     instance_auc = roc_auc(np.concatenate(inst_y), np.concatenate(inst_p)) if inst_y else None
-    return (CVResult(k, roc_auc(y, p), accuracy(y, p), instance_auc, best_epochs, oof, oof_instance, members,
-                     member_slide, folds), trained, final_seconds)
+    cv = CVResult(k, roc_auc(y, p), accuracy(y, p), instance_auc, best_epochs, oof, oof_instance, members,
+                  member_slide, folds)
+    return Trained(cv, model, info, final_seconds)
