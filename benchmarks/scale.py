@@ -3,6 +3,7 @@
     nice -n 10 python benchmarks/scale.py                          # 100 x 2,000 and 500 x 2,000 patches
     nice -n 10 python benchmarks/scale.py --sizes 1000x5000 --rounds 2
     python benchmarks/scale.py --sizes 20x500 --rounds 2           # a quick check
+    python benchmarks/scale.py --sizes 1000x5000 --rounds 2 --cold # every round reads from disk
 
 For each size, synthetic cached features are written once with numpy (N slides x M patches of
 1,280-d float16 records, the feature store's format; no images, no encoder): a 32-d latent signal
@@ -144,6 +145,16 @@ def run_child(code: Path, *args: str) -> dict:
 
 # ---- the parent ----
 
+def drop_from_page_cache(folder: Path) -> None:
+    """Ask the kernel to forget the cached pages of every ``.npy`` under ``folder`` (``--cold``)."""
+    for path in folder.rglob("*.npy"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def catalog_bytes(ws: Path) -> int:
     return sum(p.stat().st_size for p in ws.glob("catalog.sqlite*"))
 
@@ -181,6 +192,8 @@ def main() -> None:
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the workspaces (features stay in any case)")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the feature files from the page cache before each round (as after a reboot)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -220,6 +233,9 @@ def main() -> None:
                 continue
             verdicts = 0
             for r in range(1, args.rounds + 1):
+                if args.cold:
+                    drop_from_page_cache(features)
+                    drop_from_page_cache(ws / "features")
                 before = catalog_bytes(ws)
                 out = run_child(code, "round", str(ws), str(args.budget))
                 if "error" in out:

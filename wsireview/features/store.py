@@ -227,6 +227,26 @@ def read_records(path: Path, buffer: ReadBuffer | None = None) -> np.ndarray:
     return out
 
 
+def read_soon(path: Path | None) -> None:
+    """Ask the kernel to start reading ``path`` now (``POSIX_FADV_WILLNEED``), ahead of a pass that
+    reads it a few files later: several reads in flight instead of one. A round's first pass over
+    1,000 slides of 1,280-d features from disk took 20-27 s one file at a time, 14 s with the next
+    four asked for (the disk reads 1.08 GB/s with direct 4 MB reads). A hint: never an error."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None or path is None:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def read_feature_rows(workspace: Workspace, feature_set: FeatureSet, rows: np.ndarray) -> np.ndarray:
     """The features of rows ``rows`` of one feature set, each read where it lies: a sample of a
     few rows per slide costs kilobytes of reads and memory, not the slide's matrix."""

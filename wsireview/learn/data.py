@@ -28,8 +28,10 @@ from wsireview.features.store import (
     load_projected,
     ReadBuffer,
     lookalikes_path,
+    projected_path,
     read_feature_rows,
     read_features,
+    read_soon,
     remove_other_projections,
     save_projected,
 )
@@ -39,6 +41,7 @@ PCA_SAMPLE = 10_000  # patches used to fit the projection: plenty for a few doze
 PATCHES_PER_COMPONENT = 30  # the automatic PCA size: one whitened component per 30 training patches,
 PCA_MIN, PCA_MAX = 32, 64  # kept between these; features no wider than PCA_MAX are not projected
 TRANSFORM_ROWS = 256  # rows projected at a time (see Preprocessor.transform)
+READ_AHEAD_SLIDES = 4  # slides' files the kernel is asked to read ahead of a pass (see store.read_soon)
 PROJECTION_SEED = 0  # the projection is fitted without labels and must not change from round to round
 # (nor between evaluate's seeds), or every slide's cached projection would be computed again
 
@@ -218,7 +221,14 @@ def load_projected_bags(
     # or copies from the page cache, outside the GIL); two buffers per kind take turns.
     buffers = [(ReadBuffer(), ReadBuffer()) for _ in range(2)]  # (projected, full width), by slide parity
 
+    def ask_ahead(fs: FeatureSet) -> None:
+        """The kernel starts reading the file this pass will read for ``fs``."""
+        projected_file = projected_path(workspace, fs.slide_id, encoder, pre.key)
+        read_soon(projected_file if projected_file.exists() else workspace.absolute(fs.path))
+
     def read(i: int) -> tuple[bool, np.ndarray, np.ndarray]:
+        if i + READ_AHEAD_SLIDES < len(sets):
+            ask_ahead(sets[i + READ_AHEAD_SLIDES])
         projected, full = buffers[i % 2]
         cached = load_projected(workspace, sets[i], pre.key, projected)
         if cached is not None:
@@ -227,6 +237,8 @@ def load_projected_bags(
 
     cleared = False
     with ThreadPoolExecutor(1, thread_name_prefix="read-features") as reader:
+        for first in sets[:READ_AHEAD_SLIDES]:
+            ask_ahead(first)
         upcoming = reader.submit(read, 0)
         for done, fs in enumerate(sets, start=1):
             was_cached, patch_ids, features = upcoming.result()
