@@ -23,10 +23,10 @@ from numpy.lib.array_utils import byte_bounds
 
 from wsireview.catalog import Catalog, FeatureSet
 from wsireview.features.store import (
+    ReadBuffer,
     feature_sets,
     load_features,
     load_projected,
-    ReadBuffer,
     lookalikes_path,
     projected_path,
     read_feature_rows,
@@ -207,7 +207,8 @@ def load_projected_bags(
     slides: labelled or holding a verdict; every slide when None or none of them is embedded)
     with a fixed seed, so it stays the same from round to round until those slides change; each
     slide is read from the projected cache, or projected from its features (one slide at a time,
-    read into reused memory) and cached. The bags' features are views into one float32 matrix of all patches.
+    read into reused memory) and cached. The bags' features are views into one float32 matrix of
+    all patches.
     ``on_progress(done, total)`` after each slide.
     """
     sets = [fs for _sid, fs in sorted(feature_sets(catalog, encoder).items()) if fs.n_patches]
