@@ -147,7 +147,9 @@ def claim_patches(
             connection.execute(_drop_judged_stmt(), params)
             if candidates:
                 connection.execute(upsert, [{**params, "patch": pid} for pid in candidates])
-                held = list(connection.execute(_held_stmt(by_slide), params).scalars())
+            # Read again after the writes: on PostgreSQL a lapsed claim read as held above may have
+            # been taken by another reviewer before this transaction's renew reached it.
+            held = list(connection.execute(_held_stmt(by_slide), params).scalars())
         if not candidates or len(held) >= policy.batch or (held and attempt + 1 >= TAKE_ATTEMPTS):
             break
         tried.update(candidates)  # on PostgreSQL someone else took them meanwhile: the next ones
