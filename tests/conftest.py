@@ -92,6 +92,26 @@ def demo_catalog(demo_workspace):
 
 # -- PostgreSQL: one throw-away server per session, a fresh database per test -----------------------
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two cores are shared by the whole suite: a module that trains or embeds computes on one
+    (module fixtures included)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_torchscript(tmp_path) -> Path:
+    """A tiny TorchScript encoder saved to a file (``torch_support.TinyEncoder``)."""
+    from torch_support import save_tiny_torchscript
+
+    return save_tiny_torchscript(tmp_path / "tiny.pt")
+
+
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory):
     """A PostgreSQL server started with the machine's binaries (skipped where there are none, which

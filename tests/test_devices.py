@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import warnings
 from contextlib import closing
 
 import numpy as np
@@ -21,23 +20,9 @@ from wsireview.workspace import Workspace
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 
 
-class _Tiny(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, 5, 3, stride=4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x)).mean(dim=(2, 3))
-
-
 @pytest.fixture
-def tiny_model(tmp_path):
-    path = tmp_path / "tiny.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(_Tiny()).save(str(path))
-    return f"torchscript:{path}"
+def tiny_model(tiny_torchscript) -> str:
+    return f"torchscript:{tiny_torchscript}"
 
 
 @no_gpu

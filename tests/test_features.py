@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import torch
 from skimage.color import hed2rgb, rgb2hed
 from sqlalchemy import delete, select
 
+from torch_support import TinyEncoder
 from wsireview.catalog import FeatureSet, Patch, Slide
 from wsireview.features import effnet, embed, encoders, stain, store
 from wsireview.features.embed import EMBEDDED, EMPTY, FAILED, embed_slides
@@ -18,14 +18,7 @@ from wsireview.features.encoders import Encoder, EncoderError, get_encoder
 from wsireview.slides.reader import SlideFile
 from wsireview.slides.reader import SlideError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two cores are shared by the whole suite: tests compute on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -157,31 +150,12 @@ def test_stain_stats_on_real_tissue(he_patches):
 
 
 # -- torchscript --------------------------------------------------------------------------------
-class _Tiny(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, 5, 3, stride=4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x)).mean(dim=(2, 3))
-
-
-@pytest.fixture
-def tiny_torchscript(tmp_path):
-    path = tmp_path / "tiny.pt"
-    with warnings.catch_warnings():  # torch >= 2.10 flags TorchScript as deprecated; users still bring it
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(_Tiny()).save(str(path))
-    return path
-
-
 def test_torchscript_encoder_end_to_end(tiny_torchscript, demo_workspace, demo_catalog, he_patches):
     name = f"torchscript:{tiny_torchscript}"
     encoder = get_encoder(name)
     assert encoder.dim == 5 and encoder.name == name
     x = torch.from_numpy(encoders.imagenet_normalise(he_patches[:2]))
-    assert np.allclose(encoder.embed(he_patches[:2]), _Tiny()(x).detach().numpy(), atol=1e-5)
+    assert np.allclose(encoder.embed(he_patches[:2]), TinyEncoder()(x).detach().numpy(), atol=1e-5)
     first = _ready_ids(demo_catalog)[:1]
     report = embed_slides(demo_catalog, demo_workspace, name, slide_ids=first)
     assert [r.outcome for r in report.results] == [EMBEDDED]

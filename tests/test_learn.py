@@ -34,16 +34,10 @@ from wsireview.learn.train import TrainParams
 from wsireview.learn.truth import lesion_share, truth_labels
 from wsireview.workspace import Workspace
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ENCODER = "stain-stats"
 SYN = "synthetic"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def scores_of(catalog, version_id: int) -> dict[int, tuple[float, float, int]]:
@@ -408,7 +402,8 @@ def test_folds_in_parallel_threads_give_the_same_numbers_as_one_after_the_other(
     """Cross-validation trains folds in threads, and the final model beside the last fold; each
     model depends on its seed alone, and the final one's epochs on the folds but the last. Bags
     that are views of one matrix (a round's) train exactly as bags of their own."""
-    from wsireview.learn.train import cross_validate_and_fit, make_bag, row_views
+    from wsireview.learn.data import row_views
+    from wsireview.learn.train import cross_validate_and_fit, make_bag
 
     rng = np.random.default_rng(1)
     packed = rng.normal(size=(12 * 300, 8)).astype(np.float32)

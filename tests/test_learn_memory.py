@@ -7,7 +7,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import torch
 
 from wsireview.features.store import feature_sets, load_features
 from wsireview.learn.checkpoint import load_checkpoint
@@ -16,15 +15,9 @@ from wsireview.learn.round import retrain
 from wsireview.learn.spec import RoundSpec
 from wsireview.learn.synthetic import make_synthetic_cohort
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SYN = "synthetic-wide"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_a_round_projects_slide_by_slide_and_the_next_reads_the_cache(workspace, catalog, monkeypatch):

@@ -320,19 +320,46 @@ class StackedRows:
         return out
 
 
+def _matrix_of(parts: list[np.ndarray]) -> np.ndarray | None:
+    """The C-contiguous 2-D array the (non-empty) ``parts`` are views of, when there is one."""
+    filled = [p for p in parts if p.shape[0]]  # an empty view's address says nothing
+    base = filled[0].base if filled else None
+    return base if isinstance(base, np.ndarray) and base.ndim == 2 and base.flags.c_contiguous else None
+
+
+def _first_row(base: np.ndarray, part: np.ndarray) -> int | None:
+    """The row of ``base`` where ``part`` starts, when ``part`` is a C-contiguous block of its rows."""
+    if part.base is not base or part.ndim != 2 or not part.flags.c_contiguous or part.shape[1] != base.shape[1]:
+        return None
+    start, extra = divmod(byte_bounds(part)[0] - byte_bounds(base)[0], base.shape[1] * base.itemsize)
+    return None if extra else start
+
+
 def consecutive_rows(parts: list[np.ndarray]) -> np.ndarray | None:
     """The one matrix ``parts`` are, when they are consecutive row blocks of one C-contiguous
     array (a round's bags are: see :func:`load_projected_bags`), as a view of it; else None."""
-    filled = [p for p in parts if p.shape[0]]  # an empty view's address says nothing
-    base = filled[0].base if filled else None
-    if not isinstance(base, np.ndarray) or base.ndim != 2 or not base.flags.c_contiguous:
+    base = _matrix_of(parts)
+    if base is None:
         return None
-    row_bytes = base.shape[1] * base.itemsize
-    at = byte_bounds(filled[0])[0]
-    start = (at - byte_bounds(base)[0]) // row_bytes
+    filled = [p for p in parts if p.shape[0]]
+    first = end = _first_row(base, filled[0])
     for p in filled:
-        if p.base is not base or not p.flags.c_contiguous or p.ndim != 2 or p.shape[1] != base.shape[1] \
-                or byte_bounds(p)[0] != at:
+        if end is None or _first_row(base, p) != end:
             return None
-        at += p.shape[0] * row_bytes
-    return base[start : start + sum(p.shape[0] for p in filled)]
+        end += p.shape[0]
+    return base[first:end]
+
+
+def row_views(parts: list[np.ndarray]) -> list[torch.Tensor]:
+    """``parts`` as tensors without copies; those that are row blocks of one C-contiguous float
+    matrix become views of one tensor over it, so :func:`wsireview.learn.train.shared_rows` finds it."""
+    tensors = [torch.from_numpy(np.ascontiguousarray(p)) for p in parts]
+    base = _matrix_of(parts)
+    if base is None:
+        return tensors
+    whole = torch.from_numpy(base)
+    for i, p in enumerate(parts):
+        start = _first_row(base, p)
+        if start is not None:
+            tensors[i] = whole[start : start + p.shape[0]]
+    return tensors

@@ -22,7 +22,7 @@ from wsireview.devices import resolve_device
 from wsireview.features.embed import embed_slides, pending_slides
 from wsireview.features.store import lookalikes_path
 from wsireview.learn.checkpoint import save_checkpoint
-from wsireview.learn.data import Bag, Preprocessor, StackedRows, load_projected_bags
+from wsireview.learn.data import Bag, Preprocessor, StackedRows, load_projected_bags, row_views
 from wsireview.learn.labels import artifact_patches, instance_targets, reviewed_patches, slide_targets, slides_of
 from wsireview.learn.lookalike import ARTIFACT as ARTIFACT_CLASS
 from wsireview.learn.lookalike import LESION as LESION_CLASS
@@ -34,7 +34,7 @@ from wsireview.learn.scoring import PatchScores, score_patches
 from wsireview.learn.slide_predictions import predict_slides
 from wsireview.learn.spec import RoundSpec
 from wsireview.learn.status import queue_yield
-from wsireview.learn.train import BagData, TrainParams, cross_validate_and_fit, make_bag, predict, row_views, torch_threads
+from wsireview.learn.train import BagData, TrainParams, cross_validate_and_fit, make_bag, predict, torch_threads
 from wsireview.progress import ProgressCallback
 from wsireview.status import refuse_mixed_grids
 from wsireview.workspace import Workspace

@@ -33,7 +33,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from numpy.lib.array_utils import byte_bounds
 import torch.nn.functional as F
 from torch.optim.adamw import adamw as adamw_update
 
@@ -206,30 +205,12 @@ class BagSampler:
         return Batch(x, inst, mask, [self.bags[j].target for j in which], inst_w, att)
 
 
-def row_views(parts: list[np.ndarray]) -> list[torch.Tensor]:
-    """``parts`` as tensors without copies; those that are row blocks of one C-contiguous float
-    matrix become views of one tensor over it, so :func:`shared_rows` finds it."""
-    tensors = [torch.from_numpy(np.ascontiguousarray(p)) for p in parts]
-    base = parts[0].base if parts else None
-    if not isinstance(base, np.ndarray) or base.ndim != 2 or not base.flags.c_contiguous:
-        return tensors
-    low = byte_bounds(base)[0]
-    row_bytes = base.shape[1] * base.itemsize
-    whole = torch.from_numpy(base)
-    for i, p in enumerate(parts):
-        if p.base is base and p.ndim == 2 and p.flags.c_contiguous and p.shape[1] == base.shape[1]:
-            start, extra = divmod(byte_bounds(p)[0] - low, row_bytes)
-            if not extra:
-                tensors[i] = whole[start : start + p.shape[0]]
-    return tensors
-
-
 def shared_rows(parts: list[torch.Tensor]) -> tuple[torch.Tensor | None, np.ndarray]:
     """The one matrix ``parts`` are row blocks of, and each part's first row in it; ``(None, [])``
     when they are not views of one matrix (then each part is indexed on its own).
 
-    A round's bags are (:func:`wsireview.learn.data.load_projected_bags` packs the cohort into one
-    matrix), so a training step gathers its rows with one index instead of one per bag."""
+    A round's bags are (:func:`wsireview.learn.data.row_views` over the one matrix
+    :func:`wsireview.learn.data.load_projected_bags` packs the cohort into), so a training step gathers its rows with one index instead of one per bag."""
     if not parts or any(p.dim() != 2 or p.stride() != (p.shape[1], 1) for p in parts):
         return None, np.zeros(0, np.int64)
     width, storage = parts[0].shape[1], parts[0].untyped_storage()
