@@ -149,10 +149,13 @@ def test_progress_per_reviewer_and_team(team):
 
 # -- two processes --------------------------------------------------------------------------------
 
-def _review_until_done(url: str, reviewer: str, version: int) -> list[int]:
-    """A reviewer in its own process: claim, judge everything claimed, until the queue runs dry."""
+def _review_until_done(url: str, reviewer: str, version: int, start) -> list[int]:
+    """A reviewer in its own process: claim, judge everything claimed, until the queue runs dry.
+    ``start``: a barrier both reviewers pass before their first claim (a process that starts late
+    would otherwise find the queue already done)."""
     catalog = open_catalog(url, migrate=False)
     judged: list[int] = []
+    start.wait()
     try:
         while claimed := claim_patches(catalog, reviewer, version, policy=ClaimPolicy(batch=3)):
             for pid in claimed:
@@ -167,8 +170,11 @@ def _review_until_done(url: str, reviewer: str, version: int) -> list[int]:
 def test_two_processes_get_disjoint_patches(catalog_url):
     catalog = open_catalog(catalog_url)
     version, patches = seed_queue(catalog, n=60)
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        anna, ben = pool.starmap(_review_until_done, [(catalog_url, "anna", version), (catalog_url, "ben", version)])
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Manager() as manager, spawn.Pool(2) as pool:
+        start = manager.Barrier(2)
+        anna, ben = pool.starmap(_review_until_done, [(catalog_url, "anna", version, start),
+                                                      (catalog_url, "ben", version, start)])
     assert anna and ben
     assert not set(anna) & set(ben)
     assert sorted(anna + ben) == sorted(patches)
